@@ -1,0 +1,284 @@
+//! What a job asks for, and the states it goes through.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::node::Resources;
+
+pub type JobId = u64;
+
+/// Who submitted a job. Until authentication lands this is the client's OS identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Owner {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Program {
+    /// A script whose text travels with the job; `path` is where it was read from.
+    Script { path: String, body: String, args: Vec<String> },
+    /// A command line, run without a shell.
+    Command { argv: Vec<String> },
+}
+
+impl Program {
+    /// The command line for display: argv, or the script path and its arguments.
+    pub fn display_argv(&self) -> Vec<String> {
+        match self {
+            Program::Script { path, args, .. } => {
+                std::iter::once(path.clone()).chain(args.iter().cloned()).collect()
+            }
+            Program::Command { argv } => argv.clone(),
+        }
+    }
+}
+
+/// A job as submitted. Every amount is per node: a job of `num_nodes` nodes gets
+/// `gpus_per_node` GPUs (and CPUs, memory) on each of them, all at once or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub account: String,
+    pub num_nodes: u32,
+    pub gpus_per_node: u32,
+    pub cpus_per_node: u32,
+    pub mem_per_node_mib: u64,
+    pub time_limit_ms: Option<u64>,
+    pub program: Program,
+    pub work_dir: String,
+    /// Output path templates (`%j` is the job id); `None` means `gantry-%j.out`.
+    pub stdout_path: Option<String>,
+    pub stderr_path: Option<String>,
+    /// The environment the job starts with (the submitter's, by default), in submit order.
+    pub env: Vec<(String, String)>,
+}
+
+/// The largest amounts one request may name; beyond these a request is a typo, not a job.
+pub const MAX_NODES: u32 = 4096;
+pub const MAX_GPUS_PER_NODE: u32 = 1024;
+pub const MAX_CPUS_PER_NODE: u32 = 1 << 20;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("the number of nodes must be at least 1 (got {0})")]
+    ZeroNodes(u32),
+    #[error("the number of CPUs per node must be at least 1 (got {0})")]
+    ZeroCpus(u32),
+    #[error("the memory per node must be more than 0")]
+    ZeroMemory,
+    #[error("a time limit must be longer than 0")]
+    ZeroTimeLimit,
+    #[error("{what} {value} is more than the most Gantry accepts ({max})")]
+    TooLarge { what: &'static str, value: u64, max: u64 },
+    #[error("nothing to run: give a script or `-- COMMAND ARGS...`")]
+    NoProgram,
+    #[error("the script {0:?} is empty")]
+    EmptyScript(String),
+    #[error("the working directory must be an absolute path (got {0:?})")]
+    RelativeWorkDir(String),
+    #[error("{0} must not contain a NUL byte")]
+    NulByte(&'static str),
+    #[error("environment variable name {0:?} is invalid")]
+    BadEnvName(String),
+}
+
+impl JobSpec {
+    /// Resources the job holds on each of its nodes.
+    pub fn per_node(&self) -> Resources {
+        Resources {
+            gpus: self.gpus_per_node,
+            cpus: self.cpus_per_node,
+            mem_mib: self.mem_per_node_mib,
+        }
+    }
+
+    /// Checks everything that can be checked without knowing the cluster.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.num_nodes == 0 {
+            return Err(SpecError::ZeroNodes(self.num_nodes));
+        }
+        if self.cpus_per_node == 0 {
+            return Err(SpecError::ZeroCpus(self.cpus_per_node));
+        }
+        if self.mem_per_node_mib == 0 {
+            return Err(SpecError::ZeroMemory);
+        }
+        if self.time_limit_ms == Some(0) {
+            return Err(SpecError::ZeroTimeLimit);
+        }
+        let limits = [
+            ("the number of nodes", u64::from(self.num_nodes), u64::from(MAX_NODES)),
+            ("GPUs per node", u64::from(self.gpus_per_node), u64::from(MAX_GPUS_PER_NODE)),
+            ("CPUs per node", u64::from(self.cpus_per_node), u64::from(MAX_CPUS_PER_NODE)),
+        ];
+        for (what, value, max) in limits {
+            if value > max {
+                return Err(SpecError::TooLarge { what, value, max });
+            }
+        }
+        match &self.program {
+            Program::Command { argv } if argv.is_empty() || argv[0].is_empty() => {
+                return Err(SpecError::NoProgram);
+            }
+            Program::Script { path, body, .. } if body.trim().is_empty() => {
+                return Err(SpecError::EmptyScript(path.clone()));
+            }
+            _ => {}
+        }
+        if !self.work_dir.starts_with('/') {
+            return Err(SpecError::RelativeWorkDir(self.work_dir.clone()));
+        }
+        let texts = self
+            .program
+            .display_argv()
+            .into_iter()
+            .chain([self.work_dir.clone(), self.name.clone()])
+            .chain(self.stdout_path.clone())
+            .chain(self.stderr_path.clone());
+        for text in texts {
+            if text.contains('\0') {
+                return Err(SpecError::NulByte("the job's command, paths and name"));
+            }
+        }
+        for (name, value) in &self.env {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(SpecError::BadEnvName(name.clone()));
+            }
+            if value.contains('\0') {
+                return Err(SpecError::NulByte("environment values"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Job states, named as Slurm users know them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    NodeFail,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Timeout,
+        JobState::NodeFail,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "PENDING",
+            JobState::Running => "RUNNING",
+            JobState::Completed => "COMPLETED",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
+            JobState::Timeout => "TIMEOUT",
+            JobState::NodeFail => "NODE_FAIL",
+        }
+    }
+
+    /// Parses a state name; case-insensitive, and Slurm's short codes (`PD`, `R`, `CD`...) work.
+    pub fn parse(text: &str) -> Option<JobState> {
+        let upper = text.trim().to_ascii_uppercase();
+        let short = [
+            ("PD", JobState::Pending),
+            ("R", JobState::Running),
+            ("CD", JobState::Completed),
+            ("F", JobState::Failed),
+            ("CA", JobState::Cancelled),
+            ("TO", JobState::Timeout),
+            ("NF", JobState::NodeFail),
+        ];
+        JobState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == upper)
+            .or_else(|| short.into_iter().find(|(code, _)| *code == upper).map(|(_, s)| s))
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn spec() -> JobSpec {
+        JobSpec {
+            name: "train".into(),
+            account: "default".into(),
+            num_nodes: 1,
+            gpus_per_node: 2,
+            cpus_per_node: 4,
+            mem_per_node_mib: 1024,
+            time_limit_ms: None,
+            program: Program::Command { argv: vec!["true".into()] },
+            work_dir: "/tmp".into(),
+            stdout_path: None,
+            stderr_path: None,
+            env: vec![],
+        }
+    }
+
+    #[test]
+    fn a_plain_spec_is_valid_and_zero_gpus_is_fine() {
+        assert_eq!(spec().validate(), Ok(()));
+        assert_eq!(JobSpec { gpus_per_node: 0, ..spec() }.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        assert_eq!(JobSpec { num_nodes: 0, ..spec() }.validate(), Err(SpecError::ZeroNodes(0)));
+        assert_eq!(JobSpec { cpus_per_node: 0, ..spec() }.validate(), Err(SpecError::ZeroCpus(0)));
+        assert_eq!(JobSpec { mem_per_node_mib: 0, ..spec() }.validate(), Err(SpecError::ZeroMemory));
+        assert_eq!(
+            JobSpec { time_limit_ms: Some(0), ..spec() }.validate(),
+            Err(SpecError::ZeroTimeLimit)
+        );
+        assert_eq!(
+            JobSpec { program: Program::Command { argv: vec![] }, ..spec() }.validate(),
+            Err(SpecError::NoProgram)
+        );
+        assert_eq!(
+            JobSpec { work_dir: "rel".into(), ..spec() }.validate(),
+            Err(SpecError::RelativeWorkDir("rel".into()))
+        );
+        assert!(matches!(
+            JobSpec { gpus_per_node: 5000, ..spec() }.validate(),
+            Err(SpecError::TooLarge { .. })
+        ));
+        assert_eq!(
+            JobSpec { env: vec![("A=B".into(), "x".into())], ..spec() }.validate(),
+            Err(SpecError::BadEnvName("A=B".into()))
+        );
+    }
+
+    #[test]
+    fn states_parse_by_name_and_short_code() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(JobState::parse("pd"), Some(JobState::Pending));
+        assert_eq!(JobState::parse("node_fail"), Some(JobState::NodeFail));
+        assert_eq!(JobState::parse("bogus"), None);
+    }
+}

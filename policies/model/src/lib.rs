@@ -1,0 +1,10 @@
+//! Gantry's domain model, shared by the state machine, the policies, the daemons and the CLI.
+//!
+//! Pure data and validation: no I/O, no clock reads, no async runtime.
+
+pub mod job;
+pub mod node;
+pub mod units;
+
+pub use job::{JobId, JobSpec, JobState, Owner, Program, SpecError};
+pub use node::{Gpu, NodeInventory, Resources};

@@ -1,0 +1,105 @@
+//! Nodes, their GPUs and the resources jobs ask for.
+
+use serde::{Deserialize, Serialize};
+
+/// One GPU of a node, as discovered by NVML or declared by the admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    /// The index `CUDA_VISIBLE_DEVICES` uses for it.
+    pub index: u32,
+    pub model: String,
+    pub memory_mib: u64,
+    /// GPUs with the same group share an NVLink domain.
+    pub nvlink_group: u32,
+    pub numa_node: Option<u32>,
+    pub uuid: String,
+}
+
+/// What a node offers, reported by its node daemon when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeInventory {
+    pub gpus: Vec<Gpu>,
+    pub cpus: u32,
+    pub mem_mib: u64,
+    pub pool: String,
+}
+
+impl NodeInventory {
+    pub fn capacity(&self) -> Resources {
+        Resources {
+            gpus: u32::try_from(self.gpus.len()).unwrap_or(u32::MAX),
+            cpus: self.cpus,
+            mem_mib: self.mem_mib,
+        }
+    }
+
+    /// The model name shown for the node: the GPUs' model, or `mixed` when they differ.
+    pub fn gpu_model(&self) -> String {
+        let mut models = self.gpus.iter().map(|g| g.model.as_str());
+        match models.next() {
+            None => String::new(),
+            Some(first) if models.all(|m| m == first) => first.to_string(),
+            Some(_) => "mixed".to_string(),
+        }
+    }
+}
+
+/// An amount of the node-local resources a job asks for on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Resources {
+    pub gpus: u32,
+    pub cpus: u32,
+    pub mem_mib: u64,
+}
+
+impl Resources {
+    pub fn fits_in(&self, free: &Resources) -> bool {
+        self.gpus <= free.gpus && self.cpus <= free.cpus && self.mem_mib <= free.mem_mib
+    }
+
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources {
+            gpus: self.gpus.saturating_sub(other.gpus),
+            cpus: self.cpus.saturating_sub(other.cpus),
+            mem_mib: self.mem_mib.saturating_sub(other.mem_mib),
+        }
+    }
+
+    pub fn saturating_add(&self, other: &Resources) -> Resources {
+        Resources {
+            gpus: self.gpus.saturating_add(other.gpus),
+            cpus: self.cpus.saturating_add(other.cpus),
+            mem_mib: self.mem_mib.saturating_add(other.mem_mib),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_in_checks_every_dimension() {
+        let free = Resources { gpus: 4, cpus: 8, mem_mib: 1024 };
+        assert!(Resources { gpus: 4, cpus: 8, mem_mib: 1024 }.fits_in(&free));
+        assert!(!Resources { gpus: 5, cpus: 1, mem_mib: 1 }.fits_in(&free));
+        assert!(!Resources { gpus: 0, cpus: 9, mem_mib: 1 }.fits_in(&free));
+        assert!(!Resources { gpus: 0, cpus: 1, mem_mib: 1025 }.fits_in(&free));
+    }
+
+    #[test]
+    fn gpu_model_names_mixed_nodes() {
+        let gpu = |m: &str| Gpu {
+            index: 0,
+            model: m.into(),
+            memory_mib: 0,
+            nvlink_group: 0,
+            numa_node: None,
+            uuid: String::new(),
+        };
+        let mut inv = NodeInventory { gpus: vec![gpu("H100"), gpu("H100")], ..Default::default() };
+        assert_eq!(inv.gpu_model(), "H100");
+        inv.gpus.push(gpu("A100"));
+        assert_eq!(inv.gpu_model(), "mixed");
+    }
+}

@@ -1,0 +1,172 @@
+//! Durations and sizes as people type them, and as Gantry prints them.
+//!
+//! Durations accept both the Slurm forms (`90` minutes, `MM:SS`, `HH:MM:SS`, `D-HH`,
+//! `D-HH:MM`, `D-HH:MM:SS`) and humantime forms (`30s`, `90m`, `2h30m`). Sizes accept
+//! `512M`, `4G`, `1.5T`, `4GiB`; a bare number is MiB, as in Slurm. Inside Gantry durations
+//! are milliseconds and sizes MiB.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UnitError {
+    #[error(
+        "invalid duration {0:?}: use e.g. 30s, 90m, 2h30m, 90 (minutes), 1:30:00 or 1-00:00:00"
+    )]
+    Duration(String),
+    #[error("invalid size {0:?}: use e.g. 512M, 4G, 1.5T (a bare number is MiB)")]
+    Size(String),
+}
+
+/// Parses a duration into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, UnitError> {
+    let s = text.trim();
+    let err = || UnitError::Duration(text.to_string());
+    if s.is_empty() {
+        return Err(err());
+    }
+    if s.chars().any(|c| c.is_ascii_alphabetic()) {
+        let d = humantime::parse_duration(s).map_err(|_| err())?;
+        return u64::try_from(d.as_millis()).map_err(|_| err());
+    }
+    let (days, rest) = match s.split_once('-') {
+        Some((d, rest)) => (Some(number(d).ok_or_else(err)?), rest),
+        None => (None, s),
+    };
+    let parts = rest
+        .split(':')
+        .map(|p| number(p).ok_or_else(err))
+        .collect::<Result<Vec<u64>, _>>()?;
+    let secs = match (days, parts.as_slice()) {
+        (None, [m]) => m * 60,
+        (None, [m, s]) => m * 60 + s,
+        (None, [h, m, s]) => h * 3600 + m * 60 + s,
+        (Some(d), [h]) => d * 86400 + h * 3600,
+        (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
+        (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+        _ => return Err(err()),
+    };
+    secs.checked_mul(1000).ok_or_else(err)
+}
+
+fn number(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Formats milliseconds the way Slurm prints time: `MM:SS`, `H:MM:SS` or `D-HH:MM:SS`.
+pub fn format_duration_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+/// Parses a size into MiB. Fractions round up to a whole MiB.
+pub fn parse_size_mib(text: &str) -> Result<u64, UnitError> {
+    let s = text.trim();
+    let err = || UnitError::Size(text.to_string());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() || num.starts_with('.') || num.matches('.').count() > 1 {
+        return Err(err());
+    }
+    let value: f64 = num.parse().map_err(|_| err())?;
+    let kib_per_unit: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "K" | "KB" | "KIB" => 1.0,
+        "" | "M" | "MB" | "MIB" => 1024.0,
+        "G" | "GB" | "GIB" => 1024.0 * 1024.0,
+        "T" | "TB" | "TIB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(err()),
+    };
+    let mib = (value * kib_per_unit / 1024.0).ceil();
+    if !mib.is_finite() || mib > 1e15 {
+        return Err(err());
+    }
+    // Safe: finite, non-negative and below 1e15 (checked above).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(mib as u64)
+}
+
+/// Formats MiB compactly: `512M`, `4G`, `1.5T`.
+pub fn format_size_mib(mib: u64) -> String {
+    const G: u64 = 1024;
+    const T: u64 = 1024 * 1024;
+    let frac = |v: u64, unit: u64, suffix: &str| {
+        if v % unit == 0 {
+            format!("{}{suffix}", v / unit)
+        } else {
+            format!("{:.1}{suffix}", v as f64 / unit as f64)
+        }
+    };
+    if mib >= T {
+        frac(mib, T, "T")
+    } else if mib >= G {
+        frac(mib, G, "G")
+    } else {
+        format!("{mib}M")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_documented_form() {
+        let cases = [
+            ("30s", 30_000),
+            ("90m", 5_400_000),
+            ("2h30m", 9_000_000),
+            ("1-00:00:00", 86_400_000),
+            ("90", 5_400_000),
+            ("1:30", 90_000),
+            ("1:30:00", 5_400_000),
+            ("2-12", 216_000_000),
+            ("1-01:02", 90_120_000),
+            ("0", 0),
+        ];
+        for (text, ms) in cases {
+            assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_durations_are_rejected() {
+        for bad in ["", "-5", "abc", "1:2:3:4", "1-", "5x", "1.5", "-1-2", "1--2", "12:"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size_mib("512M"), Ok(512));
+        assert_eq!(parse_size_mib("512"), Ok(512));
+        assert_eq!(parse_size_mib("4G"), Ok(4096));
+        assert_eq!(parse_size_mib("4GiB"), Ok(4096));
+        assert_eq!(parse_size_mib("1.5T"), Ok(1_572_864));
+        assert_eq!(parse_size_mib("100K"), Ok(1));
+        assert_eq!(parse_size_mib("0"), Ok(0));
+        for bad in ["", "G", "-1G", "4X", "1.2.3G", ".5G", "4 G B"] {
+            assert!(parse_size_mib(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_duration_ms(59_000), "0:59");
+        assert_eq!(format_duration_ms(3_723_000), "1:02:03");
+        assert_eq!(format_duration_ms(90_061_000), "1-01:01:01");
+        assert_eq!(format_size_mib(512), "512M");
+        assert_eq!(format_size_mib(4096), "4G");
+        assert_eq!(format_size_mib(1536), "1.5G");
+    }
+}

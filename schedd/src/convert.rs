@@ -1,0 +1,167 @@
+//! Conversions between the wire types (`gantry_proto`) and the domain model (`gantry_model`).
+//! The one place that knows both; the CLI uses it too.
+
+use gantry_model::{self as model, JobState};
+use gantry_proto as pb;
+
+/// A wire job spec into the domain one. Structural problems (no program) are reported by
+/// [`model::JobSpec::validate`], which callers run next.
+pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
+    let program = match spec.program.as_ref().and_then(|p| p.kind.as_ref()) {
+        Some(pb::program::Kind::Script(s)) => model::Program::Script {
+            path: s.path.clone(),
+            body: s.body.clone(),
+            args: s.args.clone(),
+        },
+        Some(pb::program::Kind::Command(c)) => model::Program::Command { argv: c.argv.clone() },
+        None => model::Program::Command { argv: vec![] },
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    model::JobSpec {
+        name: spec.name.clone(),
+        account: spec.account.clone(),
+        num_nodes: spec.num_nodes,
+        gpus_per_node: spec.gpus_per_node,
+        cpus_per_node: spec.cpus_per_node,
+        mem_per_node_mib: spec.mem_per_node_mib,
+        time_limit_ms: (spec.time_limit_ms > 0).then_some(spec.time_limit_ms),
+        program,
+        work_dir: spec.work_dir.clone(),
+        stdout_path: non_empty(&spec.stdout_path),
+        stderr_path: non_empty(&spec.stderr_path),
+        env: spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
+    }
+}
+
+pub fn program_to_pb(program: &model::Program) -> pb::Program {
+    let kind = match program {
+        model::Program::Script { path, body, args } => pb::program::Kind::Script(pb::Script {
+            path: path.clone(),
+            body: body.clone(),
+            args: args.clone(),
+        }),
+        model::Program::Command { argv } => {
+            pb::program::Kind::Command(pb::CommandLine { argv: argv.clone() })
+        }
+    };
+    pb::Program { kind: Some(kind) }
+}
+
+pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
+    pb::JobSpec {
+        name: spec.name.clone(),
+        account: spec.account.clone(),
+        num_nodes: spec.num_nodes,
+        gpus_per_node: spec.gpus_per_node,
+        cpus_per_node: spec.cpus_per_node,
+        mem_per_node_mib: spec.mem_per_node_mib,
+        time_limit_ms: spec.time_limit_ms.unwrap_or(0),
+        program: Some(program_to_pb(&spec.program)),
+        work_dir: spec.work_dir.clone(),
+        stdout_path: spec.stdout_path.clone().unwrap_or_default(),
+        stderr_path: spec.stderr_path.clone().unwrap_or_default(),
+        env: spec
+            .env
+            .iter()
+            .map(|(name, value)| pb::EnvVar { name: name.clone(), value: value.clone() })
+            .collect(),
+    }
+}
+
+pub fn state_to_pb(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Running => pb::JobState::Running,
+        JobState::Completed => pb::JobState::Completed,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+        JobState::Timeout => pb::JobState::Timeout,
+        JobState::NodeFail => pb::JobState::NodeFail,
+    }
+}
+
+/// A wire state number into the domain state; `None` for unspecified or unknown numbers.
+pub fn state_from_pb(state: i32) -> Option<JobState> {
+    match pb::JobState::try_from(state).ok()? {
+        pb::JobState::Unspecified => None,
+        pb::JobState::Pending => Some(JobState::Pending),
+        pb::JobState::Running => Some(JobState::Running),
+        pb::JobState::Completed => Some(JobState::Completed),
+        pb::JobState::Failed => Some(JobState::Failed),
+        pb::JobState::Cancelled => Some(JobState::Cancelled),
+        pb::JobState::Timeout => Some(JobState::Timeout),
+        pb::JobState::NodeFail => Some(JobState::NodeFail),
+    }
+}
+
+/// The name people see for a node state (`IDLE`, `MIXED`...).
+pub fn node_state_name(state: i32) -> &'static str {
+    match pb::NodeState::try_from(state) {
+        Ok(pb::NodeState::Idle) => "IDLE",
+        Ok(pb::NodeState::Mixed) => "MIXED",
+        Ok(pb::NodeState::Allocated) => "ALLOCATED",
+        Ok(pb::NodeState::Draining) => "DRAINING",
+        Ok(pb::NodeState::Drained) => "DRAINED",
+        Ok(pb::NodeState::Down) => "DOWN",
+        Ok(pb::NodeState::Unspecified) | Err(_) => "UNKNOWN",
+    }
+}
+
+pub fn gpu_from_pb(gpu: &pb::Gpu) -> model::Gpu {
+    model::Gpu {
+        index: gpu.index,
+        model: gpu.model.clone(),
+        memory_mib: gpu.memory_mib,
+        nvlink_group: gpu.nvlink_group,
+        numa_node: u32::try_from(gpu.numa_node).ok(),
+        uuid: gpu.uuid.clone(),
+    }
+}
+
+pub fn gpu_to_pb(gpu: &model::Gpu) -> pb::Gpu {
+    pb::Gpu {
+        index: gpu.index,
+        model: gpu.model.clone(),
+        memory_mib: gpu.memory_mib,
+        nvlink_group: gpu.nvlink_group,
+        numa_node: gpu.numa_node.and_then(|n| i32::try_from(n).ok()).unwrap_or(-1),
+        uuid: gpu.uuid.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip() {
+        let spec = model::JobSpec {
+            name: "n".into(),
+            account: "a".into(),
+            num_nodes: 2,
+            gpus_per_node: 8,
+            cpus_per_node: 16,
+            mem_per_node_mib: 4096,
+            time_limit_ms: Some(60_000),
+            program: model::Program::Script {
+                path: "/x/run.sh".into(),
+                body: "#!/bin/sh\necho hi\n".into(),
+                args: vec!["a".into()],
+            },
+            work_dir: "/x".into(),
+            stdout_path: Some("out-%j".into()),
+            stderr_path: None,
+            env: vec![("A".into(), "1".into())],
+        };
+        assert_eq!(spec_from_pb(&spec_to_pb(&spec)), spec);
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in JobState::ALL {
+            assert_eq!(state_from_pb(state_to_pb(s) as i32), Some(s));
+        }
+        assert_eq!(state_from_pb(0), None);
+        assert_eq!(state_from_pb(99), None);
+    }
+}
