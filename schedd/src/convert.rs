@@ -13,7 +13,9 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
             body: s.body.clone(),
             args: s.args.clone(),
         },
-        Some(pb::program::Kind::Command(c)) => model::Program::Command { argv: c.argv.clone() },
+        Some(pb::program::Kind::Command(c)) => model::Program::Command {
+            argv: c.argv.clone(),
+        },
         None => model::Program::Command { argv: vec![] },
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -29,7 +31,11 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
         work_dir: spec.work_dir.clone(),
         stdout_path: non_empty(&spec.stdout_path),
         stderr_path: non_empty(&spec.stderr_path),
-        env: spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
+        env: spec
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
     }
 }
 
@@ -63,7 +69,10 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         env: spec
             .env
             .iter()
-            .map(|(name, value)| pb::EnvVar { name: name.clone(), value: value.clone() })
+            .map(|(name, value)| pb::EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
             .collect(),
     }
 }
@@ -124,7 +133,10 @@ pub fn gpu_to_pb(gpu: &model::Gpu) -> pb::Gpu {
         model: gpu.model.clone(),
         memory_mib: gpu.memory_mib,
         nvlink_group: gpu.nvlink_group,
-        numa_node: gpu.numa_node.and_then(|n| i32::try_from(n).ok()).unwrap_or(-1),
+        numa_node: gpu
+            .numa_node
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(-1),
         uuid: gpu.uuid.clone(),
     }
 }

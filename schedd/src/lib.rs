@@ -1,1 +1,21 @@
+//! `gantry-schedd`: the scheduler daemon.
+//!
+//! An imperative shell around the pure [`gantry_state::StateMachine`] and
+//! [`gantry_policies::schedule`]: a durable command log ([`log_store`]), one writer that
+//! persists and applies commands in order ([`engine`]), the client API ([`api`]), node
+//! sessions ([`session`]), heartbeat tracking ([`liveness`]) and the scheduling loop
+//! ([`scheduling`]). [`server::serve`] wires them together.
 
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod convert;
+pub mod engine;
+pub mod liveness;
+pub mod log_store;
+pub mod scheduling;
+pub mod server;
+pub mod session;
+
+pub use config::SchedConfig;
+pub use server::{ServeError, serve};

@@ -1,1 +1,118 @@
-fn main() {}
+//! `gantry-schedd`: the scheduler daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use gantry_schedd::SchedConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "gantry-schedd", version, about = "Gantry's scheduler daemon")]
+struct Args {
+    /// TOML configuration file; flags override it.
+    #[arg(long, env = "GANTRY_SCHEDD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for the client API and node sessions (`host:port`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory holding the command log and snapshots.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A user allowed to drain and resume nodes and cancel any job (repeatable). Default:
+    /// root and the user running the daemon.
+    #[arg(long = "admin")]
+    admins: Vec<String>,
+    /// Declare a silent node lost after this long (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    heartbeat_timeout: Option<u64>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<u64, String> {
+    gantry_model::units::parse_duration_ms(text).map_err(|e| e.to_string())
+}
+
+fn current_user() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+fn load_config(args: &Args) -> Result<SchedConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => SchedConfig {
+            admins: ["root".to_string()]
+                .into_iter()
+                .chain(current_user())
+                .collect(),
+            ..SchedConfig::default()
+        },
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if !args.admins.is_empty() {
+        config.admins = args.admins.clone();
+    }
+    if let Some(ms) = args.heartbeat_timeout {
+        config.heartbeat_timeout_ms = ms;
+    }
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+    let config = load_config(&args)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Tests and scripts read the bound address (the port may have been 0).
+    println!("gantry-schedd listening on {}", listener.local_addr()?);
+    gantry_schedd::serve(config, listener, shutdown_signal()).await?;
+    Ok(())
+}

@@ -18,7 +18,11 @@ pub struct Owner {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Program {
     /// A script whose text travels with the job; `path` is where it was read from.
-    Script { path: String, body: String, args: Vec<String> },
+    Script {
+        path: String,
+        body: String,
+        args: Vec<String>,
+    },
     /// A command line, run without a shell.
     Command { argv: Vec<String> },
 }
@@ -27,9 +31,9 @@ impl Program {
     /// The command line for display: argv, or the script path and its arguments.
     pub fn display_argv(&self) -> Vec<String> {
         match self {
-            Program::Script { path, args, .. } => {
-                std::iter::once(path.clone()).chain(args.iter().cloned()).collect()
-            }
+            Program::Script { path, args, .. } => std::iter::once(path.clone())
+                .chain(args.iter().cloned())
+                .collect(),
             Program::Command { argv } => argv.clone(),
         }
     }
@@ -60,7 +64,7 @@ pub const MAX_NODES: u32 = 4096;
 pub const MAX_GPUS_PER_NODE: u32 = 1024;
 pub const MAX_CPUS_PER_NODE: u32 = 1 << 20;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum SpecError {
     #[error("the number of nodes must be at least 1 (got {0})")]
     ZeroNodes(u32),
@@ -71,7 +75,11 @@ pub enum SpecError {
     #[error("a time limit must be longer than 0")]
     ZeroTimeLimit,
     #[error("{what} {value} is more than the most Gantry accepts ({max})")]
-    TooLarge { what: &'static str, value: u64, max: u64 },
+    TooLarge {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
     #[error("nothing to run: give a script or `-- COMMAND ARGS...`")]
     NoProgram,
     #[error("the script {0:?} is empty")]
@@ -94,6 +102,25 @@ impl JobSpec {
         }
     }
 
+    /// The job's stdout and stderr paths: absolute, with `%j` replaced by the job id.
+    /// Both default to `gantry-<id>.out` in the working directory; stderr defaults to stdout's.
+    pub fn output_paths(&self, id: JobId) -> (String, String) {
+        let resolve = |template: &str| {
+            let path = template.replace("%j", &id.to_string());
+            if path.starts_with('/') {
+                path
+            } else {
+                format!("{}/{path}", self.work_dir.trim_end_matches('/'))
+            }
+        };
+        let stdout = resolve(self.stdout_path.as_deref().unwrap_or("gantry-%j.out"));
+        let stderr = self
+            .stderr_path
+            .as_deref()
+            .map_or_else(|| stdout.clone(), resolve);
+        (stdout, stderr)
+    }
+
     /// Checks everything that can be checked without knowing the cluster.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.num_nodes == 0 {
@@ -109,9 +136,21 @@ impl JobSpec {
             return Err(SpecError::ZeroTimeLimit);
         }
         let limits = [
-            ("the number of nodes", u64::from(self.num_nodes), u64::from(MAX_NODES)),
-            ("GPUs per node", u64::from(self.gpus_per_node), u64::from(MAX_GPUS_PER_NODE)),
-            ("CPUs per node", u64::from(self.cpus_per_node), u64::from(MAX_CPUS_PER_NODE)),
+            (
+                "the number of nodes",
+                u64::from(self.num_nodes),
+                u64::from(MAX_NODES),
+            ),
+            (
+                "GPUs per node",
+                u64::from(self.gpus_per_node),
+                u64::from(MAX_GPUS_PER_NODE),
+            ),
+            (
+                "CPUs per node",
+                u64::from(self.cpus_per_node),
+                u64::from(MAX_CPUS_PER_NODE),
+            ),
         ];
         for (what, value, max) in limits {
             if value > max {
@@ -208,7 +247,12 @@ impl JobState {
         JobState::ALL
             .into_iter()
             .find(|s| s.as_str() == upper)
-            .or_else(|| short.into_iter().find(|(code, _)| *code == upper).map(|(_, s)| s))
+            .or_else(|| {
+                short
+                    .into_iter()
+                    .find(|(code, _)| *code == upper)
+                    .map(|(_, s)| s)
+            })
     }
 }
 
@@ -231,7 +275,9 @@ pub(crate) mod tests {
             cpus_per_node: 4,
             mem_per_node_mib: 1024,
             time_limit_ms: None,
-            program: Program::Command { argv: vec!["true".into()] },
+            program: Program::Command {
+                argv: vec!["true".into()],
+            },
             work_dir: "/tmp".into(),
             stdout_path: None,
             stderr_path: None,
@@ -242,33 +288,98 @@ pub(crate) mod tests {
     #[test]
     fn a_plain_spec_is_valid_and_zero_gpus_is_fine() {
         assert_eq!(spec().validate(), Ok(()));
-        assert_eq!(JobSpec { gpus_per_node: 0, ..spec() }.validate(), Ok(()));
+        assert_eq!(
+            JobSpec {
+                gpus_per_node: 0,
+                ..spec()
+            }
+            .validate(),
+            Ok(())
+        );
     }
 
     #[test]
     fn bad_specs_say_what_is_wrong() {
-        assert_eq!(JobSpec { num_nodes: 0, ..spec() }.validate(), Err(SpecError::ZeroNodes(0)));
-        assert_eq!(JobSpec { cpus_per_node: 0, ..spec() }.validate(), Err(SpecError::ZeroCpus(0)));
-        assert_eq!(JobSpec { mem_per_node_mib: 0, ..spec() }.validate(), Err(SpecError::ZeroMemory));
         assert_eq!(
-            JobSpec { time_limit_ms: Some(0), ..spec() }.validate(),
+            JobSpec {
+                num_nodes: 0,
+                ..spec()
+            }
+            .validate(),
+            Err(SpecError::ZeroNodes(0))
+        );
+        assert_eq!(
+            JobSpec {
+                cpus_per_node: 0,
+                ..spec()
+            }
+            .validate(),
+            Err(SpecError::ZeroCpus(0))
+        );
+        assert_eq!(
+            JobSpec {
+                mem_per_node_mib: 0,
+                ..spec()
+            }
+            .validate(),
+            Err(SpecError::ZeroMemory)
+        );
+        assert_eq!(
+            JobSpec {
+                time_limit_ms: Some(0),
+                ..spec()
+            }
+            .validate(),
             Err(SpecError::ZeroTimeLimit)
         );
         assert_eq!(
-            JobSpec { program: Program::Command { argv: vec![] }, ..spec() }.validate(),
+            JobSpec {
+                program: Program::Command { argv: vec![] },
+                ..spec()
+            }
+            .validate(),
             Err(SpecError::NoProgram)
         );
         assert_eq!(
-            JobSpec { work_dir: "rel".into(), ..spec() }.validate(),
+            JobSpec {
+                work_dir: "rel".into(),
+                ..spec()
+            }
+            .validate(),
             Err(SpecError::RelativeWorkDir("rel".into()))
         );
         assert!(matches!(
-            JobSpec { gpus_per_node: 5000, ..spec() }.validate(),
+            JobSpec {
+                gpus_per_node: 5000,
+                ..spec()
+            }
+            .validate(),
             Err(SpecError::TooLarge { .. })
         ));
         assert_eq!(
-            JobSpec { env: vec![("A=B".into(), "x".into())], ..spec() }.validate(),
+            JobSpec {
+                env: vec![("A=B".into(), "x".into())],
+                ..spec()
+            }
+            .validate(),
             Err(SpecError::BadEnvName("A=B".into()))
+        );
+    }
+
+    #[test]
+    fn output_paths_default_substitute_and_resolve() {
+        assert_eq!(
+            spec().output_paths(7),
+            ("/tmp/gantry-7.out".into(), "/tmp/gantry-7.out".into())
+        );
+        let s = JobSpec {
+            stdout_path: Some("logs/%j.log".into()),
+            stderr_path: Some("/var/err-%j".into()),
+            ..spec()
+        };
+        assert_eq!(
+            s.output_paths(9),
+            ("/tmp/logs/9.log".into(), "/var/err-9".into())
         );
     }
 

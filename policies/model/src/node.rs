@@ -80,11 +80,43 @@ mod tests {
 
     #[test]
     fn fits_in_checks_every_dimension() {
-        let free = Resources { gpus: 4, cpus: 8, mem_mib: 1024 };
-        assert!(Resources { gpus: 4, cpus: 8, mem_mib: 1024 }.fits_in(&free));
-        assert!(!Resources { gpus: 5, cpus: 1, mem_mib: 1 }.fits_in(&free));
-        assert!(!Resources { gpus: 0, cpus: 9, mem_mib: 1 }.fits_in(&free));
-        assert!(!Resources { gpus: 0, cpus: 1, mem_mib: 1025 }.fits_in(&free));
+        let free = Resources {
+            gpus: 4,
+            cpus: 8,
+            mem_mib: 1024,
+        };
+        assert!(
+            Resources {
+                gpus: 4,
+                cpus: 8,
+                mem_mib: 1024
+            }
+            .fits_in(&free)
+        );
+        assert!(
+            !Resources {
+                gpus: 5,
+                cpus: 1,
+                mem_mib: 1
+            }
+            .fits_in(&free)
+        );
+        assert!(
+            !Resources {
+                gpus: 0,
+                cpus: 9,
+                mem_mib: 1
+            }
+            .fits_in(&free)
+        );
+        assert!(
+            !Resources {
+                gpus: 0,
+                cpus: 1,
+                mem_mib: 1025
+            }
+            .fits_in(&free)
+        );
     }
 
     #[test]
@@ -97,7 +129,10 @@ mod tests {
             numa_node: None,
             uuid: String::new(),
         };
-        let mut inv = NodeInventory { gpus: vec![gpu("H100"), gpu("H100")], ..Default::default() };
+        let mut inv = NodeInventory {
+            gpus: vec![gpu("H100"), gpu("H100")],
+            ..Default::default()
+        };
         assert_eq!(inv.gpu_model(), "H100");
         inv.gpus.push(gpu("A100"));
         assert_eq!(inv.gpu_model(), "mixed");

@@ -101,7 +101,7 @@ pub fn format_size_mib(mib: u64) -> String {
     const G: u64 = 1024;
     const T: u64 = 1024 * 1024;
     let frac = |v: u64, unit: u64, suffix: &str| {
-        if v % unit == 0 {
+        if v.is_multiple_of(unit) {
             format!("{}{suffix}", v / unit)
         } else {
             format!("{:.1}{suffix}", v as f64 / unit as f64)
@@ -141,7 +141,9 @@ mod tests {
 
     #[test]
     fn malformed_durations_are_rejected() {
-        for bad in ["", "-5", "abc", "1:2:3:4", "1-", "5x", "1.5", "-1-2", "1--2", "12:"] {
+        for bad in [
+            "", "-5", "abc", "1:2:3:4", "1-", "5x", "1.5", "-1-2", "1--2", "12:",
+        ] {
             assert!(parse_duration_ms(bad).is_err(), "{bad:?} accepted");
         }
     }

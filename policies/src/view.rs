@@ -1,0 +1,81 @@
+//! The policies' input and output: plain data, built by the caller from its own state.
+
+use gantry_model::{Gpu, JobId, Resources};
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of what the policies need to decide.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub now_ms: u64,
+    /// Every known node, in a stable order (by name).
+    pub nodes: Vec<NodeView>,
+    /// Jobs waiting to start, highest priority first.
+    pub pending: Vec<PendingJob>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub name: String,
+    /// Up and not drained: may take new work.
+    pub schedulable: bool,
+    /// Why the node takes no work, when it does not.
+    pub unavailable_reason: Option<String>,
+    pub gpus: Vec<Gpu>,
+    pub capacity: Resources,
+    pub free: Resources,
+    /// Indices of the GPUs no job holds, ascending.
+    pub free_gpus: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingJob {
+    pub id: JobId,
+    pub num_nodes: u32,
+    pub per_node: Resources,
+}
+
+/// What the policies decided in one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decisions {
+    pub starts: Vec<Start>,
+    /// Every pending job that does not start now, with why.
+    pub waiting: Vec<(JobId, WaitReason)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    pub job: JobId,
+    pub parts: Vec<PartPlan>,
+}
+
+/// The share of a job on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartPlan {
+    pub node: String,
+    pub gpus: Vec<u32>,
+    pub cpus: u32,
+    pub mem_mib: u64,
+}
+
+/// Why a pending job waits. Shown by `gantry queue` and `gantry show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitReason {
+    /// Not enough free resources now; says which.
+    Resources(String),
+    /// A job ahead of it in the queue is waiting for resources.
+    Priority { behind: JobId },
+    /// No known node could ever run it (the cluster shrank, or nodes are gone).
+    NeverFits(String),
+}
+
+impl std::fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitReason::Resources(why) => write!(f, "Resources: {why}"),
+            WaitReason::Priority { behind } => {
+                write!(f, "Priority: waiting behind job {behind}")
+            }
+            WaitReason::NeverFits(why) => write!(f, "Unsatisfiable: {why}"),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The client API (`gantry.v1.Scheduler`): checks requests, proposes commands, reads state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use gantry_model::{JobId, JobState, Owner};
+use gantry_proto as pb;
+use gantry_state::{Command, Job, Node, NodeState, Outcome, Rejection};
+use tonic::{Request, Response, Status};
+
+use crate::clock::now_ms;
+use crate::config::SchedConfig;
+use crate::convert;
+use crate::engine::{Engine, EngineError};
+
+/// Why each pending job waits, as the last scheduling pass explained it.
+pub type Explanations = Arc<RwLock<BTreeMap<JobId, String>>>;
+
+pub struct SchedulerApi {
+    pub engine: Engine,
+    pub config: Arc<SchedConfig>,
+    pub explanations: Explanations,
+}
+
+fn caller(c: Option<pb::Caller>) -> Result<Owner, Status> {
+    let c = c.ok_or_else(|| Status::invalid_argument("the request names no caller"))?;
+    if c.user.is_empty() {
+        return Err(Status::invalid_argument("the caller's user name is empty"));
+    }
+    Ok(Owner {
+        user: c.user,
+        uid: c.uid,
+        gid: c.gid,
+    })
+}
+
+pub fn engine_status(e: EngineError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn rejection_status(r: Rejection) -> Status {
+    let message = r.to_string();
+    match r {
+        Rejection::InvalidSpec(_) | Rejection::Unsatisfiable(_) | Rejection::BadRegistration(_) => {
+            Status::invalid_argument(message)
+        }
+        Rejection::UnknownJob(_) | Rejection::UnknownNode(_) => Status::not_found(message),
+        Rejection::AlreadyEnded(..) | Rejection::Stale { .. } => {
+            Status::failed_precondition(message)
+        }
+        Rejection::NotOwner { .. } => Status::permission_denied(message),
+    }
+}
+
+impl SchedulerApi {
+    async fn propose(&self, command: Command) -> Result<Outcome, Status> {
+        match self.engine.propose(command).await.map_err(engine_status)? {
+            Outcome::Rejected(r) => Err(rejection_status(r)),
+            outcome => Ok(outcome),
+        }
+    }
+
+    fn require_admin(&self, who: &Owner, what: &str) -> Result<(), Status> {
+        if self.config.is_admin(&who.user) {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "only admins may {what}; {} is not one (admins: {})",
+            who.user,
+            self.config.admins.join(", ")
+        )))
+    }
+
+    fn job_to_pb(&self, job: &Job, position: Option<usize>) -> pb::Job {
+        let reason = if job.state == JobState::Pending {
+            let explanations = self.explanations.read().unwrap_or_else(|p| p.into_inner());
+            explanations
+                .get(&job.id)
+                .cloned()
+                .unwrap_or_else(|| "Scheduling".into())
+        } else {
+            job.reason.clone()
+        };
+        let (stdout_path, stderr_path) = job.spec.output_paths(job.id);
+        pb::Job {
+            id: job.id,
+            name: job.spec.name.clone(),
+            user: job.owner.user.clone(),
+            account: job.spec.account.clone(),
+            state: convert::state_to_pb(job.state) as i32,
+            reason,
+            exit_code: job.exit_code,
+            signal: job.signal,
+            num_nodes: job.spec.num_nodes,
+            gpus_per_node: job.spec.gpus_per_node,
+            cpus_per_node: job.spec.cpus_per_node,
+            mem_per_node_mib: job.spec.mem_per_node_mib,
+            time_limit_ms: job.spec.time_limit_ms.unwrap_or(0),
+            allocation: job
+                .parts
+                .iter()
+                .map(|p| pb::NodeAllocation {
+                    node: p.node.clone(),
+                    gpus: p.gpus.clone(),
+                    cpus: p.cpus,
+                    mem_mib: p.mem_mib,
+                    ended: p.exit.is_some(),
+                })
+                .collect(),
+            submit_time_ms: job.submit_time_ms,
+            start_time_ms: job.start_time_ms,
+            end_time_ms: job.end_time_ms,
+            work_dir: job.spec.work_dir.clone(),
+            stdout_path,
+            stderr_path,
+            command: job.spec.program.display_argv(),
+            cancel_requested: job.cancel_requested,
+            attempt: job.attempt,
+            queue_position: position.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        }
+    }
+}
+
+pub fn node_to_pb(node: &Node) -> pb::Node {
+    let state = match node.state() {
+        NodeState::Idle => pb::NodeState::Idle,
+        NodeState::Mixed => pb::NodeState::Mixed,
+        NodeState::Allocated => pb::NodeState::Allocated,
+        NodeState::Draining => pb::NodeState::Draining,
+        NodeState::Drained => pb::NodeState::Drained,
+        NodeState::Down => pb::NodeState::Down,
+    };
+    let reason = match (&node.drain, &node.down_reason) {
+        (_, Some(down)) if !node.up => down.clone(),
+        (Some(d), _) => format!("{} (by {})", d.reason, d.by),
+        _ => String::new(),
+    };
+    let capacity = node.inventory.capacity();
+    pb::Node {
+        name: node.name.clone(),
+        state: state as i32,
+        reason,
+        pool: node.inventory.pool.clone(),
+        gpus: node.inventory.gpus.iter().map(convert::gpu_to_pb).collect(),
+        gpus_total: capacity.gpus,
+        gpus_allocated: node.allocated.gpus,
+        gpu_model: node.inventory.gpu_model(),
+        cpus: capacity.cpus,
+        cpus_allocated: node.allocated.cpus,
+        mem_mib: capacity.mem_mib,
+        mem_allocated_mib: node.allocated.mem_mib,
+        registered_time_ms: node.registered_time_ms,
+        jobs: node.jobs.iter().copied().collect(),
+    }
+}
+
+fn node_names(nodes: Vec<String>) -> Result<Vec<String>, Status> {
+    if nodes.is_empty() {
+        return Err(Status::invalid_argument("name at least one node"));
+    }
+    Ok(nodes)
+}
+
+#[tonic::async_trait]
+impl pb::scheduler_server::Scheduler for SchedulerApi {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let request = request.into_inner();
+        let owner = caller(request.caller)?;
+        let spec = request
+            .spec
+            .as_ref()
+            .map(convert::spec_from_pb)
+            .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?;
+        spec.validate()
+            .map_err(|e| Status::invalid_argument(format!("invalid job: {e}")))?;
+        match self
+            .propose(Command::Submit {
+                owner,
+                spec,
+                now_ms: now_ms(),
+            })
+            .await?
+        {
+            Outcome::Submitted(job_id) => Ok(Response::new(pb::SubmitResponse { job_id })),
+            other => Err(Status::internal(format!(
+                "unexpected outcome of a submit: {other:?}"
+            ))),
+        }
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        if request.job_ids.is_empty() {
+            return Err(Status::invalid_argument("name at least one job to cancel"));
+        }
+        let admin = self.config.is_admin(&who.user);
+        let command = Command::Cancel {
+            jobs: request.job_ids,
+            by: who.user,
+            admin,
+            now_ms: now_ms(),
+        };
+        match self.propose(command).await? {
+            Outcome::Cancelled {
+                cancelled,
+                signalled,
+            } => Ok(Response::new(pb::CancelResponse {
+                cancelled,
+                signalled,
+            })),
+            other => Err(Status::internal(format!(
+                "unexpected outcome of a cancel: {other:?}"
+            ))),
+        }
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = request.into_inner().job_id;
+        self.engine
+            .read(|s| s.job(id).map(|j| self.job_to_pb(j, s.queue_position(id))))
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("job {id} does not exist")))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let mut states = Vec::with_capacity(request.states.len());
+        for s in &request.states {
+            states.push(convert::state_from_pb(*s).ok_or_else(|| {
+                Status::invalid_argument(format!("unknown job state number {s}"))
+            })?);
+        }
+        let wanted = |j: &Job| {
+            (request.all || !states.is_empty() || !j.state.is_terminal())
+                && (states.is_empty() || states.contains(&j.state))
+                && (request.user.is_empty() || j.owner.user == request.user)
+        };
+        let jobs = self.engine.read(|s| {
+            let mut position = 0;
+            s.jobs()
+                .filter_map(|j| {
+                    let pos = (j.state == JobState::Pending).then(|| {
+                        position += 1;
+                        position
+                    });
+                    wanted(j).then(|| self.job_to_pb(j, pos))
+                })
+                .collect()
+        });
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let nodes = self.engine.read(|s| s.nodes().map(node_to_pb).collect());
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn drain(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "drain nodes")?;
+        if request.reason.trim().is_empty() {
+            return Err(Status::invalid_argument("a drain needs a reason"));
+        }
+        let nodes = node_names(request.nodes)?;
+        let command = Command::Drain {
+            nodes,
+            reason: request.reason,
+            by: who.user,
+            now_ms: now_ms(),
+        };
+        self.propose(command).await?;
+        Ok(Response::new(pb::DrainResponse {}))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "resume nodes")?;
+        let nodes = node_names(request.nodes)?;
+        self.propose(Command::Resume {
+            nodes,
+            by: who.user,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(pb::ResumeResponse {}))
+    }
+}

@@ -1,0 +1,71 @@
+//! The scheduling loop: whenever the state changes, ask the policies what to start and
+//! propose their decisions. Decisions are verified again when applied, so a plan made on
+//! a state that has moved on is rejected rather than overcommitting.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gantry_state::{Command, Outcome};
+use tracing::{debug, warn};
+
+use crate::api::Explanations;
+use crate::clock::now_ms;
+use crate::engine::Engine;
+
+/// How often a pass runs even when nothing changed (reasons mentioning time stay fresh).
+const IDLE_PASS: Duration = Duration::from_secs(1);
+
+pub async fn run(engine: Engine, explanations: Explanations) {
+    let mut applied = engine.subscribe();
+    loop {
+        applied.borrow_and_update();
+        let (view, attempts) = engine.read(|s| {
+            let attempts: BTreeMap<_, _> = s.pending_jobs().map(|j| (j.id, j.attempt)).collect();
+            (s.cluster_view(now_ms()), attempts)
+        });
+        let decisions = gantry_policies::schedule(&view);
+        {
+            let reasons: BTreeMap<_, _> = decisions
+                .waiting
+                .iter()
+                .map(|(id, why)| (*id, why.to_string()))
+                .collect();
+            *explanations.write().unwrap_or_else(|p| p.into_inner()) = reasons;
+        }
+        let mut progressed = false;
+        if !decisions.starts.is_empty() {
+            let commands = decisions
+                .starts
+                .into_iter()
+                .map(|s| Command::Allocate {
+                    job: s.job,
+                    attempt: attempts.get(&s.job).copied().unwrap_or_default(),
+                    parts: s.parts,
+                    now_ms: now_ms(),
+                })
+                .collect();
+            match engine.propose_all(commands).await {
+                Ok(outcomes) => {
+                    for outcome in outcomes {
+                        match outcome {
+                            Outcome::Applied => progressed = true,
+                            Outcome::Rejected(r) => debug!(%r, "allocation rejected at apply"),
+                            other => warn!(?other, "unexpected outcome of an allocation"),
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "the scheduling loop stops");
+                    return;
+                }
+            }
+        }
+        if progressed {
+            continue;
+        }
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(IDLE_PASS) => {}
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Node sessions (`gantry.v1.NodeSession`): one bidirectional stream per node daemon.
+//!
+//! Down the stream goes the complete set of jobs the node should run, whenever it changes
+//! (level-triggered, so a reconnecting node converges without replaying history). Up come
+//! registration, heartbeats and start/exit reports, each turned into a command.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_model::{JobId, NodeInventory};
+use gantry_proto as pb;
+use gantry_state::{Command, ExitReason, Job, Outcome, PartExit, StateMachine};
+use pb::node_message::Msg;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::clock::now_ms;
+use crate::config::SchedConfig;
+use crate::convert;
+use crate::engine::Engine;
+use crate::liveness::Liveness;
+
+pub struct NodeSessions {
+    pub engine: Engine,
+    pub config: Arc<SchedConfig>,
+    pub liveness: Arc<Liveness>,
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
+
+fn exit_from_pb(e: &pb::JobExited) -> PartExit {
+    let reason = match pb::ExitReason::try_from(e.reason) {
+        Ok(pb::ExitReason::Cancelled) => ExitReason::Cancelled,
+        Ok(pb::ExitReason::Timeout) => ExitReason::Timeout,
+        Ok(pb::ExitReason::LaunchFailed) => ExitReason::LaunchFailed,
+        Ok(pb::ExitReason::Lost) => ExitReason::Lost,
+        Ok(pb::ExitReason::NodeShutdown) => ExitReason::NodeShutdown,
+        Ok(pb::ExitReason::Exited | pb::ExitReason::Unspecified) | Err(_) => ExitReason::Exited,
+    };
+    PartExit {
+        reason,
+        exit_code: e.exit_code,
+        signal: e.signal,
+        message: e.message.clone(),
+    }
+}
+
+fn exited(node: &str, e: &pb::JobExited) -> Command {
+    Command::JobExited {
+        job: e.job_id,
+        attempt: e.attempt,
+        node: node.to_string(),
+        exit: exit_from_pb(e),
+        now_ms: now_ms(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::node_session_server::NodeSession for NodeSessions {
+    type AttachStream = Outbound;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::NodeMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let register = match inbound.message().await? {
+            Some(pb::NodeMessage {
+                msg: Some(Msg::Register(r)),
+            }) => r,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a node session must be RegisterNode",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "the stream ended before RegisterNode",
+                ));
+            }
+        };
+        let name = register.name.clone();
+        // What ended while the node was away is recorded before the node is reconciled.
+        let reports: Vec<Command> = register.finished.iter().map(|e| exited(&name, e)).collect();
+        self.engine
+            .propose_all(reports)
+            .await
+            .map_err(crate::api::engine_status)?;
+        let inventory = NodeInventory {
+            gpus: register.gpus.iter().map(convert::gpu_from_pb).collect(),
+            cpus: register.cpus,
+            mem_mib: register.mem_mib,
+            pool: if register.pool.is_empty() {
+                "default".into()
+            } else {
+                register.pool.clone()
+            },
+        };
+        let running = register
+            .running
+            .iter()
+            .map(|r| (r.job_id, r.attempt))
+            .collect();
+        let command = Command::RegisterNode {
+            name: name.clone(),
+            inventory,
+            running,
+            now_ms: now_ms(),
+        };
+        match self
+            .engine
+            .propose(command)
+            .await
+            .map_err(crate::api::engine_status)?
+        {
+            Outcome::Rejected(r) => return Err(Status::invalid_argument(r.to_string())),
+            _ => {
+                info!(node = %name, gpus = register.gpus.len(), version = %register.version, "node registered")
+            }
+        }
+        let session = self.liveness.connected(&name);
+        let (tx, rx) = mpsc::channel(16);
+        let registered = pb::Registered {
+            node: name.clone(),
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+        };
+        let hello = pb::SchedulerMessage {
+            msg: Some(pb::scheduler_message::Msg::Registered(registered)),
+        };
+        tx.send(Ok(hello))
+            .await
+            .map_err(|_| Status::cancelled("the node went away"))?;
+        tokio::spawn(push_assignments(
+            self.engine.clone(),
+            self.liveness.clone(),
+            name.clone(),
+            session,
+            tx,
+        ));
+        tokio::spawn(read_reports(
+            self.engine.clone(),
+            self.liveness.clone(),
+            name,
+            session,
+            inbound,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends the node its desired job set whenever that changes, until the session ends or a
+/// newer session of the same node supersedes it.
+async fn push_assignments(
+    engine: Engine,
+    liveness: Arc<Liveness>,
+    node: String,
+    session: u64,
+    tx: mpsc::Sender<Result<pb::SchedulerMessage, Status>>,
+) {
+    let mut applied = engine.subscribe();
+    let mut launched: BTreeSet<(JobId, u32)> = BTreeSet::new();
+    let mut last_sent: Option<Vec<(JobId, u32, bool)>> = None;
+    loop {
+        if !liveness.is_current(&node, session) {
+            break;
+        }
+        let (keys, message) = engine.read(|s| desired(s, &node, &launched));
+        if last_sent.as_ref() != Some(&keys) {
+            launched = keys
+                .iter()
+                .map(|(id, attempt, _)| (*id, *attempt))
+                .collect();
+            let msg = pb::SchedulerMessage {
+                msg: Some(pb::scheduler_message::Msg::Assignments(message)),
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                break;
+            }
+            last_sent = Some(keys);
+        }
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { break },
+            () = tx.closed() => break,
+            // Also wakes up to notice a superseding session.
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    debug!(node = %node, session, "assignment push ended");
+}
+
+/// The jobs `node` should run now, with launch details for those not yet sent.
+fn desired(
+    state: &StateMachine,
+    node: &str,
+    launched: &BTreeSet<(JobId, u32)>,
+) -> (Vec<(JobId, u32, bool)>, pb::Assignments) {
+    let mut keys = vec![];
+    let mut jobs = vec![];
+    for job in state.jobs_on(node) {
+        let cancel = job.stopping();
+        keys.push((job.id, job.attempt, cancel));
+        let launch = (!launched.contains(&(job.id, job.attempt)))
+            .then(|| launch(job, node))
+            .flatten();
+        jobs.push(pb::Assignment {
+            job_id: job.id,
+            attempt: job.attempt,
+            epoch: job.epoch,
+            cancel,
+            launch,
+        });
+    }
+    (keys, pb::Assignments { jobs })
+}
+
+fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
+    let rank = job.parts.iter().position(|p| p.node == node)?;
+    let part = &job.parts[rank];
+    let (stdout_path, stderr_path) = job.spec.output_paths(job.id);
+    let submit_dir = job
+        .spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PWD")
+        .map_or_else(|| job.spec.work_dir.clone(), |(_, v)| v.clone());
+    Some(pb::Launch {
+        name: job.spec.name.clone(),
+        user: job.owner.user.clone(),
+        uid: job.owner.uid,
+        gid: job.owner.gid,
+        program: Some(convert::program_to_pb(&job.spec.program)),
+        work_dir: job.spec.work_dir.clone(),
+        stdout_path,
+        stderr_path,
+        env: job
+            .spec
+            .env
+            .iter()
+            .map(|(name, value)| pb::EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        gpus: part.gpus.clone(),
+        cpus: part.cpus,
+        mem_mib: part.mem_mib,
+        time_limit_ms: job.spec.time_limit_ms.unwrap_or(0),
+        node_rank: u32::try_from(rank).unwrap_or(u32::MAX),
+        nodes: job.node_names(),
+        submit_dir,
+    })
+}
+
+/// Turns the node's reports into commands until the stream ends. Reports that arrive
+/// together are proposed together, in order, so they share a flush.
+async fn read_reports(
+    engine: Engine,
+    liveness: Arc<Liveness>,
+    node: String,
+    session: u64,
+    mut inbound: Streaming<pb::NodeMessage>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Command>(1024);
+    let reader_node = node.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let message = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(status) => {
+                    debug!(node = %reader_node, %status, "node stream broke");
+                    break;
+                }
+            };
+            liveness.heard(&reader_node, session);
+            let command = match message.msg {
+                Some(Msg::Started(s)) => Command::JobStarted {
+                    job: s.job_id,
+                    attempt: s.attempt,
+                    node: reader_node.clone(),
+                    now_ms: now_ms(),
+                },
+                Some(Msg::Exited(e)) => exited(&reader_node, &e),
+                Some(Msg::Heartbeat(_)) => continue,
+                Some(Msg::Register(_)) | None => {
+                    warn!(node = %reader_node, "ignoring an unexpected message on an established session");
+                    continue;
+                }
+            };
+            if tx.send(command).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            batch.push(next);
+        }
+        match engine.propose_all(batch).await {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    if let Outcome::Ignored(why) = outcome {
+                        debug!(node = %node, %why, "report ignored");
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(node = %node, error = %e, "cannot record node reports");
+                break;
+            }
+        }
+    }
+    reader.abort();
+    info!(node = %node, session, "node session ended");
+}

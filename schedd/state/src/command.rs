@@ -1,0 +1,146 @@
+//! Commands (the log's entries) and what applying one yields.
+
+use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner, SpecError};
+use gantry_policies::PartPlan;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// One entry of the replicated log. `now_ms` is the proposer's wall clock at proposal time:
+/// the only way time enters the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Submit {
+        owner: Owner,
+        spec: JobSpec,
+        now_ms: u64,
+    },
+    /// `admin` is decided by the proposer from its configuration; owners may cancel their own jobs.
+    Cancel {
+        jobs: Vec<JobId>,
+        by: String,
+        admin: bool,
+        now_ms: u64,
+    },
+    /// A scheduling decision: start `job` on these nodes. Verified at apply.
+    Allocate {
+        job: JobId,
+        attempt: u32,
+        parts: Vec<PartPlan>,
+        now_ms: u64,
+    },
+    /// A node daemon (re)connected, with what it offers and which jobs it still runs.
+    RegisterNode {
+        name: String,
+        inventory: NodeInventory,
+        running: Vec<(JobId, u32)>,
+        now_ms: u64,
+    },
+    JobStarted {
+        job: JobId,
+        attempt: u32,
+        node: String,
+        now_ms: u64,
+    },
+    JobExited {
+        job: JobId,
+        attempt: u32,
+        node: String,
+        exit: PartExit,
+        now_ms: u64,
+    },
+    /// The node stopped answering for longer than the heartbeat timeout.
+    NodeLost {
+        node: String,
+        reason: String,
+        now_ms: u64,
+    },
+    Drain {
+        nodes: Vec<String>,
+        reason: String,
+        by: String,
+        now_ms: u64,
+    },
+    Resume {
+        nodes: Vec<String>,
+        by: String,
+        now_ms: u64,
+    },
+}
+
+/// How the part of a job on one node ended, as its node reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartExit {
+    pub reason: ExitReason,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitReason {
+    /// Ended by itself, with any exit code or signal.
+    Exited,
+    /// Stopped because the scheduler asked.
+    Cancelled,
+    /// Killed at its time limit.
+    Timeout,
+    /// Could not be started at all.
+    LaunchFailed,
+    /// Its node or supervisor vanished without an exit status.
+    Lost,
+    /// Stopped because its node daemon shut down with its jobs.
+    NodeShutdown,
+}
+
+impl PartExit {
+    pub fn succeeded(&self) -> bool {
+        self.reason == ExitReason::Exited && self.exit_code == Some(0) && self.signal.is_none()
+    }
+
+    /// The job state a job ends in when this is the exit that decides it.
+    pub fn job_state(&self) -> JobState {
+        match self.reason {
+            _ if self.succeeded() => JobState::Completed,
+            ExitReason::Exited | ExitReason::LaunchFailed => JobState::Failed,
+            ExitReason::Cancelled => JobState::Cancelled,
+            ExitReason::Timeout => JobState::Timeout,
+            ExitReason::Lost | ExitReason::NodeShutdown => JobState::NodeFail,
+        }
+    }
+}
+
+/// What applying a command yielded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Submitted(JobId),
+    Cancelled {
+        cancelled: Vec<JobId>,
+        signalled: Vec<JobId>,
+    },
+    Applied,
+    /// A report that no longer matches the state (a duplicate, or about an attempt that has
+    /// ended); nothing changed. Not an error for anyone: reports are retried freely.
+    Ignored(String),
+    /// Refused; nothing changed.
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Rejection {
+    #[error("invalid job: {0}")]
+    InvalidSpec(#[from] SpecError),
+    #[error("{0}")]
+    Unsatisfiable(String),
+    #[error("job {0} does not exist")]
+    UnknownJob(JobId),
+    #[error("job {0} has already ended ({1})")]
+    AlreadyEnded(JobId, JobState),
+    #[error("job {job} belongs to {owner}; only its owner or an admin may cancel it")]
+    NotOwner { job: JobId, owner: String },
+    #[error("node {0:?} does not exist")]
+    UnknownNode(String),
+    #[error("invalid node registration: {0}")]
+    BadRegistration(String),
+    #[error("stale decision for job {job}: {why}")]
+    Stale { job: JobId, why: String },
+}

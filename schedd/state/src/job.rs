@@ -1,0 +1,69 @@
+//! A job as the state machine keeps it.
+
+use gantry_model::{JobId, JobSpec, JobState, Owner, Resources};
+use serde::{Deserialize, Serialize};
+
+use crate::command::PartExit;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub owner: Owner,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// Why it ended the way it did (empty while pending or running).
+    pub reason: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub submit_time_ms: u64,
+    pub start_time_ms: Option<u64>,
+    pub end_time_ms: Option<u64>,
+    /// Incremented each time the job starts again (requeue, later issues).
+    pub attempt: u32,
+    /// Fencing token of the current allocation: the log index that decided it.
+    pub epoch: u64,
+    /// One per node of the current allocation.
+    pub parts: Vec<Part>,
+    pub cancel_requested: bool,
+    /// The first part that ended badly; the other parts are being stopped and the job
+    /// will end the way this one did.
+    pub first_failure: Option<PartExit>,
+}
+
+/// The share of a running job on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub node: String,
+    pub gpus: Vec<u32>,
+    pub cpus: u32,
+    pub mem_mib: u64,
+    /// The node reported it launched.
+    pub started: bool,
+    pub exit: Option<PartExit>,
+}
+
+impl Part {
+    pub fn resources(&self) -> Resources {
+        Resources {
+            gpus: u32::try_from(self.gpus.len()).unwrap_or(u32::MAX),
+            cpus: self.cpus,
+            mem_mib: self.mem_mib,
+        }
+    }
+}
+
+impl Job {
+    /// Whether its node should be stopping it now.
+    pub fn stopping(&self) -> bool {
+        self.cancel_requested || self.first_failure.is_some()
+    }
+
+    pub fn part_on(&self, node: &str) -> Option<&Part> {
+        self.parts.iter().find(|p| p.node == node)
+    }
+
+    /// The node's rank in the job (0 for the first node) and the list of the job's nodes.
+    pub fn node_names(&self) -> Vec<String> {
+        self.parts.iter().map(|p| p.node.clone()).collect()
+    }
+}

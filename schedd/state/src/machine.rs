@@ -1,0 +1,552 @@
+//! The state machine and its apply function.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner};
+use gantry_policies::{PartPlan, never_fits};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::command::{Command, ExitReason, Outcome, PartExit, Rejection};
+use crate::job::{Job, Part};
+use crate::node::{Drain, Node};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMachine {
+    applied_index: u64,
+    /// Ids are handed out here, in log order, so one is never handed out twice.
+    next_job_id: JobId,
+    pub(crate) jobs: BTreeMap<JobId, Job>,
+    pub(crate) nodes: BTreeMap<String, Node>,
+    /// Pending jobs, in priority order (submit order for now).
+    pub(crate) pending: BTreeSet<JobId>,
+    /// Jobs with an allocation whose parts have not all ended.
+    active: BTreeSet<JobId>,
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        StateMachine {
+            applied_index: 0,
+            next_job_id: 1,
+            jobs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            active: BTreeSet::new(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("cannot decode a state snapshot: {0}")]
+pub struct SnapshotError(#[from] postcard::Error);
+
+impl StateMachine {
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    pub fn pending_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.pending.iter().filter_map(|id| self.jobs.get(id))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Jobs whose part on `node` has not ended: what the node should be running.
+    pub fn jobs_on(&self, node: &str) -> impl Iterator<Item = &Job> {
+        self.nodes
+            .get(node)
+            .into_iter()
+            .flat_map(|n| n.jobs.iter())
+            .filter_map(|id| self.jobs.get(id))
+    }
+
+    /// Place of a pending job in the queue, 1 for the next one.
+    pub fn queue_position(&self, id: JobId) -> Option<usize> {
+        self.pending.iter().position(|j| *j == id).map(|p| p + 1)
+    }
+
+    /// Why a job could never run on the nodes known now, if it could not.
+    pub fn never_fits(&self, spec: &JobSpec) -> Option<String> {
+        let view = self.cluster_view(0);
+        never_fits(&view.nodes, spec.num_nodes, &spec.per_node())
+    }
+
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        // Serializing plain owned data into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    pub fn from_snapshot(bytes: &[u8]) -> Result<StateMachine, SnapshotError> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+
+    /// Applies the command at log `index`. Entries at or below the applied index were
+    /// applied already (a replay overlap) and change nothing.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
+        if index <= self.applied_index {
+            return Outcome::Ignored(format!("entry {index} was applied already"));
+        }
+        self.applied_index = index;
+        match command {
+            Command::Submit {
+                owner,
+                spec,
+                now_ms,
+            } => self.submit(owner, spec, *now_ms),
+            Command::Cancel {
+                jobs,
+                by,
+                admin,
+                now_ms,
+            } => self.cancel(jobs, by, *admin, *now_ms),
+            Command::Allocate {
+                job,
+                attempt,
+                parts,
+                now_ms,
+            } => self.allocate(index, *job, *attempt, parts, *now_ms),
+            Command::RegisterNode {
+                name,
+                inventory,
+                running,
+                now_ms,
+            } => self.register_node(name, inventory, running, *now_ms),
+            Command::JobStarted {
+                job, attempt, node, ..
+            } => self.job_started(*job, *attempt, node),
+            Command::JobExited {
+                job,
+                attempt,
+                node,
+                exit,
+                now_ms,
+            } => self.job_exited(*job, *attempt, node, exit, *now_ms),
+            Command::NodeLost {
+                node,
+                reason,
+                now_ms,
+            } => self.node_lost(node, reason, *now_ms),
+            Command::Drain {
+                nodes,
+                reason,
+                by,
+                now_ms,
+            } => self.drain(nodes, reason, by, *now_ms),
+            Command::Resume { nodes, .. } => self.resume(nodes),
+        }
+    }
+
+    fn submit(&mut self, owner: &Owner, spec: &JobSpec, now_ms: u64) -> Outcome {
+        if let Err(e) = spec.validate() {
+            return Outcome::Rejected(e.into());
+        }
+        if let Some(why) = self.never_fits(spec) {
+            return Outcome::Rejected(Rejection::Unsatisfiable(why));
+        }
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                owner: owner.clone(),
+                spec: spec.clone(),
+                state: JobState::Pending,
+                reason: String::new(),
+                exit_code: None,
+                signal: None,
+                submit_time_ms: now_ms,
+                start_time_ms: None,
+                end_time_ms: None,
+                attempt: 0,
+                epoch: 0,
+                parts: vec![],
+                cancel_requested: false,
+                first_failure: None,
+            },
+        );
+        self.pending.insert(id);
+        Outcome::Submitted(id)
+    }
+
+    fn cancel(&mut self, ids: &[JobId], by: &str, admin: bool, now_ms: u64) -> Outcome {
+        // Check every job first: a request naming one bad id changes nothing.
+        for id in ids {
+            let job = match self.jobs.get(id) {
+                Some(job) => job,
+                None => return Outcome::Rejected(Rejection::UnknownJob(*id)),
+            };
+            if job.state.is_terminal() {
+                return Outcome::Rejected(Rejection::AlreadyEnded(*id, job.state));
+            }
+            if !admin && job.owner.user != by {
+                return Outcome::Rejected(Rejection::NotOwner {
+                    job: *id,
+                    owner: job.owner.user.clone(),
+                });
+            }
+        }
+        let (mut cancelled, mut signalled) = (vec![], vec![]);
+        for id in ids {
+            let Some(job) = self.jobs.get_mut(id) else {
+                continue;
+            };
+            match job.state {
+                JobState::Pending => {
+                    job.state = JobState::Cancelled;
+                    job.reason = format!("cancelled by {by}");
+                    job.end_time_ms = Some(now_ms);
+                    self.pending.remove(id);
+                    cancelled.push(*id);
+                }
+                _ => {
+                    if !job.cancel_requested {
+                        job.cancel_requested = true;
+                        job.reason = format!("cancelled by {by}");
+                    }
+                    signalled.push(*id);
+                }
+            }
+        }
+        Outcome::Cancelled {
+            cancelled,
+            signalled,
+        }
+    }
+
+    fn allocate(
+        &mut self,
+        index: u64,
+        id: JobId,
+        attempt: u32,
+        parts: &[PartPlan],
+        now_ms: u64,
+    ) -> Outcome {
+        if let Err(why) = self.check_allocation(id, attempt, parts) {
+            return Outcome::Rejected(Rejection::Stale { job: id, why });
+        }
+        for plan in parts {
+            if let Some(node) = self.nodes.get_mut(&plan.node) {
+                let part = plan_part(plan);
+                node.allocated = node.allocated.saturating_add(&part.resources());
+                node.used_gpus.extend(plan.gpus.iter().copied());
+                node.jobs.insert(id);
+            }
+        }
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.state = JobState::Running;
+            job.start_time_ms = Some(now_ms);
+            job.epoch = index;
+            job.parts = parts.iter().map(plan_part).collect();
+        }
+        self.pending.remove(&id);
+        self.active.insert(id);
+        Outcome::Applied
+    }
+
+    /// Verifies a scheduling decision against the state at its index.
+    fn check_allocation(&self, id: JobId, attempt: u32, parts: &[PartPlan]) -> Result<(), String> {
+        let job = self.jobs.get(&id).ok_or("the job does not exist")?;
+        if job.state != JobState::Pending || job.attempt != attempt {
+            return Err(format!(
+                "the job is {} (attempt {})",
+                job.state, job.attempt
+            ));
+        }
+        let spec = &job.spec;
+        if parts.len() != spec.num_nodes as usize {
+            return Err(format!(
+                "{} nodes planned for a {}-node job",
+                parts.len(),
+                spec.num_nodes
+            ));
+        }
+        let distinct: BTreeSet<&str> = parts.iter().map(|p| p.node.as_str()).collect();
+        if distinct.len() != parts.len() {
+            return Err("a node appears twice".into());
+        }
+        for plan in parts {
+            let node = self
+                .nodes
+                .get(&plan.node)
+                .ok_or_else(|| format!("node {} is unknown", plan.node))?;
+            if let Some(why) = node.unavailable_reason() {
+                return Err(format!("node {} is {why}", plan.node));
+            }
+            let gpus: BTreeSet<u32> = plan.gpus.iter().copied().collect();
+            if gpus.len() != plan.gpus.len() || plan.gpus.len() != spec.gpus_per_node as usize {
+                return Err(format!(
+                    "GPUs {:?} on {} do not match the request",
+                    plan.gpus, plan.node
+                ));
+            }
+            if plan.cpus != spec.cpus_per_node || plan.mem_mib != spec.mem_per_node_mib {
+                return Err(format!(
+                    "CPUs or memory on {} do not match the request",
+                    plan.node
+                ));
+            }
+            if let Some(g) = plan
+                .gpus
+                .iter()
+                .find(|g| !node.inventory.gpus.iter().any(|x| x.index == **g))
+            {
+                return Err(format!("node {} has no GPU {g}", plan.node));
+            }
+            if let Some(g) = plan.gpus.iter().find(|g| node.used_gpus.contains(g)) {
+                return Err(format!("GPU {g} on {} is in use", plan.node));
+            }
+            if !spec.per_node().fits_in(&node.free()) {
+                return Err(format!(
+                    "node {} has not enough free CPUs or memory",
+                    plan.node
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn register_node(
+        &mut self,
+        name: &str,
+        inventory: &NodeInventory,
+        running: &[(JobId, u32)],
+        now_ms: u64,
+    ) -> Outcome {
+        if name.is_empty()
+            || name.len() > 253
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+        {
+            return Outcome::Rejected(Rejection::BadRegistration(format!(
+                "node name {name:?} is invalid"
+            )));
+        }
+        let indices: BTreeSet<u32> = inventory.gpus.iter().map(|g| g.index).collect();
+        if indices.len() != inventory.gpus.len() {
+            return Outcome::Rejected(Rejection::BadRegistration(
+                "two GPUs have the same index".into(),
+            ));
+        }
+        if inventory.cpus == 0 || inventory.mem_mib == 0 {
+            return Outcome::Rejected(Rejection::BadRegistration(
+                "a node needs at least 1 CPU and some memory".into(),
+            ));
+        }
+        match self.nodes.get_mut(name) {
+            Some(node) => {
+                node.inventory = inventory.clone();
+                node.up = true;
+                node.down_reason = None;
+                node.registered_time_ms = now_ms;
+            }
+            None => {
+                self.nodes.insert(
+                    name.to_string(),
+                    Node::new(name.to_string(), inventory.clone(), now_ms),
+                );
+            }
+        }
+        // Reconcile: a part the node had started but no longer runs is lost; a part not yet
+        // started is left alone (it is pushed to the node again).
+        let running: BTreeSet<(JobId, u32)> = running.iter().copied().collect();
+        let assigned: Vec<JobId> = self.jobs_on(name).map(|j| j.id).collect();
+        for id in assigned {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            let key = (id, job.attempt);
+            let Some(part) = job
+                .parts
+                .iter_mut()
+                .find(|p| p.node == name && p.exit.is_none())
+            else {
+                continue;
+            };
+            if running.contains(&key) {
+                part.started = true;
+            } else if part.started {
+                let lost = PartExit {
+                    reason: ExitReason::Lost,
+                    exit_code: None,
+                    signal: None,
+                    message: format!("node {name} restarted without it"),
+                };
+                self.end_part(id, name, &lost, now_ms);
+            }
+        }
+        Outcome::Applied
+    }
+
+    fn job_started(&mut self, id: JobId, attempt: u32, node: &str) -> Outcome {
+        let Some(part) = self.live_part(id, attempt, node) else {
+            return Outcome::Ignored(format!("job {id}.{attempt} does not run on {node}"));
+        };
+        part.started = true;
+        Outcome::Applied
+    }
+
+    fn job_exited(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        node: &str,
+        exit: &PartExit,
+        now_ms: u64,
+    ) -> Outcome {
+        if self.live_part(id, attempt, node).is_none() {
+            return Outcome::Ignored(format!("job {id}.{attempt} does not run on {node}"));
+        }
+        self.end_part(id, node, exit, now_ms);
+        Outcome::Applied
+    }
+
+    fn live_part(&mut self, id: JobId, attempt: u32, node: &str) -> Option<&mut Part> {
+        let job = self.jobs.get_mut(&id)?;
+        if job.attempt != attempt || job.state != JobState::Running {
+            return None;
+        }
+        job.parts
+            .iter_mut()
+            .find(|p| p.node == node && p.exit.is_none())
+    }
+
+    /// Ends one part: frees its resources, and ends the job when it was the last part.
+    fn end_part(&mut self, id: JobId, node_name: &str, exit: &PartExit, now_ms: u64) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let Some(part) = job
+            .parts
+            .iter_mut()
+            .find(|p| p.node == node_name && p.exit.is_none())
+        else {
+            return;
+        };
+        part.exit = Some(exit.clone());
+        let freed = part.resources();
+        let gpus = part.gpus.clone();
+        if let Some(node) = self.nodes.get_mut(node_name) {
+            node.allocated = node.allocated.saturating_sub(&freed);
+            for g in &gpus {
+                node.used_gpus.remove(g);
+            }
+            node.jobs.remove(&id);
+        }
+        if !exit.succeeded() && job.first_failure.is_none() {
+            job.first_failure = Some(exit.clone());
+        }
+        if job.parts.iter().any(|p| p.exit.is_none()) {
+            return;
+        }
+        let decisive = job.first_failure.clone().unwrap_or_else(|| exit.clone());
+        job.state = if job.cancel_requested {
+            JobState::Cancelled
+        } else {
+            decisive.job_state()
+        };
+        job.exit_code = decisive.exit_code;
+        job.signal = decisive.signal;
+        if !job.cancel_requested {
+            job.reason = describe_exit(&decisive, job.parts.len() > 1);
+        }
+        job.end_time_ms = Some(now_ms);
+        self.active.remove(&id);
+    }
+
+    fn node_lost(&mut self, name: &str, reason: &str, now_ms: u64) -> Outcome {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return Outcome::Rejected(Rejection::UnknownNode(name.to_string()));
+        };
+        if !node.up {
+            return Outcome::Ignored(format!("node {name} is down already"));
+        }
+        node.up = false;
+        node.down_reason = Some(reason.to_string());
+        let lost = PartExit {
+            reason: ExitReason::Lost,
+            exit_code: None,
+            signal: None,
+            message: format!("node {name} lost: {reason}"),
+        };
+        let ids: Vec<JobId> = node.jobs.iter().copied().collect();
+        for id in ids {
+            self.end_part(id, name, &lost, now_ms);
+        }
+        Outcome::Applied
+    }
+
+    fn drain(&mut self, names: &[String], reason: &str, by: &str, now_ms: u64) -> Outcome {
+        if let Some(unknown) = names.iter().find(|n| !self.nodes.contains_key(*n)) {
+            return Outcome::Rejected(Rejection::UnknownNode(unknown.clone()));
+        }
+        for name in names {
+            if let Some(node) = self.nodes.get_mut(name) {
+                node.drain = Some(Drain {
+                    reason: reason.to_string(),
+                    by: by.to_string(),
+                    since_ms: now_ms,
+                });
+            }
+        }
+        Outcome::Applied
+    }
+
+    fn resume(&mut self, names: &[String]) -> Outcome {
+        if let Some(unknown) = names.iter().find(|n| !self.nodes.contains_key(*n)) {
+            return Outcome::Rejected(Rejection::UnknownNode(unknown.clone()));
+        }
+        for name in names {
+            if let Some(node) = self.nodes.get_mut(name) {
+                node.drain = None;
+            }
+        }
+        Outcome::Applied
+    }
+}
+
+fn plan_part(plan: &PartPlan) -> Part {
+    Part {
+        node: plan.node.clone(),
+        gpus: plan.gpus.clone(),
+        cpus: plan.cpus,
+        mem_mib: plan.mem_mib,
+        started: false,
+        exit: None,
+    }
+}
+
+/// The reason shown for an ended job.
+fn describe_exit(exit: &PartExit, multi_node: bool) -> String {
+    let what = match (exit.reason, exit.exit_code, exit.signal) {
+        (_, _, _) if exit.succeeded() => String::new(),
+        (ExitReason::Exited, _, Some(sig)) => format!("killed by signal {sig}"),
+        (ExitReason::Exited, Some(code), None) => format!("exit code {code}"),
+        (ExitReason::Timeout, _, _) => "time limit reached".to_string(),
+        _ => exit.message.clone(),
+    };
+    if multi_node && !exit.succeeded() && !what.is_empty() {
+        format!("{what} (first failing node)")
+    } else {
+        what
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,553 @@
+//! Given state + command ⇒ outcome + new state.
+
+use gantry_model::{Gpu, JobSpec, JobState, NodeInventory, Owner, Program};
+use gantry_policies::PartPlan;
+use proptest::prelude::*;
+
+use super::StateMachine;
+use crate::command::{Command, ExitReason, Outcome, PartExit, Rejection};
+use crate::node::NodeState;
+
+fn owner(user: &str) -> Owner {
+    Owner {
+        user: user.into(),
+        uid: 1000,
+        gid: 1000,
+    }
+}
+
+fn spec(nodes: u32, gpus: u32) -> JobSpec {
+    JobSpec {
+        name: "j".into(),
+        account: "default".into(),
+        num_nodes: nodes,
+        gpus_per_node: gpus,
+        cpus_per_node: 1,
+        mem_per_node_mib: 256,
+        time_limit_ms: None,
+        program: Program::Command {
+            argv: vec!["true".into()],
+        },
+        work_dir: "/tmp".into(),
+        stdout_path: None,
+        stderr_path: None,
+        env: vec![],
+    }
+}
+
+fn inventory(gpus: u32) -> NodeInventory {
+    NodeInventory {
+        gpus: (0..gpus)
+            .map(|index| Gpu {
+                index,
+                model: "fake".into(),
+                memory_mib: 1024,
+                nvlink_group: 0,
+                numa_node: None,
+                uuid: String::new(),
+            })
+            .collect(),
+        cpus: 8,
+        mem_mib: 4096,
+        pool: "default".into(),
+    }
+}
+
+/// Applies commands at consecutive indices, like the log does.
+struct Log {
+    sm: StateMachine,
+    next: u64,
+}
+
+impl Log {
+    fn new() -> Log {
+        Log {
+            sm: StateMachine::default(),
+            next: 1,
+        }
+    }
+    fn apply(&mut self, c: Command) -> Outcome {
+        self.next += 1;
+        self.sm.apply(self.next - 1, &c)
+    }
+    fn register(&mut self, name: &str, gpus: u32) {
+        let c = Command::RegisterNode {
+            name: name.into(),
+            inventory: inventory(gpus),
+            running: vec![],
+            now_ms: 1,
+        };
+        assert_eq!(self.apply(c), Outcome::Applied);
+    }
+    fn submit(&mut self, nodes: u32, gpus: u32) -> u64 {
+        match self.apply(Command::Submit {
+            owner: owner("ann"),
+            spec: spec(nodes, gpus),
+            now_ms: 2,
+        }) {
+            Outcome::Submitted(id) => id,
+            other => panic!("submit: {other:?}"),
+        }
+    }
+    fn allocate(&mut self, job: u64, node: &str, gpus: Vec<u32>) -> Outcome {
+        let parts = vec![PartPlan {
+            node: node.into(),
+            gpus,
+            cpus: 1,
+            mem_mib: 256,
+        }];
+        self.apply(Command::Allocate {
+            job,
+            attempt: 0,
+            parts,
+            now_ms: 3,
+        })
+    }
+    fn exit(&mut self, job: u64, node: &str, reason: ExitReason, code: Option<i32>) -> Outcome {
+        let exit = PartExit {
+            reason,
+            exit_code: code,
+            signal: None,
+            message: "m".into(),
+        };
+        self.apply(Command::JobExited {
+            job,
+            attempt: 0,
+            node: node.into(),
+            exit,
+            now_ms: 9,
+        })
+    }
+}
+
+#[test]
+fn submit_hands_out_increasing_ids() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    assert_eq!(log.submit(1, 2), 1);
+    assert_eq!(log.submit(1, 2), 2);
+    let job = log.sm.job(2).unwrap();
+    assert_eq!(job.state, JobState::Pending);
+    assert_eq!(log.sm.queue_position(2), Some(2));
+}
+
+#[test]
+fn impossible_and_invalid_submits_change_nothing() {
+    let mut log = Log::new();
+    log.register("n1", 8);
+    let before = log.sm.clone();
+    let out = log.apply(Command::Submit {
+        owner: owner("ann"),
+        spec: spec(1, 16),
+        now_ms: 2,
+    });
+    assert_eq!(
+        out,
+        Outcome::Rejected(Rejection::Unsatisfiable(
+            "asks 16 GPUs per node; the largest node has 8".into()
+        ))
+    );
+    let out = log.apply(Command::Submit {
+        owner: owner("ann"),
+        spec: spec(0, 1),
+        now_ms: 2,
+    });
+    assert!(matches!(out, Outcome::Rejected(Rejection::InvalidSpec(_))));
+    assert_eq!(log.sm.jobs().count(), 0);
+    assert_eq!(
+        log.sm.next_job_id, before.next_job_id,
+        "a rejected submit consumes no id"
+    );
+}
+
+#[test]
+fn allocation_runs_the_job_and_holds_its_gpus() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let a = log.submit(1, 2);
+    let b = log.submit(1, 2);
+    assert_eq!(log.allocate(a, "n1", vec![0, 1]), Outcome::Applied);
+    assert_eq!(log.sm.job(a).unwrap().state, JobState::Running);
+    assert_eq!(log.sm.job(a).unwrap().epoch, 4);
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Mixed);
+    // A decision made on an old snapshot that reuses GPU 1 is rejected, not applied.
+    let out = log.allocate(b, "n1", vec![1, 2]);
+    assert!(
+        matches!(out, Outcome::Rejected(Rejection::Stale { .. })),
+        "{out:?}"
+    );
+    assert_eq!(log.sm.job(b).unwrap().state, JobState::Pending);
+    assert_eq!(log.allocate(b, "n1", vec![2, 3]), Outcome::Applied);
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Allocated);
+    // Allocating a running job again is stale too.
+    assert!(matches!(
+        log.allocate(a, "n1", vec![]),
+        Outcome::Rejected(Rejection::Stale { .. })
+    ));
+}
+
+#[test]
+fn exits_decide_the_final_state() {
+    let cases = [
+        (ExitReason::Exited, Some(0), JobState::Completed),
+        (ExitReason::Exited, Some(3), JobState::Failed),
+        (ExitReason::Timeout, None, JobState::Timeout),
+        (ExitReason::LaunchFailed, None, JobState::Failed),
+        (ExitReason::Lost, None, JobState::NodeFail),
+    ];
+    for (reason, code, state) in cases {
+        let mut log = Log::new();
+        log.register("n1", 4);
+        let a = log.submit(1, 1);
+        log.allocate(a, "n1", vec![0]);
+        assert_eq!(log.exit(a, "n1", reason, code), Outcome::Applied);
+        let job = log.sm.job(a).unwrap();
+        assert_eq!(job.state, state, "{reason:?} {code:?}");
+        assert_eq!(job.end_time_ms, Some(9));
+        assert_eq!(
+            log.sm.node("n1").unwrap().state(),
+            NodeState::Idle,
+            "resources freed"
+        );
+        // The same report again changes nothing.
+        assert!(matches!(
+            log.exit(a, "n1", reason, code),
+            Outcome::Ignored(_)
+        ));
+    }
+}
+
+#[test]
+fn cancel_pending_ends_it_and_cancel_running_asks_the_node() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let a = log.submit(1, 1);
+    let b = log.submit(1, 1);
+    log.allocate(a, "n1", vec![0]);
+    let out = log.apply(Command::Cancel {
+        jobs: vec![a, b],
+        by: "ann".into(),
+        admin: false,
+        now_ms: 4,
+    });
+    assert_eq!(
+        out,
+        Outcome::Cancelled {
+            cancelled: vec![b],
+            signalled: vec![a]
+        }
+    );
+    assert_eq!(log.sm.job(b).unwrap().state, JobState::Cancelled);
+    assert!(log.sm.job(a).unwrap().stopping());
+    log.exit(a, "n1", ExitReason::Cancelled, None);
+    assert_eq!(log.sm.job(a).unwrap().state, JobState::Cancelled);
+}
+
+#[test]
+fn cancel_with_one_bad_id_changes_nothing() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let a = log.submit(1, 1);
+    let before = log.sm.clone();
+    let out = log.apply(Command::Cancel {
+        jobs: vec![a, 99],
+        by: "ann".into(),
+        admin: false,
+        now_ms: 4,
+    });
+    assert_eq!(out, Outcome::Rejected(Rejection::UnknownJob(99)));
+    let out = log.apply(Command::Cancel {
+        jobs: vec![a],
+        by: "bob".into(),
+        admin: false,
+        now_ms: 4,
+    });
+    assert!(matches!(out, Outcome::Rejected(Rejection::NotOwner { .. })));
+    assert_eq!(log.sm.job(a), before.job(a));
+    let out = log.apply(Command::Cancel {
+        jobs: vec![a],
+        by: "root".into(),
+        admin: true,
+        now_ms: 4,
+    });
+    assert!(matches!(out, Outcome::Cancelled { .. }));
+}
+
+#[test]
+fn a_lost_node_fails_its_jobs_and_goes_down() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let a = log.submit(1, 1);
+    log.allocate(a, "n1", vec![0]);
+    let lost = Command::NodeLost {
+        node: "n1".into(),
+        reason: "no heartbeat for 30s".into(),
+        now_ms: 5,
+    };
+    assert_eq!(log.apply(lost), Outcome::Applied);
+    assert_eq!(log.sm.job(a).unwrap().state, JobState::NodeFail);
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Down);
+    log.register("n1", 4);
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Idle);
+}
+
+#[test]
+fn a_multi_node_job_ends_when_all_parts_end_and_the_first_failure_decides() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    log.register("n2", 4);
+    let a = log.submit(2, 2);
+    let parts = ["n1", "n2"]
+        .map(|n| PartPlan {
+            node: n.into(),
+            gpus: vec![0, 1],
+            cpus: 1,
+            mem_mib: 256,
+        })
+        .to_vec();
+    assert_eq!(
+        log.apply(Command::Allocate {
+            job: a,
+            attempt: 0,
+            parts,
+            now_ms: 3
+        }),
+        Outcome::Applied
+    );
+    log.exit(a, "n2", ExitReason::Exited, Some(7));
+    let job = log.sm.job(a).unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert!(job.stopping(), "the other part is stopped");
+    log.exit(a, "n1", ExitReason::Cancelled, None);
+    let job = log.sm.job(a).unwrap();
+    assert_eq!((job.state, job.exit_code), (JobState::Failed, Some(7)));
+}
+
+#[test]
+fn a_restarted_node_reconciles_what_it_runs() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let (a, b, c) = (log.submit(1, 1), log.submit(1, 1), log.submit(1, 1));
+    log.allocate(a, "n1", vec![0]);
+    log.allocate(b, "n1", vec![1]);
+    log.allocate(c, "n1", vec![2]);
+    for j in [a, b] {
+        log.apply(Command::JobStarted {
+            job: j,
+            attempt: 0,
+            node: "n1".into(),
+            now_ms: 4,
+        });
+    }
+    // The node comes back running only `a`; `b` had started and is gone; `c` never started.
+    let reg = Command::RegisterNode {
+        name: "n1".into(),
+        inventory: inventory(4),
+        running: vec![(a, 0)],
+        now_ms: 5,
+    };
+    assert_eq!(log.apply(reg), Outcome::Applied);
+    assert_eq!(log.sm.job(a).unwrap().state, JobState::Running);
+    assert_eq!(log.sm.job(b).unwrap().state, JobState::NodeFail);
+    assert_eq!(log.sm.job(c).unwrap().state, JobState::Running);
+}
+
+#[test]
+fn drain_and_resume() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let a = log.submit(1, 1);
+    log.allocate(a, "n1", vec![0]);
+    let drain = Command::Drain {
+        nodes: vec!["n1".into()],
+        reason: "fan".into(),
+        by: "root".into(),
+        now_ms: 4,
+    };
+    assert_eq!(log.apply(drain), Outcome::Applied);
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Draining);
+    let b = log.submit(1, 1);
+    assert!(matches!(
+        log.allocate(b, "n1", vec![1]),
+        Outcome::Rejected(Rejection::Stale { .. })
+    ));
+    log.exit(a, "n1", ExitReason::Exited, Some(0));
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Drained);
+    let bad = Command::Drain {
+        nodes: vec!["n1".into(), "nope".into()],
+        reason: "x".into(),
+        by: "root".into(),
+        now_ms: 5,
+    };
+    assert_eq!(
+        log.apply(bad),
+        Outcome::Rejected(Rejection::UnknownNode("nope".into()))
+    );
+    let resume = Command::Resume {
+        nodes: vec!["n1".into()],
+        by: "root".into(),
+        now_ms: 6,
+    };
+    assert_eq!(log.apply(resume), Outcome::Applied);
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Idle);
+}
+
+#[test]
+fn replayed_entries_change_nothing() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let before = log.sm.clone();
+    let out = log.sm.apply(
+        1,
+        &Command::Submit {
+            owner: owner("ann"),
+            spec: spec(1, 1),
+            now_ms: 2,
+        },
+    );
+    assert!(matches!(out, Outcome::Ignored(_)));
+    assert_eq!(log.sm, before);
+}
+
+// ---- Properties ----
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let node = prop::sample::select(vec!["n1", "n2", "n3"]).prop_map(String::from);
+    let job = 1u64..12;
+    let reason = prop::sample::select(vec![
+        ExitReason::Exited,
+        ExitReason::Cancelled,
+        ExitReason::Timeout,
+        ExitReason::LaunchFailed,
+        ExitReason::Lost,
+    ]);
+    prop_oneof![
+        (1u32..3, 0u32..5, 0u64..1000).prop_map(|(n, g, t)| Command::Submit {
+            owner: owner("ann"),
+            spec: spec(n, g),
+            now_ms: t
+        }),
+        (node.clone(), 0u32..9).prop_map(|(name, g)| Command::RegisterNode {
+            name,
+            inventory: inventory(g),
+            running: vec![],
+            now_ms: 1
+        }),
+        (
+            job.clone(),
+            node.clone(),
+            prop::collection::btree_set(0u32..8, 0..4)
+        )
+            .prop_map(|(job, node, gpus)| Command::Allocate {
+                job,
+                attempt: 0,
+                parts: vec![PartPlan {
+                    node,
+                    gpus: gpus.into_iter().collect(),
+                    cpus: 1,
+                    mem_mib: 256
+                }],
+                now_ms: 5
+            }),
+        (job.clone(), node.clone(), reason, prop::option::of(0i32..3)).prop_map(
+            |(job, node, reason, exit_code)| Command::JobExited {
+                job,
+                attempt: 0,
+                node,
+                exit: PartExit {
+                    reason,
+                    exit_code,
+                    signal: None,
+                    message: String::new()
+                },
+                now_ms: 7
+            }
+        ),
+        (job.clone(), node.clone()).prop_map(|(job, node)| Command::JobStarted {
+            job,
+            attempt: 0,
+            node,
+            now_ms: 6
+        }),
+        prop::collection::vec(job, 1..3).prop_map(|jobs| Command::Cancel {
+            jobs,
+            by: "ann".into(),
+            admin: false,
+            now_ms: 8
+        }),
+        node.clone().prop_map(|node| Command::NodeLost {
+            node,
+            reason: "timeout".into(),
+            now_ms: 9
+        }),
+        node.clone().prop_map(|n| Command::Drain {
+            nodes: vec![n],
+            reason: "r".into(),
+            by: "root".into(),
+            now_ms: 9
+        }),
+        node.prop_map(|n| Command::Resume {
+            nodes: vec![n],
+            by: "root".into(),
+            now_ms: 9
+        }),
+    ]
+}
+
+fn replay(commands: &[Command]) -> StateMachine {
+    let mut sm = StateMachine::default();
+    for (i, c) in commands.iter().enumerate() {
+        sm.apply(i as u64 + 1, c);
+    }
+    sm
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Applying the same log twice gives identical state, byte for byte.
+    #[test]
+    fn apply_is_deterministic(commands in prop::collection::vec(arb_command(), 0..80)) {
+        prop_assert_eq!(replay(&commands).to_snapshot(), replay(&commands).to_snapshot());
+    }
+
+    /// A snapshot taken anywhere plus the rest of the log gives the state of the whole log.
+    #[test]
+    fn snapshot_plus_rest_equals_whole_log(
+        commands in prop::collection::vec(arb_command(), 1..80),
+        cut in 0usize..80,
+    ) {
+        let cut = cut.min(commands.len());
+        let whole = replay(&commands);
+        let snapshot = replay(&commands[..cut]).to_snapshot();
+        let mut resumed = StateMachine::from_snapshot(&snapshot).unwrap();
+        for (i, c) in commands.iter().enumerate().skip(cut) {
+            resumed.apply(i as u64 + 1, c);
+        }
+        prop_assert_eq!(resumed, whole);
+    }
+
+    /// No GPU is ever held by two running jobs, and node bookkeeping matches the jobs.
+    #[test]
+    fn no_overcommit(commands in prop::collection::vec(arb_command(), 0..120)) {
+        let sm = replay(&commands);
+        for node in sm.nodes() {
+            let mut held = std::collections::BTreeSet::new();
+            let mut cpus = 0;
+            for job in sm.jobs() {
+                for part in job.parts.iter().filter(|p| p.node == node.name && p.exit.is_none()) {
+                    prop_assert_eq!(job.state, JobState::Running);
+                    cpus += part.cpus;
+                    for g in &part.gpus {
+                        prop_assert!(held.insert(*g), "GPU {} of {} held twice", g, node.name);
+                    }
+                }
+            }
+            prop_assert_eq!(&held, &node.used_gpus);
+            prop_assert_eq!(cpus, node.allocated.cpus);
+            prop_assert!(node.allocated.cpus <= node.inventory.cpus);
+        }
+        let ids: Vec<u64> = sm.jobs().map(|j| j.id).collect();
+        prop_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+}

@@ -1,0 +1,111 @@
+//! A node as the state machine keeps it.
+
+use std::collections::BTreeSet;
+
+use gantry_model::{JobId, NodeInventory, Resources};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub inventory: NodeInventory,
+    pub registered_time_ms: u64,
+    /// Its node daemon is connected (registered and not declared lost since).
+    pub up: bool,
+    /// Why it is down, when it is.
+    pub down_reason: Option<String>,
+    pub drain: Option<Drain>,
+    /// What the parts of running jobs hold here (derived, kept for speed).
+    pub allocated: Resources,
+    pub used_gpus: BTreeSet<u32>,
+    pub jobs: BTreeSet<JobId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub reason: String,
+    pub by: String,
+    pub since_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Idle,
+    Mixed,
+    Allocated,
+    Draining,
+    Drained,
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Idle => "IDLE",
+            NodeState::Mixed => "MIXED",
+            NodeState::Allocated => "ALLOCATED",
+            NodeState::Draining => "DRAINING",
+            NodeState::Drained => "DRAINED",
+            NodeState::Down => "DOWN",
+        }
+    }
+}
+
+impl Node {
+    pub fn new(name: String, inventory: NodeInventory, now_ms: u64) -> Node {
+        Node {
+            name,
+            inventory,
+            registered_time_ms: now_ms,
+            up: true,
+            down_reason: None,
+            drain: None,
+            allocated: Resources::default(),
+            used_gpus: BTreeSet::new(),
+            jobs: BTreeSet::new(),
+        }
+    }
+
+    pub fn state(&self) -> NodeState {
+        let capacity = self.inventory.capacity();
+        match (&self.drain, self.up) {
+            (_, false) => NodeState::Down,
+            (Some(_), true) if self.jobs.is_empty() => NodeState::Drained,
+            (Some(_), true) => NodeState::Draining,
+            (None, true) if self.jobs.is_empty() => NodeState::Idle,
+            (None, true)
+                if (capacity.gpus > 0 && self.allocated.gpus >= capacity.gpus)
+                    || self.allocated.cpus >= capacity.cpus =>
+            {
+                NodeState::Allocated
+            }
+            (None, true) => NodeState::Mixed,
+        }
+    }
+
+    /// Why the node takes no new work, or `None` when it takes work.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        if !self.up {
+            return Some(format!(
+                "down ({})",
+                self.down_reason.as_deref().unwrap_or("not connected")
+            ));
+        }
+        self.drain
+            .as_ref()
+            .map(|d| format!("drained ({})", d.reason))
+    }
+
+    pub fn free(&self) -> Resources {
+        self.inventory.capacity().saturating_sub(&self.allocated)
+    }
+
+    pub fn free_gpus(&self) -> Vec<u32> {
+        self.inventory
+            .gpus
+            .iter()
+            .map(|g| g.index)
+            .filter(|i| !self.used_gpus.contains(i))
+            .collect()
+    }
+}

@@ -1,0 +1,43 @@
+//! Builds the policies' input from the state.
+
+use gantry_policies::{ClusterView, NodeView, PendingJob};
+
+use crate::machine::StateMachine;
+
+impl StateMachine {
+    /// The snapshot the policies decide on: every node, and the pending jobs in priority
+    /// order (submit order, for placement v0).
+    pub fn cluster_view(&self, now_ms: u64) -> ClusterView {
+        let nodes = self
+            .nodes
+            .values()
+            .map(|n| {
+                let unavailable_reason = n.unavailable_reason();
+                NodeView {
+                    name: n.name.clone(),
+                    schedulable: unavailable_reason.is_none(),
+                    unavailable_reason,
+                    gpus: n.inventory.gpus.clone(),
+                    capacity: n.inventory.capacity(),
+                    free: n.free(),
+                    free_gpus: n.free_gpus(),
+                }
+            })
+            .collect();
+        let pending = self
+            .pending
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .map(|j| PendingJob {
+                id: j.id,
+                num_nodes: j.spec.num_nodes,
+                per_node: j.spec.per_node(),
+            })
+            .collect();
+        ClusterView {
+            now_ms,
+            nodes,
+            pending,
+        }
+    }
+}
