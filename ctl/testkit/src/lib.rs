@@ -1,8 +1,9 @@
 //! Dev-only helpers for Gantry's multi-process tests: start the real binaries on
-// Test helpers panic on purpose: a failed expectation is a failed test.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 //! 127.0.0.1 with ports the OS picks, poll for conditions with generous deadlines, and
 //! kill exactly the processes a test started (daemons, and the job supervisors they left).
+
+// Test helpers panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::fs;
 use std::io::{BufRead, BufReader};
