@@ -3,6 +3,8 @@
 mod client;
 mod dev;
 mod directives;
+#[cfg(test)]
+mod fake_scheduler;
 mod jobs;
 mod nodes;
 mod output;
@@ -25,15 +27,9 @@ use crate::client::Scheduler;
 )]
 struct Cli {
     /// Scheduler address(es): host:port or http://host:port; a comma-separated list names
-    /// several replicas, tried in order
-    #[arg(
-        long,
-        global = true,
-        env = "GANTRY_SERVER",
-        default_value = client::DEFAULT_SERVER,
-        value_name = "ADDRS"
-    )]
-    server: String,
+    /// several replicas, tried in order [default: http://127.0.0.1:7420]
+    #[arg(long, global = true, env = "GANTRY_SERVER", value_name = "ADDRS")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,17 +79,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         // Both run their own runtimes (or none), so they are dispatched before ours exists.
         Command::Dev(args) => dev::run(args).map(|()| 0),
+        // The node daemon starts one per job; it must run before any thread exists.
         Command::Supervise { job_dir } => {
-            // gantry_noded::supervise_main is not in the noded library yet; enable once it is:
-            // std::process::exit(gantry_noded::supervise_main(&job_dir));
-            anyhow::bail!(
-                "supervise ({}) is not available: this build has no job supervisor",
-                job_dir.display()
-            )
+            let code = gantry_noded::supervise_main(&job_dir);
+            Ok(u8::try_from(code).unwrap_or(1))
         }
         command => {
             init_logging();
-            let mut scheduler = Scheduler::new(client::parse_addresses(&cli.server)?);
+            let mut scheduler = Scheduler::new(client::parse_addresses(
+                cli.server.as_deref().unwrap_or(client::DEFAULT_SERVER),
+            )?);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -136,4 +131,37 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        // clap checks conflicting names, positional order and the like only at run time.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_come_from_clap() {
+        for argv in [
+            &["gantry", "submit", "-N"][..],
+            &["gantry", "show", "abc"],
+            &["gantry", "cancel"],
+            &["gantry", "drain", "node-1"],
+            &["gantry", "queue", "-o", "yaml"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
+        }
+    }
+
+    #[test]
+    fn the_server_flag_is_global() {
+        let cli = Cli::try_parse_from(["gantry", "queue", "--server", "a:1,b:2"]).unwrap();
+        assert_eq!(cli.server.as_deref(), Some("a:1,b:2"));
+        let cli = Cli::try_parse_from(["gantry", "nodes", "--server=c:3"]).unwrap();
+        assert_eq!(cli.server.as_deref(), Some("c:3"));
+    }
 }

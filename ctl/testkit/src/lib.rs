@@ -24,7 +24,10 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -42,7 +45,10 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         if let Some(value) = check() {
             return value;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
     }
@@ -84,15 +90,21 @@ impl Daemon {
         let start = Instant::now();
         while start.elapsed() < DEADLINE {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("daemon exited with {status} before printing {marker:?}; log:\n{}", self.log_tail());
+                panic!(
+                    "daemon exited with {status} before printing {marker:?}; log:\n{}",
+                    self.log_tail()
+                );
             }
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                if let Some(pos) = line.find(marker) {
-                    return line[pos + marker.len()..].trim().to_string();
-                }
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
+                && let Some(pos) = line.find(marker)
+            {
+                return line[pos + marker.len()..].trim().to_string();
             }
         }
-        panic!("no {marker:?} from the daemon within {DEADLINE:?}; log:\n{}", self.log_tail());
+        panic!(
+            "no {marker:?} from the daemon within {DEADLINE:?}; log:\n{}",
+            self.log_tail()
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -160,7 +172,12 @@ impl Schedd {
         let mut daemon = Daemon::spawn(&bin("gantry-schedd"), &args, log);
         let listen = daemon.wait_line("gantry-schedd listening on");
         let url = format!("http://{listen}");
-        Schedd { daemon, url, listen, data_dir: data_dir.to_path_buf() }
+        Schedd {
+            daemon,
+            url,
+            listen,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 }
 
@@ -186,7 +203,11 @@ impl Noded {
         args.extend_from_slice(extra);
         let log = data_dir.with_extension(format!("noded.{}.log", unique()));
         let daemon = Daemon::spawn(&bin("gantry-noded"), &args, log);
-        Noded { daemon, name: name.to_string(), data_dir: data_dir.to_path_buf() }
+        Noded {
+            daemon,
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 }
 
@@ -200,13 +221,17 @@ impl Drop for Noded {
 /// Kills the process groups of every supervisor and job recorded under `dir` (any
 /// `*.pid` file below it). Supervisors outlive their daemon by design; tests must not.
 pub fn kill_leftovers(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
             kill_leftovers(&path);
         } else if path.extension().is_some_and(|e| e == "pid") {
-            let pid = fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<i32>().ok());
+            let pid = fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok());
             if let Some(pid) = pid.filter(|p| *p > 1) {
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -223,7 +248,9 @@ pub fn gantry(server: &str, args: &[&str]) -> Output {
 /// Runs the `gantry` CLI in a working directory.
 pub fn gantry_in(server: &str, args: &[&str], cwd: Option<&Path>) -> Output {
     let mut cmd = Command::new(bin("gantry"));
-    cmd.args(args).env("GANTRY_SERVER", server).stdin(Stdio::null());
+    cmd.args(args)
+        .env("GANTRY_SERVER", server)
+        .stdin(Stdio::null());
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
@@ -247,7 +274,9 @@ pub fn submit(server: &str, args: &[&str]) -> u64 {
     let mut all = vec!["submit", "--parsable"];
     all.extend_from_slice(args);
     let out = gantry_ok(server, &all);
-    out.trim().parse().unwrap_or_else(|_| panic!("submit printed {out:?}, not a job id"))
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("submit printed {out:?}, not a job id"))
 }
 
 /// `gantry show JOB -o json`.
@@ -257,7 +286,10 @@ pub fn job(server: &str, id: u64) -> Value {
 }
 
 pub fn job_state(server: &str, id: u64) -> String {
-    job(server, id)["state"].as_str().unwrap_or_default().to_string()
+    job(server, id)["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Waits until the job is in `state`, returning its JSON.
@@ -277,7 +309,10 @@ pub fn nodes(server: &str) -> Vec<Value> {
 /// Waits until `count` nodes are registered and up.
 pub fn wait_nodes_up(server: &str, count: usize) {
     wait_for(&format!("{count} node(s) up"), || {
-        let up = nodes(server).iter().filter(|n| n["state"] != "DOWN").count();
+        let up = nodes(server)
+            .iter()
+            .filter(|n| n["state"] != "DOWN")
+            .count();
         (up >= count).then_some(())
     });
 }
@@ -285,19 +320,36 @@ pub fn wait_nodes_up(server: &str, count: usize) {
 /// Whether a process with this pid exists (zombies count as gone).
 pub fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
 
 /// Whether any process is in process group `pgid`.
 pub fn process_group_alive(pgid: i32) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else { return false };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
     entries.flatten().any(|e| {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { return false };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            return false;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
         // Fields after the command name: state ppid pgrp ...
-        let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        rest.first().is_some_and(|s| *s != "Z") && rest.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+        let rest: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        rest.first().is_some_and(|s| *s != "Z")
+            && rest.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
     })
 }

@@ -1,0 +1,451 @@
+//! Talking to the scheduler: parsing `--server` lists, connecting to the first replica that
+//! answers, and the caller identity every mutating request carries.
+
+use std::future::Future;
+use std::time::Duration;
+
+use gantry_proto as pb;
+use pb::scheduler_client::SchedulerClient;
+use thiserror::Error;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Status};
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7420";
+/// Port used when an address names only a host.
+pub const DEFAULT_PORT: u16 = 7420;
+/// Long enough for a loaded machine, short enough that trying the next replica is quick.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A scheduler that accepted the connection but never answers should not hang the CLI.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("no scheduler address given (use --server or GANTRY_SERVER)")]
+    NoAddress,
+    #[error("invalid scheduler address {address:?}: {reason}")]
+    BadAddress { address: String, reason: String },
+    #[error("cannot reach the Gantry scheduler at {}", describe_failures(.0))]
+    Unreachable(Vec<(String, String)>),
+    /// Connected, but no answer in time. Not retried elsewhere: a submit that timed out
+    /// may still have been accepted.
+    #[error(
+        "the Gantry scheduler at {address} accepted the connection but did not answer within \
+         {}s",
+        REQUEST_TIMEOUT.as_secs()
+    )]
+    NoAnswer { address: String },
+    /// The scheduler answered with an error; its message is shown as it is.
+    #[error("{}", status_text(.0))]
+    Rpc(Status),
+}
+
+fn describe_failures(failures: &[(String, String)]) -> String {
+    failures
+        .iter()
+        .map(|(address, reason)| format!("{address} ({reason})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A status as a person should read it: the message alone, or the code's meaning when the
+/// server sent none.
+pub fn status_text(status: &Status) -> String {
+    if status.message().is_empty() {
+        format!("the scheduler answered: {}", status.code().description())
+    } else {
+        status.message().to_string()
+    }
+}
+
+/// Parses a comma-separated list of scheduler addresses into URIs tonic can dial.
+/// `host:port`, `http://host:port` and a bare `host` (port 7420) all work.
+pub fn parse_addresses(text: &str) -> Result<Vec<String>, ClientError> {
+    let addresses = text
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(normalize_address)
+        .collect::<Result<Vec<_>, _>>()?;
+    if addresses.is_empty() {
+        return Err(ClientError::NoAddress);
+    }
+    Ok(addresses)
+}
+
+fn normalize_address(address: &str) -> Result<String, ClientError> {
+    let bad = |reason: &str| ClientError::BadAddress {
+        address: address.to_string(),
+        reason: reason.to_string(),
+    };
+    let with_scheme = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    let uri: Uri = with_scheme
+        .parse()
+        .map_err(|_| bad("expected host:port or http://host:port"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(bad("TLS is not supported yet; use http://")),
+        _ => return Err(bad("only http:// addresses are supported")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(bad("no host"));
+    };
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(bad("user names in addresses are not supported"));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(bad("an address has no path; use host:port"));
+    }
+    let port = match authority.port_u16() {
+        Some(port) => port,
+        // Only a bare host gets the default port; `host:` or `host:abc` is a typo.
+        None if authority.as_str() == authority.host() => DEFAULT_PORT,
+        None => return Err(bad("the port must be a number from 1 to 65535")),
+    };
+    if port == 0 {
+        return Err(bad("the port must be a number from 1 to 65535"));
+    }
+    Ok(format!("http://{}:{port}", authority.host()))
+}
+
+/// A connection to whichever replica of a list answers first; it stays on that replica
+/// for later calls and moves on when it stops answering.
+pub struct Scheduler {
+    addresses: Vec<String>,
+    connected: Option<(usize, SchedulerClient<Channel>)>,
+}
+
+impl Scheduler {
+    pub fn new(addresses: Vec<String>) -> Self {
+        Scheduler {
+            addresses,
+            connected: None,
+        }
+    }
+
+    /// Runs one RPC against the first replica that answers. A replica that cannot be
+    /// reached, or answers `Unavailable`, is skipped; any other answer is final.
+    pub async fn call<T, F, Fut>(&mut self, mut rpc: F) -> Result<T, ClientError>
+    where
+        F: FnMut(SchedulerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        if self.addresses.is_empty() {
+            return Err(ClientError::NoAddress);
+        }
+        let start = self.connected.as_ref().map_or(0, |(i, _)| *i);
+        let mut failures = Vec::new();
+        for offset in 0..self.addresses.len() {
+            let index = (start + offset) % self.addresses.len();
+            let address = &self.addresses[index];
+            let client = match self.connected.take() {
+                Some((i, client)) if i == index => client,
+                _ => match connect(address).await {
+                    Ok(client) => client,
+                    Err(reason) => {
+                        tracing::debug!(%address, %reason, "scheduler not reachable");
+                        failures.push((address.clone(), reason));
+                        continue;
+                    }
+                },
+            };
+            let sent = std::time::Instant::now();
+            match rpc(client.clone()).await {
+                Ok(response) => {
+                    self.connected = Some((index, client));
+                    return Ok(response.into_inner());
+                }
+                Err(status) if status.code() == Code::Unavailable => {
+                    tracing::debug!(%address, message = status.message(), "scheduler unavailable");
+                    failures.push((address.clone(), unavailable_reason(&status)));
+                }
+                // Every Gantry scheduler implements every call, so this is some other HTTP
+                // server (or a much older Gantry) listening there: try the next address.
+                Err(status) if status.code() == Code::Unimplemented => {
+                    let reason = format!("not a Gantry scheduler: {}", status.message());
+                    failures.push((address.clone(), reason));
+                }
+                // tonic reports its own request timeout as Cancelled.
+                Err(status)
+                    if status.code() == Code::Cancelled && sent.elapsed() >= REQUEST_TIMEOUT =>
+                {
+                    return Err(ClientError::NoAnswer {
+                        address: address.clone(),
+                    });
+                }
+                Err(status) => {
+                    self.connected = Some((index, client));
+                    return Err(ClientError::Rpc(status));
+                }
+            }
+        }
+        Err(ClientError::Unreachable(failures))
+    }
+}
+
+async fn connect(address: &str) -> Result<SchedulerClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(address.to_string())
+        .map_err(|e| error_reason(&e))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|e| error_reason(&e))?;
+    Ok(SchedulerClient::new(channel))
+}
+
+/// A short reason for a failed connection: `connection refused`, `timed out`..., taken
+/// from the innermost cause rather than tonic's generic "transport error".
+fn error_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io_reason(io);
+        }
+        innermost = e;
+        current = e.source();
+    }
+    let text = innermost.to_string();
+    if text.to_ascii_lowercase().contains("elapsed") || text.contains("timed out") {
+        format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())
+    } else {
+        text
+    }
+}
+
+fn io_reason(io: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        ErrorKind::TimedOut => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        ErrorKind::ConnectionReset => "connection reset".to_string(),
+        _ => strip_os_error(&io.to_string()),
+    }
+}
+
+/// `Connection refused (os error 111)` reads better without the number.
+fn strip_os_error(text: &str) -> String {
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text.to_string(),
+    }
+}
+
+fn unavailable_reason(status: &Status) -> String {
+    // tonic reports a dropped connection as Unavailable with the cause as its source.
+    let source = std::error::Error::source(status);
+    match source {
+        Some(cause) => error_reason(cause),
+        None if status.message().is_empty() => "unavailable".to_string(),
+        None => status.message().to_string(),
+    }
+}
+
+/// The OS user running the CLI; every mutating request names it.
+pub fn caller() -> pb::Caller {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    let user = match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        // A uid without a passwd entry (common in containers) still identifies the caller.
+        _ => uid.as_raw().to_string(),
+    };
+    pb::Caller {
+        user,
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_normalised() {
+        let cases = [
+            ("127.0.0.1:7420", "http://127.0.0.1:7420"),
+            ("http://127.0.0.1:7420", "http://127.0.0.1:7420"),
+            ("http://127.0.0.1:7420/", "http://127.0.0.1:7420"),
+            ("localhost", "http://localhost:7420"),
+            (
+                "sched-1.example.org:9000",
+                "http://sched-1.example.org:9000",
+            ),
+            ("[::1]:7420", "http://[::1]:7420"),
+            (" 10.0.0.1:1 ", "http://10.0.0.1:1"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(
+                parse_addresses(given).unwrap(),
+                vec![want.to_string()],
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_comma_separated_list_names_several_replicas_in_order() {
+        assert_eq!(
+            parse_addresses("a:1,http://b:2, c:3,").unwrap(),
+            vec!["http://a:1", "http://b:2", "http://c:3"]
+        );
+    }
+
+    #[test]
+    fn bad_addresses_say_why() {
+        for bad in [
+            "https://a:1",
+            "ftp://a:1",
+            "a:notaport",
+            "a:1/path",
+            "a:",
+            "a b:1",
+            "u@a:1",
+        ] {
+            match parse_addresses(bad) {
+                Err(ClientError::BadAddress { address, .. }) => assert_eq!(address, bad.trim()),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse_addresses(" , "),
+            Err(ClientError::NoAddress)
+        ));
+        assert!(matches!(parse_addresses(""), Err(ClientError::NoAddress)));
+    }
+
+    #[test]
+    fn unreachable_names_every_address_tried() {
+        let err = ClientError::Unreachable(vec![
+            ("http://127.0.0.1:7420".into(), "connection refused".into()),
+            ("http://10.0.0.2:7420".into(), "no answer within 2s".into()),
+        ]);
+        assert_eq!(
+            err.to_string(),
+            "cannot reach the Gantry scheduler at http://127.0.0.1:7420 (connection refused), \
+             http://10.0.0.2:7420 (no answer within 2s)"
+        );
+    }
+
+    #[test]
+    fn status_messages_are_shown_without_debris() {
+        let err = ClientError::Rpc(Status::not_found("job 7 does not exist"));
+        assert_eq!(err.to_string(), "job 7 does not exist");
+        assert!(matches!(err, ClientError::Rpc(s) if s.code() == Code::NotFound));
+        let empty = ClientError::Rpc(Status::internal(""));
+        assert!(empty.to_string().starts_with("the scheduler answered: "));
+    }
+
+    #[test]
+    fn io_errors_read_as_short_reasons() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(error_reason(&refused), "connection refused");
+        assert_eq!(
+            strip_os_error("No route to host (os error 113)"),
+            "No route to host"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_reported_per_address() {
+        // Bind then drop a listener so the port is very likely closed.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let address = format!("http://127.0.0.1:{port}");
+        let mut scheduler = Scheduler::new(vec![address.clone(), address.clone()]);
+        let result = scheduler
+            .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await })
+            .await;
+        match result {
+            Err(ClientError::Unreachable(failures)) => {
+                assert_eq!(failures.len(), 2);
+                assert_eq!(
+                    failures[0],
+                    (address.clone(), "connection refused".to_string())
+                );
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_caller_is_the_current_user() {
+        let caller = caller();
+        assert_eq!(caller.uid, nix::unistd::getuid().as_raw());
+        assert!(!caller.user.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_replica_answering_unavailable_is_skipped_and_the_next_one_kept() {
+        use crate::fake_scheduler::{Fake, serve};
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let follower = Arc::new(Fake {
+            unavailable: true,
+            ..Default::default()
+        });
+        let leader = Arc::new(Fake::default());
+        let stranger = Arc::new(Fake {
+            unimplemented: true,
+            ..Default::default()
+        });
+        let (a, b, c) = (
+            serve(follower.clone()),
+            serve(leader.clone()),
+            serve(stranger.clone()),
+        );
+        let mut scheduler = Scheduler::new(vec![
+            c.address.clone(),
+            a.address.clone(),
+            b.address.clone(),
+        ]);
+        for _ in 0..2 {
+            scheduler
+                .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await })
+                .await
+                .unwrap();
+        }
+        // The second call went straight to the replica that answered.
+        assert_eq!(stranger.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(follower.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(leader.calls.load(Ordering::SeqCst), 2);
+
+        // When every replica is unavailable, the error lists each with its message.
+        let mut scheduler = Scheduler::new(vec![a.address.clone(), c.address.clone()]);
+        let err = scheduler
+            .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot reach the Gantry scheduler at {} (not the leader; no leader elected \
+                 yet), {} (not a Gantry scheduler: HTTP status code 404)",
+                a.address, c.address
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_final_and_shown_as_the_server_wrote_them() {
+        use crate::fake_scheduler::{Fake, serve};
+        let server = serve(std::sync::Arc::new(Fake::default()));
+        let mut scheduler = Scheduler::new(vec![server.address.clone()]);
+        let err = scheduler
+            .call(|mut c| async move { c.get_job(pb::GetJobRequest { job_id: 9 }).await })
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, ClientError::Rpc(s) if s.code() == Code::NotFound));
+        assert_eq!(err.to_string(), "job 9 does not exist");
+    }
+}

@@ -1,0 +1,197 @@
+//! `gantry dev`: a whole cluster in one process — a scheduler and K node daemons — like
+//! `nomad agent -dev`. Its jobs are real processes under real supervisors; its state is a
+//! real log on disk, so a restart on the same data directory keeps all history.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use gantry_noded::{InventoryArgs, InventoryError, NodeConfig, Shutdown, SupervisorCommand};
+use gantry_schedd::SchedConfig;
+use tokio::sync::{oneshot, watch};
+
+/// GPUs declared per node when none are found and `--gpus` is not given.
+const FAKE_GPUS: u32 = 8;
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Address the scheduler listens on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    listen: SocketAddr,
+    /// Where the scheduler's log and the nodes' job records live
+    /// [default: $XDG_DATA_HOME/gantry/dev or ~/.local/share/gantry/dev].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// How many node daemons to run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    nodes: u32,
+    #[command(flatten)]
+    inventory: InventoryArgs,
+    /// Time between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    kill_grace: u64,
+    /// Declare a silent node lost after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    heartbeat_timeout: u64,
+}
+
+fn parse_duration(text: &str) -> Result<u64, String> {
+    gantry_model::units::parse_duration_ms(text).map_err(|e| e.to_string())
+}
+
+fn default_data_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("gantry/dev"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set: give --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/gantry/dev"))
+}
+
+/// The GPUs NVML finds; or declared ones when `--gpus`/`--inventory` say so, or when
+/// there is no GPU here.
+fn inventory(args: &InventoryArgs) -> Result<gantry_model::NodeInventory> {
+    let explicit = args.gpus.is_some() || args.inventory.is_some();
+    match gantry_noded::discover_inventory(args) {
+        Ok(inv) if explicit || !inv.gpus.is_empty() => Ok(inv),
+        Ok(_) | Err(InventoryError::NoNvidiaDriver { .. }) if !explicit => {
+            println!(
+                "No NVIDIA GPU found: each node declares {FAKE_GPUS} fake GPUs (--gpus N to choose)."
+            );
+            let declared = InventoryArgs {
+                gpus: Some(FAKE_GPUS),
+                ..args.clone()
+            };
+            Ok(gantry_noded::discover_inventory(&declared)?)
+        }
+        Ok(inv) => Ok(inv),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn current_user() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+async fn stop_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+pub fn run(args: DevArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Runtime::new()?.block_on(serve(args))
+}
+
+async fn serve(args: DevArgs) -> Result<()> {
+    let data_dir = match args.data_dir.clone() {
+        Some(dir) => dir,
+        None => default_data_dir()?,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&data_dir)?;
+    let inventory = inventory(&args.inventory)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another gantry dev running? try --listen 127.0.0.1:0)",
+                args.listen
+            )
+        })?;
+    let address = listener.local_addr()?;
+    let url = format!("http://{address}");
+    let config = SchedConfig {
+        listen: address,
+        data_dir: data_dir.join("schedd"),
+        admins: ["root".to_string()]
+            .into_iter()
+            .chain(current_user())
+            .collect(),
+        heartbeat_timeout_ms: args.heartbeat_timeout,
+        ..SchedConfig::default()
+    };
+    let (stop_scheduler, scheduler_stopped) = oneshot::channel::<()>();
+    let mut scheduler = tokio::spawn(gantry_schedd::serve(config, listener, async {
+        let _ = scheduler_stopped.await;
+    }));
+
+    let supervisor = SupervisorCommand::current_exe(&["supervise"])?;
+    let (stop_nodes, shutdown) = watch::channel(None);
+    let mut nodes = Vec::new();
+    for i in 1..=args.nodes {
+        let name = format!("dev-node-{i}");
+        let config = NodeConfig {
+            servers: vec![url.clone()],
+            name: name.clone(),
+            data_dir: data_dir.join("nodes").join(&name),
+            pool: "default".into(),
+            inventory: inventory.clone(),
+            supervisor: supervisor.clone(),
+            kill_grace_ms: args.kill_grace,
+        };
+        nodes.push((
+            name,
+            tokio::spawn(gantry_noded::run_node(config, shutdown.clone())),
+        ));
+    }
+    let capacity = inventory.capacity();
+    println!(
+        "gantry dev: scheduler listening on {url}; {} node(s) with {} GPU(s) ({}), {} CPUs and {} each",
+        args.nodes,
+        capacity.gpus,
+        inventory.gpu_model(),
+        capacity.cpus,
+        gantry_model::units::format_size_mib(capacity.mem_mib),
+    );
+    println!("gantry dev: data in {}", data_dir.display());
+    println!(
+        "gantry dev: try `GANTRY_SERVER={url} gantry submit -G 1 -- nvidia-smi -L`; Ctrl-C stops the cluster and its jobs."
+    );
+
+    let outcome = tokio::select! {
+        signal = stop_signal() => signal,
+        served = &mut scheduler => match served {
+            Ok(Ok(())) => bail!("the scheduler stopped unexpectedly"),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
+        },
+    };
+    println!("gantry dev: stopping the nodes and their jobs...");
+    let _ = stop_nodes.send(Some(Shutdown::StopJobs));
+    for (name, node) in nodes {
+        match tokio::time::timeout(
+            Duration::from_millis(args.kill_grace) + Duration::from_secs(30),
+            node,
+        )
+        .await
+        {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("gantry dev: node {name}: {e}"),
+            Ok(Err(e)) => eprintln!("gantry dev: node {name}: {e}"),
+            Err(_) => eprintln!("gantry dev: node {name} did not stop in time"),
+        }
+    }
+    let _ = stop_scheduler.send(());
+    if !scheduler.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), scheduler).await;
+    }
+    println!("gantry dev: stopped");
+    outcome
+}

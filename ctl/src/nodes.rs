@@ -1,0 +1,187 @@
+//! `gantry nodes`, `drain` and `resume`.
+
+use anyhow::bail;
+use gantry_proto as pb;
+
+use crate::client::{Scheduler, caller};
+use crate::output::{Format, NodeRow, emit, emit_json, mem_pair, render_table};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodesArgs {
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DrainArgs {
+    /// Node names
+    #[arg(required = true, value_name = "NODE")]
+    pub nodes: Vec<String>,
+    /// Why the node is drained (shown by `gantry nodes`); required, as in scontrol
+    #[arg(long, required = true, value_name = "TEXT")]
+    pub reason: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ResumeArgs {
+    /// Node names
+    #[arg(required = true, value_name = "NODE")]
+    pub nodes: Vec<String>,
+}
+
+pub async fn nodes(args: NodesArgs, scheduler: &mut Scheduler) -> anyhow::Result<()> {
+    let response = scheduler
+        .call(|mut client| async move { client.list_nodes(pb::ListNodesRequest {}).await })
+        .await?;
+    match args.format {
+        Format::Json => {
+            let rows: Vec<NodeRow> = response.nodes.iter().map(NodeRow::from).collect();
+            emit_json(&rows)?;
+        }
+        Format::Table => emit(&nodes_table(&response.nodes))?,
+    }
+    Ok(())
+}
+
+pub const NODES_HEADER: [&str; 8] = [
+    "NAME",
+    "STATE",
+    "GPUS(alloc/total)",
+    "GPU_MODEL",
+    "CPUS(alloc/total)",
+    "MEM(alloc/total)",
+    "POOL",
+    "REASON",
+];
+
+pub fn nodes_table(nodes: &[pb::Node]) -> String {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|node| {
+            let row = NodeRow::from(node);
+            vec![
+                row.name,
+                row.state,
+                format!("{}/{}", row.gpus_allocated, row.gpus_total),
+                dash(&row.gpu_model),
+                format!("{}/{}", row.cpus_allocated, row.cpus),
+                mem_pair(row.mem_allocated, row.mem),
+                dash(&row.pool),
+                row.reason,
+            ]
+        })
+        .collect();
+    render_table(&NODES_HEADER, &rows)
+}
+
+pub async fn drain(args: DrainArgs, scheduler: &mut Scheduler) -> anyhow::Result<()> {
+    let reason = args.reason.trim().to_string();
+    if reason.is_empty() {
+        bail!("--reason must say why the nodes are drained");
+    }
+    let nodes = node_names(args.nodes)?;
+    let request = pb::DrainRequest {
+        caller: Some(caller()),
+        nodes: nodes.clone(),
+        reason,
+    };
+    scheduler
+        .call(|mut client| {
+            let request = request.clone();
+            async move { client.drain(request).await }
+        })
+        .await?;
+    let text: String = nodes
+        .iter()
+        .map(|n| format!("Draining {n}: no new jobs start there; running jobs finish\n"))
+        .collect();
+    emit(&text)?;
+    Ok(())
+}
+
+pub async fn resume(args: ResumeArgs, scheduler: &mut Scheduler) -> anyhow::Result<()> {
+    let nodes = node_names(args.nodes)?;
+    let request = pb::ResumeRequest {
+        caller: Some(caller()),
+        nodes: nodes.clone(),
+    };
+    scheduler
+        .call(|mut client| {
+            let request = request.clone();
+            async move { client.resume(request).await }
+        })
+        .await?;
+    let text: String = nodes.iter().map(|n| format!("Resumed {n}\n")).collect();
+    emit(&text)?;
+    Ok(())
+}
+
+/// Node names as given, accepting `a,b` as well as `a b`, without blanks or repeats.
+fn node_names(given: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    for name in given.iter().flat_map(|g| g.split(',')).map(str::trim) {
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    if names.is_empty() {
+        bail!("no node names given");
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_table_shows_allocated_over_total() {
+        let node = pb::Node {
+            name: "gpu-01".into(),
+            state: pb::NodeState::Mixed as i32,
+            pool: "default".into(),
+            gpus_total: 8,
+            gpus_allocated: 2,
+            gpu_model: "H100".into(),
+            cpus: 64,
+            cpus_allocated: 8,
+            mem_mib: 512 * 1024,
+            mem_allocated_mib: 2048,
+            ..Default::default()
+        };
+        let drained = pb::Node {
+            name: "cpu-01".into(),
+            state: pb::NodeState::Drained as i32,
+            reason: "bad fan".into(),
+            cpus: 16,
+            mem_mib: 1024,
+            ..Default::default()
+        };
+        assert_eq!(
+            nodes_table(&[node, drained]),
+            "NAME    STATE    GPUS(alloc/total)  GPU_MODEL  CPUS(alloc/total)  MEM(alloc/total)  POOL     REASON\n\
+             gpu-01  MIXED    2/8                H100       8/64               2G/512G           default\n\
+             cpu-01  DRAINED  0/0                -          0/16               0M/1G             -        bad fan\n"
+        );
+    }
+
+    #[test]
+    fn node_names_split_commas_and_drop_repeats() {
+        let given = vec![
+            "a,b".to_string(),
+            " c ".to_string(),
+            "a".to_string(),
+            ",".to_string(),
+        ];
+        assert_eq!(node_names(given).unwrap(), ["a", "b", "c"]);
+        assert!(node_names(vec![",".to_string()]).is_err());
+    }
+}

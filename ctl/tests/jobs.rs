@@ -1,0 +1,247 @@
+//! End to end through the real binaries: a scheduler, a node daemon with declared GPUs,
+//! and the `gantry` CLI, all on 127.0.0.1 with OS-picked ports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::fs;
+use std::path::Path;
+
+use gantry_testkit::{
+    Noded, Schedd, gantry, gantry_ok, job, process_group_alive, submit, wait_for, wait_nodes_up,
+    wait_state,
+};
+use serde_json::Value;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    work: std::path::PathBuf,
+    _node: Noded,
+    schedd: Schedd,
+}
+
+fn cluster(gpus: u32) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
+    let gpus = gpus.to_string();
+    let node = Noded::start(
+        &schedd.url,
+        "node1",
+        &dir.path().join("node1"),
+        &["--gpus", &gpus, "--cpus", "16", "--mem", "16G"],
+    );
+    wait_nodes_up(&schedd.url, 1);
+    Cluster {
+        _dir: dir,
+        work,
+        _node: node,
+        schedd,
+    }
+}
+
+fn work_dir(c: &Cluster) -> &str {
+    c.work.to_str().unwrap()
+}
+
+fn output(c: &Cluster, id: u64) -> String {
+    fs::read_to_string(c.work.join(format!("gantry-{id}.out"))).unwrap_or_default()
+}
+
+#[test]
+fn a_two_gpu_job_sees_exactly_its_two_gpus() {
+    let c = cluster(4);
+    let url = &c.schedd.url;
+    let id = submit(
+        url,
+        &[
+            "-G",
+            "2",
+            "-D",
+            work_dir(&c),
+            "--",
+            "sh",
+            "-c",
+            "echo \"gpus=$CUDA_VISIBLE_DEVICES job=$GANTRY_JOB_ID\"",
+        ],
+    );
+    let done = wait_state(url, id, "COMPLETED");
+    let out = output(&c, id);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("gpus="))
+        .unwrap_or_else(|| panic!("output: {out:?}"));
+    let gpus: Vec<u32> = line["gpus=".len()..line.find(' ').unwrap()]
+        .split(',')
+        .map(|g| g.parse().unwrap())
+        .collect();
+    assert_eq!(gpus.len(), 2, "{line}");
+    assert_ne!(gpus[0], gpus[1]);
+    assert!(
+        gpus.iter().all(|g| *g < 4),
+        "indices of the node's 4 GPUs: {gpus:?}"
+    );
+    assert!(line.ends_with(&format!("job={id}")), "{line}");
+    let alloc: Vec<u64> = done["allocation"][0]["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        alloc,
+        gpus.iter().map(|g| u64::from(*g)).collect::<Vec<_>>(),
+        "what ran is what was allocated"
+    );
+    assert_eq!(done["exit_code"], 0);
+}
+
+#[test]
+fn three_two_gpu_jobs_on_a_four_gpu_node_run_two_at_a_time() {
+    let c = cluster(4);
+    let url = &c.schedd.url;
+    // Each job holds its GPUs until a file appears, so the test decides when they end.
+    let release = c.work.join("release");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    let ids: Vec<u64> = (0..3)
+        .map(|_| {
+            submit(
+                url,
+                &["-G", "2", "-D", work_dir(&c), "--", "sh", "-c", &script],
+            )
+        })
+        .collect();
+    wait_for("two jobs running", || {
+        let states: Vec<String> = ids
+            .iter()
+            .map(|id| gantry_testkit::job_state(url, *id))
+            .collect();
+        (states.iter().filter(|s| *s == "RUNNING").count() == 2).then_some(())
+    });
+    let third = job(url, ids[2]);
+    assert_eq!(third["state"], "PENDING");
+    assert!(
+        third["reason"].as_str().unwrap().contains("Resources"),
+        "{}",
+        third["reason"]
+    );
+    let nodes = gantry_testkit::nodes(url);
+    assert_eq!(nodes[0]["gpus_allocated"], 4);
+    fs::write(&release, "").unwrap();
+    for id in &ids {
+        wait_state(url, *id, "COMPLETED");
+    }
+    let gpus_of = |id: u64| -> Vec<Value> {
+        job(url, id)["allocation"][0]["gpus"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let (a, b) = (gpus_of(ids[0]), gpus_of(ids[1]));
+    assert!(
+        a.iter().all(|g| !b.contains(g)),
+        "the two concurrent jobs shared a GPU: {a:?} {b:?}"
+    );
+}
+
+#[test]
+fn cancel_of_a_running_job_ends_it_cancelled_and_leaves_no_process() {
+    let c = cluster(2);
+    let url = &c.schedd.url;
+    let id = submit(
+        url,
+        &[
+            "-G",
+            "1",
+            "-D",
+            work_dir(&c),
+            "--",
+            "sh",
+            "-c",
+            "echo pgid=$$; sleep 1000 & sleep 1000; wait",
+        ],
+    );
+    wait_state(url, id, "RUNNING");
+    let pgid: i32 = wait_for("the job to print its pid", || {
+        output(&c, id)
+            .lines()
+            .find_map(|l| l.strip_prefix("pgid=").and_then(|p| p.trim().parse().ok()))
+    });
+    assert!(process_group_alive(pgid));
+    let out = gantry_ok(url, &["cancel", &id.to_string()]);
+    assert!(out.contains(&id.to_string()), "{out}");
+    let ended = wait_state(url, id, "CANCELLED");
+    assert!(ended["end_time"].is_string());
+    wait_for("the job's process group to be gone", || {
+        (!process_group_alive(pgid)).then_some(())
+    });
+    // Cancelling it again is an error that names the job.
+    let again = gantry(url, &["cancel", &id.to_string()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains(&id.to_string()));
+}
+
+#[test]
+fn a_job_over_its_time_limit_ends_timeout() {
+    let c = cluster(1);
+    let url = &c.schedd.url;
+    let id = submit(
+        url,
+        &["-t", "2s", "-D", work_dir(&c), "--", "sleep", "1000"],
+    );
+    let ended = wait_state(url, id, "TIMEOUT");
+    assert!(
+        ended["reason"].as_str().unwrap().contains("time limit"),
+        "{}",
+        ended["reason"]
+    );
+}
+
+#[test]
+fn failures_are_reported_with_their_exit_code() {
+    let c = cluster(1);
+    let url = &c.schedd.url;
+    let id = submit(url, &["-D", work_dir(&c), "--", "sh", "-c", "exit 3"]);
+    let ended = wait_state(url, id, "FAILED");
+    assert_eq!(ended["exit_code"], 3);
+    let missing = submit(url, &["-D", work_dir(&c), "--", "/no/such/program"]);
+    let ended = wait_state(url, missing, "FAILED");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/program"),
+        "{}",
+        ended["reason"]
+    );
+}
+
+#[test]
+fn a_script_with_directives_runs_in_its_directory_with_its_output_file() {
+    let c = cluster(2);
+    let url = &c.schedd.url;
+    let script = c.work.join("job.sh");
+    fs::write(&script, "#!/bin/sh\n#GANTRY -J named -G 1\n#GANTRY -o custom-%j.log\necho \"name=$GANTRY_JOB_NAME pwd=$(pwd) arg=$1\"\n").unwrap();
+    let out = gantry_testkit::gantry_in(
+        url,
+        &["submit", "--parsable", "job.sh", "hello"],
+        Some(&c.work),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let done = wait_state(url, id, "COMPLETED");
+    assert_eq!(done["name"], "named");
+    assert_eq!(done["gpus_per_node"], 1);
+    let text = fs::read_to_string(c.work.join(format!("custom-{id}.log"))).unwrap();
+    let canonical = fs::canonicalize(&c.work).unwrap();
+    assert!(
+        text.contains(&format!("name=named pwd={} arg=hello", canonical.display()))
+            || text.contains(&format!("name=named pwd={} arg=hello", c.work.display())),
+        "{text}"
+    );
+    assert!(Path::new(&c.work).join(format!("custom-{id}.log")).exists());
+}
