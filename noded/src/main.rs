@@ -1,1 +1,153 @@
-fn main() {}
+//! `gantry-noded`: the node daemon binary. Also the per-job supervisor, through the hidden
+//! `supervise` subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use gantry_model::units::parse_duration_ms;
+use gantry_noded::{
+    DEFAULT_KILL_GRACE_MS, InventoryArgs, NodeConfig, Shutdown, SupervisorCommand,
+    default_data_dir, discover_inventory, hostname, run_node, supervise_main,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gantry-noded",
+    version,
+    about = "Gantry's node daemon: runs the jobs the scheduler assigns to this machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Scheduler address(es): host:port or http://host:port, comma-separated for several replicas.
+    #[arg(
+        long,
+        env = "GANTRY_SERVER",
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
+    /// Node name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Where job records live [default: /var/lib/gantry/noded as root, else ~/.local/share/gantry/noded].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Pool (partition) of this node.
+    #[arg(long, value_name = "POOL", default_value = "default")]
+    pool: String,
+    /// Time between SIGTERM and SIGKILL when a job is stopped, e.g. 10s, 500ms, 2m.
+    #[arg(long, value_name = "DUR", value_parser = parse_grace)]
+    kill_grace: Option<u64>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(flatten)]
+    inventory: InventoryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Supervise one job (started by the daemon itself).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long, value_name = "DIR")]
+        job_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A duration with a unit: a bare number would be minutes in Slurm's notation, which is
+/// surely not what a grace period means.
+fn parse_grace(text: &str) -> Result<u64, String> {
+    if !text.chars().any(|c| c.is_ascii_alphabetic()) {
+        return Err(format!("{text:?} needs a unit, e.g. 10s, 500ms or 2m"));
+    }
+    parse_duration_ms(text).map_err(|e| e.to_string())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn config(cli: Cli) -> anyhow::Result<NodeConfig> {
+    if cli.server.iter().all(|s| s.trim().is_empty()) {
+        bail!("no scheduler address: give --server ADDR[,ADDR...] or set GANTRY_SERVER");
+    }
+    let name = match cli.name {
+        Some(name) if !name.trim().is_empty() => name.trim().to_string(),
+        Some(_) => bail!("--name must not be empty"),
+        None => hostname().context("cannot read the host name; give --name NAME")?,
+    };
+    let data_dir = match cli.data_dir {
+        Some(dir) => dir,
+        None => default_data_dir()?,
+    };
+    let inventory = discover_inventory(&cli.inventory)?;
+    let supervisor = SupervisorCommand::current_exe(&["supervise"])
+        .context("cannot find the gantry-noded executable")?;
+    Ok(NodeConfig {
+        servers: cli.server,
+        name,
+        data_dir,
+        pool: cli.pool,
+        inventory,
+        supervisor,
+        kill_grace_ms: cli.kill_grace.unwrap_or(DEFAULT_KILL_GRACE_MS),
+    })
+}
+
+async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let (stop, shutdown) = tokio::sync::watch::channel(None);
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let daemon = run_node(config, shutdown);
+    tokio::pin!(daemon);
+    tokio::select! {
+        result = &mut daemon => return Ok(result?),
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    // Upgrade-safe: the daemon goes, its jobs stay with their supervisors.
+    let _ = stop.send(Some(Shutdown::LeaveJobs));
+    Ok(daemon.await?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Supervise { job_dir }) = &cli.command {
+        // First and synchronous: no runtime, no threads (see `supervise_main`).
+        return ExitCode::from(u8::try_from(supervise_main(job_dir)).unwrap_or(1));
+    }
+    init_logging(cli.log_format);
+    let result = config(cli).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(run(config))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gantry-noded: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

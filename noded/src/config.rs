@@ -1,0 +1,155 @@
+//! How a node daemon is configured: by `main.rs` from flags, or by `gantry dev` in-process.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use gantry_model::NodeInventory;
+
+use crate::error::NodedError;
+
+/// Default time between SIGTERM and SIGKILL when a job is stopped.
+pub const DEFAULT_KILL_GRACE_MS: u64 = 10_000;
+
+/// How to start a per-job supervisor: `program args... --job-dir DIR`, where the program ends
+/// up calling [`crate::supervise_main`] (`gantry-noded supervise`, or the `gantry` binary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl SupervisorCommand {
+    /// The running executable with `args` (e.g. `["supervise"]` for `gantry-noded`).
+    pub fn current_exe(args: &[&str]) -> std::io::Result<SupervisorCommand> {
+        Ok(SupervisorCommand {
+            program: std::env::current_exe()?,
+            args: args.iter().map(OsString::from).collect(),
+        })
+    }
+
+    /// The full argument list for the supervisor of `job_dir`.
+    pub fn args_for(&self, job_dir: &Path) -> Vec<OsString> {
+        let mut args = self.args.clone();
+        args.push("--job-dir".into());
+        args.push(job_dir.as_os_str().to_owned());
+        args
+    }
+}
+
+/// Everything a node daemon needs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Scheduler addresses as given (`host:port` or `http://host:port`, comma lists allowed).
+    pub servers: Vec<String>,
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// The node's pool (partition); when empty, `inventory.pool`, then `default`.
+    pub pool: String,
+    /// Already discovered (GPUs, CPUs, memory).
+    pub inventory: NodeInventory,
+    pub supervisor: SupervisorCommand,
+    pub kill_grace_ms: u64,
+}
+
+impl NodeConfig {
+    pub fn effective_pool(&self) -> String {
+        [&self.pool, &self.inventory.pool]
+            .into_iter()
+            .find(|p| !p.trim().is_empty())
+            .map_or_else(|| "default".to_string(), |p| p.trim().to_string())
+    }
+}
+
+/// How [`crate::run_node`] should end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Return at once and leave every job running under its supervisor (upgrade-safe); a
+    /// restarted daemon re-attaches to them.
+    LeaveJobs,
+    /// Stop every job (`NODE_SHUTDOWN`), wait (bounded) for their supervisors, then return.
+    StopJobs,
+}
+
+/// Scheduler addresses as `http://` URLs: `host:port` and `http(s)://host:port` both work,
+/// entries may be comma lists, blanks are dropped.
+pub fn normalise_servers(servers: &[String]) -> Result<Vec<String>, NodedError> {
+    let urls: Vec<String> = servers
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.starts_with("http://") || s.starts_with("https://") {
+                s.trim_end_matches('/').to_string()
+            } else {
+                format!("http://{}", s.trim_end_matches('/'))
+            }
+        })
+        .collect();
+    if urls.is_empty() {
+        return Err(NodedError::NoServers);
+    }
+    Ok(urls)
+}
+
+/// The default data dir: `/var/lib/gantry/noded` for root, else
+/// `$HOME/.local/share/gantry/noded`.
+pub fn default_data_dir() -> Result<PathBuf, NodedError> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/gantry/noded"));
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(".local/share/gantry/noded")),
+        _ => Err(NodedError::NoDefaultDataDir),
+    }
+}
+
+/// The machine's host name, the default node name.
+pub fn hostname() -> Option<String> {
+    let name = nix::unistd::gethostname().ok()?.into_string().ok()?;
+    let name = name.trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_accept_both_forms_and_lists() {
+        let given = vec![
+            "127.0.0.1:7420".to_string(),
+            " http://a:1/ , b:2".to_string(),
+            "https://c:3".into(),
+        ];
+        assert_eq!(
+            normalise_servers(&given).unwrap(),
+            vec![
+                "http://127.0.0.1:7420",
+                "http://a:1",
+                "http://b:2",
+                "https://c:3"
+            ]
+        );
+        assert!(matches!(
+            normalise_servers(&[" , ".to_string()]),
+            Err(NodedError::NoServers)
+        ));
+    }
+
+    #[test]
+    fn supervisor_args_end_with_the_job_dir() {
+        let cmd = SupervisorCommand {
+            program: "/bin/gantry".into(),
+            args: vec!["supervise".into()],
+        };
+        assert_eq!(
+            cmd.args_for(Path::new("/d/jobs/1.0")),
+            vec![
+                OsString::from("supervise"),
+                "--job-dir".into(),
+                "/d/jobs/1.0".into()
+            ]
+        );
+    }
+}

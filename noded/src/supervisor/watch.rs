@@ -1,0 +1,144 @@
+//! Waiting for the job while enforcing its time limit and stop requests, then making sure
+//! nothing of it is left behind.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::signals::SignalWatch;
+use crate::jobdir::ExitReason;
+use crate::procfs;
+
+/// How the job's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    Code(i32),
+    Signal(i32),
+}
+
+/// What the wait loop saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnd {
+    /// `Err` when the supervisor lost track of its child (should not happen).
+    pub process: Result<ProcessEnd, String>,
+    /// Set when the supervisor stopped the job, with the reason.
+    pub stopped: Option<ExitReason>,
+    /// The grace period ran out and the group got SIGKILL.
+    pub killed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub time_limit: Option<Duration>,
+    pub grace: Duration,
+    /// The supervisor is a child subreaper: the job's orphans are its children.
+    pub subreaper: bool,
+}
+
+enum Reap {
+    Alive,
+    Ended(ProcessEnd),
+}
+
+/// Reaps every child that has ended (the supervisor is a subreaper, so orphans of the job
+/// land here too) and reports whether `job` was among them.
+fn reap(job: Pid) -> Result<Reap, String> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == job => {
+                return Ok(Reap::Ended(ProcessEnd::Code(code)));
+            }
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == job => {
+                return Ok(Reap::Ended(ProcessEnd::Signal(signal as i32)));
+            }
+            Ok(WaitStatus::StillAlive) => return Ok(Reap::Alive),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("lost track of the job's process {job}: {e}")),
+        }
+    }
+}
+
+/// Waits for the job (pid `job`, also its process group) to end. On the time limit or on
+/// SIGTERM/SIGINT: SIGTERM to the group, SIGKILL after the grace period. `stop_reason` says
+/// why a SIGTERM came (the daemon leaves a `stop-reason` file before signalling).
+pub fn watch_job(
+    job: Pid,
+    limits: Limits,
+    signals: &SignalWatch,
+    stop_reason: impl Fn() -> ExitReason,
+) -> JobEnd {
+    let limit_at = limits.time_limit.map(|d| Instant::now() + d);
+    let mut stopped: Option<(ExitReason, Instant)> = None;
+    let mut killed = false;
+    let begin_stop = |reason: ExitReason| {
+        let _ = killpg(job, Signal::SIGTERM);
+        (reason, Instant::now() + limits.grace)
+    };
+    let process = loop {
+        match reap(job) {
+            Ok(Reap::Ended(end)) => break Ok(end),
+            Ok(Reap::Alive) => {}
+            Err(e) => break Err(e),
+        }
+        let now = Instant::now();
+        if stopped.is_none() && limit_at.is_some_and(|at| now >= at) {
+            stopped = Some(begin_stop(ExitReason::Timeout));
+        }
+        if let Some((_, kill_at)) = stopped
+            && !killed
+            && now >= kill_at
+        {
+            let _ = killpg(job, Signal::SIGKILL);
+            killed = true;
+        }
+        let next_deadline = match stopped {
+            None => limit_at,
+            Some((_, kill_at)) if !killed => Some(kill_at),
+            Some(_) => None,
+        };
+        // SIGCHLD wakes us when the job ends; a signal that came meanwhile returns at once.
+        if signals.wait(next_deadline.map(|at| at.saturating_duration_since(now)))
+            && stopped.is_none()
+        {
+            stopped = Some(begin_stop(stop_reason()));
+        }
+    };
+    kill_leftovers(job, limits.subreaper);
+    JobEnd {
+        process,
+        stopped: stopped.map(|(reason, _)| reason),
+        killed,
+    }
+}
+
+/// A job is over when its main process is: SIGKILL whatever is left in its process group and
+/// reap it, so that no process of an ended job survives. As a subreaper we wait until the group
+/// is empty (its orphans are our children, so their zombies get reaped too); otherwise until
+/// only zombies remain, which are init's to reap. Bounded, in case a process hangs in the
+/// kernel.
+fn kill_leftovers(group: Pid, subreaper: bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if killpg(group, Signal::SIGKILL) == Err(Errno::ESRCH) {
+            return;
+        }
+        let _ = reap(Pid::from_raw(0));
+        let leader = u32::try_from(group.as_raw()).unwrap_or(0);
+        if !subreaper && procfs::live_group_members(leader).is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "gantry-supervisor: processes of group {group} are still there after SIGKILL"
+            );
+            return;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}

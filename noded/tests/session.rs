@@ -1,0 +1,557 @@
+//! The node daemon against a tiny fake scheduler (a tonic `NodeSession` server in this test):
+//! registration, launches, reports, heartbeats, reconnects, and a daemon restart while a job
+//! runs.
+
+// Test helpers panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gantry_noded::{
+    InventoryArgs, NodeConfig, Shutdown, SupervisorCommand, discover_inventory, run_node,
+};
+use gantry_proto as pb;
+use gantry_testkit::{Daemon, kill_leftovers};
+use pb::node_message::Msg as Up;
+use pb::node_session_server::{NodeSession, NodeSessionServer};
+use pb::scheduler_message::Msg as Down;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gantry-noded");
+/// Generous: the machine is small and shared.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One node's stream, as the fake scheduler sees it.
+struct Session {
+    inbound: Streaming<pb::NodeMessage>,
+    outbound: mpsc::UnboundedSender<Result<pb::SchedulerMessage, Status>>,
+}
+
+impl Session {
+    /// The next message from the node that is not a heartbeat.
+    async fn next(&mut self) -> Up {
+        loop {
+            match self.next_any().await {
+                Up::Heartbeat(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn next_any(&mut self) -> Up {
+        let message = tokio::time::timeout(DEADLINE, self.inbound.message())
+            .await
+            .expect("a message from the node in time")
+            .expect("the stream is healthy")
+            .expect("the stream is open");
+        message.msg.expect("a message with content")
+    }
+
+    fn send(&self, msg: Down) {
+        self.outbound
+            .send(Ok(pb::SchedulerMessage { msg: Some(msg) }))
+            .expect("the node's stream is open");
+    }
+
+    fn registered(&self, name: &str, heartbeat_interval_ms: u64) {
+        self.send(Down::Registered(pb::Registered {
+            node: name.into(),
+            heartbeat_interval_ms,
+        }));
+    }
+
+    fn assign(&self, jobs: Vec<pb::Assignment>) {
+        self.send(Down::Assignments(pb::Assignments { jobs }));
+    }
+
+    async fn register(&mut self) -> pb::RegisterNode {
+        match self.next().await {
+            Up::Register(register) => register,
+            other => panic!("expected RegisterNode first, got {other:?}"),
+        }
+    }
+
+    async fn started(&mut self, job_id: u64) -> pb::JobStarted {
+        match self.next().await {
+            Up::Started(started) if started.job_id == job_id => started,
+            other => panic!("expected JobStarted for job {job_id}, got {other:?}"),
+        }
+    }
+
+    async fn exited(&mut self, job_id: u64) -> pb::JobExited {
+        match self.next().await {
+            Up::Exited(exited) if exited.job_id == job_id => exited,
+            other => panic!("expected JobExited for job {job_id}, got {other:?}"),
+        }
+    }
+}
+
+struct FakeScheduler {
+    sessions: mpsc::UnboundedSender<Session>,
+}
+
+#[tonic::async_trait]
+impl NodeSession for FakeScheduler {
+    type AttachStream = UnboundedReceiverStream<Result<pb::SchedulerMessage, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::NodeMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let (outbound, rx) = mpsc::unbounded_channel();
+        self.sessions
+            .send(Session {
+                inbound: request.into_inner(),
+                outbound,
+            })
+            .map_err(|_| Status::unavailable("the test is over"))?;
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+/// Starts the fake scheduler on 127.0.0.1 with an OS-picked port.
+async fn fake_scheduler() -> (String, mpsc::UnboundedReceiver<Session>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (sessions, rx) = mpsc::unbounded_channel();
+    let service = NodeSessionServer::new(FakeScheduler { sessions });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (addr.to_string(), rx)
+}
+
+async fn next_session(sessions: &mut mpsc::UnboundedReceiver<Session>) -> Session {
+    tokio::time::timeout(DEADLINE, sessions.recv())
+        .await
+        .expect("the node connects in time")
+        .expect("server running")
+}
+
+fn command(argv: &[&str]) -> Option<pb::Program> {
+    Some(pb::Program {
+        kind: Some(pb::program::Kind::Command(pb::CommandLine {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+        })),
+    })
+}
+
+fn launch(work: &Path, job_id: u64, argv: &[&str]) -> pb::Launch {
+    pb::Launch {
+        name: format!("job-{job_id}"),
+        user: "tester".into(),
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        program: command(argv),
+        work_dir: work.to_str().unwrap().into(),
+        stdout_path: work
+            .join(format!("out-{job_id}.txt"))
+            .to_str()
+            .unwrap()
+            .into(),
+        stderr_path: String::new(),
+        env: vec![pb::EnvVar {
+            name: "PATH".into(),
+            value: std::env::var("PATH").unwrap_or_default(),
+        }],
+        gpus: vec![0],
+        cpus: 1,
+        mem_mib: 100,
+        time_limit_ms: 0,
+        node_rank: 0,
+        nodes: vec!["n1".into()],
+        submit_dir: work.to_str().unwrap().into(),
+    }
+}
+
+fn assignment(job_id: u64, launch: Option<pb::Launch>, cancel: bool) -> pb::Assignment {
+    pb::Assignment {
+        job_id,
+        attempt: 0,
+        epoch: 7,
+        cancel,
+        launch,
+    }
+}
+
+/// The in-process daemon's logs, shown when a test fails.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("gantry_noded=debug")
+        .try_init();
+}
+
+/// Polls `check` with a generous deadline.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has no command line.
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// Kills the daemons and whatever job processes they left, even when a test fails.
+struct Scratch {
+    root: tempfile::TempDir,
+    work: PathBuf,
+    data: PathBuf,
+    daemons: Vec<Daemon>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let root = tempfile::tempdir().unwrap();
+        let work = root.path().join("work");
+        fs::create_dir(&work).unwrap();
+        let data = root.path().join("data");
+        Scratch {
+            work,
+            data,
+            root,
+            daemons: Vec::new(),
+        }
+    }
+
+    fn job_dir(&self, job_id: u64) -> PathBuf {
+        self.data.join("jobs").join(format!("{job_id}.0"))
+    }
+
+    fn start_noded(&mut self, server: &str) {
+        let log = self
+            .root
+            .path()
+            .join(format!("noded-{}.log", self.daemons.len()));
+        let args = [
+            "--server",
+            server,
+            "--name",
+            "n1",
+            "--data-dir",
+            self.data.to_str().unwrap(),
+            "--gpus",
+            "2",
+            "--gpu-model",
+            "T4",
+            "--cpus",
+            "4",
+            "--mem",
+            "4G",
+            "--kill-grace",
+            "2s",
+        ];
+        self.daemons.push(Daemon::spawn(Path::new(BIN), &args, log));
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for daemon in &mut self.daemons {
+            daemon.kill9();
+        }
+        kill_leftovers(&self.data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_runs_jobs_reports_them_and_survives_its_own_restart() {
+    init_logs();
+    let (addr, mut sessions) = fake_scheduler().await;
+    let mut scratch = Scratch::new();
+    scratch.start_noded(&addr);
+
+    // Registration: inventory, nothing running yet.
+    let mut session = next_session(&mut sessions).await;
+    let register = session.register().await;
+    assert_eq!(
+        (register.name.as_str(), register.pool.as_str()),
+        ("n1", "default")
+    );
+    assert_eq!((register.cpus, register.mem_mib), (4, 4096));
+    assert_eq!(
+        register
+            .gpus
+            .iter()
+            .map(|g| (g.index, g.model.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(0, "T4"), (1, "T4")]
+    );
+    assert!(register.running.is_empty() && register.finished.is_empty());
+    assert!(!register.version.is_empty());
+    session.registered("n1", 100);
+
+    // A job that says hi: started, then exited 0, its output in its file.
+    session.assign(vec![assignment(
+        1,
+        Some(launch(&scratch.work, 1, &["echo", "hi"])),
+        false,
+    )]);
+    let started = session.started(1).await;
+    assert!(started.pid > 0);
+    let exited = session.exited(1).await;
+    assert_eq!(
+        (exited.reason, exited.exit_code, exited.signal),
+        (pb::ExitReason::Exited as i32, Some(0), None)
+    );
+    assert_eq!(
+        fs::read_to_string(scratch.work.join("out-1.txt")).unwrap(),
+        "hi\n"
+    );
+
+    // Heartbeats come at the interval the scheduler asked for.
+    loop {
+        if let Up::Heartbeat(_) = session.next_any().await {
+            break;
+        }
+    }
+
+    // Still assigned (the scheduler has not applied the end yet): nothing happens, it is not
+    // launched again. Then no longer assigned: the record goes.
+    session.assign(vec![assignment(
+        1,
+        Some(launch(&scratch.work, 1, &["echo", "again"])),
+        false,
+    )]);
+    session.assign(vec![]);
+    let dir1 = scratch.job_dir(1);
+    eventually("job 1's record to be forgotten", || !dir1.exists()).await;
+    assert_eq!(
+        fs::read_to_string(scratch.work.join("out-1.txt")).unwrap(),
+        "hi\n"
+    );
+
+    // A job that runs for a while; the daemon crashes under it.
+    session.assign(vec![assignment(
+        2,
+        Some(launch(
+            &scratch.work,
+            2,
+            &["sh", "-c", "sleep 3; echo slept"],
+        )),
+        false,
+    )]);
+    let supervisor = session.started(2).await.pid;
+    scratch.daemons[0].kill9();
+    assert!(alive(supervisor), "the supervisor died with its daemon");
+
+    // Restarted, the daemon re-attaches and says the job still runs, then reports its end.
+    scratch.start_noded(&addr);
+    let mut session = next_session(&mut sessions).await;
+    let register = session.register().await;
+    assert_eq!(
+        register.running,
+        vec![pb::JobRef {
+            job_id: 2,
+            attempt: 0
+        }]
+    );
+    assert!(register.finished.is_empty(), "{:?}", register.finished);
+    session.registered("n1", 1000);
+    session.assign(vec![assignment(2, None, false)]);
+    let exited = session.exited(2).await;
+    assert_eq!(
+        (exited.reason, exited.exit_code),
+        (pb::ExitReason::Exited as i32, Some(0)),
+        "{exited:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(scratch.work.join("out-2.txt")).unwrap(),
+        "slept\n"
+    );
+
+    // Assigned without a launch and unknown here: LOST.
+    session.assign(vec![assignment(2, None, false), assignment(3, None, false)]);
+    let exited = session.exited(3).await;
+    assert_eq!(exited.reason, pb::ExitReason::Lost as i32);
+    assert_eq!(exited.message, "node has no record of this job");
+
+    // Cancel of a running job: SIGTERM, CANCELLED.
+    let sleeper = |id| {
+        assignment(
+            id,
+            Some(launch(&scratch.work, id, &["sleep", "1000"])),
+            false,
+        )
+    };
+    session.assign(vec![sleeper(4), sleeper(5)]);
+    session.started(4).await;
+    let job5 = session.started(5).await.pid;
+    let job4_pid = scratch.job_dir(4).join("job.pid");
+    eventually("job 4 to run", || job4_pid.exists()).await;
+    session.assign(vec![assignment(4, None, true), assignment(5, None, false)]);
+    let exited = session.exited(4).await;
+    assert_eq!(
+        (exited.reason, exited.signal),
+        (pb::ExitReason::Cancelled as i32, Some(15)),
+        "{exited:?}"
+    );
+
+    // The stream breaks: job 5 keeps running, the node reconnects and reports what it has.
+    drop(session);
+    let mut session = next_session(&mut sessions).await;
+    let register = session.register().await;
+    assert_eq!(
+        register.running,
+        vec![pb::JobRef {
+            job_id: 5,
+            attempt: 0
+        }]
+    );
+    let finished: Vec<(u64, i32)> = register
+        .finished
+        .iter()
+        .map(|f| (f.job_id, f.reason))
+        .collect();
+    // Jobs 2 and 3 were dropped from the set when 4 and 5 came: forgotten already.
+    assert_eq!(finished, vec![(4, pb::ExitReason::Cancelled as i32)]);
+    assert!(!scratch.job_dir(2).exists() && !scratch.job_dir(3).exists());
+    assert!(alive(job5));
+    session.registered("n1", 1000);
+
+    // Nothing assigned any more: job 5 is stopped, every record is forgotten.
+    session.assign(vec![]);
+    let exited = session.exited(5).await;
+    assert_eq!(exited.reason, pb::ExitReason::Cancelled as i32);
+    session.assign(vec![]);
+    let jobs = scratch.data.join("jobs");
+    eventually("every job record to be forgotten", || {
+        fs::read_dir(&jobs).is_ok_and(|mut d| d.next().is_none())
+    })
+    .await;
+}
+
+/// The library API that `gantry dev` embeds: `StopJobs` stops the jobs and reports them,
+/// `LeaveJobs` leaves them running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_shutdown_stops_or_leaves_the_jobs() {
+    init_logs();
+    let (addr, mut sessions) = fake_scheduler().await;
+    let scratch = Scratch::new();
+    let inventory = discover_inventory(&InventoryArgs {
+        gpus: Some(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let config = NodeConfig {
+        servers: vec![format!("http://{addr}")],
+        name: "n1".into(),
+        data_dir: scratch.data.clone(),
+        pool: String::new(),
+        inventory,
+        supervisor: SupervisorCommand {
+            program: BIN.into(),
+            args: vec!["supervise".into()],
+        },
+        kill_grace_ms: 2_000,
+    };
+
+    // LeaveJobs: run_node returns, the job keeps running.
+    let (stop, shutdown) = watch::channel(None);
+    let node = tokio::spawn(run_node(config.clone(), shutdown));
+    let mut session = next_session(&mut sessions).await;
+    session.register().await;
+    session.registered("n1", 1000);
+
+    // A cancel right behind the launch, before the supervisor can take signals: still a
+    // clean CANCELLED.
+    session.assign(vec![assignment(
+        9,
+        Some(launch(&scratch.work, 9, &["sleep", "1000"])),
+        false,
+    )]);
+    session.assign(vec![assignment(9, None, true)]);
+    session.started(9).await;
+    let exited = session.exited(9).await;
+    assert_eq!(
+        exited.reason,
+        pb::ExitReason::Cancelled as i32,
+        "{exited:?}"
+    );
+    session.assign(vec![assignment(
+        1,
+        Some(launch(&scratch.work, 1, &["sleep", "1000"])),
+        false,
+    )]);
+    let supervisor = session.started(1).await.pid;
+    // Running for real (the supervisor is ready and has started the job).
+    let job_pid = scratch.job_dir(1).join("job.pid");
+    eventually("the job to run", || job_pid.exists()).await;
+    stop.send(Some(Shutdown::LeaveJobs)).unwrap();
+    tokio::time::timeout(DEADLINE, node)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(alive(supervisor), "LeaveJobs stopped the job");
+
+    // A second daemon on the same data dir re-attaches; StopJobs stops the job and reports it.
+    let (stop, shutdown) = watch::channel(None);
+    let node = tokio::spawn(run_node(config, shutdown));
+    let mut session = next_session(&mut sessions).await;
+    let register = session.register().await;
+    assert_eq!(
+        register.running,
+        vec![pb::JobRef {
+            job_id: 1,
+            attempt: 0
+        }]
+    );
+    session.registered("n1", 1000);
+    stop.send(Some(Shutdown::StopJobs)).unwrap();
+    let exited = session.exited(1).await;
+    assert_eq!(
+        (exited.reason, exited.signal),
+        (pb::ExitReason::NodeShutdown as i32, Some(15)),
+        "{exited:?}"
+    );
+    tokio::time::timeout(DEADLINE, node)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    eventually("the supervisor to exit", || !alive(supervisor)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_cannot_share_a_data_dir() {
+    init_logs();
+    let scratch = Scratch::new();
+    let config = NodeConfig {
+        // Nothing listens there: the first daemon keeps retrying while holding the lock.
+        servers: vec!["127.0.0.1:1".into()],
+        name: "n1".into(),
+        data_dir: scratch.data.clone(),
+        pool: String::new(),
+        inventory: Default::default(),
+        supervisor: SupervisorCommand {
+            program: BIN.into(),
+            args: vec!["supervise".into()],
+        },
+        kill_grace_ms: 1_000,
+    };
+    let (stop, shutdown) = watch::channel(None);
+    let first = tokio::spawn(run_node(config.clone(), shutdown.clone()));
+    let lock = scratch.data.join("noded.lock");
+    eventually("the first daemon to take its lock", || lock.exists()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = run_node(config, shutdown).await.unwrap_err().to_string();
+    assert!(err.contains("is in use by another gantry-noded"), "{err}");
+    stop.send(Some(Shutdown::LeaveJobs)).unwrap();
+    tokio::time::timeout(DEADLINE, first)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
