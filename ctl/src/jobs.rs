@@ -84,6 +84,7 @@ pub async fn queue(args: QueueArgs, scheduler: &mut Scheduler) -> anyhow::Result
         } else {
             args.user.unwrap_or_default()
         },
+        summary: matches!(args.format, Format::Table),
     };
     let response = scheduler
         .call(|mut client| {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use gantry_model::{JobId, JobState, Owner};
+use gantry_policies::WaitReason;
 use gantry_proto as pb;
 use gantry_state::{Command, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
@@ -13,8 +14,9 @@ use crate::config::SchedConfig;
 use crate::convert;
 use crate::engine::{Engine, EngineError};
 
-/// Why each pending job waits, as the last scheduling pass explained it.
-pub type Explanations = Arc<RwLock<BTreeMap<JobId, String>>>;
+/// Why each pending job waits, as the last scheduling pass explained it. Kept as values
+/// and formatted only when asked: a pass explains every pending job.
+pub type Explanations = Arc<RwLock<BTreeMap<JobId, WaitReason>>>;
 
 pub struct SchedulerApi {
     pub engine: Engine,
@@ -71,53 +73,74 @@ impl SchedulerApi {
         )))
     }
 
-    fn job_to_pb(&self, job: &Job, position: Option<usize>) -> pb::Job {
-        let reason = if job.state == JobState::Pending {
-            let explanations = self.explanations.read().unwrap_or_else(|p| p.into_inner());
-            explanations
-                .get(&job.id)
-                .cloned()
-                .unwrap_or_else(|| "Scheduling".into())
+    /// Take this before reading the state (never the other way round), so readers and
+    /// the scheduling loop cannot deadlock.
+    fn explanations(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<JobId, WaitReason>> {
+        self.explanations.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A job as the API shows it. `wait` is the scheduler's explanation for a pending job;
+/// `summary` leaves out the fields a table does not show.
+fn job_to_pb(
+    job: &Job,
+    position: Option<usize>,
+    wait: Option<&WaitReason>,
+    summary: bool,
+) -> pb::Job {
+    let reason = match (job.state, wait) {
+        (JobState::Pending, Some(why)) => why.to_string(),
+        (JobState::Pending, None) => "Scheduling".to_string(),
+        _ => job.reason.clone(),
+    };
+    let (stdout_path, stderr_path) = if summary {
+        Default::default()
+    } else {
+        job.spec.output_paths(job.id)
+    };
+    pb::Job {
+        id: job.id,
+        name: job.spec.name.clone(),
+        user: job.owner.user.clone(),
+        account: job.spec.account.clone(),
+        state: convert::state_to_pb(job.state) as i32,
+        reason,
+        exit_code: job.exit_code,
+        signal: job.signal,
+        num_nodes: job.spec.num_nodes,
+        gpus_per_node: job.spec.gpus_per_node,
+        cpus_per_node: job.spec.cpus_per_node,
+        mem_per_node_mib: job.spec.mem_per_node_mib,
+        time_limit_ms: job.spec.time_limit_ms.unwrap_or(0),
+        allocation: job
+            .parts
+            .iter()
+            .map(|p| pb::NodeAllocation {
+                node: p.node.clone(),
+                gpus: p.gpus.clone(),
+                cpus: p.cpus,
+                mem_mib: p.mem_mib,
+                ended: p.exit.is_some(),
+            })
+            .collect(),
+        submit_time_ms: job.submit_time_ms,
+        start_time_ms: job.start_time_ms,
+        end_time_ms: job.end_time_ms,
+        work_dir: if summary {
+            String::new()
         } else {
-            job.reason.clone()
-        };
-        let (stdout_path, stderr_path) = job.spec.output_paths(job.id);
-        pb::Job {
-            id: job.id,
-            name: job.spec.name.clone(),
-            user: job.owner.user.clone(),
-            account: job.spec.account.clone(),
-            state: convert::state_to_pb(job.state) as i32,
-            reason,
-            exit_code: job.exit_code,
-            signal: job.signal,
-            num_nodes: job.spec.num_nodes,
-            gpus_per_node: job.spec.gpus_per_node,
-            cpus_per_node: job.spec.cpus_per_node,
-            mem_per_node_mib: job.spec.mem_per_node_mib,
-            time_limit_ms: job.spec.time_limit_ms.unwrap_or(0),
-            allocation: job
-                .parts
-                .iter()
-                .map(|p| pb::NodeAllocation {
-                    node: p.node.clone(),
-                    gpus: p.gpus.clone(),
-                    cpus: p.cpus,
-                    mem_mib: p.mem_mib,
-                    ended: p.exit.is_some(),
-                })
-                .collect(),
-            submit_time_ms: job.submit_time_ms,
-            start_time_ms: job.start_time_ms,
-            end_time_ms: job.end_time_ms,
-            work_dir: job.spec.work_dir.clone(),
-            stdout_path,
-            stderr_path,
-            command: job.spec.program.display_argv(),
-            cancel_requested: job.cancel_requested,
-            attempt: job.attempt,
-            queue_position: position.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
-        }
+            job.spec.work_dir.clone()
+        },
+        stdout_path,
+        stderr_path,
+        command: if summary {
+            vec![]
+        } else {
+            job.spec.program.display_argv()
+        },
+        cancel_requested: job.cancel_requested,
+        attempt: job.attempt,
+        queue_position: position.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
     }
 }
 
@@ -226,8 +249,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let id = request.into_inner().job_id;
+        // Lock order everywhere: explanations, then the state.
+        let explanations = self.explanations();
+        let why = explanations.get(&id);
         self.engine
-            .read(|s| s.job(id).map(|j| self.job_to_pb(j, s.queue_position(id))))
+            .read(|s| Some(job_to_pb(s.job(id)?, s.queue_position(id), why, false)))
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("job {id} does not exist")))
     }
@@ -248,6 +274,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 && (states.is_empty() || states.contains(&j.state))
                 && (request.user.is_empty() || j.owner.user == request.user)
         };
+        let explanations = self.explanations();
         let jobs = self.engine.read(|s| {
             let mut position = 0;
             s.jobs()
@@ -256,10 +283,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                         position += 1;
                         position
                     });
-                    wanted(j).then(|| self.job_to_pb(j, pos))
+                    wanted(j).then(|| job_to_pb(j, pos, explanations.get(&j.id), request.summary))
                 })
                 .collect()
         });
+        drop(explanations);
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 

@@ -14,24 +14,22 @@ use crate::engine::Engine;
 
 /// How often a pass runs even when nothing changed (reasons mentioning time stay fresh).
 const IDLE_PASS: Duration = Duration::from_secs(1);
+/// The shortest time between passes: a pass looks at every pending job, so under a storm
+/// of submits one pass per few milliseconds (each seeing many new jobs) beats one per submit.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
 
 pub async fn run(engine: Engine, explanations: Explanations) {
     let mut applied = engine.subscribe();
     loop {
+        let pass_started = tokio::time::Instant::now();
         applied.borrow_and_update();
         let (view, attempts) = engine.read(|s| {
             let attempts: BTreeMap<_, _> = s.pending_jobs().map(|j| (j.id, j.attempt)).collect();
             (s.cluster_view(now_ms()), attempts)
         });
         let decisions = gantry_policies::schedule(&view);
-        {
-            let reasons: BTreeMap<_, _> = decisions
-                .waiting
-                .iter()
-                .map(|(id, why)| (*id, why.to_string()))
-                .collect();
-            *explanations.write().unwrap_or_else(|p| p.into_inner()) = reasons;
-        }
+        let reasons: BTreeMap<_, _> = decisions.waiting.into_iter().collect();
+        *explanations.write().unwrap_or_else(|p| p.into_inner()) = reasons;
         let mut progressed = false;
         if !decisions.starts.is_empty() {
             let commands = decisions
@@ -67,5 +65,6 @@ pub async fn run(engine: Engine, explanations: Explanations) {
             changed = applied.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(IDLE_PASS) => {}
         }
+        tokio::time::sleep_until(pass_started + MIN_PASS_INTERVAL).await;
     }
 }
