@@ -2,6 +2,7 @@
 //!
 //! Pure data and validation: no I/O, no clock reads, no async runtime.
 
+pub mod address;
 pub mod job;
 pub mod node;
 pub mod units;

@@ -13,6 +13,8 @@ pub enum UnitError {
         "invalid duration {0:?}: use e.g. 30s, 90m, 2h30m, 90 (minutes), 1:30:00 or 1-00:00:00"
     )]
     Duration(String),
+    #[error("invalid duration {0:?}: name the unit, e.g. 30s, 2m or 1h")]
+    NoUnit(String),
     #[error("invalid size {0:?}: use e.g. 512M, 4G, 1.5T (a bare number is MiB)")]
     Size(String),
 }
@@ -46,6 +48,15 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, UnitError> {
         _ => return Err(err()),
     };
     secs.checked_mul(1000).ok_or_else(err)
+}
+
+/// Parses a duration that must name its unit (`30s`, `2m`, `1h30m`): for daemon settings,
+/// where Slurm's bare-number-is-minutes rule would turn a typo like `30` into half an hour.
+pub fn parse_interval_ms(text: &str) -> Result<u64, UnitError> {
+    if !text.chars().any(|c| c.is_ascii_alphabetic()) {
+        return Err(UnitError::NoUnit(text.to_string()));
+    }
+    parse_duration_ms(text)
 }
 
 fn number(s: &str) -> Option<u64> {
@@ -146,6 +157,14 @@ mod tests {
         ] {
             assert!(parse_duration_ms(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn intervals_need_a_unit() {
+        assert_eq!(parse_interval_ms("30s"), Ok(30_000));
+        assert_eq!(parse_interval_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_interval_ms("30"), Err(UnitError::NoUnit("30".into())));
+        assert!(parse_interval_ms("1:00").is_err());
     }
 
     #[test]
