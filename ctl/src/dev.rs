@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use gantry_noded::{InventoryArgs, InventoryError, NodeConfig, Shutdown, SupervisorCommand};
-use gantry_schedd::SchedConfig;
+use gantry_schedd::{SchedConfig, Scheduler};
 use tokio::sync::{oneshot, watch};
 
 /// GPUs declared per node when none are found and `--gpus` is not given.
@@ -29,15 +29,15 @@ pub struct DevArgs {
     #[command(flatten)]
     inventory: InventoryArgs,
     /// Time between SIGTERM and SIGKILL when a job is stopped.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
     kill_grace: u64,
     /// Declare a silent node lost after this long.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
     heartbeat_timeout: u64,
 }
 
-fn parse_duration(text: &str) -> Result<u64, String> {
-    gantry_model::units::parse_duration_ms(text).map_err(|e| e.to_string())
+fn parse_interval(text: &str) -> Result<u64, String> {
+    gantry_model::units::parse_interval_ms(text).map_err(|e| e.to_string())
 }
 
 fn default_data_dir() -> Result<PathBuf> {
@@ -107,6 +107,20 @@ async fn serve(args: DevArgs) -> Result<()> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&data_dir)?;
     let inventory = inventory(&args.inventory)?;
+    let config = SchedConfig {
+        listen: args.listen,
+        data_dir: data_dir.join("schedd"),
+        admins: gantry_schedd::config::default_admins(current_user()),
+        heartbeat_timeout_ms: args.heartbeat_timeout,
+        ..SchedConfig::default()
+    };
+    config.validate()?;
+    let scheduler = Scheduler::open(config).with_context(|| {
+        format!(
+            "cannot open {} (is another gantry dev using it?)",
+            data_dir.display()
+        )
+    })?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -117,18 +131,8 @@ async fn serve(args: DevArgs) -> Result<()> {
         })?;
     let address = listener.local_addr()?;
     let url = format!("http://{address}");
-    let config = SchedConfig {
-        listen: address,
-        data_dir: data_dir.join("schedd"),
-        admins: ["root".to_string()]
-            .into_iter()
-            .chain(current_user())
-            .collect(),
-        heartbeat_timeout_ms: args.heartbeat_timeout,
-        ..SchedConfig::default()
-    };
     let (stop_scheduler, scheduler_stopped) = oneshot::channel::<()>();
-    let mut scheduler = tokio::spawn(gantry_schedd::serve(config, listener, async {
+    let mut scheduler = tokio::spawn(scheduler.serve(listener, async {
         let _ = scheduler_stopped.await;
     }));
 

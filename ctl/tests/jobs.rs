@@ -245,3 +245,49 @@ fn a_script_with_directives_runs_in_its_directory_with_its_output_file() {
     );
     assert!(Path::new(&c.work).join(format!("custom-{id}.log")).exists());
 }
+
+#[test]
+fn a_two_node_gang_starts_one_process_per_node_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
+    let url = schedd.url.as_str();
+    let args = ["--gpus", "2", "--cpus", "4", "--mem", "4G"];
+    let _a = Noded::start(url, "node-a", &dir.path().join("a"), &args);
+    let _b = Noded::start(url, "node-b", &dir.path().join("b"), &args);
+    wait_nodes_up(url, 2);
+    let script = "echo \"rank=$GANTRY_NODE_RANK of $GANTRY_NUM_NODES on $GANTRY_NODE gpus=$CUDA_VISIBLE_DEVICES nodes=$GANTRY_NODELIST\"";
+    let id = submit(
+        url,
+        &[
+            "-N",
+            "2",
+            "-G",
+            "2",
+            "-o",
+            "out-%j-%n.log",
+            "-D",
+            work.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let done = wait_state(url, id, "COMPLETED");
+    let nodes: Vec<&str> = done["allocation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["node-a", "node-b"]);
+    for (rank, node) in nodes.iter().enumerate() {
+        let text = fs::read_to_string(work.join(format!("out-{id}-{rank}.log"))).unwrap();
+        assert_eq!(
+            text.trim(),
+            format!("rank={rank} of 2 on {node} gpus=0,1 nodes=node-a,node-b")
+        );
+    }
+}

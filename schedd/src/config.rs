@@ -38,7 +38,43 @@ impl Default for SchedConfig {
     }
 }
 
+/// The admins when nothing names them: root and the user running the daemon.
+pub fn default_admins(current_user: Option<String>) -> Vec<String> {
+    let mut admins = vec!["root".to_string()];
+    admins.extend(current_user.filter(|u| u != "root"));
+    admins
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "heartbeat_timeout ({timeout_ms} ms) must be longer than heartbeat_interval ({interval_ms} ms)"
+    )]
+    HeartbeatTimeout { timeout_ms: u64, interval_ms: u64 },
+    #[error("heartbeat_interval must be longer than 0")]
+    ZeroInterval,
+    #[error("snapshot_every must be at least 1")]
+    ZeroSnapshot,
+}
+
 impl SchedConfig {
+    /// Checks what each field cannot check alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval_ms == 0 {
+            return Err(ConfigError::ZeroInterval);
+        }
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError::HeartbeatTimeout {
+                timeout_ms: self.heartbeat_timeout_ms,
+                interval_ms: self.heartbeat_interval_ms,
+            });
+        }
+        if self.snapshot_every == 0 {
+            return Err(ConfigError::ZeroSnapshot);
+        }
+        Ok(())
+    }
+
     pub fn is_admin(&self, user: &str) -> bool {
         self.admins.iter().any(|a| a == user)
     }
@@ -50,7 +86,7 @@ mod humantime_ms {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let text = String::deserialize(d)?;
-        gantry_model::units::parse_duration_ms(&text).map_err(serde::de::Error::custom)
+        gantry_model::units::parse_interval_ms(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -68,5 +104,18 @@ mod tests {
         assert!(c.is_admin("ops") && !c.is_admin("root"));
         assert!(toml::from_str::<SchedConfig>("bogus = 1").is_err());
         assert!(toml::from_str::<SchedConfig>("heartbeat_timeout = \"soon\"").is_err());
+        assert!(
+            toml::from_str::<SchedConfig>("heartbeat_timeout = \"30\"").is_err(),
+            "30 what?"
+        );
+        assert!(c.validate().is_ok());
+        let short = SchedConfig {
+            heartbeat_timeout_ms: 1000,
+            heartbeat_interval_ms: 2000,
+            ..c.clone()
+        };
+        assert!(short.validate().is_err());
+        assert_eq!(default_admins(Some("root".into())), ["root"]);
+        assert_eq!(default_admins(Some("ann".into())), ["root", "ann"]);
     }
 }

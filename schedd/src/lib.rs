@@ -4,7 +4,7 @@
 //! [`gantry_policies::schedule`]: a durable command log ([`log_store`]), one writer that
 //! persists and applies commands in order ([`engine`]), the client API ([`api`]), node
 //! sessions ([`session`]), heartbeat tracking ([`liveness`]) and the scheduling loop
-//! ([`scheduling`]). [`server::serve`] wires them together.
+//! ([`scheduling`]). [`server::Scheduler`] wires them together.
 
 pub mod api;
 pub mod clock;
@@ -18,4 +18,4 @@ pub mod server;
 pub mod session;
 
 pub use config::SchedConfig;
-pub use server::{ServeError, serve};
+pub use server::{Scheduler, ServeError};

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use gantry_schedd::SchedConfig;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use gantry_schedd::{SchedConfig, Scheduler};
 
 #[derive(Parser, Debug)]
 #[command(name = "gantry-schedd", version, about = "Gantry's scheduler daemon")]
@@ -19,13 +22,16 @@ struct Args {
     /// Directory holding the command log and snapshots.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// A user allowed to drain and resume nodes and cancel any job (repeatable). Default:
-    /// root and the user running the daemon.
+    /// A user allowed to drain and resume nodes and cancel any job (repeatable); replaces
+    /// the config file's `admins`. Without either: root and the user running the daemon.
     #[arg(long = "admin")]
     admins: Vec<String>,
-    /// Declare a silent node lost after this long (e.g. 30s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Declare a silent node lost after this long (e.g. 30s; the unit is required).
+    #[arg(long, value_parser = parse_interval)]
     heartbeat_timeout: Option<u64>,
+    /// How often node daemons send a heartbeat (e.g. 2s); shorter than the timeout.
+    #[arg(long, value_parser = parse_interval)]
+    heartbeat_interval: Option<u64>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -36,8 +42,8 @@ enum LogFormat {
     Json,
 }
 
-fn parse_duration(text: &str) -> Result<u64, String> {
-    gantry_model::units::parse_duration_ms(text).map_err(|e| e.to_string())
+fn parse_interval(text: &str) -> Result<u64, String> {
+    gantry_model::units::parse_interval_ms(text).map_err(|e| e.to_string())
 }
 
 fn current_user() -> Option<String> {
@@ -75,6 +81,10 @@ fn load_config(args: &Args) -> Result<SchedConfig> {
     if let Some(ms) = args.heartbeat_timeout {
         config.heartbeat_timeout_ms = ms;
     }
+    if let Some(ms) = args.heartbeat_interval {
+        config.heartbeat_interval_ms = ms;
+    }
+    config.validate()?;
     Ok(config)
 }
 
@@ -96,23 +106,37 @@ async fn shutdown_signal() {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
     }
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gantry-schedd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
     let config = load_config(&args)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listen = config.listen;
+    let scheduler = Scheduler::open(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    // Tests and scripts read the bound address (the port may have been 0).
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    // Printed once the state is recovered and the socket bound: scripts and tests wait for
+    // it and read the address (the port may have been 0).
     println!("gantry-schedd listening on {}", listener.local_addr()?);
-    gantry_schedd::serve(config, listener, shutdown_signal()).await?;
+    scheduler.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -221,7 +221,10 @@ fn desired(
 fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
     let rank = job.parts.iter().position(|p| p.node == node)?;
     let part = &job.parts[rank];
+    // Per node, like Slurm's filename patterns: %n is the node's rank, %N its name.
+    let per_node = |path: String| path.replace("%n", &rank.to_string()).replace("%N", node);
     let (stdout_path, stderr_path) = job.spec.output_paths(job.id);
+    let (stdout_path, stderr_path) = (per_node(stdout_path), per_node(stderr_path));
     let submit_dir = job
         .spec
         .env

@@ -133,7 +133,10 @@ fn a_node_daemon_crash_loses_no_job() {
 #[test]
 fn a_node_that_stays_away_has_its_jobs_end_node_fail() {
     let dir = tempfile::tempdir().unwrap();
-    let schedd = Schedd::start(&dir.path().join("schedd"), &["--heartbeat-timeout", "2s"]);
+    let schedd = Schedd::start(
+        &dir.path().join("schedd"),
+        &["--heartbeat-timeout", "3s", "--heartbeat-interval", "500ms"],
+    );
     let url = schedd.url.clone();
     let mut node = Noded::start(
         &url,

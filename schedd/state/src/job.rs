@@ -25,9 +25,9 @@ pub struct Job {
     /// One per node of the current allocation.
     pub parts: Vec<Part>,
     pub cancel_requested: bool,
-    /// The first part that ended badly; the other parts are being stopped and the job
-    /// will end the way this one did.
-    pub first_failure: Option<PartExit>,
+    /// The first part that ended badly, and its node; the other parts are being stopped
+    /// and the job will end the way this one did.
+    pub first_failure: Option<(String, PartExit)>,
 }
 
 /// The share of a running job on one node.

@@ -450,12 +450,15 @@ impl StateMachine {
             node.jobs.remove(&id);
         }
         if !exit.succeeded() && job.first_failure.is_none() {
-            job.first_failure = Some(exit.clone());
+            job.first_failure = Some((node_name.to_string(), exit.clone()));
         }
         if job.parts.iter().any(|p| p.exit.is_none()) {
             return;
         }
-        let decisive = job.first_failure.clone().unwrap_or_else(|| exit.clone());
+        let (failed_node, decisive) = match &job.first_failure {
+            Some((node, exit)) => (Some(node.as_str()), exit.clone()),
+            None => (None, exit.clone()),
+        };
         job.state = if job.cancel_requested {
             JobState::Cancelled
         } else {
@@ -464,7 +467,8 @@ impl StateMachine {
         job.exit_code = decisive.exit_code;
         job.signal = decisive.signal;
         if !job.cancel_requested {
-            job.reason = describe_exit(&decisive, job.parts.len() > 1);
+            let on_node = failed_node.filter(|_| job.parts.len() > 1);
+            job.reason = describe_exit(&decisive, on_node);
         }
         job.end_time_ms = Some(now_ms);
         self.active.remove(&id);
@@ -532,8 +536,9 @@ fn plan_part(plan: &PartPlan) -> Part {
     }
 }
 
-/// The reason shown for an ended job.
-fn describe_exit(exit: &PartExit, multi_node: bool) -> String {
+/// The reason shown for an ended job; for a job of several nodes, names the node whose
+/// part decided it.
+fn describe_exit(exit: &PartExit, failed_node: Option<&str>) -> String {
     let what = match (exit.reason, exit.exit_code, exit.signal) {
         (_, _, _) if exit.succeeded() => String::new(),
         (ExitReason::Exited, _, Some(sig)) => format!("killed by signal {sig}"),
@@ -541,10 +546,9 @@ fn describe_exit(exit: &PartExit, multi_node: bool) -> String {
         (ExitReason::Timeout, _, _) => "time limit reached".to_string(),
         _ => exit.message.clone(),
     };
-    if multi_node && !exit.succeeded() && !what.is_empty() {
-        format!("{what} (first failing node)")
-    } else {
-        what
+    match failed_node {
+        Some(node) if !what.is_empty() => format!("{what} on node {node}"),
+        _ => what,
     }
 }
 

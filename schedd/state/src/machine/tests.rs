@@ -321,6 +321,7 @@ fn a_multi_node_job_ends_when_all_parts_end_and_the_first_failure_decides() {
     log.exit(a, "n1", ExitReason::Cancelled, None);
     let job = log.sm.job(a).unwrap();
     assert_eq!((job.state, job.exit_code), (JobState::Failed, Some(7)));
+    assert_eq!(job.reason, "exit code 7 on node n2");
 }
 
 #[test]
