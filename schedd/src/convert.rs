@@ -39,6 +39,15 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
     }
 }
 
+pub fn env_to_pb(env: &[(String, String)]) -> Vec<pb::EnvVar> {
+    env.iter()
+        .map(|(name, value)| pb::EnvVar {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
 pub fn program_to_pb(program: &model::Program) -> pb::Program {
     let kind = match program {
         model::Program::Script { path, body, args } => pb::program::Kind::Script(pb::Script {
@@ -66,14 +75,7 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         work_dir: spec.work_dir.clone(),
         stdout_path: spec.stdout_path.clone().unwrap_or_default(),
         stderr_path: spec.stderr_path.clone().unwrap_or_default(),
-        env: spec
-            .env
-            .iter()
-            .map(|(name, value)| pb::EnvVar {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect(),
+        env: env_to_pb(&spec.env),
     }
 }
 

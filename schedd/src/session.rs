@@ -240,15 +240,7 @@ fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
         work_dir: job.spec.work_dir.clone(),
         stdout_path,
         stderr_path,
-        env: job
-            .spec
-            .env
-            .iter()
-            .map(|(name, value)| pb::EnvVar {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect(),
+        env: convert::env_to_pb(&job.spec.env),
         gpus: part.gpus.clone(),
         cpus: part.cpus,
         mem_mib: part.mem_mib,
