@@ -4,15 +4,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use gantry_model::address::{AddressError, parse_servers};
 use gantry_proto as pb;
 use pb::scheduler_client::SchedulerClient;
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7420";
-/// Port used when an address names only a host.
-pub const DEFAULT_PORT: u16 = 7420;
 /// Long enough for a loaded machine, short enough that trying the next replica is quick.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A scheduler that accepted the connection but never answers should not hang the CLI.
@@ -22,8 +21,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum ClientError {
     #[error("no scheduler address given (use --server or GANTRY_SERVER)")]
     NoAddress,
-    #[error("invalid scheduler address {address:?}: {reason}")]
-    BadAddress { address: String, reason: String },
+    #[error("{0} (from --server or GANTRY_SERVER)")]
+    BadAddress(AddressError),
     #[error("cannot reach the Gantry scheduler at {}", describe_failures(.0))]
     Unreachable(Vec<(String, String)>),
     /// Connected, but no answer in time. Not retried elsewhere: a submit that timed out
@@ -57,61 +56,29 @@ pub fn status_text(status: &Status) -> String {
     }
 }
 
-/// Parses a comma-separated list of scheduler addresses into URIs tonic can dial.
-/// `host:port`, `http://host:port` and a bare `host` (port 7420) all work.
-pub fn parse_addresses(text: &str) -> Result<Vec<String>, ClientError> {
-    let addresses = text
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(normalize_address)
-        .collect::<Result<Vec<_>, _>>()?;
-    if addresses.is_empty() {
-        return Err(ClientError::NoAddress);
-    }
-    Ok(addresses)
+/// `--server`, taken by every command that talks to the scheduler (not by `gantry dev`,
+/// which is one).
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct ServerArgs {
+    /// Scheduler address(es): host:port, http://host:port or a bare host (port 7420); a
+    /// comma-separated list names several replicas, tried in order
+    #[arg(
+        long,
+        env = "GANTRY_SERVER",
+        value_name = "ADDRS",
+        default_value = DEFAULT_SERVER
+    )]
+    pub server: String,
 }
 
-fn normalize_address(address: &str) -> Result<String, ClientError> {
-    let bad = |reason: &str| ClientError::BadAddress {
-        address: address.to_string(),
-        reason: reason.to_string(),
-    };
-    let with_scheme = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    let uri: Uri = with_scheme
-        .parse()
-        .map_err(|_| bad("expected host:port or http://host:port"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad("TLS is not supported yet; use http://")),
-        _ => return Err(bad("only http:// addresses are supported")),
+impl ServerArgs {
+    /// The addresses as URLs tonic can dial, by the parser every Gantry program shares.
+    pub fn addresses(&self) -> Result<Vec<String>, ClientError> {
+        parse_servers(&self.server).map_err(|e| match e {
+            AddressError::Empty => ClientError::NoAddress,
+            invalid => ClientError::BadAddress(invalid),
+        })
     }
-    let Some(authority) = uri.authority() else {
-        return Err(bad("no host"));
-    };
-    if authority.host().is_empty() {
-        return Err(bad("no host"));
-    }
-    if authority.as_str().contains('@') {
-        return Err(bad("user names in addresses are not supported"));
-    }
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(bad("an address has no path; use host:port"));
-    }
-    let port = match authority.port_u16() {
-        Some(port) => port,
-        // Only a bare host gets the default port; `host:` or `host:abc` is a typo.
-        None if authority.as_str() == authority.host() => DEFAULT_PORT,
-        None => return Err(bad("the port must be a number from 1 to 65535")),
-    };
-    if port == 0 {
-        return Err(bad("the port must be a number from 1 to 65535"));
-    }
-    Ok(format!("http://{}:{port}", authority.host()))
 }
 
 /// A connection to whichever replica of a list answers first; it stays on that replica
@@ -267,58 +234,40 @@ pub fn caller() -> pb::Caller {
 mod tests {
     use super::*;
 
-    #[test]
-    fn addresses_are_normalised() {
-        let cases = [
-            ("127.0.0.1:7420", "http://127.0.0.1:7420"),
-            ("http://127.0.0.1:7420", "http://127.0.0.1:7420"),
-            ("http://127.0.0.1:7420/", "http://127.0.0.1:7420"),
-            ("localhost", "http://localhost:7420"),
-            (
-                "sched-1.example.org:9000",
-                "http://sched-1.example.org:9000",
-            ),
-            ("[::1]:7420", "http://[::1]:7420"),
-            (" 10.0.0.1:1 ", "http://10.0.0.1:1"),
-        ];
-        for (given, want) in cases {
-            assert_eq!(
-                parse_addresses(given).unwrap(),
-                vec![want.to_string()],
-                "{given}"
-            );
+    fn server(text: &str) -> Result<Vec<String>, ClientError> {
+        ServerArgs {
+            server: text.to_string(),
         }
+        .addresses()
     }
 
+    // Every form is the shared parser's test (gantry_model::address); these check what the
+    // CLI adds: its default, and errors that say where the address came from.
     #[test]
-    fn a_comma_separated_list_names_several_replicas_in_order() {
+    fn the_default_server_is_a_valid_address() {
+        assert_eq!(server(DEFAULT_SERVER).unwrap(), vec![DEFAULT_SERVER]);
         assert_eq!(
-            parse_addresses("a:1,http://b:2, c:3,").unwrap(),
-            vec!["http://a:1", "http://b:2", "http://c:3"]
+            server("sched-1, 10.0.0.2:9000").unwrap(),
+            vec!["http://sched-1:7420", "http://10.0.0.2:9000"]
         );
     }
 
     #[test]
-    fn bad_addresses_say_why() {
-        for bad in [
-            "https://a:1",
-            "ftp://a:1",
-            "a:notaport",
-            "a:1/path",
-            "a:",
-            "a b:1",
-            "u@a:1",
-        ] {
-            match parse_addresses(bad) {
-                Err(ClientError::BadAddress { address, .. }) => assert_eq!(address, bad.trim()),
-                other => panic!("{bad:?} gave {other:?}"),
-            }
-        }
-        assert!(matches!(
-            parse_addresses(" , "),
-            Err(ClientError::NoAddress)
-        ));
-        assert!(matches!(parse_addresses(""), Err(ClientError::NoAddress)));
+    fn bad_addresses_say_why_and_where_they_came_from() {
+        let err = server("a:1,https://b:2").unwrap_err();
+        assert!(matches!(err, ClientError::BadAddress(_)), "{err:?}");
+        // Said once: `error: {:#}` prints every source too.
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(err)),
+            "invalid scheduler address \"https://b:2\": TLS is not supported yet; use \
+             http:// (from --server or GANTRY_SERVER)"
+        );
+        let err = server(" , ").unwrap_err();
+        assert!(matches!(err, ClientError::NoAddress), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "no scheduler address given (use --server or GANTRY_SERVER)"
+        );
     }
 
     #[test]

@@ -412,22 +412,24 @@ pub async fn wait(args: WaitArgs, scheduler: &mut Scheduler) -> anyhow::Result<u
     }
 }
 
+/// `Job 7 FAILED (exit code 3)`: the state and the scheduler's reason, which already says how
+/// the job ended ("exit code N", "killed by signal N", "time limit reached", a launch error,
+/// "cancelled by alice"...). The exit code (or signal) stands in only when there is no reason,
+/// as for a job that completed.
 fn final_state_text(job: &pb::Job, state: JobState) -> String {
-    let mut details = Vec::new();
-    if let Some(code) = job.exit_code {
-        details.push(format!("exit code {code}"));
-    }
-    if let Some(signal) = job.signal {
-        details.push(format!("signal {signal}"));
-    }
-    // The scheduler's reason may only restate the code or signal; say it once.
-    if !job.reason.is_empty() && !details.iter().any(|d| d.eq_ignore_ascii_case(&job.reason)) {
-        details.push(job.reason.clone());
-    }
-    if details.is_empty() {
-        format!("Job {} {state}\n", job.id)
+    let detail = if job.reason.is_empty() {
+        job.exit_code
+            .map(|code| format!("exit code {code}"))
+            .or_else(|| {
+                job.signal
+                    .map(|signal| format!("killed by signal {signal}"))
+            })
     } else {
-        format!("Job {} {state} ({})\n", job.id, details.join("; "))
+        Some(job.reason.clone())
+    };
+    match detail {
+        Some(detail) => format!("Job {} {state} ({detail})\n", job.id),
+        None => format!("Job {} {state}\n", job.id),
     }
 }
 
@@ -598,7 +600,7 @@ mod tests {
     }
 
     #[test]
-    fn final_states_carry_exit_code_signal_and_reason() {
+    fn final_states_say_the_reason_once() {
         let done = pb::Job {
             exit_code: Some(0),
             ..job(1, pb::JobState::Completed)
@@ -614,16 +616,35 @@ mod tests {
         };
         assert_eq!(
             final_state_text(&killed, JobState::Timeout),
-            "Job 2 TIMEOUT (signal 9; time limit reached)\n"
+            "Job 2 TIMEOUT (time limit reached)\n"
         );
+        // A multi-node job's reason restates the code with more words: not said twice.
         let failed = pb::Job {
-            exit_code: Some(3),
-            reason: "exit code 3".into(),
+            exit_code: Some(1),
+            reason: "exit code 1 (first failing node)".into(),
             ..job(4, pb::JobState::Failed)
         };
         assert_eq!(
             final_state_text(&failed, JobState::Failed),
-            "Job 4 FAILED (exit code 3)\n"
+            "Job 4 FAILED (exit code 1 (first failing node))\n"
+        );
+        let cancelled = pb::Job {
+            signal: Some(15),
+            reason: "cancelled by alice".into(),
+            ..job(5, pb::JobState::Cancelled)
+        };
+        assert_eq!(
+            final_state_text(&cancelled, JobState::Cancelled),
+            "Job 5 CANCELLED (cancelled by alice)\n"
+        );
+        // Without a reason (an older scheduler), the code or signal stands in.
+        let signalled = pb::Job {
+            signal: Some(11),
+            ..job(6, pb::JobState::Failed)
+        };
+        assert_eq!(
+            final_state_text(&signalled, JobState::Failed),
+            "Job 6 FAILED (killed by signal 11)\n"
         );
         assert_eq!(
             final_state_text(&job(3, pb::JobState::Cancelled), JobState::Cancelled),

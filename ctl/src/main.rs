@@ -10,12 +10,13 @@ mod nodes;
 mod output;
 mod submit;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::Scheduler;
+use crate::client::{Scheduler, ServerArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,32 +27,53 @@ use crate::client::Scheduler;
                   (`gantry wait --help` adds its own)."
 )]
 struct Cli {
-    /// Scheduler address(es): host:port or http://host:port; a comma-separated list names
-    /// several replicas, tried in order [default: http://127.0.0.1:7420]
-    #[arg(long, global = true, env = "GANTRY_SERVER", value_name = "ADDRS")]
-    server: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+// A command that talks to the scheduler: its own arguments, then `--server`. Only these
+// take `--server` (`gantry dev` is a scheduler itself).
+#[derive(clap::Args, Debug)]
+struct Client<T: clap::Args> {
+    #[command(flatten)]
+    args: T,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl<T: clap::Args> Client<T> {
+    /// Runs `command` against the scheduler(s) named by `--server`, on a runtime of its own.
+    fn run(
+        self,
+        command: impl AsyncFnOnce(T, &mut Scheduler) -> anyhow::Result<u8>,
+    ) -> anyhow::Result<u8> {
+        init_logging();
+        let mut scheduler = Scheduler::new(self.server.addresses()?);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(command(self.args, &mut scheduler))
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Submit a batch script or a command (like sbatch)
-    Submit(Box<submit::SubmitArgs>),
+    Submit(Box<Client<submit::SubmitArgs>>),
     /// List pending and running jobs (like squeue)
-    Queue(jobs::QueueArgs),
+    Queue(Client<jobs::QueueArgs>),
     /// Show every field of one job (like scontrol show job)
-    Show(jobs::ShowArgs),
+    Show(Client<jobs::ShowArgs>),
     /// Cancel jobs (like scancel)
-    Cancel(jobs::CancelArgs),
+    Cancel(Client<jobs::CancelArgs>),
     /// Wait until jobs end; exit 0 only if every one COMPLETED
-    Wait(jobs::WaitArgs),
+    Wait(Client<jobs::WaitArgs>),
     /// List nodes and what is allocated on them (like sinfo -N)
-    Nodes(nodes::NodesArgs),
+    Nodes(Client<nodes::NodesArgs>),
     /// Stop scheduling new jobs on nodes (like scontrol update state=drain)
-    Drain(nodes::DrainArgs),
+    Drain(Client<nodes::DrainArgs>),
     /// Return drained nodes to service
-    Resume(nodes::ResumeArgs),
+    Resume(Client<nodes::ResumeArgs>),
     /// Run a scheduler and node daemons in one process, for trying Gantry out
     Dev(dev::DevArgs),
     /// The per-job supervisor the node daemon starts (internal)
@@ -76,40 +98,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    let done = |()| 0;
     match cli.command {
-        // Both run their own runtimes (or none), so they are dispatched before ours exists.
-        Command::Dev(args) => dev::run(args).map(|()| 0),
+        // Runs its own runtime.
+        Command::Dev(args) => dev::run(args).map(done),
         // The node daemon starts one per job; it must run before any thread exists.
         Command::Supervise { job_dir } => {
             let code = gantry_noded::supervise_main(&job_dir);
             Ok(u8::try_from(code).unwrap_or(1))
         }
-        command => {
-            init_logging();
-            let mut scheduler = Scheduler::new(client::parse_addresses(
-                cli.server.as_deref().unwrap_or(client::DEFAULT_SERVER),
-            )?);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(client_command(command, &mut scheduler))
-        }
-    }
-}
-
-async fn client_command(command: Command, scheduler: &mut Scheduler) -> anyhow::Result<u8> {
-    match command {
-        Command::Submit(args) => submit::run(*args, scheduler).await.map(|()| 0),
-        Command::Queue(args) => jobs::queue(args, scheduler).await.map(|()| 0),
-        Command::Show(args) => jobs::show(args, scheduler).await.map(|()| 0),
-        Command::Cancel(args) => jobs::cancel(args, scheduler).await,
-        Command::Wait(args) => jobs::wait(args, scheduler).await,
-        Command::Nodes(args) => nodes::nodes(args, scheduler).await.map(|()| 0),
-        Command::Drain(args) => nodes::drain(args, scheduler).await.map(|()| 0),
-        Command::Resume(args) => nodes::resume(args, scheduler).await.map(|()| 0),
-        Command::Dev(_) | Command::Supervise { .. } => {
-            anyhow::bail!("internal: this command does not talk to a scheduler")
-        }
+        Command::Submit(c) => c.run(async |args, s| submit::run(args, s).await.map(done)),
+        Command::Queue(c) => c.run(async |args, s| jobs::queue(args, s).await.map(done)),
+        Command::Show(c) => c.run(async |args, s| jobs::show(args, s).await.map(done)),
+        Command::Cancel(c) => c.run(jobs::cancel),
+        Command::Wait(c) => c.run(jobs::wait),
+        Command::Nodes(c) => c.run(async |args, s| nodes::nodes(args, s).await.map(done)),
+        Command::Drain(c) => c.run(async |args, s| nodes::drain(args, s).await.map(done)),
+        Command::Resume(c) => c.run(async |args, s| nodes::resume(args, s).await.map(done)),
     }
 }
 
@@ -121,6 +126,8 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -157,11 +164,89 @@ mod tests {
         }
     }
 
+    fn server_of(argv: &[&str]) -> String {
+        let server = match Cli::try_parse_from(argv).unwrap().command {
+            Command::Submit(c) => c.server,
+            Command::Queue(c) => c.server,
+            Command::Show(c) => c.server,
+            Command::Cancel(c) => c.server,
+            Command::Wait(c) => c.server,
+            Command::Nodes(c) => c.server,
+            Command::Drain(c) => c.server,
+            Command::Resume(c) => c.server,
+            other => panic!("{argv:?} is not a client command: {other:?}"),
+        };
+        server.server
+    }
+
     #[test]
-    fn the_server_flag_is_global() {
-        let cli = Cli::try_parse_from(["gantry", "queue", "--server", "a:1,b:2"]).unwrap();
-        assert_eq!(cli.server.as_deref(), Some("a:1,b:2"));
-        let cli = Cli::try_parse_from(["gantry", "nodes", "--server=c:3"]).unwrap();
-        assert_eq!(cli.server.as_deref(), Some("c:3"));
+    fn every_client_command_takes_the_server_flag() {
+        let commands: [&[&str]; 8] = [
+            &["submit", "--", "true"],
+            &["queue"],
+            &["show", "1"],
+            &["cancel", "1"],
+            &["wait", "1"],
+            &["nodes"],
+            &["drain", "n1", "--reason", "x"],
+            &["resume", "n1"],
+        ];
+        for command in commands {
+            let (name, rest) = command.split_first().unwrap();
+            let argv: Vec<&str> = ["gantry", name, "--server", "a:1,b:2"]
+                .into_iter()
+                .chain(rest.iter().copied())
+                .collect();
+            assert_eq!(server_of(&argv), "a:1,b:2", "{argv:?}");
+        }
+        assert_eq!(server_of(&["gantry", "nodes", "--server=c:3"]), "c:3");
+    }
+
+    #[test]
+    fn every_client_command_reads_gantry_server_then_the_default() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let server = sub.get_arguments().find(|a| a.get_id() == "server");
+            match sub.get_name() {
+                "dev" | "supervise" => assert!(server.is_none(), "{}", sub.get_name()),
+                name => {
+                    let server = server.unwrap_or_else(|| panic!("{name} has no --server"));
+                    assert_eq!(
+                        server.get_env(),
+                        Some(std::ffi::OsStr::new("GANTRY_SERVER"))
+                    );
+                }
+            }
+        }
+        // The default, with the variable lookup pointed somewhere unset so that the caller's
+        // GANTRY_SERVER does not matter (the integration tests run every command through it).
+        let matches = Cli::command()
+            .mut_subcommand("queue", |q| {
+                q.mut_arg("server", |a| a.env("GANTRY_TEST_VARIABLE_NOBODY_SETS"))
+            })
+            .try_get_matches_from(["gantry", "queue"])
+            .unwrap();
+        let server = matches
+            .subcommand_matches("queue")
+            .and_then(|q| q.get_one::<String>("server"));
+        assert_eq!(server.map(String::as_str), Some(client::DEFAULT_SERVER));
+    }
+
+    #[test]
+    fn dev_has_no_server_flag() {
+        assert!(Cli::try_parse_from(["gantry", "dev", "--server", "a:1"]).is_err());
+        let mut cli = Cli::command();
+        let dev = cli.find_subcommand_mut("dev").unwrap();
+        assert!(
+            !dev.render_long_help().to_string().contains("--server"),
+            "gantry dev --help mentions --server"
+        );
+        let queue = cli.find_subcommand_mut("queue").unwrap();
+        assert!(
+            queue
+                .render_long_help()
+                .to_string()
+                .contains("GANTRY_SERVER")
+        );
     }
 }

@@ -17,8 +17,9 @@ use crate::output::emit;
 /// Memory per node when `--mem` is not given, per CPU asked for (as Slurm's DefMemPerCPU).
 pub const DEFAULT_MEM_PER_CPU_MIB: u64 = 256;
 pub const DEFAULT_ACCOUNT: &str = "default";
-/// Scripts travel inside the submit request; the scheduler accepts requests up to 4 MiB,
-/// which must also hold the environment. sbatch has a similar cap.
+/// Scripts travel inside the submit request, far below the scheduler's 64 MiB message limit,
+/// but each is then kept in the replicated state (its log and snapshots) and sent with every
+/// launch: the cap keeps that small. Slurm caps scripts too (`max_script_size`, 4 MB).
 pub const MAX_SCRIPT_BYTES: u64 = 1024 * 1024;
 
 // Numbers, sizes and durations are taken as text so that `-c -1` reaches our own check,
@@ -74,11 +75,12 @@ pub struct SubmitArgs {
     /// Account charged for the job [default: default]
     #[arg(short = 'A', long = "account", value_name = "ACCOUNT")]
     pub account: Option<String>,
-    /// File for standard output, relative to the working directory; %j is the job id
-    /// [default: gantry-%j.out]
+    /// File for standard output, relative to the working directory; %j is the job id, %n the
+    /// node's rank, %N the node's name [default: gantry-%j.out]
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<String>,
-    /// File for standard error, relative to the working directory; %j is the job id
+    /// File for standard error, relative to the working directory; %j is the job id, %n the
+    /// node's rank, %N the node's name
     /// [default: the standard output file]
     #[arg(short = 'e', long = "error", value_name = "ERR")]
     pub error: Option<String>,

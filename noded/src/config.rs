@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use gantry_model::NodeInventory;
+use gantry_model::address::{AddressError, parse_servers};
 
 use crate::error::NodedError;
 
@@ -39,7 +40,8 @@ impl SupervisorCommand {
 /// Everything a node daemon needs.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Scheduler addresses as given (`host:port` or `http://host:port`, comma lists allowed).
+    /// Scheduler addresses as given (`host:port`, `http://host:port` or a bare host; comma
+    /// lists allowed): see [`server_urls`].
     pub servers: Vec<String>,
     pub name: String,
     pub data_dir: PathBuf,
@@ -70,26 +72,14 @@ pub enum Shutdown {
     StopJobs,
 }
 
-/// Scheduler addresses as `http://` URLs: `host:port` and `http(s)://host:port` both work,
-/// entries may be comma lists, blanks are dropped.
-pub fn normalise_servers(servers: &[String]) -> Result<Vec<String>, NodedError> {
-    let urls: Vec<String> = servers
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            if s.starts_with("http://") || s.starts_with("https://") {
-                s.trim_end_matches('/').to_string()
-            } else {
-                format!("http://{}", s.trim_end_matches('/'))
-            }
-        })
-        .collect();
-    if urls.is_empty() {
-        return Err(NodedError::NoServers);
-    }
-    Ok(urls)
+/// Scheduler addresses as `http://host:port` URLs, by the one parser every Gantry program
+/// uses (a bare host means port 7420; `https://`, paths and bad ports are refused). Entries
+/// may themselves be comma lists (`--server a,b --server c`).
+pub fn server_urls(servers: &[String]) -> Result<Vec<String>, NodedError> {
+    parse_servers(&servers.join(",")).map_err(|e| match e {
+        AddressError::Empty => NodedError::NoServers,
+        invalid => NodedError::Address(invalid),
+    })
 }
 
 /// The default data dir: `/var/lib/gantry/noded` for root, else
@@ -115,26 +105,29 @@ pub fn hostname() -> Option<String> {
 mod tests {
     use super::*;
 
+    fn given(servers: &[&str]) -> Vec<String> {
+        servers.iter().map(|s| s.to_string()).collect()
+    }
+
+    // The forms themselves are the model's parser's tests; these are what the daemon adds:
+    // repeated flags, its own error for "none at all", and no https.
     #[test]
-    fn servers_accept_both_forms_and_lists() {
-        let given = vec![
-            "127.0.0.1:7420".to_string(),
-            " http://a:1/ , b:2".to_string(),
-            "https://c:3".into(),
-        ];
+    fn server_entries_are_joined_and_parsed_by_the_shared_parser() {
         assert_eq!(
-            normalise_servers(&given).unwrap(),
-            vec![
-                "http://127.0.0.1:7420",
-                "http://a:1",
-                "http://b:2",
-                "https://c:3"
-            ]
+            server_urls(&given(&["sched-1", " http://a:1/ , b:2"])).unwrap(),
+            vec!["http://sched-1:7420", "http://a:1", "http://b:2"]
         );
         assert!(matches!(
-            normalise_servers(&[" , ".to_string()]),
+            server_urls(&given(&[" , ", ""])),
             Err(NodedError::NoServers)
         ));
+        let err = server_urls(&given(&["a:1", "https://c:3"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"https://c:3\"") && err.contains("TLS"),
+            "{err}"
+        );
     }
 
     #[test]

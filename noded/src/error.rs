@@ -10,6 +10,8 @@ use crate::executor::ExecutorError;
 pub enum NodedError {
     #[error("no scheduler address given: use --server ADDR[,ADDR...] or GANTRY_SERVER")]
     NoServers,
+    #[error(transparent)]
+    Address(#[from] gantry_model::address::AddressError),
     #[error("the node needs a name")]
     NoName,
     #[error("no default data dir: HOME is not set; give --data-dir DIR")]

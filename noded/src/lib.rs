@@ -19,7 +19,7 @@ mod supervisor;
 
 pub use config::{
     DEFAULT_KILL_GRACE_MS, NodeConfig, Shutdown, SupervisorCommand, default_data_dir, hostname,
-    normalise_servers,
+    server_urls,
 };
 pub use error::NodedError;
 pub use inventory::{GpuInventory, InventoryArgs, InventoryError, discover_inventory};

@@ -1,15 +1,16 @@
 //! `gantry-noded`: the node daemon binary. Also the per-job supervisor, through the hidden
 //! `supervise` subcommand.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use gantry_model::units::parse_duration_ms;
+use gantry_model::units::parse_interval_ms;
 use gantry_noded::{
     DEFAULT_KILL_GRACE_MS, InventoryArgs, NodeConfig, Shutdown, SupervisorCommand,
-    default_data_dir, discover_inventory, hostname, run_node, supervise_main,
+    default_data_dir, discover_inventory, hostname, run_node, server_urls, supervise_main,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -23,7 +24,8 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Scheduler address(es): host:port or http://host:port, comma-separated for several replicas.
+    /// Scheduler address(es): host:port, http://host:port or a bare host (port 7420),
+    /// comma-separated for several replicas.
     #[arg(
         long,
         env = "GANTRY_SERVER",
@@ -40,8 +42,9 @@ struct Cli {
     /// Pool (partition) of this node.
     #[arg(long, value_name = "POOL", default_value = "default")]
     pool: String,
-    /// Time between SIGTERM and SIGKILL when a job is stopped, e.g. 10s, 500ms, 2m.
-    #[arg(long, value_name = "DUR", value_parser = parse_grace)]
+    /// Time between SIGTERM and SIGKILL when a job is stopped, e.g. 10s, 500ms, 2m (a unit is
+    /// required: a bare number would be minutes in Slurm's notation) [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_interval_ms)]
     kill_grace: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -66,20 +69,13 @@ enum LogFormat {
     Json,
 }
 
-/// A duration with a unit: a bare number would be minutes in Slurm's notation, which is
-/// surely not what a grace period means.
-fn parse_grace(text: &str) -> Result<u64, String> {
-    if !text.chars().any(|c| c.is_ascii_alphabetic()) {
-        return Err(format!("{text:?} needs a unit, e.g. 10s, 500ms or 2m"));
-    }
-    parse_duration_ms(text).map_err(|e| e.to_string())
-}
-
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files or the journal.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -87,9 +83,8 @@ fn init_logging(format: LogFormat) {
 }
 
 fn config(cli: Cli) -> anyhow::Result<NodeConfig> {
-    if cli.server.iter().all(|s| s.trim().is_empty()) {
-        bail!("no scheduler address: give --server ADDR[,ADDR...] or set GANTRY_SERVER");
-    }
+    // First: a bad address is refused before GPU discovery, which may fail for its own reasons.
+    let servers = server_urls(&cli.server)?;
     let name = match cli.name {
         Some(name) if !name.trim().is_empty() => name.trim().to_string(),
         Some(_) => bail!("--name must not be empty"),
@@ -103,7 +98,7 @@ fn config(cli: Cli) -> anyhow::Result<NodeConfig> {
     let supervisor = SupervisorCommand::current_exe(&["supervise"])
         .context("cannot find the gantry-noded executable")?;
     Ok(NodeConfig {
-        servers: cli.server,
+        servers,
         name,
         data_dir,
         pool: cli.pool,

@@ -2,7 +2,7 @@
 //! shutdown. Jobs keep running whatever happens to the session; only the scheduler's
 //! assignments (or `Shutdown::StopJobs`) stop them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,11 +12,11 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::{NodeConfig, Shutdown, normalise_servers};
+use crate::config::{NodeConfig, Shutdown, server_urls};
 use crate::error::NodedError;
 use crate::executor::{Executor, JobEnded, LaunchOutcome, LocalExecutor, LocalExecutorConfig};
 use crate::jobdir::{ExitReason, JobKey, JobStatus};
-use crate::reconcile::{Action, LocalJob, reconcile};
+use crate::reconcile::{Action, LocalJob, desired_keys, forgettable, reconcile};
 use crate::session::{OpenSession, SessionEnd, run_session};
 
 /// Reconnect delays: from the first to the cap, doubling.
@@ -31,7 +31,7 @@ pub async fn run_node(
     config: NodeConfig,
     shutdown: watch::Receiver<Option<Shutdown>>,
 ) -> Result<(), NodedError> {
-    let servers = normalise_servers(&config.servers)?;
+    let servers = server_urls(&config.servers)?;
     if config.name.trim().is_empty() {
         return Err(NodedError::NoName);
     }
@@ -48,6 +48,7 @@ pub async fn run_node(
     span.in_scope(|| node.recover())?;
     info!(
         node = %config.name,
+        servers = %servers.join(","),
         data_dir = %data_dir.display(),
         gpus = config.inventory.gpus.len(),
         cpus = config.inventory.cpus,
@@ -127,6 +128,10 @@ pub(crate) struct Node<E: Executor> {
     executor: E,
     pub(crate) events: mpsc::UnboundedReceiver<JobEnded>,
     pub(crate) jobs: BTreeMap<JobKey, LocalJob>,
+    /// The jobs of the last `Assignments` received (none yet: `None`). A job stopped because
+    /// it left that set ends after the set was applied, and the scheduler sends no new set
+    /// for it (its set did not change), so its end is checked against this one.
+    desired: Option<BTreeSet<JobKey>>,
 }
 
 impl<E: Executor> Node<E> {
@@ -143,6 +148,7 @@ impl<E: Executor> Node<E> {
             executor,
             events,
             jobs: BTreeMap::new(),
+            desired: None,
         }
     }
 
@@ -198,6 +204,8 @@ impl<E: Executor> Node<E> {
                 info!(job = %key, reason = %status.reason, exit_code = ?status.exit_code, signal = ?status.signal, "job ended");
                 let report = status.to_pb(key);
                 self.jobs.insert(key, LocalJob::Ended(status));
+                self.forget_undesired();
+                // Sent even when forgotten: a scheduler that has ended the job ignores it.
                 Some(message(pb::node_message::Msg::Exited(report)))
             }
             _ => {
@@ -207,8 +215,28 @@ impl<E: Executor> Node<E> {
         }
     }
 
+    /// The forget step of [`reconcile`] again, against the last desired set: ended jobs the
+    /// scheduler no longer assigns need no record.
+    fn forget_undesired(&mut self) {
+        let Some(desired) = &self.desired else {
+            return;
+        };
+        for key in forgettable(&self.jobs, desired) {
+            info!(job = %key, "job ended and is no longer assigned here: forgetting it");
+            self.forget(key);
+        }
+    }
+
+    fn forget(&mut self, key: JobKey) {
+        if let Err(e) = self.executor.forget(key) {
+            warn!(job = %key, "cannot delete the job's record: {e}");
+        }
+        self.jobs.remove(&key);
+    }
+
     /// Applies a complete desired set; the reports to send.
     pub(crate) fn apply(&mut self, assignments: &pb::Assignments) -> Vec<pb::NodeMessage> {
+        self.desired = Some(desired_keys(assignments));
         let mut reports = Vec::new();
         for action in reconcile(&self.jobs, assignments) {
             match action {
@@ -241,12 +269,7 @@ impl<E: Executor> Node<E> {
                     }
                     self.jobs.insert(key, LocalJob::Running { stopping: true });
                 }
-                Action::Forget { key } => {
-                    if let Err(e) = self.executor.forget(key) {
-                        warn!(job = %key, "cannot delete the job's record: {e}");
-                    }
-                    self.jobs.remove(&key);
-                }
+                Action::Forget { key } => self.forget(key),
                 Action::Report {
                     key,
                     reason,

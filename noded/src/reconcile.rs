@@ -42,8 +42,28 @@ pub enum Action {
 pub const NO_RECORD_MESSAGE: &str = "node has no record of this job";
 pub const CANCELLED_BEFORE_START_MESSAGE: &str = "cancelled before it started";
 
+/// The jobs a desired set names.
+pub fn desired_keys(assignments: &pb::Assignments) -> BTreeSet<JobKey> {
+    assignments
+        .jobs
+        .iter()
+        .map(|a| JobKey::new(a.job_id, a.attempt))
+        .collect()
+}
+
+/// The forget step: ended jobs that are not desired, in key order. Also run on its own when
+/// a job ends, against the last desired set (see `Node::forget_undesired`): a job stopped
+/// because it left the set ends only after that set was applied.
+pub fn forgettable(local: &BTreeMap<JobKey, LocalJob>, desired: &BTreeSet<JobKey>) -> Vec<JobKey> {
+    local
+        .iter()
+        .filter(|(key, job)| matches!(job, LocalJob::Ended(_)) && !desired.contains(key))
+        .map(|(key, _)| *key)
+        .collect()
+}
+
 /// The actions that bring `local` to the desired set `assignments`, in a deterministic order
-/// (desired jobs in the order given, then local jobs in key order).
+/// (desired jobs in the order given, then stops and forgets of the others in key order).
 pub fn reconcile(local: &BTreeMap<JobKey, LocalJob>, assignments: &pb::Assignments) -> Vec<Action> {
     let mut actions = Vec::new();
     let mut desired = BTreeSet::new();
@@ -79,20 +99,18 @@ pub fn reconcile(local: &BTreeMap<JobKey, LocalJob>, assignments: &pb::Assignmen
         }
     }
     for (key, job) in local {
-        if desired.contains(key) {
-            continue;
-        }
-        match job {
-            LocalJob::Running { stopping: false } => {
-                actions.push(Action::Stop {
-                    key: *key,
-                    reason: ExitReason::Cancelled,
-                });
-            }
-            LocalJob::Running { stopping: true } => {}
-            LocalJob::Ended(_) => actions.push(Action::Forget { key: *key }),
+        if !desired.contains(key) && *job == (LocalJob::Running { stopping: false }) {
+            actions.push(Action::Stop {
+                key: *key,
+                reason: ExitReason::Cancelled,
+            });
         }
     }
+    actions.extend(
+        forgettable(local, &desired)
+            .into_iter()
+            .map(|key| Action::Forget { key }),
+    );
     actions
 }
 
@@ -236,6 +254,22 @@ mod tests {
             run(&local, vec![assign(2, 0, None, false)]),
             vec![Action::Forget { key: K1 }]
         );
+    }
+
+    #[test]
+    fn the_forget_step_alone_picks_ended_jobs_outside_the_set() {
+        let local: BTreeMap<JobKey, LocalJob> = [
+            (K1, ended()),
+            (K2, ended()),
+            (JobKey::new(3, 0), LocalJob::Running { stopping: true }),
+        ]
+        .into_iter()
+        .collect();
+        let desired = desired_keys(&pb::Assignments {
+            jobs: vec![assign(2, 0, None, false)],
+        });
+        assert_eq!(forgettable(&local, &desired), vec![K1]);
+        assert_eq!(forgettable(&local, &BTreeSet::new()), vec![K1, K2]);
     }
 
     #[test]

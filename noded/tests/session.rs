@@ -420,16 +420,63 @@ async fn the_node_runs_jobs_reports_them_and_survives_its_own_restart() {
     assert!(alive(job5));
     session.registered("n1", 1000);
 
-    // Nothing assigned any more: job 5 is stopped, every record is forgotten.
+    // Nothing assigned any more: job 5 is stopped, every record is forgotten (job 5's too,
+    // without another set: the scheduler's set does not change when it ends).
     session.assign(vec![]);
     let exited = session.exited(5).await;
     assert_eq!(exited.reason, pb::ExitReason::Cancelled as i32);
-    session.assign(vec![]);
     let jobs = scratch.data.join("jobs");
     eventually("every job record to be forgotten", || {
         fs::read_dir(&jobs).is_ok_and(|mut d| d.next().is_none())
     })
     .await;
+}
+
+/// A job's record goes as soon as the node knows both that it ended and that the scheduler no
+/// longer assigns it, in whichever order the two come. The scheduler pushes a set only when
+/// the set changes, so nothing else would ever remove a record left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_job_the_scheduler_no_longer_assigns_is_forgotten_at_once() {
+    init_logs();
+    let (addr, mut sessions) = fake_scheduler().await;
+    let mut scratch = Scratch::new();
+    scratch.start_noded(&addr);
+    let mut session = next_session(&mut sessions).await;
+    session.register().await;
+    session.registered("n1", 1000);
+
+    // The end is reported first, then the scheduler (having applied it) pushes an empty set.
+    session.assign(vec![assignment(
+        1,
+        Some(launch(&scratch.work, 1, &["echo", "hi"])),
+        false,
+    )]);
+    session.started(1).await;
+    session.exited(1).await;
+    session.assign(vec![]);
+    let dir1 = scratch.job_dir(1);
+    eventually("job 1's record to be forgotten", || !dir1.exists()).await;
+
+    // The other order: the job leaves the set while it still runs (the scheduler ended it
+    // already, e.g. it declared the node lost). The node stops it and reports the end; the
+    // set does not change again, so no new set comes.
+    session.assign(vec![assignment(
+        2,
+        Some(launch(&scratch.work, 2, &["sleep", "1000"])),
+        false,
+    )]);
+    session.started(2).await;
+    let dir2 = scratch.job_dir(2);
+    let job_pid = dir2.join("job.pid");
+    eventually("job 2 to run", || job_pid.exists()).await;
+    session.assign(vec![]);
+    let exited = session.exited(2).await;
+    assert_eq!(
+        exited.reason,
+        pb::ExitReason::Cancelled as i32,
+        "{exited:?}"
+    );
+    eventually("job 2's record to be forgotten", || !dir2.exists()).await;
 }
 
 /// The library API that `gantry dev` embeds: `StopJobs` stops the jobs and reports them,

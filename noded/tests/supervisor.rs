@@ -244,6 +244,63 @@ fn no_gpus_gives_an_empty_device_list_and_separate_files_stay_separate() {
 }
 
 #[test]
+fn every_rank_of_a_multi_node_job_appends_to_the_shared_output_file() {
+    // Two nodes' supervisors (each with its own data dir) writing one file, as on a shared
+    // file system. The file already has a line: a multi-node job does not truncate it.
+    let key = JobKey::new(16, 0);
+    let two_nodes = |work: &Path, rank: u32| pb::Launch {
+        nodes: vec!["node-a".into(), "node-b".into()],
+        node_rank: rank,
+        ..launch(
+            work,
+            &[
+                "sh",
+                "-c",
+                "echo \"rank $GANTRY_NODE_RANK first\"; sleep 0.2; echo \"rank $GANTRY_NODE_RANK last\"",
+            ],
+        )
+    };
+    let rank0 = prepare(key, 1_000, |work| two_nodes(work, 0));
+    let shared = rank0.work.clone();
+    let out = shared.join("out.txt");
+    fs::write(&out, "before the job\n").unwrap();
+    let rank1 = prepare(key, 1_000, |_| two_nodes(&shared, 1));
+    let mut supervisors = [supervise(&rank0.dir), supervise(&rank1.dir)];
+    for child in &mut supervisors {
+        assert!(wait_exit(child).success());
+    }
+    for scratch in [&rank0, &rank1] {
+        assert_eq!(status(&scratch.dir).exit_code, Some(0));
+    }
+    let text = read(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"before the job"), "{text}");
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "before the job",
+            "rank 0 first",
+            "rank 0 last",
+            "rank 1 first",
+            "rank 1 last"
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn a_single_node_job_starts_its_output_file_afresh() {
+    let scratch = prepare(JobKey::new(17, 0), 1_000, |work| {
+        launch(work, &["echo", "new"])
+    });
+    let out = scratch.work.join("out.txt");
+    fs::write(&out, "an older run's output, longer than the new one\n").unwrap();
+    run_to_end(&scratch);
+    assert_eq!(read(&out), "new\n");
+}
+
+#[test]
 fn scripts_run_with_their_arguments_with_or_without_an_interpreter_line() {
     for body in ["echo \"args: $*\"\n", "#!/bin/sh\necho \"args: $*\"\n"] {
         let scratch = prepare(JobKey::new(2, 0), 1_000, |work| pb::Launch {

@@ -119,12 +119,33 @@ fn as_user<T>(
     result
 }
 
-fn open_output(path: &str) -> Result<File, String> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
+/// How the job's output files are opened. Every node of a multi-node job opens the same
+/// file (on a shared file system): each appends, so no rank truncates or overwrites the lines
+/// of another. A single-node job starts its file afresh, as sbatch does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputMode {
+    Truncate,
+    Append,
+}
+
+impl OutputMode {
+    fn for_job(record: &LaunchRecord) -> OutputMode {
+        if record.nodes.len() > 1 {
+            OutputMode::Append
+        } else {
+            OutputMode::Truncate
+        }
+    }
+}
+
+fn open_output(path: &str, mode: OutputMode) -> Result<File, String> {
+    let mut options = OpenOptions::new();
+    options.create(true).mode(0o644);
+    match mode {
+        OutputMode::Truncate => options.write(true).truncate(true),
+        OutputMode::Append => options.append(true),
+    };
+    options
         .open(path)
         .map_err(|e| format!("cannot open output file {path:?}: {e}"))
 }
@@ -149,14 +170,15 @@ pub fn spawn_job(dir: &JobDir, record: &LaunchRecord) -> Result<Child, String> {
                 ));
             }
         }
-        let stdout = open_output(&record.stdout_path)?;
+        let mode = OutputMode::for_job(record);
+        let stdout = open_output(&record.stdout_path, mode)?;
         // One shared open file when both go to the same path, so lines interleave in order.
         let stderr = if record.stderr_path == record.stdout_path {
             stdout
                 .try_clone()
                 .map_err(|e| format!("cannot share output file {:?}: {e}", record.stdout_path))?
         } else {
-            open_output(&record.stderr_path)?
+            open_output(&record.stderr_path, mode)?
         };
         Ok((stdout, stderr))
     })?;
@@ -239,6 +261,16 @@ mod tests {
         assert_eq!(get(&env, "SLURM_GPUS_ON_NODE"), Some("2"));
         assert_eq!(get(&env, "SLURM_JOB_NODELIST"), Some("a,b"));
         assert_eq!(get(&env, "SLURM_SUBMIT_DIR"), Some("/home/ada/run"));
+    }
+
+    #[test]
+    fn only_multi_node_jobs_append_to_their_output() {
+        assert_eq!(OutputMode::for_job(&record()), OutputMode::Append);
+        let single = LaunchRecord {
+            nodes: vec!["b".into()],
+            ..record()
+        };
+        assert_eq!(OutputMode::for_job(&single), OutputMode::Truncate);
     }
 
     #[test]
