@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use gantry_model::JobState;
 use gantry_model::units::{format_size_mib, parse_duration_ms};
 use gantry_proto as pb;
-use gantry_schedd::convert::{state_from_pb, state_to_pb};
+use gantry_wire::{state_from_pb, state_to_pb};
 
 use crate::client::{ClientError, Scheduler, caller};
 use crate::output::{self, Format, JobRow, emit, emit_json, render_table};

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gantry_model::units::{format_duration_ms, format_size_mib};
 use gantry_proto as pb;
-use gantry_schedd::convert::{node_state_name, state_from_pb};
+use gantry_wire::{node_state_name, state_from_pb};
 use serde::Serialize;
 
 /// `-o table|json` on every command that shows something.

@@ -361,16 +361,9 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         work_dir: work_dir_text,
         stdout_path: output_path(text(&args.output, Flag::Output))?,
         stderr_path: output_path(text(&args.error, Flag::Error))?,
-        env: ctx
-            .env
-            .iter()
-            .map(|(name, value)| pb::EnvVar {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect(),
+        env: gantry_wire::env_to_pb(&ctx.env),
     };
-    gantry_schedd::convert::spec_from_pb(&spec).validate()?;
+    gantry_wire::spec_from_pb(&spec).validate()?;
     let parsable = args.parsable || directives.last(Flag::Parsable).is_some();
     Ok(Request { spec, parsable })
 }

@@ -70,60 +70,8 @@ impl fmt::Display for JobKey {
     }
 }
 
-/// Why a job ended; the same names as the wire's `ExitReason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ExitReason {
-    Exited,
-    Cancelled,
-    Timeout,
-    LaunchFailed,
-    Lost,
-    NodeShutdown,
-}
-
-impl ExitReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExitReason::Exited => "EXITED",
-            ExitReason::Cancelled => "CANCELLED",
-            ExitReason::Timeout => "TIMEOUT",
-            ExitReason::LaunchFailed => "LAUNCH_FAILED",
-            ExitReason::Lost => "LOST",
-            ExitReason::NodeShutdown => "NODE_SHUTDOWN",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<ExitReason> {
-        [
-            ExitReason::Exited,
-            ExitReason::Cancelled,
-            ExitReason::Timeout,
-            ExitReason::LaunchFailed,
-            ExitReason::Lost,
-            ExitReason::NodeShutdown,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == text.trim())
-    }
-
-    pub fn to_pb(self) -> pb::ExitReason {
-        match self {
-            ExitReason::Exited => pb::ExitReason::Exited,
-            ExitReason::Cancelled => pb::ExitReason::Cancelled,
-            ExitReason::Timeout => pb::ExitReason::Timeout,
-            ExitReason::LaunchFailed => pb::ExitReason::LaunchFailed,
-            ExitReason::Lost => pb::ExitReason::Lost,
-            ExitReason::NodeShutdown => pb::ExitReason::NodeShutdown,
-        }
-    }
-}
-
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Why a job ended (shared with the scheduler; the wire's `ExitReason` has the same names).
+pub use gantry_model::ExitReason;
 
 /// How a job ended: `status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,7 +102,7 @@ impl JobStatus {
         pb::JobExited {
             job_id: key.job_id,
             attempt: key.attempt,
-            reason: self.reason.to_pb() as i32,
+            reason: gantry_wire::exit_reason_to_pb(self.reason) as i32,
             exit_code: self.exit_code,
             signal: self.signal,
             message: self.message.clone(),

@@ -186,7 +186,12 @@ impl<E: Executor> Node<E> {
         let register = pb::RegisterNode {
             name: self.name.clone(),
             pool: self.pool.clone(),
-            gpus: self.inventory.gpus.iter().map(gpu_to_pb).collect(),
+            gpus: self
+                .inventory
+                .gpus
+                .iter()
+                .map(gantry_wire::gpu_to_pb)
+                .collect(),
             cpus: self.inventory.cpus,
             mem_mib: self.inventory.mem_mib,
             running,
@@ -400,18 +405,4 @@ impl<E: Executor> Node<E> {
 
 pub(crate) fn message(msg: pb::node_message::Msg) -> pb::NodeMessage {
     pb::NodeMessage { msg: Some(msg) }
-}
-
-fn gpu_to_pb(gpu: &gantry_model::Gpu) -> pb::Gpu {
-    pb::Gpu {
-        index: gpu.index,
-        model: gpu.model.clone(),
-        memory_mib: gpu.memory_mib,
-        nvlink_group: gpu.nvlink_group,
-        numa_node: gpu
-            .numa_node
-            .and_then(|n| i32::try_from(n).ok())
-            .unwrap_or(-1),
-        uuid: gpu.uuid.clone(),
-    }
 }

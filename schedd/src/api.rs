@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::now_ms;
 use crate::config::SchedConfig;
-use crate::convert;
 use crate::engine::{Engine, EngineError};
+use gantry_wire as convert;
 
 /// Why each pending job waits, as the last scheduling pass explained it. Kept as values
 /// and formatted only when asked: a pass explains every pending job.

@@ -9,10 +9,10 @@
 pub mod api;
 pub mod clock;
 pub mod config;
-pub mod convert;
 pub mod engine;
 pub mod liveness;
 pub mod log_store;
+pub mod raft;
 pub mod scheduling;
 pub mod server;
 pub mod session;

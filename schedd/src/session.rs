@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use gantry_model::{JobId, NodeInventory};
 use gantry_proto as pb;
-use gantry_state::{Command, ExitReason, Job, Outcome, PartExit, StateMachine};
+use gantry_state::{Command, Job, Outcome, PartExit, StateMachine};
 use pb::node_message::Msg;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -21,9 +21,9 @@ use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
 use crate::config::SchedConfig;
-use crate::convert;
 use crate::engine::Engine;
 use crate::liveness::Liveness;
+use gantry_wire as convert;
 
 pub struct NodeSessions {
     pub engine: Engine,
@@ -34,16 +34,8 @@ pub struct NodeSessions {
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
 
 fn exit_from_pb(e: &pb::JobExited) -> PartExit {
-    let reason = match pb::ExitReason::try_from(e.reason) {
-        Ok(pb::ExitReason::Cancelled) => ExitReason::Cancelled,
-        Ok(pb::ExitReason::Timeout) => ExitReason::Timeout,
-        Ok(pb::ExitReason::LaunchFailed) => ExitReason::LaunchFailed,
-        Ok(pb::ExitReason::Lost) => ExitReason::Lost,
-        Ok(pb::ExitReason::NodeShutdown) => ExitReason::NodeShutdown,
-        Ok(pb::ExitReason::Exited | pb::ExitReason::Unspecified) | Err(_) => ExitReason::Exited,
-    };
     PartExit {
-        reason,
+        reason: convert::exit_reason_from_pb(e.reason),
         exit_code: e.exit_code,
         signal: e.signal,
         message: e.message.clone(),

@@ -193,6 +193,58 @@ impl JobSpec {
     }
 }
 
+/// How the part of a job on one node ended, as its node saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExitReason {
+    /// Ended by itself, with any exit code or signal.
+    Exited,
+    /// Stopped because the scheduler asked.
+    Cancelled,
+    /// Killed at its time limit.
+    Timeout,
+    /// Could not be started at all.
+    LaunchFailed,
+    /// Its node or supervisor vanished without an exit status.
+    Lost,
+    /// Stopped because its node daemon shut down with its jobs.
+    NodeShutdown,
+}
+
+impl ExitReason {
+    pub const ALL: [ExitReason; 6] = [
+        ExitReason::Exited,
+        ExitReason::Cancelled,
+        ExitReason::Timeout,
+        ExitReason::LaunchFailed,
+        ExitReason::Lost,
+        ExitReason::NodeShutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Exited => "EXITED",
+            ExitReason::Cancelled => "CANCELLED",
+            ExitReason::Timeout => "TIMEOUT",
+            ExitReason::LaunchFailed => "LAUNCH_FAILED",
+            ExitReason::Lost => "LOST",
+            ExitReason::NodeShutdown => "NODE_SHUTDOWN",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ExitReason> {
+        ExitReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == text.trim())
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Job states, named as Slurm users know them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum JobState {

@@ -7,5 +7,5 @@ pub mod job;
 pub mod node;
 pub mod units;
 
-pub use job::{JobId, JobSpec, JobState, Owner, Program, SpecError};
+pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, SpecError};
 pub use node::{Gpu, NodeInventory, Resources};

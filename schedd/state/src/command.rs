@@ -1,5 +1,6 @@
 //! Commands (the log's entries) and what applying one yields.
 
+pub use gantry_model::ExitReason;
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner, SpecError};
 use gantry_policies::PartPlan;
 use serde::{Deserialize, Serialize};
@@ -74,22 +75,6 @@ pub struct PartExit {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExitReason {
-    /// Ended by itself, with any exit code or signal.
-    Exited,
-    /// Stopped because the scheduler asked.
-    Cancelled,
-    /// Killed at its time limit.
-    Timeout,
-    /// Could not be started at all.
-    LaunchFailed,
-    /// Its node or supervisor vanished without an exit status.
-    Lost,
-    /// Stopped because its node daemon shut down with its jobs.
-    NodeShutdown,
 }
 
 impl PartExit {

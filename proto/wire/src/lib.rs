@@ -1,7 +1,7 @@
-//! Conversions between the wire types (`gantry_proto`) and the domain model (`gantry_model`).
-//! The one place that knows both; the CLI uses it too.
+//! Conversions between the wire types (`gantry_proto`) and the domain model (`gantry_model`):
+//! the one place that knows both, used by the scheduler, the node daemon and the CLI.
 
-use gantry_model::{self as model, JobState};
+use gantry_model::{self as model, ExitReason, JobState};
 use gantry_proto as pb;
 
 /// A wire job spec into the domain one. Structural problems (no program) are reported by
@@ -118,6 +118,30 @@ pub fn node_state_name(state: i32) -> &'static str {
     }
 }
 
+pub fn exit_reason_to_pb(reason: ExitReason) -> pb::ExitReason {
+    match reason {
+        ExitReason::Exited => pb::ExitReason::Exited,
+        ExitReason::Cancelled => pb::ExitReason::Cancelled,
+        ExitReason::Timeout => pb::ExitReason::Timeout,
+        ExitReason::LaunchFailed => pb::ExitReason::LaunchFailed,
+        ExitReason::Lost => pb::ExitReason::Lost,
+        ExitReason::NodeShutdown => pb::ExitReason::NodeShutdown,
+    }
+}
+
+/// A wire exit reason number; unspecified or unknown numbers read as a plain exit, so the
+/// exit code and signal decide.
+pub fn exit_reason_from_pb(reason: i32) -> ExitReason {
+    match pb::ExitReason::try_from(reason) {
+        Ok(pb::ExitReason::Cancelled) => ExitReason::Cancelled,
+        Ok(pb::ExitReason::Timeout) => ExitReason::Timeout,
+        Ok(pb::ExitReason::LaunchFailed) => ExitReason::LaunchFailed,
+        Ok(pb::ExitReason::Lost) => ExitReason::Lost,
+        Ok(pb::ExitReason::NodeShutdown) => ExitReason::NodeShutdown,
+        Ok(pb::ExitReason::Exited | pb::ExitReason::Unspecified) | Err(_) => ExitReason::Exited,
+    }
+}
+
 pub fn gpu_from_pb(gpu: &pb::Gpu) -> model::Gpu {
     model::Gpu {
         index: gpu.index,
@@ -168,6 +192,14 @@ mod tests {
             env: vec![("A".into(), "1".into())],
         };
         assert_eq!(spec_from_pb(&spec_to_pb(&spec)), spec);
+    }
+
+    #[test]
+    fn exit_reasons_round_trip() {
+        for r in ExitReason::ALL {
+            assert_eq!(exit_reason_from_pb(exit_reason_to_pb(r) as i32), r);
+        }
+        assert_eq!(exit_reason_from_pb(99), ExitReason::Exited);
     }
 
     #[test]
