@@ -210,12 +210,18 @@ impl<L: RaftLog> Replica<L> {
                 EntryType::EntryConfChange => {
                     let change = ConfChange::parse_from_bytes(&entry.data).unwrap();
                     let conf_state = self.node.apply_conf_change(&change).unwrap();
-                    self.node.mut_store().set_conf_state(&conf_state).unwrap();
+                    self.node
+                        .mut_store()
+                        .set_conf_state(&conf_state, entry.index)
+                        .unwrap();
                 }
                 EntryType::EntryConfChangeV2 => {
                     let change = ConfChangeV2::parse_from_bytes(&entry.data).unwrap();
                     let conf_state = self.node.apply_conf_change(&change).unwrap();
-                    self.node.mut_store().set_conf_state(&conf_state).unwrap();
+                    self.node
+                        .mut_store()
+                        .set_conf_state(&conf_state, entry.index)
+                        .unwrap();
                 }
             }
             self.machine.applied = entry.index;
@@ -250,7 +256,7 @@ impl<B: Backend> Cluster<B> {
         let mut replicas = BTreeMap::new();
         for &id in ids {
             let mut log = backend.create(id);
-            log.set_conf_state(&voters).unwrap();
+            log.set_conf_state(&voters, 0).unwrap();
             replicas.insert(id, Replica::start(id, log));
         }
         Cluster { backend, replicas }

@@ -208,21 +208,35 @@ fn hard_state_and_conf_state_round_trip(log: &mut impl RaftLog) {
         ..ReadyWrite::default()
     })
     .unwrap();
-    log.set_conf_state(&voters(&[1, 2, 3])).unwrap();
+    log.set_conf_state(&voters(&[1, 2, 3]), 0).unwrap();
     let state = log.initial_state().unwrap();
     assert_eq!(state.hard_state, hs);
     assert_eq!(state.conf_state, voters(&[1, 2, 3]));
     assert!(state.initialized());
 
-    let mut joint = voters(&[1, 2, 4]);
-    joint.voters_outgoing = vec![1, 2, 3];
-    joint.learners = vec![5];
-    log.set_conf_state(&joint).unwrap();
-    assert_eq!(log.initial_state().unwrap().conf_state, joint);
-
     append(log, &entries(1, 3, 7), None);
     log.persist_commit(2).unwrap();
     assert_eq!(log.initial_state().unwrap().hard_state, hard_state(7, 3, 2));
+
+    // A conf change applied at index 2: its conf state and applied index go together.
+    let mut joint = voters(&[1, 2, 4]);
+    joint.voters_outgoing = vec![1, 2, 3];
+    joint.learners = vec![5];
+    log.set_conf_state(&joint, 2).unwrap();
+    assert_eq!(log.initial_state().unwrap().conf_state, joint);
+    assert_eq!(log.applied().unwrap(), 2);
+    assert!(matches!(
+        log.set_conf_state(&voters(&[9]), 3),
+        Err(RaftLogError::AppliedBeyondCommit {
+            applied: 3,
+            commit: 2
+        })
+    ));
+    assert_eq!(
+        log.initial_state().unwrap().conf_state,
+        joint,
+        "refused: unchanged"
+    );
     assert!(matches!(
         log.persist_commit(4),
         Err(RaftLogError::CommitBeyondLog { commit: 4, last: 3 })
@@ -331,8 +345,7 @@ fn snapshot_compacts_the_log(log: &mut (impl RaftLog + StoredEntries)) {
 
 fn received_snapshot_replaces_the_log(log: &mut (impl RaftLog + StoredEntries)) {
     append(log, &entries(1, 5, 1), Some(&hard_state(1, 1, 3)));
-    log.set_conf_state(&voters(&[1, 2, 3])).unwrap();
-    log.set_applied(3).unwrap();
+    log.set_conf_state(&voters(&[1, 2, 3]), 3).unwrap();
     let received = snapshot(20, 4, voters(&[1, 2, 3, 4]), "state at 20");
     log.persist_ready(ReadyWrite {
         snapshot: Some(&received),
@@ -451,7 +464,7 @@ fn sled_survives_close_and_reopen() {
             &[entries(1, 5, 1), entries(6, 8, 2)].concat(),
             Some(&hard_state(2, 3, 6)),
         );
-        log.set_conf_state(&voters(&[1, 2, 3])).unwrap();
+        log.set_conf_state(&voters(&[1, 2, 3]), 3).unwrap();
         log.save_snapshot(stored.clone()).unwrap();
         log.set_applied(5).unwrap();
         // Truncation must be durable too, not only additions.
@@ -521,6 +534,30 @@ fn sled_reports_corrupt_bytes_instead_of_panicking() {
     assert!(read(&log, 1, 4, None).is_err());
     assert!(matches!(log.applied(), Err(RaftLogError::Corrupt(_))));
     assert_eq!(log.term(1).unwrap(), 1, "intact entries still read");
+}
+
+#[test]
+fn sled_reports_a_corrupt_snapshot_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = SledRaftLog::open(dir.path()).unwrap();
+        append(&mut log, &entries(1, 3, 1), Some(&hard_state(1, 1, 3)));
+        log.save_snapshot(snapshot(2, 1, voters(&[1]), "state at 2"))
+            .unwrap();
+    }
+    {
+        let db = reopen_db(dir.path());
+        let meta = db.open_tree("raft_meta").unwrap();
+        meta.insert("snapshot_meta", &b"\xff\xff\xff"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let log = reopen_sled(dir.path());
+    assert!(log.first_index().is_err());
+    assert!(log.last_index().is_err());
+    assert!(log.term(3).is_err());
+    assert!(read(&log, 3, 4, None).is_err());
+    assert!(log.snapshot(0, 1).is_err());
+    assert!(log.applied().is_err());
 }
 
 fn reopen_db(dir: &Path) -> sled::Db {

@@ -4,7 +4,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::storage::{
-    RaftLog, RaftLogError, ReadyWrite, SizeLimit, check_append, check_own_snapshot,
+    RaftLog, RaftLogError, ReadyWrite, SizeLimit, check_append, check_applied, check_own_snapshot,
     check_received_snapshot, compacted, hard_state_after_snapshot, unavailable,
 };
 
@@ -29,7 +29,7 @@ impl MemRaftLog {
     }
 
     fn first(&self) -> u64 {
-        self.snapshot_index() + 1
+        self.snapshot_index().saturating_add(1)
     }
 
     fn last(&self) -> u64 {
@@ -69,7 +69,7 @@ impl raft::Storage for MemRaftLog {
         if low < self.first() {
             return Err(compacted());
         }
-        if high > self.last() + 1 {
+        if high > self.last().saturating_add(1) {
             return Err(unavailable());
         }
         let mut limit = SizeLimit::new(max_size.into());
@@ -128,7 +128,7 @@ impl RaftLog for MemRaftLog {
             let meta = snapshot.get_metadata();
             check_received_snapshot(meta, self.snapshot_index())?;
             hard_state = hard_state_after_snapshot(hard_state, meta);
-            (first, last) = (meta.index + 1, meta.index);
+            (first, last) = (meta.index.saturating_add(1), meta.index);
         }
         check_append(write.entries, first, last, hard_state.commit)?;
 
@@ -156,8 +156,10 @@ impl RaftLog for MemRaftLog {
         Ok(())
     }
 
-    fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), RaftLogError> {
+    fn set_conf_state(&mut self, conf_state: &ConfState, applied: u64) -> Result<(), RaftLogError> {
+        check_applied(applied, self.hard_state.commit)?;
         self.conf_state = conf_state.clone();
+        self.applied = applied;
         Ok(())
     }
 
@@ -173,17 +175,16 @@ impl RaftLog for MemRaftLog {
                 })
             },
         )?;
-        let drop = self.offset(meta.index + 1).min(self.entries.len());
+        let drop = self
+            .offset(meta.index.saturating_add(1))
+            .min(self.entries.len());
         self.entries.drain(..drop);
         self.snapshot = snapshot;
         Ok(())
     }
 
     fn set_applied(&mut self, applied: u64) -> Result<(), RaftLogError> {
-        let commit = self.hard_state.commit;
-        if applied > commit {
-            return Err(RaftLogError::AppliedBeyondCommit { applied, commit });
-        }
+        check_applied(applied, self.hard_state.commit)?;
         self.applied = applied;
         Ok(())
     }

@@ -15,7 +15,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::storage::{
-    RaftLog, RaftLogError, ReadyWrite, SizeLimit, check_append, check_own_snapshot,
+    RaftLog, RaftLogError, ReadyWrite, SizeLimit, check_append, check_applied, check_own_snapshot,
     check_received_snapshot, compacted, hard_state_after_snapshot, unavailable,
 };
 
@@ -194,7 +194,7 @@ impl raft::Storage for SledRaftLog {
         if low <= snapshot_index {
             return Err(compacted());
         }
-        if high > self.last(snapshot_index)? + 1 {
+        if high > self.last(snapshot_index)?.saturating_add(1) {
             return Err(unavailable());
         }
         Ok(self.read_entries(low, high, max_size.into())?)
@@ -218,7 +218,7 @@ impl raft::Storage for SledRaftLog {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.snapshot_meta()?.index + 1)
+        Ok(self.snapshot_meta()?.index.saturating_add(1))
     }
 
     fn last_index(&self) -> raft::Result<u64> {
@@ -257,7 +257,7 @@ impl RaftLog for SledRaftLog {
         let mut meta = sled::Batch::default();
         let mut hard_state = self.hard_state()?;
         let snapshot_index = self.snapshot_meta()?.index;
-        let (mut first, mut last) = (snapshot_index + 1, self.last(snapshot_index)?);
+        let (mut first, mut last) = (snapshot_index.saturating_add(1), self.last(snapshot_index)?);
 
         if let Some(snapshot) = write.snapshot {
             let snapshot_meta = snapshot.get_metadata();
@@ -270,7 +270,7 @@ impl RaftLog for SledRaftLog {
                 encode(snapshot_meta.get_conf_state(), "conf state")?,
             );
             hard_state = hard_state_after_snapshot(hard_state, snapshot_meta);
-            (first, last) = (snapshot_meta.index + 1, snapshot_meta.index);
+            (first, last) = (snapshot_meta.index.saturating_add(1), snapshot_meta.index);
         }
         if let Some(head) = write.entries.first() {
             check_append(write.entries, first, last, hard_state.commit)?;
@@ -299,9 +299,12 @@ impl RaftLog for SledRaftLog {
         Ok(())
     }
 
-    fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), RaftLogError> {
-        self.meta
-            .insert(CONF_STATE, encode(conf_state, "conf state")?)?;
+    fn set_conf_state(&mut self, conf_state: &ConfState, applied: u64) -> Result<(), RaftLogError> {
+        check_applied(applied, self.hard_state()?.commit)?;
+        let mut meta = sled::Batch::default();
+        meta.insert(CONF_STATE, encode(conf_state, "conf state")?);
+        meta.insert(APPLIED, &applied.to_be_bytes());
+        self.meta.apply_batch(meta)?;
         self.db.flush()?;
         Ok(())
     }
@@ -337,10 +340,7 @@ impl RaftLog for SledRaftLog {
     }
 
     fn set_applied(&mut self, applied: u64) -> Result<(), RaftLogError> {
-        let commit = self.hard_state()?.commit;
-        if applied > commit {
-            return Err(RaftLogError::AppliedBeyondCommit { applied, commit });
-        }
+        check_applied(applied, self.hard_state()?.commit)?;
         // No flush of its own: a lagging applied index only replays more on restart.
         self.meta.insert(APPLIED, &applied.to_be_bytes())?;
         Ok(())

@@ -100,8 +100,11 @@ pub trait RaftLog: raft::Storage {
     /// before the entries up to it are applied, or a restart could find `applied > commit`.
     fn persist_commit(&mut self, commit: u64) -> Result<(), RaftLogError>;
 
-    /// Durably replaces the conf state, after applying a configuration change.
-    fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), RaftLogError>;
+    /// Durably replaces the conf state after applying the configuration change at index
+    /// `applied`, and records that index as applied in the same write: a restart never finds
+    /// a conf state newer than its applied index (which would apply the change twice).
+    /// Bootstrapping a new cluster's members passes index 0.
+    fn set_conf_state(&mut self, conf_state: &ConfState, applied: u64) -> Result<(), RaftLogError>;
 
     /// Durably stores our own state-machine snapshot (its metadata must name a committed
     /// index of this log, with that entry's term, and the conf state at that index), then
@@ -110,12 +113,22 @@ pub trait RaftLog: raft::Storage {
 
     /// Records how far the state machine has applied. Called after applying, so the stored
     /// value never runs ahead of the state machine; it becomes durable with the next flush
-    /// of this store (it may lag, never lead).
+    /// of this store (it may lag, never lead). A restart rebuilds the state machine from the
+    /// stored snapshot plus the stored entries up to [`RaftLog::applied`], so a lagging
+    /// value only means raft-rs hands those entries over again.
     fn set_applied(&mut self, applied: u64) -> Result<(), RaftLogError>;
 
     /// The recorded applied index, never below the snapshot's index (the state machine is
     /// rebuilt from that snapshot): pass it as `Config::applied` on restart.
     fn applied(&self) -> Result<u64, RaftLogError>;
+}
+
+/// Checks that `applied` does not pass the commit index (raft-rs refuses to start then).
+pub(crate) fn check_applied(applied: u64, commit: u64) -> Result<(), RaftLogError> {
+    if applied > commit {
+        return Err(RaftLogError::AppliedBeyondCommit { applied, commit });
+    }
+    Ok(())
 }
 
 /// Checks entries about to be appended to a log holding `first..=last` whose commit index
@@ -130,7 +143,7 @@ pub(crate) fn check_append(
         return Ok(());
     };
     for pair in entries.windows(2) {
-        if pair[1].index != pair[0].index + 1 {
+        if pair[1].index != pair[0].index.saturating_add(1) {
             return Err(RaftLogError::NotConsecutive {
                 previous: pair[0].index,
                 got: pair[1].index,
@@ -140,10 +153,10 @@ pub(crate) fn check_append(
     if head.index < first {
         return Err(RaftLogError::Compacted {
             index: head.index,
-            snapshot_index: first - 1,
+            snapshot_index: first.saturating_sub(1),
         });
     }
-    if head.index > last + 1 {
+    if head.index > last.saturating_add(1) {
         return Err(RaftLogError::Gap {
             last,
             got: head.index,
