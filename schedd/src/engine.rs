@@ -1,124 +1,277 @@
-//! The one writer: takes proposed commands, makes them durable in the log (one flush per
-//! batch), applies them to the state machine in log order, and only then answers.
-//! Everything else reads the state through [`Engine::read`].
+//! The replicated engine: proposed commands go through a raft-rs group and are applied to
+//! the state machine in log order once committed (a majority has them durably on disk);
+//! only then is the proposer answered. Everything else reads the state through
+//! [`Engine::read`].
 //!
-//! Batching is what makes a flush per acknowledged submit affordable: proposals that
-//! arrive while a flush is under way go out together in the next one.
+//! One thread owns the `RawNode` and runs its `Ready` loop, in the order raft-rs prescribes:
+//! send the leader's messages, persist entries and hard state as one batch with one flush,
+//! apply what is committed, send the messages that needed the flush, advance. Proposals
+//! that arrive while a flush is under way go out together in the next `Ready`, so one flush
+//! serves many acknowledged submits.
 
+use std::collections::BTreeMap;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use gantry_state::{Command, Outcome, StateMachine};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::{Config, RawNode, StateRole};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info};
+use tokio::sync::{oneshot, watch};
+use tracing::{error, info, warn};
 
-use crate::log_store::{LogStore, StoreError};
+use crate::raft::{RaftLog, RaftLogError, ReadyWrite, raft_logger};
 
-/// Most proposals written in one flush.
-const MAX_BATCH: usize = 1024;
+/// Raft's clock: one tick every 100 ms; elections after 10–20 ticks, heartbeats every 3.
+const TICK: Duration = Duration::from_millis(100);
+const ELECTION_TICKS: usize = 10;
+const HEARTBEAT_TICKS: usize = 3;
+/// Longest a start-up may take to re-apply the committed log.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Error)]
 pub enum EngineError {
-    #[error("the scheduler's log writer has stopped after a storage error; restart the daemon")]
+    #[error("the scheduler's log has stopped after a storage error; restart the daemon")]
     Stopped,
+    #[error("not the leader{}", leader_hint(*.0))]
+    NotLeader(Option<u64>),
+    #[error(
+        "leadership changed before the command was committed; it may or may not have been applied"
+    )]
+    LeadershipLost,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] RaftLogError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
     #[error("log entry {index} cannot be decoded: {source}")]
     Decode { index: u64, source: postcard::Error },
     #[error(transparent)]
     Snapshot(#[from] gantry_state::SnapshotError),
+    #[error("the committed log up to entry {index} was not re-applied within {timeout:?}")]
+    Recovery { index: u64, timeout: Duration },
 }
 
-struct Proposal {
-    command: Command,
-    reply: oneshot::Sender<Outcome>,
+fn leader_hint(leader: Option<u64>) -> String {
+    leader.map_or_else(String::new, |id| format!("; replica {id} is"))
+}
+
+/// Where the raft thread sends messages for other replicas.
+pub trait Transport: Send + 'static {
+    fn send(&mut self, messages: Vec<Message>);
+}
+
+/// A group of one: nothing to send.
+pub struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&mut self, messages: Vec<Message>) {
+        if !messages.is_empty() {
+            warn!(
+                count = messages.len(),
+                "raft messages for peers, but this replica has none"
+            );
+        }
+    }
+}
+
+/// This replica's view of the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Role {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub is_leader: bool,
+    /// When this replica last became leader (the heartbeat clock of nodes starts there).
+    pub leader_since: Option<Instant>,
+}
+
+enum Input {
+    Propose {
+        command: Box<Command>,
+        reply: oneshot::Sender<Result<Outcome, EngineError>>,
+    },
+    Step(Box<Message>),
 }
 
 struct Shared {
     state: RwLock<StateMachine>,
     applied: watch::Sender<u64>,
-    /// Set when the writer stops for good.
+    role: watch::Sender<Role>,
+    /// Set when the raft thread stops for good.
     failed: watch::Sender<Option<String>>,
 }
 
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
-    proposals: mpsc::Sender<Proposal>,
+    inputs: std_mpsc::Sender<Input>,
+}
+
+/// How a replica starts.
+pub struct EngineConfig {
+    pub id: u64,
+    /// The voters of a brand-new group (its first start); ignored once the log has a
+    /// configuration. Empty: join an existing group and wait to be added.
+    pub initial_voters: Vec<u64>,
+    pub snapshot_every: u64,
 }
 
 impl Engine {
-    /// Recovers the state from the store (snapshot, then the rest of the log) and starts
-    /// the writer thread.
-    pub fn open(store: Box<dyn LogStore>, snapshot_every: u64) -> Result<Engine, EngineError> {
-        let mut state = match store.load_snapshot()? {
-            Some((_, bytes)) => StateMachine::from_snapshot(&bytes)?,
-            None => StateMachine::default(),
-        };
-        let snapshot_index = state.applied_index();
-        let entries = store.entries_after(snapshot_index)?;
-        let replayed = entries.len();
-        for (index, bytes) in entries {
-            let command: Command = postcard::from_bytes(&bytes)
-                .map_err(|source| EngineError::Decode { index, source })?;
-            state.apply(index, &command);
+    /// Recovers the state (the stored snapshot, then the committed log after it, which
+    /// raft-rs hands back as committed entries) and starts the raft thread.
+    pub fn open<S>(
+        mut store: S,
+        config: EngineConfig,
+        transport: Box<dyn Transport>,
+    ) -> Result<Engine, EngineError>
+    where
+        S: RaftLog + Send + 'static,
+    {
+        let initial = store.initial_state()?;
+        if initial.conf_state.voters.is_empty() && !config.initial_voters.is_empty() {
+            let conf_state = ConfState {
+                voters: config.initial_voters.clone(),
+                ..Default::default()
+            };
+            store.set_conf_state(&conf_state, 0)?;
         }
-        info!(
-            snapshot_index,
-            replayed,
-            applied_index = state.applied_index(),
-            "state recovered"
-        );
-        let (applied, _) = watch::channel(state.applied_index());
+        let (state, snapshot_index) = match store.snapshot(0, config.id) {
+            Ok(snapshot) => {
+                let index = snapshot.get_metadata().index;
+                (StateMachine::from_snapshot(snapshot.get_data())?, index)
+            }
+            Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable)) => {
+                (StateMachine::default(), 0)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let raft_config = Config {
+            id: config.id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            applied: snapshot_index,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 4 * 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        let recovered = store.initial_state()?;
+        let (conf_state, commit) = (recovered.conf_state, recovered.hard_state.commit);
+        let mut node = RawNode::new(&raft_config, store, &raft_logger(config.id))?;
+        // A group of one need not wait out an election timeout to start serving.
+        if conf_state.voters == [config.id] {
+            node.campaign()?;
+        }
+        let role = Role {
+            id: config.id,
+            leader: None,
+            term: 0,
+            is_leader: false,
+            leader_since: None,
+        };
+        let (applied, _) = watch::channel(snapshot_index);
+        let (role, _) = watch::channel(role);
         let (failed, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             applied,
+            role,
             failed,
         });
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        let writer = Writer {
-            store,
+        let (inputs, rx) = std_mpsc::channel();
+        let replica = Replica {
+            node,
             shared: shared.clone(),
-            snapshot_every,
+            transport,
+            pending: BTreeMap::new(),
+            next_proposal: 1,
+            conf_state,
+            applied_index: snapshot_index,
+            applied_term: 0,
             last_snapshot: snapshot_index,
+            snapshot_every: config.snapshot_every,
         };
         thread::Builder::new()
-            .name("gantry-log-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the log writer: {e}")))?;
-        Ok(Engine {
-            shared,
-            proposals: tx,
-        })
+            .name("gantry-raft".into())
+            .spawn(move || replica.run(&rx))
+            .map_err(|e| RaftLogError::Corrupt(format!("cannot start the raft thread: {e}")))?;
+        let engine = Engine { shared, inputs };
+        // Serve nothing until the log this replica knows to be committed is applied: a
+        // restarted scheduler must never answer from a state older than what it acknowledged.
+        engine.wait_applied(commit)?;
+        info!(
+            id = config.id,
+            snapshot_index,
+            applied = commit.max(snapshot_index),
+            "state recovered"
+        );
+        Ok(engine)
     }
 
-    /// Proposes one command; answers once it is durable and applied.
+    /// Blocks until entries up to `index` are applied (only used at start-up).
+    fn wait_applied(&self, index: u64) -> Result<(), EngineError> {
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        while *self.shared.applied.borrow() < index {
+            if let Some(reason) = self.shared.failed.borrow().clone() {
+                return Err(RaftLogError::Corrupt(reason).into());
+            }
+            if Instant::now() > deadline {
+                return Err(EngineError::Recovery {
+                    index,
+                    timeout: RECOVERY_TIMEOUT,
+                });
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Proposes one command; answers once it is committed and applied.
     pub async fn propose(&self, command: Command) -> Result<Outcome, EngineError> {
-        let mut outcomes = self.propose_all(vec![command]).await?;
-        outcomes.pop().ok_or(EngineError::Stopped)
+        let (reply, rx) = oneshot::channel();
+        self.inputs
+            .send(Input::Propose {
+                command: Box::new(command),
+                reply,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// Proposes several commands at once, so that they share a flush.
+    /// Proposes several commands at once, so that they share a flush; answers in order.
     pub async fn propose_all(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, EngineError> {
         let mut replies = Vec::with_capacity(commands.len());
         for command in commands {
             let (reply, rx) = oneshot::channel();
-            self.proposals
-                .send(Proposal { command, reply })
-                .await
+            self.inputs
+                .send(Input::Propose {
+                    command: Box::new(command),
+                    reply,
+                })
                 .map_err(|_| EngineError::Stopped)?;
             replies.push(rx);
         }
         let mut outcomes = Vec::with_capacity(replies.len());
         for rx in replies {
-            outcomes.push(rx.await.map_err(|_| EngineError::Stopped)?);
+            outcomes.push(rx.await.map_err(|_| EngineError::Stopped)??);
         }
         Ok(outcomes)
     }
 
-    /// Reads the state. Keep the closure short: the writer waits for readers.
+    /// Hands a message from another replica to raft.
+    pub fn step(&self, message: Message) -> Result<(), EngineError> {
+        self.inputs
+            .send(Input::Step(Box::new(message)))
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Reads the state. Keep the closure short: the raft thread waits for readers.
     pub fn read<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
         f(&self.state())
     }
@@ -135,7 +288,16 @@ impl Engine {
         self.shared.applied.subscribe()
     }
 
-    /// Resolves with the reason once the writer has stopped for good.
+    pub fn role(&self) -> Role {
+        *self.shared.role.borrow()
+    }
+
+    /// Changes whenever leadership or the term changes.
+    pub fn subscribe_role(&self) -> watch::Receiver<Role> {
+        self.shared.role.subscribe()
+    }
+
+    /// Resolves with the reason once the raft thread has stopped for good.
     pub async fn failed(&self) -> String {
         let mut rx = self.shared.failed.subscribe();
         loop {
@@ -143,77 +305,266 @@ impl Engine {
                 return reason;
             }
             if rx.changed().await.is_err() {
-                return "the log writer is gone".into();
+                return "the raft thread is gone".into();
             }
         }
     }
 }
 
-struct Writer {
-    store: Box<dyn LogStore>,
+/// The raft thread's state.
+struct Replica<S: RaftLog> {
+    node: RawNode<S>,
     shared: Arc<Shared>,
-    snapshot_every: u64,
+    transport: Box<dyn Transport>,
+    /// Proposals of this replica waiting for their entry to be applied, by proposal id.
+    pending: BTreeMap<u64, oneshot::Sender<Result<Outcome, EngineError>>>,
+    next_proposal: u64,
+    conf_state: ConfState,
+    applied_index: u64,
+    applied_term: u64,
     last_snapshot: u64,
+    snapshot_every: u64,
 }
 
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Proposal>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
+impl<S: RaftLog> Replica<S> {
+    fn run(mut self, inputs: &std_mpsc::Receiver<Input>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match inputs.recv_timeout(wait) {
+                Ok(input) => self.take(input),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            // Everything queued meanwhile joins the same Ready, and so the same flush.
+            while let Ok(input) = inputs.try_recv() {
+                self.take(input);
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                next_tick += TICK;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + TICK;
                 }
             }
-            if let Err(e) = self.write(batch) {
-                error!(error = %e, "the log writer stops: no further commands are accepted");
+            if let Err(e) = self.handle_ready() {
+                error!(error = %e, "the raft thread stops: no further commands are accepted");
+                self.fail_pending(|| EngineError::Stopped);
                 self.shared.failed.send_replace(Some(e.to_string()));
                 return;
             }
         }
     }
 
-    fn write(&mut self, batch: Vec<Proposal>) -> Result<(), EngineError> {
-        let first = self.store.last_index()? + 1;
-        let entries: Vec<(u64, Vec<u8>)> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    first + i as u64,
-                    postcard::to_stdvec(&p.command).unwrap_or_default(),
-                )
-            })
-            .collect();
-        // Durable first: nothing is applied, and nobody is answered, before the flush.
-        self.store.append(&entries)?;
-        let last = first + batch.len() as u64 - 1;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        {
-            let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
-            for (i, p) in batch.iter().enumerate() {
-                outcomes.push(state.apply(first + i as u64, &p.command));
+    fn take(&mut self, input: Input) {
+        match input {
+            Input::Propose { command, reply } => self.propose(*command, reply),
+            Input::Step(message) => {
+                if let Err(e) = self.node.step(*message) {
+                    warn!(error = %e, "a raft message was refused");
+                }
             }
         }
-        self.shared.applied.send_replace(last);
-        for (p, outcome) in batch.into_iter().zip(outcomes) {
+    }
+
+    fn propose(&mut self, command: Command, reply: oneshot::Sender<Result<Outcome, EngineError>>) {
+        if self.node.raft.state != StateRole::Leader {
+            let leader = Some(self.node.raft.leader_id).filter(|id| *id != 0);
+            let _ = reply.send(Err(EngineError::NotLeader(leader)));
+            return;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        let data = postcard::to_stdvec(&command).unwrap_or_default();
+        match self.node.propose(id.to_be_bytes().to_vec(), data) {
+            Ok(()) => {
+                self.pending.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn handle_ready(&mut self) -> Result<(), EngineError> {
+        // Before anything is applied, so nobody sees an answer from a leader not yet known
+        // as one.
+        self.publish_role();
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        self.transport.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            self.restore(ready.snapshot())?;
+        }
+        self.node
+            .mut_store()
+            .persist_ready(ReadyWrite::from_ready(&ready))?;
+        self.transport.send(ready.take_persisted_messages());
+        self.apply(ready.take_committed_entries())?;
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().persist_commit(commit)?;
+        }
+        self.transport.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        self.publish_role();
+        self.maybe_snapshot()?;
+        Ok(())
+    }
+
+    /// A snapshot from the leader replaces the whole state.
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), EngineError> {
+        let state = StateMachine::from_snapshot(snapshot.get_data())?;
+        let meta = snapshot.get_metadata();
+        *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        self.applied_index = meta.index;
+        self.applied_term = meta.term;
+        self.last_snapshot = meta.index;
+        self.conf_state = meta.get_conf_state().clone();
+        self.shared.applied.send_replace(meta.index);
+        info!(
+            index = meta.index,
+            "state replaced by a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), EngineError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut replies = Vec::new();
+        {
+            let shared = self.shared.clone();
+            let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
+            for entry in &entries {
+                match entry.get_entry_type() {
+                    EntryType::EntryNormal if !entry.get_data().is_empty() => {
+                        let command: Command =
+                            postcard::from_bytes(entry.get_data()).map_err(|source| {
+                                EngineError::Decode {
+                                    index: entry.index,
+                                    source,
+                                }
+                            })?;
+                        let outcome = state.apply(entry.index, &command);
+                        if let Some(reply) = self.proposal_of(entry) {
+                            replies.push((reply, outcome));
+                        }
+                    }
+                    EntryType::EntryNormal => {}
+                    EntryType::EntryConfChange => {
+                        let change =
+                            ConfChange::parse_from_bytes(entry.get_data()).map_err(|e| {
+                                RaftLogError::Corrupt(format!(
+                                    "conf change at {}: {e}",
+                                    entry.index
+                                ))
+                            })?;
+                        self.conf_state = self.node.apply_conf_change(&change)?;
+                        self.node
+                            .mut_store()
+                            .set_conf_state(&self.conf_state, entry.index)?;
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        let change =
+                            ConfChangeV2::parse_from_bytes(entry.get_data()).map_err(|e| {
+                                RaftLogError::Corrupt(format!(
+                                    "conf change at {}: {e}",
+                                    entry.index
+                                ))
+                            })?;
+                        self.conf_state = self.node.apply_conf_change(&change)?;
+                        self.node
+                            .mut_store()
+                            .set_conf_state(&self.conf_state, entry.index)?;
+                    }
+                }
+                self.applied_index = entry.index;
+                self.applied_term = entry.term;
+            }
+        }
+        self.node.mut_store().set_applied(self.applied_index)?;
+        self.shared.applied.send_replace(self.applied_index);
+        for (reply, outcome) in replies {
             // The proposer may have given up waiting; the command stands regardless.
-            let _ = p.reply.send(outcome);
+            let _ = reply.send(Ok(outcome));
         }
-        if last - self.last_snapshot >= self.snapshot_every {
-            let bytes = {
-                let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
-                state.to_snapshot()
-            };
-            self.store.save_snapshot(last, &bytes)?;
-            self.last_snapshot = last;
-            info!(
-                index = last,
-                bytes = bytes.len(),
-                "snapshot taken, log compacted"
-            );
+        Ok(())
+    }
+
+    /// The waiting proposer of an entry this replica proposed, if any.
+    fn proposal_of(
+        &mut self,
+        entry: &Entry,
+    ) -> Option<oneshot::Sender<Result<Outcome, EngineError>>> {
+        let id = u64::from_be_bytes(entry.get_context().try_into().ok()?);
+        self.pending.remove(&id)
+    }
+
+    fn publish_role(&mut self) {
+        let raft = &self.node.raft;
+        let is_leader = raft.state == StateRole::Leader;
+        let leader = Some(raft.leader_id).filter(|id| *id != 0);
+        let previous = *self.shared.role.borrow();
+        if previous.is_leader == is_leader
+            && previous.leader == leader
+            && previous.term == raft.term
+        {
+            return;
         }
+        let leader_since = match (previous.is_leader, is_leader) {
+            (false, true) => Some(Instant::now()),
+            (true, true) => previous.leader_since,
+            _ => None,
+        };
+        let role = Role {
+            id: raft.id,
+            leader,
+            term: raft.term,
+            is_leader,
+            leader_since,
+        };
+        info!(term = role.term, leader = ?role.leader, is_leader, "raft role");
+        if previous.is_leader && !is_leader {
+            // Entries this replica proposed may still commit under the new leader, or not:
+            // their proposers cannot know, and retry (submits carry idempotency keys).
+            self.fail_pending(|| EngineError::LeadershipLost);
+        }
+        self.shared.role.send_replace(role);
+    }
+
+    fn fail_pending(&mut self, error: impl Fn() -> EngineError) {
+        for (_, reply) in std::mem::take(&mut self.pending) {
+            let _ = reply.send(Err(error()));
+        }
+    }
+
+    /// Every `snapshot_every` entries, stores the state and compacts the log up to it.
+    fn maybe_snapshot(&mut self) -> Result<(), EngineError> {
+        if self.applied_index < self.last_snapshot + self.snapshot_every {
+            return Ok(());
+        }
+        let data = {
+            let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
+            state.to_snapshot()
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(data.into());
+        let meta = snapshot.mut_metadata();
+        meta.index = self.applied_index;
+        meta.term = self.applied_term;
+        meta.set_conf_state(self.conf_state.clone());
+        let bytes = snapshot.get_data().len();
+        self.node.mut_store().save_snapshot(snapshot)?;
+        self.last_snapshot = self.applied_index;
+        info!(
+            index = self.applied_index,
+            bytes, "snapshot taken, log compacted"
+        );
         Ok(())
     }
 }
@@ -223,7 +574,7 @@ mod tests {
     use gantry_model::{JobSpec, Owner, Program};
 
     use super::*;
-    use crate::log_store::{MemLog, SledLog};
+    use crate::raft::{MemRaftLog, SledRaftLog};
 
     fn submit(n: u64) -> Command {
         Command::Submit {
@@ -252,9 +603,17 @@ mod tests {
         }
     }
 
+    fn single(snapshot_every: u64) -> EngineConfig {
+        EngineConfig {
+            id: 1,
+            initial_voters: vec![1],
+            snapshot_every,
+        }
+    }
+
     #[tokio::test]
     async fn proposals_are_applied_in_order_and_answered() {
-        let engine = Engine::open(Box::new(MemLog::default()), 1000).unwrap();
+        let engine = Engine::open(MemRaftLog::new(), single(1000), Box::new(NoPeers)).unwrap();
         let outcomes = engine
             .propose_all((1..=5).map(submit).collect())
             .await
@@ -263,36 +622,59 @@ mod tests {
             outcomes,
             (1..=5).map(Outcome::Submitted).collect::<Vec<_>>()
         );
-        assert_eq!(engine.read(|s| s.applied_index()), 5);
+        assert!(engine.role().is_leader);
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_is_not_the_leader_refuses_proposals() {
+        // A joining replica: no configuration yet, so it is nobody's leader.
+        let config = EngineConfig {
+            id: 4,
+            initial_voters: vec![],
+            snapshot_every: 1000,
+        };
+        let engine = Engine::open(MemRaftLog::new(), config, Box::new(NoPeers)).unwrap();
+        assert!(matches!(
+            engine.propose(submit(1)).await,
+            Err(EngineError::NotLeader(None))
+        ));
+        assert_eq!(engine.read(|s| s.jobs().count()), 0);
     }
 
     #[tokio::test]
     async fn a_reopened_log_recovers_every_job_across_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let before = {
-            let engine = Engine::open(Box::new(SledLog::open(dir.path()).unwrap()), 7).unwrap();
+            let engine = Engine::open(
+                SledRaftLog::open(dir.path()).unwrap(),
+                single(7),
+                Box::new(NoPeers),
+            )
+            .unwrap();
             for n in 1..=20 {
                 assert_eq!(
                     engine.propose(submit(n)).await.unwrap(),
                     Outcome::Submitted(n)
                 );
             }
-            engine.read(|s| s.to_snapshot())
+            engine.read(|s| s.jobs().cloned().collect::<Vec<_>>())
         };
-        // The writer thread still holds the old handle; wait until sled lets go of it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // The raft thread still holds the old handle; wait until sled lets go of it.
+        let deadline = Instant::now() + Duration::from_secs(30);
         let store = loop {
-            match SledLog::open(dir.path()) {
+            match SledRaftLog::open(dir.path()) {
                 Ok(s) => break s,
-                Err(e) if std::time::Instant::now() > deadline => panic!("reopen: {e}"),
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(e) if Instant::now() > deadline => panic!("reopen: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
-        let engine = Engine::open(Box::new(store), 7).unwrap();
-        assert_eq!(engine.read(|s| s.to_snapshot()), before);
+        let engine = Engine::open(store, single(7), Box::new(NoPeers)).unwrap();
+        // The committed tail after the snapshot is replayed by raft once it leads again.
         assert_eq!(
             engine.propose(submit(21)).await.unwrap(),
             Outcome::Submitted(21)
         );
+        let after = engine.read(|s| s.jobs().cloned().collect::<Vec<_>>());
+        assert_eq!(after[..20], before[..]);
     }
 }

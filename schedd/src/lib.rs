@@ -1,8 +1,9 @@
 //! `gantry-schedd`: the scheduler daemon.
 //!
 //! An imperative shell around the pure [`gantry_state::StateMachine`] and
-//! [`gantry_policies::schedule`]: a durable command log ([`log_store`]), one writer that
-//! persists and applies commands in order ([`engine`]), the client API ([`api`]), node
+//! [`gantry_policies::schedule`]: a raft-rs group whose log lives in sled ([`raft`]) and
+//! the engine that proposes commands and applies them in log order once committed
+//! ([`engine`]), the client API ([`api`]), node
 //! sessions ([`session`]), heartbeat tracking ([`liveness`]) and the scheduling loop
 //! ([`scheduling`]). [`server::Scheduler`] wires them together.
 
@@ -11,7 +12,6 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod liveness;
-pub mod log_store;
 pub mod raft;
 pub mod scheduling;
 pub mod server;

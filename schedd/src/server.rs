@@ -12,9 +12,9 @@ use tracing::info;
 
 use crate::api::{Explanations, SchedulerApi};
 use crate::config::SchedConfig;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineConfig, EngineError, NoPeers};
 use crate::liveness::{Liveness, expire_silent_nodes};
-use crate::log_store::{SledLog, StoreError};
+use crate::raft::{RaftLogError, SledRaftLog};
 use crate::scheduling;
 use crate::session::NodeSessions;
 
@@ -23,7 +23,7 @@ pub enum ServeError {
     #[error("cannot open the data directory {dir}: {source}")]
     DataDir { dir: String, source: std::io::Error },
     #[error("cannot open the log in {dir}: {source}")]
-    Store { dir: String, source: StoreError },
+    Store { dir: String, source: RaftLogError },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("the gRPC server failed: {0}")]
@@ -59,12 +59,19 @@ impl Scheduler {
             .map_err(data_dir_error)?;
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(data_dir_error)?;
-        let store =
-            SledLog::open(&config.data_dir.join("log")).map_err(|source| ServeError::Store {
+        let store = SledRaftLog::open(&config.data_dir.join("raft")).map_err(|source| {
+            ServeError::Store {
                 dir: dir.clone(),
                 source,
-            })?;
-        let engine = Engine::open(Box::new(store), config.snapshot_every)?;
+            }
+        })?;
+        // A group of one for now; replication across replicas plugs in a transport here.
+        let engine_config = EngineConfig {
+            id: 1,
+            initial_voters: vec![1],
+            snapshot_every: config.snapshot_every,
+        };
+        let engine = Engine::open(store, engine_config, Box::new(NoPeers))?;
         Ok(Scheduler { config, engine })
     }
 
