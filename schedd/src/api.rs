@@ -36,6 +36,29 @@ fn caller(c: Option<pb::Caller>) -> Result<Owner, Status> {
     })
 }
 
+/// `Unavailable` unless this replica is the leader: only the leader's state is current, so
+/// clients (and node daemons) move on to the next replica of their list.
+pub fn require_leader(engine: &Engine, config: &SchedConfig) -> Result<(), Status> {
+    let role = engine.role();
+    if role.is_leader {
+        return Ok(());
+    }
+    let leader = role.leader.map(|id| {
+        let url = config.peer_urls().ok().and_then(|p| p.get(&id).cloned());
+        format!(
+            "; replica {id}{} is",
+            url.map(|u| format!(" at {u}")).unwrap_or_default()
+        )
+    });
+    Err(Status::unavailable(match leader {
+        Some(hint) => format!("replica {} is not the leader{hint}", role.id),
+        None => format!(
+            "replica {} is not the leader; no leader is elected yet",
+            role.id
+        ),
+    }))
+}
+
 pub fn engine_status(e: EngineError) -> Status {
     Status::unavailable(e.to_string())
 }
@@ -190,6 +213,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
         let owner = caller(request.caller)?;
         let spec = request
@@ -218,6 +242,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
         let who = caller(request.caller)?;
         if request.job_ids.is_empty() {
@@ -248,6 +273,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        require_leader(&self.engine, &self.config)?;
         let id = request.into_inner().job_id;
         // Lock order everywhere: explanations, then the state.
         let explanations = self.explanations();
@@ -262,6 +288,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
         let mut states = Vec::with_capacity(request.states.len());
         for s in &request.states {
@@ -295,6 +322,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
         let nodes = self.engine.read(|s| s.nodes().map(node_to_pb).collect());
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
@@ -303,6 +331,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
         let who = caller(request.caller)?;
         self.require_admin(&who, "drain nodes")?;
@@ -324,6 +353,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::ResumeRequest>,
     ) -> Result<Response<pb::ResumeResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
         let who = caller(request.caller)?;
         self.require_admin(&who, "resume nodes")?;

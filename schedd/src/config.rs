@@ -1,5 +1,6 @@
 //! The scheduler daemon's configuration (a TOML file; flags override it).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -9,7 +10,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedConfig {
-    /// Where the client API and node sessions listen.
+    /// This replica's id in the Raft group (1 and up).
+    pub id: u64,
+    /// Every replica of the group as `ID=ADDR` (this one included, for a new cluster);
+    /// empty: a group of one. A replica started without itself in the list joins an
+    /// existing group and waits to be added.
+    pub peers: Vec<String>,
+    /// Where the client API, node sessions and Raft traffic listen.
     pub listen: SocketAddr,
     /// Holds the command log and snapshots.
     pub data_dir: PathBuf,
@@ -28,6 +35,8 @@ pub struct SchedConfig {
 impl Default for SchedConfig {
     fn default() -> Self {
         SchedConfig {
+            id: 1,
+            peers: vec![],
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             data_dir: PathBuf::from("/var/lib/gantry/schedd"),
             admins: vec!["root".into()],
@@ -55,6 +64,17 @@ pub enum ConfigError {
     ZeroInterval,
     #[error("snapshot_every must be at least 1")]
     ZeroSnapshot,
+    #[error("the replica id must be at least 1")]
+    ZeroId,
+    #[error("invalid peer {0:?}: use ID=ADDR, e.g. 2=10.0.0.2:7420")]
+    BadPeer(String),
+    #[error("invalid address for peer {id}: {error}")]
+    BadPeerAddress {
+        id: u64,
+        error: gantry_model::address::AddressError,
+    },
+    #[error("peer {0} is listed twice")]
+    DuplicatePeer(u64),
 }
 
 impl SchedConfig {
@@ -72,7 +92,45 @@ impl SchedConfig {
         if self.snapshot_every == 0 {
             return Err(ConfigError::ZeroSnapshot);
         }
-        Ok(())
+        if self.id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        self.peer_urls().map(|_| ())
+    }
+
+    /// The peers as id → `http://host:port`.
+    pub fn peer_urls(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
+        let mut peers = BTreeMap::new();
+        for entry in &self.peers {
+            let (id, address) = entry
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadPeer(entry.clone()))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| ConfigError::BadPeer(entry.clone()))?;
+            let url = gantry_model::address::parse_server(address.trim())
+                .map_err(|error| ConfigError::BadPeerAddress { id, error })?;
+            if peers.insert(id, url).is_some() {
+                return Err(ConfigError::DuplicatePeer(id));
+            }
+        }
+        Ok(peers)
+    }
+
+    /// The voters of a brand-new group: every peer when this replica is among them, itself
+    /// alone when no peers are named, nobody (join and wait to be added) otherwise.
+    pub fn initial_voters(&self) -> Result<Vec<u64>, ConfigError> {
+        let peers = self.peer_urls()?;
+        Ok(if peers.is_empty() {
+            vec![self.id]
+        } else if peers.contains_key(&self.id) {
+            peers.keys().copied().collect()
+        } else {
+            vec![]
+        })
     }
 
     pub fn is_admin(&self, user: &str) -> bool {
@@ -117,5 +175,32 @@ mod tests {
         assert!(short.validate().is_err());
         assert_eq!(default_admins(Some("root".into())), ["root"]);
         assert_eq!(default_admins(Some("ann".into())), ["root", "ann"]);
+    }
+
+    #[test]
+    fn peers_decide_the_initial_group() {
+        let with = |id, peers: &[&str]| SchedConfig {
+            id,
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            ..SchedConfig::default()
+        };
+        assert_eq!(with(1, &[]).initial_voters().unwrap(), [1]);
+        let three = ["1=a:1", "2=http://b:2", "3=c"];
+        assert_eq!(with(2, &three).initial_voters().unwrap(), [1, 2, 3]);
+        assert_eq!(
+            with(4, &three).initial_voters().unwrap(),
+            Vec::<u64>::new(),
+            "a joiner"
+        );
+        assert_eq!(with(2, &three).peer_urls().unwrap()[&3], "http://c:7420");
+        for bad in [
+            &["x=a:1"][..],
+            &["1"],
+            &["0=a:1"],
+            &["1=a:1", "1=b:2"],
+            &["1=https://a"],
+        ] {
+            assert!(with(1, bad).validate().is_err(), "{bad:?}");
+        }
     }
 }

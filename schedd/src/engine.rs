@@ -94,6 +94,29 @@ enum Input {
         reply: oneshot::Sender<Result<Outcome, EngineError>>,
     },
     Step(Box<Message>),
+    /// The transport could not deliver to this replica.
+    Unreachable(u64),
+    /// A snapshot sent to this replica arrived (true) or did not (false).
+    SnapshotSent {
+        to: u64,
+        delivered: bool,
+    },
+}
+
+/// What the transport tells the raft thread about deliveries.
+#[derive(Clone)]
+pub struct Reports {
+    inputs: std_mpsc::Sender<Input>,
+}
+
+impl Reports {
+    pub fn unreachable(&self, to: u64) {
+        let _ = self.inputs.send(Input::Unreachable(to));
+    }
+
+    pub fn snapshot_sent(&self, to: u64, delivered: bool) {
+        let _ = self.inputs.send(Input::SnapshotSent { to, delivered });
+    }
 }
 
 struct Shared {
@@ -125,7 +148,7 @@ impl Engine {
     pub fn open<S>(
         mut store: S,
         config: EngineConfig,
-        transport: Box<dyn Transport>,
+        transport: impl FnOnce(Reports) -> Box<dyn Transport>,
     ) -> Result<Engine, EngineError>
     where
         S: RaftLog + Send + 'static,
@@ -183,6 +206,9 @@ impl Engine {
             failed,
         });
         let (inputs, rx) = std_mpsc::channel();
+        let transport = transport(Reports {
+            inputs: inputs.clone(),
+        });
         let replica = Replica {
             node,
             shared: shared.clone(),
@@ -363,6 +389,15 @@ impl<S: RaftLog> Replica<S> {
                 if let Err(e) = self.node.step(*message) {
                     warn!(error = %e, "a raft message was refused");
                 }
+            }
+            Input::Unreachable(to) => self.node.report_unreachable(to),
+            Input::SnapshotSent { to, delivered } => {
+                let status = if delivered {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(to, status);
             }
         }
     }
@@ -613,7 +648,7 @@ mod tests {
 
     #[tokio::test]
     async fn proposals_are_applied_in_order_and_answered() {
-        let engine = Engine::open(MemRaftLog::new(), single(1000), Box::new(NoPeers)).unwrap();
+        let engine = Engine::open(MemRaftLog::new(), single(1000), |_| Box::new(NoPeers)).unwrap();
         let outcomes = engine
             .propose_all((1..=5).map(submit).collect())
             .await
@@ -633,7 +668,7 @@ mod tests {
             initial_voters: vec![],
             snapshot_every: 1000,
         };
-        let engine = Engine::open(MemRaftLog::new(), config, Box::new(NoPeers)).unwrap();
+        let engine = Engine::open(MemRaftLog::new(), config, |_| Box::new(NoPeers)).unwrap();
         assert!(matches!(
             engine.propose(submit(1)).await,
             Err(EngineError::NotLeader(None))
@@ -645,11 +680,9 @@ mod tests {
     async fn a_reopened_log_recovers_every_job_across_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let before = {
-            let engine = Engine::open(
-                SledRaftLog::open(dir.path()).unwrap(),
-                single(7),
-                Box::new(NoPeers),
-            )
+            let engine = Engine::open(SledRaftLog::open(dir.path()).unwrap(), single(7), |_| {
+                Box::new(NoPeers)
+            })
             .unwrap();
             for n in 1..=20 {
                 assert_eq!(
@@ -668,7 +701,7 @@ mod tests {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
-        let engine = Engine::open(store, single(7), Box::new(NoPeers)).unwrap();
+        let engine = Engine::open(store, single(7), |_| Box::new(NoPeers)).unwrap();
         // The committed tail after the snapshot is replayed by raft once it leads again.
         assert_eq!(
             engine.propose(submit(21)).await.unwrap(),

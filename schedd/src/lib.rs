@@ -16,6 +16,7 @@ pub mod raft;
 pub mod scheduling;
 pub mod server;
 pub mod session;
+pub mod transport;
 
 pub use config::SchedConfig;
 pub use server::{Scheduler, ServeError};

@@ -41,10 +41,10 @@ impl Liveness {
         self.lock().get(node).is_some_and(|s| s.session == session)
     }
 
-    /// How long since the node was last heard from; a node never heard from since this
-    /// daemon started counts from `started`.
+    /// How long since the node was last heard from, counting from `started` at the
+    /// earliest (when this replica began to lead: what it heard before does not count).
     pub fn silent_for(&self, node: &str, started: Instant) -> Duration {
-        let at = self.lock().get(node).map_or(started, |s| s.at);
+        let at = self.lock().get(node).map_or(started, |s| s.at.max(started));
         at.elapsed()
     }
 
@@ -60,10 +60,15 @@ pub async fn expire_silent_nodes(
     liveness: std::sync::Arc<Liveness>,
     timeout: Duration,
 ) {
-    let started = Instant::now();
     let tick = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         tokio::time::sleep(tick).await;
+        // Only the leader judges nodes, and gives each a full timeout from when it began to
+        // lead: node daemons need that long to find a new leader.
+        let role = engine.role();
+        let Some(started) = role.leader_since.filter(|_| role.is_leader) else {
+            continue;
+        };
         let up: Vec<String> =
             engine.read(|s| s.nodes().filter(|n| n.up).map(|n| n.name.clone()).collect());
         let lost: Vec<gantry_state::Command> = up
@@ -78,8 +83,10 @@ pub async fn expire_silent_nodes(
                 }
             })
             .collect();
-        if !lost.is_empty() && engine.propose_all(lost).await.is_err() {
-            return;
+        if !lost.is_empty()
+            && let Err(e) = engine.propose_all(lost).await
+        {
+            tracing::debug!(error = %e, "lost nodes not recorded");
         }
     }
 }

@@ -16,7 +16,14 @@ struct Args {
     /// TOML configuration file; flags override it.
     #[arg(long, env = "GANTRY_SCHEDD_CONFIG")]
     config: Option<PathBuf>,
-    /// Address for the client API and node sessions (`host:port`).
+    /// This replica's id in the Raft group (1 and up) [default: 1].
+    #[arg(long)]
+    id: Option<u64>,
+    /// Every replica as ID=ADDR, comma-separated, this one included (e.g.
+    /// 1=10.0.0.1:7420,2=10.0.0.2:7420,3=10.0.0.3:7420); without it, a group of one.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Address for the client API, node sessions and Raft traffic (`host:port`).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Directory holding the command log and snapshots.
@@ -69,6 +76,12 @@ fn load_config(args: &Args) -> Result<SchedConfig> {
             ..SchedConfig::default()
         },
     };
+    if let Some(id) = args.id {
+        config.id = id;
+    }
+    if !args.peers.is_empty() {
+        config.peers = args.peers.clone();
+    }
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 
 use crate::api::Explanations;
 use crate::clock::now_ms;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 
 /// How often a pass runs even when nothing changed (reasons mentioning time stay fresh).
 const IDLE_PASS: Duration = Duration::from_secs(1);
@@ -20,7 +20,19 @@ const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
 
 pub async fn run(engine: Engine, explanations: Explanations) {
     let mut applied = engine.subscribe();
+    let mut role = engine.subscribe_role();
     loop {
+        // Only the leader schedules; a follower waits to become one.
+        if !role.borrow_and_update().is_leader {
+            explanations
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            if role.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
         let pass_started = tokio::time::Instant::now();
         applied.borrow_and_update();
         let (view, attempts) = engine.read(|s| {
@@ -52,10 +64,12 @@ pub async fn run(engine: Engine, explanations: Explanations) {
                         }
                     }
                 }
-                Err(e) => {
-                    warn!(error = %e, "the scheduling loop stops");
+                Err(EngineError::Stopped) => {
+                    warn!("the scheduling loop stops: the log has stopped");
                     return;
                 }
+                // Leadership moved while deciding; the loop waits to lead again.
+                Err(e) => debug!(error = %e, "allocations not proposed"),
             }
         }
         if progressed {

@@ -11,12 +11,14 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::api::{Explanations, SchedulerApi};
+use crate::config::ConfigError;
 use crate::config::SchedConfig;
-use crate::engine::{Engine, EngineConfig, EngineError, NoPeers};
+use crate::engine::{Engine, EngineConfig, EngineError, NoPeers, Transport};
 use crate::liveness::{Liveness, expire_silent_nodes};
 use crate::raft::{RaftLogError, SledRaftLog};
 use crate::scheduling;
 use crate::session::NodeSessions;
+use crate::transport::{GrpcTransport, RaftService};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -26,6 +28,8 @@ pub enum ServeError {
     Store { dir: String, source: RaftLogError },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("cannot use the listening socket: {0}")]
@@ -35,7 +39,7 @@ pub enum ServeError {
 }
 
 /// Largest message accepted or sent (scripts and environments travel with jobs).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A scheduler whose state is recovered and ready to serve.
 pub struct Scheduler {
@@ -65,13 +69,20 @@ impl Scheduler {
                 source,
             }
         })?;
-        // A group of one for now; replication across replicas plugs in a transport here.
+        let peers = config.peer_urls()?;
         let engine_config = EngineConfig {
-            id: 1,
-            initial_voters: vec![1],
+            id: config.id,
+            initial_voters: config.initial_voters()?,
             snapshot_every: config.snapshot_every,
         };
-        let engine = Engine::open(store, engine_config, Box::new(NoPeers))?;
+        let id = config.id;
+        let engine = Engine::open(store, engine_config, |reports| -> Box<dyn Transport> {
+            if peers.is_empty() {
+                Box::new(NoPeers)
+            } else {
+                Box::new(GrpcTransport::start(id, &peers, reports))
+            }
+        })?;
         Ok(Scheduler { config, engine })
     }
 
@@ -116,6 +127,14 @@ impl Scheduler {
                 pb::scheduler_server::SchedulerServer::new(api)
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                pb::raft_server::RaftServer::new(RaftService {
+                    id: config.id,
+                    engine: engine.clone(),
+                })
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
             )
             .add_service(
                 pb::node_session_server::NodeSessionServer::new(sessions)

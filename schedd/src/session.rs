@@ -60,6 +60,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
         &self,
         request: Request<Streaming<pb::NodeMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        crate::api::require_leader(&self.engine, &self.config)?;
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {
             Some(pb::NodeMessage {
@@ -155,10 +156,20 @@ async fn push_assignments(
     tx: mpsc::Sender<Result<pb::SchedulerMessage, Status>>,
 ) {
     let mut applied = engine.subscribe();
+    let mut role = engine.subscribe_role();
     let mut launched: BTreeSet<(JobId, u32)> = BTreeSet::new();
     let mut last_sent: Option<Vec<(JobId, u32, bool)>> = None;
     loop {
         if !liveness.is_current(&node, session) {
+            break;
+        }
+        if !engine.role().is_leader {
+            // The node daemon reconnects and finds the new leader.
+            let _ = tx
+                .send(Err(Status::unavailable(
+                    "this replica is no longer the leader",
+                )))
+                .await;
             break;
         }
         let (keys, message) = engine.read(|s| desired(s, &node, &launched));
@@ -177,6 +188,7 @@ async fn push_assignments(
         }
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { break },
+            changed = role.changed() => if changed.is_err() { break },
             () = tx.closed() => break,
             // Also wakes up to notice a superseding session.
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
