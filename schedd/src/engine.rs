@@ -186,7 +186,8 @@ impl Engine {
         let (conf_state, commit) = (recovered.conf_state, recovered.hard_state.commit);
         let mut node = RawNode::new(&raft_config, store, &raft_logger(config.id))?;
         // A group of one need not wait out an election timeout to start serving.
-        if conf_state.voters == [config.id] {
+        let single = conf_state.voters == [config.id];
+        if single {
             node.campaign()?;
         }
         let role = Role {
@@ -229,6 +230,11 @@ impl Engine {
         // Serve nothing until the log this replica knows to be committed is applied: a
         // restarted scheduler must never answer from a state older than what it acknowledged.
         engine.wait_applied(commit)?;
+        if single {
+            // A group of one leads as soon as its campaign is processed: wait for that, so
+            // it answers clients the moment it says it listens.
+            engine.wait_for_role(|role| role.is_leader)?;
+        }
         info!(
             id = config.id,
             snapshot_index,
@@ -254,6 +260,18 @@ impl Engine {
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Blocks until the role satisfies `ready` (only used at start-up).
+    fn wait_for_role(&self, ready: impl Fn(&Role) -> bool) -> Result<(), EngineError> {
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        while !ready(&self.shared.role.borrow()) {
+            if self.shared.failed.borrow().is_some() || Instant::now() > deadline {
+                return Err(EngineError::Stopped);
+            }
+            thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }
@@ -356,6 +374,12 @@ impl<S: RaftLog> Replica<S> {
     fn run(mut self, inputs: &std_mpsc::Receiver<Input>) {
         let mut next_tick = Instant::now() + TICK;
         loop {
+            if let Err(e) = self.handle_ready() {
+                error!(error = %e, "the raft thread stops: no further commands are accepted");
+                self.fail_pending(|| EngineError::Stopped);
+                self.shared.failed.send_replace(Some(e.to_string()));
+                return;
+            }
             let wait = next_tick.saturating_duration_since(Instant::now());
             match inputs.recv_timeout(wait) {
                 Ok(input) => self.take(input),
@@ -372,12 +396,6 @@ impl<S: RaftLog> Replica<S> {
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + TICK;
                 }
-            }
-            if let Err(e) = self.handle_ready() {
-                error!(error = %e, "the raft thread stops: no further commands are accepted");
-                self.fail_pending(|| EngineError::Stopped);
-                self.shared.failed.send_replace(Some(e.to_string()));
-                return;
             }
         }
     }
