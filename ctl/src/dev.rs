@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use gantry_noded::{InventoryArgs, InventoryError, NodeConfig, Shutdown, SupervisorCommand};
 use gantry_schedd::{SchedConfig, Scheduler};
 use tokio::sync::{oneshot, watch};
@@ -23,6 +23,9 @@ pub struct DevArgs {
     /// [default: $XDG_DATA_HOME/gantry/dev or ~/.local/share/gantry/dev].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// How many scheduler replicas to run, as one Raft group (1, 3 or 5; 3 shows failover).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
+    replicas: u16,
     /// How many node daemons to run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     nodes: u32,
@@ -98,6 +101,26 @@ pub fn run(args: DevArgs) -> Result<()> {
     tokio::runtime::Runtime::new()?.block_on(serve(args))
 }
 
+/// Binds every replica's listener before any starts: each needs the whole peers list.
+/// Replica N listens on the given port + N - 1 (or on any free port for port 0).
+async fn bind_replicas(listen: SocketAddr, replicas: u16) -> Result<Vec<tokio::net::TcpListener>> {
+    let mut listeners = Vec::new();
+    for offset in 0..replicas {
+        let port = match listen.port() {
+            0 => 0,
+            port => port
+                .checked_add(offset)
+                .context("--listen's port plus --replicas runs past 65535")?,
+        };
+        let address = SocketAddr::new(listen.ip(), port);
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address} (is another gantry dev running? try --listen 127.0.0.1:0)")
+        })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
 async fn serve(args: DevArgs) -> Result<()> {
     let data_dir = match args.data_dir.clone() {
         Some(dir) => dir,
@@ -107,34 +130,53 @@ async fn serve(args: DevArgs) -> Result<()> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&data_dir)?;
     let inventory = inventory(&args.inventory)?;
-    let config = SchedConfig {
-        listen: args.listen,
-        data_dir: data_dir.join("schedd"),
-        admins: gantry_schedd::config::default_admins(current_user()),
-        heartbeat_timeout_ms: args.heartbeat_timeout,
-        ..SchedConfig::default()
+    let listeners = bind_replicas(args.listen, args.replicas).await?;
+    let addresses = listeners
+        .iter()
+        .map(tokio::net::TcpListener::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    // One replica is a group of one; several are one Raft group on loopback.
+    let peers: Vec<String> = match addresses.len() {
+        1 => vec![],
+        _ => (1..)
+            .zip(&addresses)
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect(),
     };
-    config.validate()?;
-    let scheduler = Scheduler::open(config).with_context(|| {
-        format!(
-            "cannot open {} (is another gantry dev using it?)",
-            data_dir.display()
-        )
-    })?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| {
+    let mut schedulers = tokio::task::JoinSet::new();
+    let mut stop_schedulers = Vec::new();
+    for ((id, listener), address) in (1u64..).zip(listeners).zip(&addresses) {
+        let dir = match addresses.len() {
+            1 => data_dir.join("schedd"),
+            _ => data_dir.join(format!("schedd-{id}")),
+        };
+        let config = SchedConfig {
+            id,
+            peers: peers.clone(),
+            listen: *address,
+            data_dir: dir.clone(),
+            admins: gantry_schedd::config::default_admins(current_user()),
+            heartbeat_timeout_ms: args.heartbeat_timeout,
+            ..SchedConfig::default()
+        };
+        config.validate()?;
+        let scheduler = Scheduler::open(config).with_context(|| {
             format!(
-                "cannot listen on {} (is another gantry dev running? try --listen 127.0.0.1:0)",
-                args.listen
+                "cannot open {} (is another gantry dev using it?)",
+                dir.display()
             )
         })?;
-    let address = listener.local_addr()?;
-    let url = format!("http://{address}");
-    let (stop_scheduler, scheduler_stopped) = oneshot::channel::<()>();
-    let mut scheduler = tokio::spawn(scheduler.serve(listener, async {
-        let _ = scheduler_stopped.await;
-    }));
+        let (stop, stopped) = oneshot::channel::<()>();
+        stop_schedulers.push(stop);
+        schedulers.spawn(scheduler.serve(listener, async {
+            let _ = stopped.await;
+        }));
+    }
+    let url = addresses
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
 
     let supervisor = SupervisorCommand::current_exe(&["supervise"])?;
     let (stop_nodes, shutdown) = watch::channel(None);
@@ -157,7 +199,8 @@ async fn serve(args: DevArgs) -> Result<()> {
     }
     let capacity = inventory.capacity();
     println!(
-        "gantry dev: scheduler listening on {url}; {} node(s) with {} GPU(s) ({}), {} CPUs and {} each",
+        "gantry dev: scheduler listening on {url}; {} replica(s), {} node(s) with {} GPU(s) ({}), {} CPUs and {} each",
+        addresses.len(),
         args.nodes,
         capacity.gpus,
         inventory.gpu_model(),
@@ -171,8 +214,8 @@ async fn serve(args: DevArgs) -> Result<()> {
 
     let outcome = tokio::select! {
         signal = stop_signal() => signal,
-        served = &mut scheduler => match served {
-            Ok(Ok(())) => bail!("the scheduler stopped unexpectedly"),
+        Some(served) = schedulers.join_next() => match served {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a scheduler replica stopped unexpectedly")),
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(e.into()),
         },
@@ -192,10 +235,13 @@ async fn serve(args: DevArgs) -> Result<()> {
             Err(_) => eprintln!("gantry dev: node {name} did not stop in time"),
         }
     }
-    let _ = stop_scheduler.send(());
-    if !scheduler.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(10), scheduler).await;
+    for stop in stop_schedulers {
+        let _ = stop.send(());
     }
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while schedulers.join_next().await.is_some() {}
+    })
+    .await;
     println!("gantry dev: stopped");
     outcome
 }
