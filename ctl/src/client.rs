@@ -86,13 +86,22 @@ impl ServerArgs {
 pub struct Scheduler {
     addresses: Vec<String>,
     connected: Option<(usize, SchedulerClient<Channel>)>,
+    /// The last call found replicas, but none that would serve it (no leader yet).
+    electing: bool,
 }
 
 impl Scheduler {
+    /// Whether the last call failed only because replicas answered that they do not lead
+    /// (an election is under way): worth retrying shortly.
+    pub fn electing(&self) -> bool {
+        self.electing
+    }
+
     pub fn new(addresses: Vec<String>) -> Self {
         Scheduler {
             addresses,
             connected: None,
+            electing: false,
         }
     }
 
@@ -108,6 +117,7 @@ impl Scheduler {
         }
         let start = self.connected.as_ref().map_or(0, |(i, _)| *i);
         let mut failures = Vec::new();
+        self.electing = false;
         for offset in 0..self.addresses.len() {
             let index = (start + offset) % self.addresses.len();
             let address = &self.addresses[index];
@@ -130,6 +140,7 @@ impl Scheduler {
                 }
                 Err(status) if status.code() == Code::Unavailable => {
                     tracing::debug!(%address, message = status.message(), "scheduler unavailable");
+                    self.electing = true;
                     failures.push((address.clone(), unavailable_reason(&status)));
                 }
                 // Every Gantry scheduler implements every call, so this is some other HTTP

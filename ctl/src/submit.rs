@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use gantry_model::SpecError;
 use gantry_model::units::{parse_duration_ms, parse_size_mib};
@@ -251,19 +252,53 @@ pub async fn run(mut args: SubmitArgs, scheduler: &mut Scheduler) -> anyhow::Res
     Ok(())
 }
 
-/// Sends a checked spec as the current user; returns the new job's id.
+/// How long a submit keeps retrying while the replicas elect a leader.
+const ELECTION_RETRY: Duration = Duration::from_secs(20);
+
+/// Sends a checked spec as the current user; returns the new job's id. The request carries
+/// a fresh idempotency key, so retrying it (while a leader is elected, or after an answer
+/// was lost) never creates a second job.
 pub async fn send(spec: pb::JobSpec, scheduler: &mut Scheduler) -> Result<u64, ClientError> {
     let submit = pb::SubmitRequest {
         caller: Some(caller()),
         spec: Some(spec),
+        idempotency_key: idempotency_key(),
     };
-    let response = scheduler
-        .call(|mut client| {
-            let submit = submit.clone();
-            async move { client.submit(submit).await }
-        })
-        .await?;
-    Ok(response.job_id)
+    let deadline = Instant::now() + ELECTION_RETRY;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let result = scheduler
+            .call(|mut client| {
+                let submit = submit.clone();
+                async move { client.submit(submit).await }
+            })
+            .await;
+        match result {
+            Ok(response) => return Ok(response.job_id),
+            Err(ClientError::Unreachable(_))
+                if scheduler.electing() && Instant::now() + pause < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// 128 random bits from the kernel, as hex; the time and pid if that fails (still unique
+/// enough for one user's submits).
+fn idempotency_key() -> String {
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (now ^ (u128::from(std::process::id()) << 96)).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Builds and checks the job spec: everything that can be wrong without asking the

@@ -227,6 +227,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .propose(Command::Submit {
                 owner,
                 spec,
+                key: Some(request.idempotency_key).filter(|k| !k.is_empty()),
                 now_ms: now_ms(),
             })
             .await?

@@ -652,6 +652,7 @@ mod tests {
                 stderr_path: None,
                 env: vec![],
             },
+            key: None,
             now_ms: n,
         }
     }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use serde_json::Value;
+// Re-exported so a crate's tests can read the CLI's JSON without depending on serde_json.
+pub use serde_json::Value;
 
 /// Generous: CI machines are small and busy. A broken run still fails, just later.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -87,24 +88,30 @@ impl Daemon {
 
     /// Waits for a stdout line containing `marker` and returns the text after it.
     pub fn wait_line(&mut self, marker: &str) -> String {
+        self.try_wait_line(marker).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Daemon::wait_line`], but a daemon that exits first, or stays silent past
+    /// `DEADLINE`, is an `Err` describing it (with its log) instead of a panic.
+    pub fn try_wait_line(&mut self, marker: &str) -> Result<String, String> {
         let start = Instant::now();
         while start.elapsed() < DEADLINE {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
+                return Err(format!(
                     "daemon exited with {status} before printing {marker:?}; log:\n{}",
                     self.log_tail()
-                );
+                ));
             }
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
                 && let Some(pos) = line.find(marker)
             {
-                return line[pos + marker.len()..].trim().to_string();
+                return Ok(line[pos + marker.len()..].trim().to_string());
             }
         }
-        panic!(
+        Err(format!(
             "no {marker:?} from the daemon within {DEADLINE:?}; log:\n{}",
             self.log_tail()
-        );
+        ))
     }
 
     pub fn pid(&self) -> u32 {
@@ -137,9 +144,7 @@ impl Daemon {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        tail(&self.log)
     }
 }
 
@@ -179,6 +184,307 @@ impl Schedd {
             data_dir: data_dir.to_path_buf(),
         }
     }
+}
+
+/// One `gantry-schedd` replica of a [`Cluster`]. Its address and data directory stay the
+/// same across kills and restarts; `daemon` is `None` while it is down.
+pub struct Replica {
+    /// Its Raft id, 1-based.
+    pub id: u64,
+    /// `127.0.0.1:PORT`
+    pub listen: String,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub daemon: Option<Daemon>,
+    /// Every log file this replica wrote, one per start, oldest first.
+    pub logs: Vec<PathBuf>,
+    stopped: bool,
+}
+
+impl Replica {
+    /// Started and not frozen by SIGSTOP: it can answer.
+    pub fn is_up(&self) -> bool {
+        self.daemon.is_some() && !self.stopped
+    }
+
+    fn signal(&self, signal: Signal) {
+        let daemon = self
+            .daemon
+            .as_ref()
+            .unwrap_or_else(|| panic!("replica {} is not running", self.id));
+        let pid = Pid::from_raw(i32::try_from(daemon.pid()).expect("pid fits"));
+        kill(pid, signal).unwrap_or_else(|e| panic!("{signal} to replica {}: {e}", self.id));
+    }
+}
+
+/// `n` `gantry-schedd` replicas forming one Raft group on 127.0.0.1. Every replica is
+/// started with the full `--peers` list (itself included), so the ports are picked before
+/// any replica starts. Dropping the cluster kills every replica it started.
+pub struct Cluster {
+    pub replicas: Vec<Replica>,
+    /// `1=127.0.0.1:P1,2=127.0.0.1:P2,...`
+    pub peers: String,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` replicas with data directories `dir/replica-ID` and logs beside them,
+    /// waits until each says it listens, then until one of them leads (clients are
+    /// refused before that). `extra` goes to every replica's command line.
+    pub fn start(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        let cluster = Cluster::start_listening(dir, n, extra);
+        cluster.leader();
+        cluster
+    }
+
+    /// As [`Cluster::start`], without waiting for a leader.
+    pub fn start_listening(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        assert!(n > 0, "a cluster needs at least one replica");
+        match Cluster::try_start(dir, n, extra) {
+            Ok(cluster) => cluster,
+            // The ports were free when picked but are released before the replicas bind
+            // them; another process may have taken one meanwhile. Pick new ones, once.
+            Err(e) if is_bind_failure(&e) => {
+                eprintln!("a replica could not bind its port; starting the cluster again: {e}");
+                Cluster::try_start(dir, n, extra).unwrap_or_else(|e| panic!("{e}"))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn try_start(dir: &Path, n: usize, extra: &[&str]) -> Result<Cluster, String> {
+        fs::create_dir_all(dir).expect("create the cluster directory");
+        let ports = free_ports(n);
+        let replicas: Vec<Replica> = ports
+            .iter()
+            .zip(1u64..)
+            .map(|(port, id)| {
+                let listen = format!("127.0.0.1:{port}");
+                let data_dir = dir.join(format!("replica-{id}"));
+                // A failed first attempt may have left a log for other peers behind.
+                let _ = fs::remove_dir_all(&data_dir);
+                Replica {
+                    id,
+                    url: format!("http://{listen}"),
+                    listen,
+                    data_dir,
+                    daemon: None,
+                    logs: Vec::new(),
+                    stopped: false,
+                }
+            })
+            .collect();
+        let peers = replicas
+            .iter()
+            .map(|r| format!("{}={}", r.id, r.listen))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            replicas,
+            peers,
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|a| (*a).to_string()).collect(),
+        };
+        let ids = cluster.ids();
+        cluster.launch(&ids)?;
+        Ok(cluster)
+    }
+
+    /// Spawns every replica in `ids` first, then waits for each: a replica may need its
+    /// peers up before it is ready.
+    fn launch(&mut self, ids: &[u64]) -> Result<(), String> {
+        for &id in ids {
+            let peers = self.peers.clone();
+            let extra = self.extra.clone();
+            let log_dir = self.dir.clone();
+            let replica = self.replica_mut(id);
+            assert!(
+                replica.daemon.is_none(),
+                "replica {id} still runs; kill9 it before starting it again"
+            );
+            let id_text = id.to_string();
+            let dir = replica.data_dir.to_str().expect("utf-8 path").to_string();
+            let mut args = vec![
+                "--id",
+                &id_text,
+                "--listen",
+                &replica.listen,
+                "--peers",
+                &peers,
+                "--data-dir",
+                &dir,
+            ];
+            args.extend(extra.iter().map(String::as_str));
+            let log = log_dir.join(format!("replica-{id}.{}.log", unique()));
+            replica.logs.push(log.clone());
+            replica.daemon = Some(Daemon::spawn(&bin("gantry-schedd"), &args, log));
+            replica.stopped = false;
+        }
+        for &id in ids {
+            let replica = self.replica_mut(id);
+            let daemon = replica.daemon.as_mut().expect("just spawned");
+            let listening = daemon
+                .try_wait_line("gantry-schedd listening on")
+                .map_err(|e| format!("replica {id} did not start: {e}"))?;
+            assert_eq!(
+                listening, replica.listen,
+                "replica {id} listens elsewhere than its --listen"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.replicas.iter().map(|r| r.id).collect()
+    }
+
+    pub fn replica(&self, id: u64) -> &Replica {
+        self.replicas
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| panic!("no replica {id}"))
+    }
+
+    fn replica_mut(&mut self, id: u64) -> &mut Replica {
+        self.replicas
+            .iter_mut()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| panic!("no replica {id}"))
+    }
+
+    /// `http://127.0.0.1:PORT` of one replica.
+    pub fn url(&self, id: u64) -> String {
+        self.replica(id).url.clone()
+    }
+
+    /// Every replica's URL, comma-separated, in id order: what `--server` and
+    /// `GANTRY_SERVER` take.
+    pub fn servers(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| r.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL, as a crash would; its address and data directory are kept for a restart.
+    pub fn kill9(&mut self, id: u64) {
+        let replica = self.replica_mut(id);
+        if let Some(mut daemon) = replica.daemon.take() {
+            daemon.kill9();
+        }
+        replica.stopped = false;
+    }
+
+    pub fn kill9_all(&mut self) {
+        for id in self.ids() {
+            self.kill9(id);
+        }
+    }
+
+    /// Starts a killed replica again on the same port and data directory, and waits until
+    /// it listens.
+    pub fn restart(&mut self, id: u64) {
+        self.restart_many(&[id]);
+    }
+
+    /// Restarts several killed replicas together (all of them after a total outage, when
+    /// none can be ready before a majority is back).
+    pub fn restart_many(&mut self, ids: &[u64]) {
+        self.launch(ids).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Freezes a replica with SIGSTOP: to the others it looks partitioned away.
+    pub fn stop(&mut self, id: u64) {
+        self.replica(id).signal(Signal::SIGSTOP);
+        self.replica_mut(id).stopped = true;
+    }
+
+    /// Resumes a replica frozen by [`Cluster::stop`] with SIGCONT.
+    pub fn cont(&mut self, id: u64) {
+        self.replica(id).signal(Signal::SIGCONT);
+        self.replica_mut(id).stopped = false;
+    }
+
+    /// The replicas that answer a client right now (`gantry queue --server <that one
+    /// only>` succeeds); followers refuse with "not the leader". Killed and frozen
+    /// replicas are not asked.
+    pub fn leaders(&self) -> Vec<u64> {
+        self.replicas
+            .iter()
+            .filter(|r| r.is_up())
+            .filter(|r| {
+                gantry(&r.url, &["queue", "-o", "json", "--server", &r.url])
+                    .status
+                    .success()
+            })
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Waits until exactly one replica answers as leader and returns its id.
+    pub fn leader(&self) -> u64 {
+        let start = Instant::now();
+        let mut last = Vec::new();
+        while start.elapsed() < DEADLINE {
+            last = self.leaders();
+            if let [one] = last[..] {
+                return one;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "no single leader within {DEADLINE:?} (answering as leader: {last:?}); replica logs:\n{}",
+            self.log_tails()
+        );
+    }
+
+    /// The replicas that are up and are not `leader`.
+    pub fn followers_of(&self, leader: u64) -> Vec<u64> {
+        self.replicas
+            .iter()
+            .filter(|r| r.is_up() && r.id != leader)
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// The end of every replica's current log, for failure messages.
+    pub fn log_tails(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| match r.logs.last() {
+                Some(log) => format!("--- replica {} ({}):\n{}", r.id, log.display(), tail(log)),
+                None => format!("--- replica {}: never started", r.id),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `n` distinct ports that were free a moment ago: bound together so the OS hands out
+/// different ones, then released for the replicas to bind.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+fn is_bind_failure(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    error.contains("cannot listen") || error.contains("address already in use")
+}
+
+/// The last 40 lines of a log file.
+fn tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 fn unique() -> u128 {
@@ -298,6 +604,20 @@ pub fn wait_state(server: &str, id: u64, state: &str) -> Value {
         let j = job(server, id);
         (j["state"] == state).then_some(j)
     })
+}
+
+/// Every job, ended ones too (`gantry queue --all -o json`), or `None` when no replica
+/// answers (during an election, or with every replica down).
+pub fn try_all_jobs(server: &str) -> Option<Vec<Value>> {
+    let out = gantry(server, &["queue", "--all", "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("queue printed invalid JSON ({e}): {text}")),
+    )
 }
 
 /// `gantry nodes -o json`.

@@ -13,6 +13,9 @@ pub enum Command {
     Submit {
         owner: Owner,
         spec: JobSpec,
+        /// The client's key for this submit: a retry with the same key (by the same user)
+        /// returns the first job instead of creating another.
+        key: Option<String>,
         now_ms: u64,
     },
     /// `admin` is decided by the proposer from its configuration; owners may cancel their own jobs.

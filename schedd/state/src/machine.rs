@@ -22,6 +22,8 @@ pub struct StateMachine {
     pub(crate) pending: BTreeSet<JobId>,
     /// Jobs with an allocation whose parts have not all ended.
     active: BTreeSet<JobId>,
+    /// (user, idempotency key) of every keyed submit, and the job it created.
+    submit_keys: BTreeMap<(String, String), JobId>,
 }
 
 impl Default for StateMachine {
@@ -33,6 +35,7 @@ impl Default for StateMachine {
             nodes: BTreeMap::new(),
             pending: BTreeSet::new(),
             active: BTreeSet::new(),
+            submit_keys: BTreeMap::new(),
         }
     }
 }
@@ -106,8 +109,9 @@ impl StateMachine {
             Command::Submit {
                 owner,
                 spec,
+                key,
                 now_ms,
-            } => self.submit(owner, spec, *now_ms),
+            } => self.submit(owner, spec, key.as_deref(), *now_ms),
             Command::Cancel {
                 jobs,
                 by,
@@ -151,7 +155,11 @@ impl StateMachine {
         }
     }
 
-    fn submit(&mut self, owner: &Owner, spec: &JobSpec, now_ms: u64) -> Outcome {
+    fn submit(&mut self, owner: &Owner, spec: &JobSpec, key: Option<&str>, now_ms: u64) -> Outcome {
+        let key = key.map(|k| (owner.user.clone(), k.to_string()));
+        if let Some(id) = key.as_ref().and_then(|k| self.submit_keys.get(k)) {
+            return Outcome::Submitted(*id);
+        }
         if let Err(e) = spec.validate() {
             return Outcome::Rejected(e.into());
         }
@@ -160,6 +168,9 @@ impl StateMachine {
         }
         let id = self.next_job_id;
         self.next_job_id += 1;
+        if let Some(key) = key {
+            self.submit_keys.insert(key, id);
+        }
         self.jobs.insert(
             id,
             Job {

@@ -83,6 +83,7 @@ impl Log {
         match self.apply(Command::Submit {
             owner: owner("ann"),
             spec: spec(nodes, gpus),
+            key: None,
             now_ms: 2,
         }) {
             Outcome::Submitted(id) => id,
@@ -132,6 +133,31 @@ fn submit_hands_out_increasing_ids() {
 }
 
 #[test]
+fn a_retried_submit_with_the_same_key_creates_no_second_job() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let keyed = |user: &str, key: &str| Command::Submit {
+        owner: owner(user),
+        spec: spec(1, 1),
+        key: Some(key.into()),
+        now_ms: 2,
+    };
+    assert_eq!(log.apply(keyed("ann", "k1")), Outcome::Submitted(1));
+    assert_eq!(
+        log.apply(keyed("ann", "k1")),
+        Outcome::Submitted(1),
+        "the retry"
+    );
+    assert_eq!(log.apply(keyed("ann", "k2")), Outcome::Submitted(2));
+    assert_eq!(
+        log.apply(keyed("bob", "k1")),
+        Outcome::Submitted(3),
+        "keys are per user"
+    );
+    assert_eq!(log.sm.jobs().count(), 3);
+}
+
+#[test]
 fn impossible_and_invalid_submits_change_nothing() {
     let mut log = Log::new();
     log.register("n1", 8);
@@ -139,6 +165,7 @@ fn impossible_and_invalid_submits_change_nothing() {
     let out = log.apply(Command::Submit {
         owner: owner("ann"),
         spec: spec(1, 16),
+        key: None,
         now_ms: 2,
     });
     assert_eq!(
@@ -150,6 +177,7 @@ fn impossible_and_invalid_submits_change_nothing() {
     let out = log.apply(Command::Submit {
         owner: owner("ann"),
         spec: spec(0, 1),
+        key: None,
         now_ms: 2,
     });
     assert!(matches!(out, Outcome::Rejected(Rejection::InvalidSpec(_))));
@@ -403,6 +431,7 @@ fn replayed_entries_change_nothing() {
         &Command::Submit {
             owner: owner("ann"),
             spec: spec(1, 1),
+            key: None,
             now_ms: 2,
         },
     );
@@ -423,11 +452,18 @@ fn arb_command() -> impl Strategy<Value = Command> {
         ExitReason::Lost,
     ]);
     prop_oneof![
-        (1u32..3, 0u32..5, 0u64..1000).prop_map(|(n, g, t)| Command::Submit {
-            owner: owner("ann"),
-            spec: spec(n, g),
-            now_ms: t
-        }),
+        (
+            1u32..3,
+            0u32..5,
+            0u64..1000,
+            prop::option::of(prop::sample::select(vec!["a", "b"]))
+        )
+            .prop_map(|(n, g, t, key)| Command::Submit {
+                owner: owner("ann"),
+                spec: spec(n, g),
+                key: key.map(String::from),
+                now_ms: t
+            }),
         (node.clone(), 0u32..9).prop_map(|(name, g)| Command::RegisterNode {
             name,
             inventory: inventory(g),
