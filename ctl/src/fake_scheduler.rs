@@ -151,6 +151,14 @@ impl Scheduler for Fake {
         self.enter()?;
         Ok(Response::new(pb::ResumeResponse {}))
     }
+
+    async fn replicas(
+        &self,
+        _request: Request<pb::ReplicasRequest>,
+    ) -> Result<Response<pb::ReplicasResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ReplicasResponse::default()))
+    }
 }
 
 /// A fake serving on an OS-picked port; stopped when dropped.

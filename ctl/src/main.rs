@@ -1,5 +1,6 @@
 //! `gantry`: the command-line client of the Gantry GPU batch scheduler.
 
+mod admin;
 mod client;
 mod dev;
 mod directives;
@@ -74,6 +75,8 @@ enum Command {
     Drain(Client<nodes::DrainArgs>),
     /// Return drained nodes to service
     Resume(Client<nodes::ResumeArgs>),
+    /// The scheduler's own machinery: replicas
+    Admin(Client<AdminArgs>),
     /// Run a scheduler and node daemons in one process, for trying Gantry out
     Dev(dev::DevArgs),
     /// The per-job supervisor the node daemon starts (internal)
@@ -82,6 +85,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         job_dir: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct AdminArgs {
+    #[command(subcommand)]
+    command: admin::AdminCommand,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Nodes(c) => c.run(async |args, s| nodes::nodes(args, s).await.map(done)),
         Command::Drain(c) => c.run(async |args, s| nodes::drain(args, s).await.map(done)),
         Command::Resume(c) => c.run(async |args, s| nodes::resume(args, s).await.map(done)),
+        Command::Admin(c) => c.run(async |args, s| admin::run(args.command, s).await.map(done)),
     }
 }
 

@@ -367,4 +367,42 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         .await?;
         Ok(Response::new(pb::ResumeResponse {}))
     }
+
+    async fn replicas(
+        &self,
+        _request: Request<pb::ReplicasRequest>,
+    ) -> Result<Response<pb::ReplicasResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let role = self.engine.role();
+        let group = self.engine.group();
+        let addresses = self.config.peer_urls().unwrap_or_default();
+        let replicas = group
+            .members
+            .iter()
+            .map(|m| pb::Replica {
+                id: m.id,
+                address: addresses.get(&m.id).cloned().unwrap_or_else(|| {
+                    // A group of one is named by where it listens.
+                    format!("http://{}", self.config.listen)
+                }),
+                role: match (m.learner, Some(m.id) == role.leader) {
+                    (true, _) => "learner",
+                    (false, true) => "leader",
+                    (false, false) => "follower",
+                }
+                .to_string(),
+                term: role.term,
+                applied_index: if m.id == role.id {
+                    group.applied
+                } else {
+                    m.matched
+                },
+                lag: group.last_index.saturating_sub(m.matched),
+            })
+            .collect();
+        Ok(Response::new(pb::ReplicasResponse {
+            replicas,
+            commit_index: group.commit,
+        }))
+    }
 }

@@ -119,7 +119,25 @@ impl Reports {
     }
 }
 
+/// The group as this replica sees it (complete only on the leader, which tracks the others).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub commit: u64,
+    pub last_index: u64,
+    pub applied: u64,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub learner: bool,
+    /// The last index the leader knows this member holds (the leader: its last index).
+    pub matched: u64,
+}
+
 struct Shared {
+    group: RwLock<GroupStatus>,
     state: RwLock<StateMachine>,
     applied: watch::Sender<u64>,
     role: watch::Sender<Role>,
@@ -201,6 +219,7 @@ impl Engine {
         let (role, _) = watch::channel(role);
         let (failed, _) = watch::channel(None);
         let shared = Arc::new(Shared {
+            group: RwLock::new(GroupStatus::default()),
             state: RwLock::new(state),
             applied,
             role,
@@ -336,6 +355,14 @@ impl Engine {
         *self.shared.role.borrow()
     }
 
+    pub fn group(&self) -> GroupStatus {
+        self.shared
+            .group
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Changes whenever leadership or the term changes.
     pub fn subscribe_role(&self) -> watch::Receiver<Role> {
         self.shared.role.subscribe()
@@ -464,6 +491,7 @@ impl<S: RaftLog> Replica<S> {
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
         self.publish_role();
+        self.publish_group();
         self.maybe_snapshot()?;
         Ok(())
     }
@@ -588,6 +616,35 @@ impl<S: RaftLog> Replica<S> {
             self.fail_pending(|| EngineError::LeadershipLost);
         }
         self.shared.role.send_replace(role);
+    }
+
+    fn publish_group(&mut self) {
+        let raft = &self.node.raft;
+        let last_index = raft.raft_log.last_index();
+        let matched = |id: u64| {
+            if id == raft.id {
+                last_index
+            } else {
+                raft.prs().get(id).map_or(0, |p| p.matched)
+            }
+        };
+        let voters = self.conf_state.voters.iter().map(|id| (*id, false));
+        let learners = self.conf_state.learners.iter().map(|id| (*id, true));
+        let members = voters
+            .chain(learners)
+            .map(|(id, learner)| Member {
+                id,
+                learner,
+                matched: matched(id),
+            })
+            .collect();
+        let status = GroupStatus {
+            commit: raft.raft_log.committed,
+            last_index,
+            applied: self.applied_index,
+            members,
+        };
+        *self.shared.group.write().unwrap_or_else(|p| p.into_inner()) = status;
     }
 
     fn fail_pending(&mut self, error: impl Fn() -> EngineError) {

@@ -141,12 +141,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let config = load_config(&args)?;
-    let listen = config.listen;
-    let scheduler = Scheduler::open(config)?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let mut config = load_config(&args)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    config.listen = listener.local_addr()?;
+    let scheduler = Scheduler::open(config)?;
     // Printed once the state is recovered and the socket bound: scripts and tests wait for
     // it and read the address (the port may have been 0).
     println!("gantry-schedd listening on {}", listener.local_addr()?);

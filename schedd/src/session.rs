@@ -133,6 +133,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             self.liveness.clone(),
             name.clone(),
             session,
+            Duration::from_millis(self.config.heartbeat_interval_ms),
             tx,
         ));
         tokio::spawn(read_reports(
@@ -146,19 +147,23 @@ impl pb::node_session_server::NodeSession for NodeSessions {
     }
 }
 
-/// Sends the node its desired job set whenever that changes, until the session ends or a
-/// newer session of the same node supersedes it.
+/// Sends the node its desired job set whenever that changes, and at least once per
+/// heartbeat interval even when it does not: the node daemon takes silence as a sign that
+/// this replica is gone (frozen, partitioned) and looks for the leader elsewhere. Runs until
+/// the session ends or a newer session of the same node supersedes it.
 async fn push_assignments(
     engine: Engine,
     liveness: Arc<Liveness>,
     node: String,
     session: u64,
+    keepalive: Duration,
     tx: mpsc::Sender<Result<pb::SchedulerMessage, Status>>,
 ) {
     let mut applied = engine.subscribe();
     let mut role = engine.subscribe_role();
     let mut launched: BTreeSet<(JobId, u32)> = BTreeSet::new();
     let mut last_sent: Option<Vec<(JobId, u32, bool)>> = None;
+    let mut sent_at = tokio::time::Instant::now();
     loop {
         if !liveness.is_current(&node, session) {
             break;
@@ -173,7 +178,7 @@ async fn push_assignments(
             break;
         }
         let (keys, message) = engine.read(|s| desired(s, &node, &launched));
-        if last_sent.as_ref() != Some(&keys) {
+        if last_sent.as_ref() != Some(&keys) || sent_at.elapsed() >= keepalive {
             launched = keys
                 .iter()
                 .map(|(id, attempt, _)| (*id, *attempt))
@@ -185,13 +190,14 @@ async fn push_assignments(
                 break;
             }
             last_sent = Some(keys);
+            sent_at = tokio::time::Instant::now();
         }
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { break },
             changed = role.changed() => if changed.is_err() { break },
             () = tx.closed() => break,
-            // Also wakes up to notice a superseding session.
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            // Also wakes up for the keepalive and to notice a superseding session.
+            () = tokio::time::sleep_until(sent_at + keepalive) => {}
         }
     }
     debug!(node = %node, session, "assignment push ended");

@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gantry_testkit::{
-    Cluster, DEADLINE, Noded, Value, gantry, job, submit, try_all_jobs, wait_for, wait_nodes_up,
-    wait_state,
+    Cluster, DEADLINE, Noded, Value, gantry, gantry_ok, job, submit, try_all_jobs, wait_for,
+    wait_nodes_up, wait_state,
 };
 
 /// A temporary directory with a cluster in `cluster/` and a job working directory `work/`.
@@ -84,6 +84,28 @@ fn three_replicas_elect_a_leader_and_serve_through_any_address_list() {
         assert_eq!(job(&servers, id)["state"], "PENDING");
     }
     assert_eq!(c.leaders(), vec![leader], "the leader stayed the same");
+
+    // `gantry admin replicas` lists the three, one of them the leader, all caught up.
+    let replicas = wait_for("every replica caught up", || {
+        let out = gantry_ok(&servers, &["admin", "replicas", "-o", "json"]);
+        let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+        rows.iter().all(|r| r["lag"] == 0).then_some(rows)
+    });
+    let ids: Vec<u64> = replicas.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    let roles: Vec<&str> = replicas
+        .iter()
+        .map(|r| r["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+    let leader_row = replicas.iter().find(|r| r["role"] == "leader").unwrap();
+    assert_eq!(leader_row["id"].as_u64(), Some(leader));
+    assert_eq!(leader_row["address"].as_str(), Some(c.url(leader).as_str()));
+    assert!(replicas.iter().all(|r| r["term"] == leader_row["term"]));
 }
 
 #[test]
