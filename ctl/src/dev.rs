@@ -26,8 +26,8 @@ pub struct DevArgs {
     /// How many scheduler replicas to run, as one Raft group (1, 3 or 5; 3 shows failover).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
     replicas: u16,
-    /// How many node daemons to run.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// How many node daemons to run (0: a scheduler alone, e.g. for `gantry bench`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=256))]
     nodes: u32,
     #[command(flatten)]
     inventory: InventoryArgs,

@@ -1,6 +1,7 @@
 //! `gantry`: the command-line client of the Gantry GPU batch scheduler.
 
 mod admin;
+mod bench;
 mod client;
 mod dev;
 mod directives;
@@ -77,6 +78,8 @@ enum Command {
     Resume(Client<nodes::ResumeArgs>),
     /// The scheduler's own machinery: replicas
     Admin(Client<AdminArgs>),
+    /// Load generators for benchmarks (docs/benchmarks.md)
+    Bench(Client<BenchArgs>),
     /// Run a scheduler and node daemons in one process, for trying Gantry out
     Dev(dev::DevArgs),
     /// The per-job supervisor the node daemon starts (internal)
@@ -85,6 +88,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         job_dir: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct BenchArgs {
+    #[command(subcommand)]
+    command: bench::BenchCommand,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -124,6 +133,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Nodes(c) => c.run(async |args, s| nodes::nodes(args, s).await.map(done)),
         Command::Drain(c) => c.run(async |args, s| nodes::drain(args, s).await.map(done)),
         Command::Resume(c) => c.run(async |args, s| nodes::resume(args, s).await.map(done)),
+        // Many concurrent clients: a runtime with a thread per core.
+        Command::Bench(c) => {
+            init_logging();
+            let addresses = c.server.addresses()?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime
+                .block_on(bench::run(c.args.command, addresses))
+                .map(done)
+        }
         Command::Admin(c) => c.run(async |args, s| admin::run(args.command, s).await.map(done)),
     }
 }

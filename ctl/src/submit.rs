@@ -288,7 +288,7 @@ pub async fn send(spec: pb::JobSpec, scheduler: &mut Scheduler) -> Result<u64, C
 
 /// 128 random bits from the kernel, as hex; the time and pid if that fails (still unique
 /// enough for one user's submits).
-fn idempotency_key() -> String {
+pub fn idempotency_key() -> String {
     let mut bytes = [0u8; 16];
     let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if random.is_err() {

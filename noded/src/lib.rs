@@ -11,6 +11,7 @@ mod error;
 pub mod executor;
 pub mod inventory;
 pub mod jobdir;
+pub mod lease;
 mod node;
 mod procfs;
 pub mod reconcile;

@@ -317,6 +317,22 @@ impl<E: Executor> Node<E> {
                     warn!(server = %url, "cannot reach the scheduler: {reason}");
                     index += 1;
                 }
+                SessionEnd::Silent {
+                    registered,
+                    silence,
+                } => {
+                    // The replica may be frozen or cut off with its connection still open:
+                    // the leader is likely elsewhere now, so the next address goes first.
+                    warn!(
+                        server = %url,
+                        "no message from the scheduler for {} ms, longer than the session lease: dropping the session and trying the next address; jobs keep running",
+                        silence.as_millis()
+                    );
+                    if registered {
+                        backoff.reset();
+                    }
+                    index += 1;
+                }
                 SessionEnd::Broken { registered, reason } => {
                     warn!(server = %url, "session with the scheduler ended: {reason}; jobs keep running");
                     if registered {

@@ -1,5 +1,6 @@
 //! One session with the scheduler over the `NodeSession.Attach` stream: register, then apply
-//! every `Assignments` and report starts, ends and heartbeats until the stream breaks.
+//! every `Assignments` and report starts, ends and heartbeats until the stream breaks or the
+//! scheduler stays silent for longer than the session lease (see [`crate::lease`]).
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -7,13 +8,14 @@ use std::time::Duration;
 use gantry_proto as pb;
 use pb::node_session_client::NodeSessionClient;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::config::Shutdown;
 use crate::executor::Executor;
+use crate::lease::{heartbeat_interval, lease_for};
 use crate::node::{Node, message, shutdown_requested};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,6 +34,9 @@ pub(crate) enum SessionEnd {
     ConnectFailed(String),
     /// The stream ended; `registered` when the scheduler had accepted the node.
     Broken { registered: bool, reason: String },
+    /// Nothing came from the scheduler for `silence` (the session lease): the replica is
+    /// frozen or cut off even though its connection looks open.
+    Silent { registered: bool, silence: Duration },
     /// A shutdown was requested; `open` is the session, if any, for last reports.
     Shutdown {
         request: Shutdown,
@@ -185,6 +190,9 @@ pub(crate) async fn run_session<E: Executor>(
 
     let mut registered = false;
     let mut heartbeat: Option<Interval> = None;
+    // Until `Registered` names the interval, the default one sets the lease.
+    let mut lease = lease_for(DEFAULT_HEARTBEAT);
+    let mut last_heard = Instant::now();
     let broken = |registered: bool, reason: &str| SessionEnd::Broken {
         registered,
         reason: reason.to_string(),
@@ -192,21 +200,23 @@ pub(crate) async fn run_session<E: Executor>(
     loop {
         let mut outbox = Vec::new();
         tokio::select! {
+            // In this order: a message that is already there renews the lease before the
+            // lease is checked (the daemon itself may have been descheduled for a while).
+            biased;
             request = shutdown_requested(shutdown) => {
                 let open = Some(Box::new(OpenSession { uplink, inbound, client }));
                 return SessionEnd::Shutdown { request, open };
             }
             received = inbound.message() => match received {
                 Ok(Some(pb::SchedulerMessage { msg: Some(pb::scheduler_message::Msg::Registered(ack)) })) => {
-                    let period = match ack.heartbeat_interval_ms {
-                        0 => DEFAULT_HEARTBEAT,
-                        ms => Duration::from_millis(ms),
-                    };
-                    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    last_heard = Instant::now();
+                    let period = heartbeat_interval(ack.heartbeat_interval_ms, DEFAULT_HEARTBEAT);
+                    lease = lease_for(period);
+                    let mut interval = tokio::time::interval_at(last_heard + period, period);
                     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                     heartbeat = Some(interval);
                     if !registered {
-                        info!(server = %url, node = %ack.node, heartbeat = ?period, "registered with the scheduler");
+                        info!(server = %url, node = %ack.node, heartbeat = ?period, lease = ?lease, "registered with the scheduler");
                     }
                     if ack.node != node.name() {
                         warn!(server = %url, "the scheduler registered this node as {:?}, not {:?}", ack.node, node.name());
@@ -214,15 +224,24 @@ pub(crate) async fn run_session<E: Executor>(
                     registered = true;
                 }
                 Ok(Some(pb::SchedulerMessage { msg: Some(pb::scheduler_message::Msg::Assignments(assignments)) })) => {
+                    // Also the keepalive that renews the lease when nothing changed.
+                    last_heard = Instant::now();
                     debug!(jobs = assignments.jobs.len(), "assignments received");
                     outbox = node.apply(&assignments);
                 }
-                Ok(Some(pb::SchedulerMessage { msg: None })) => debug!("empty scheduler message ignored"),
+                Ok(Some(pb::SchedulerMessage { msg: None })) => {
+                    // Empty, but the scheduler is alive.
+                    last_heard = Instant::now();
+                    debug!("empty scheduler message ignored");
+                }
                 Ok(None) => return broken(registered, "the scheduler closed the stream"),
                 Err(status) => return broken(registered, &status_text(&status)),
             },
             Some(ended) = node.events.recv() => outbox.extend(node.on_job_ended(ended)),
             () = tick(&mut heartbeat) => outbox.push(message(pb::node_message::Msg::Heartbeat(pb::Heartbeat {}))),
+            () = tokio::time::sleep_until(last_heard + lease) => {
+                return SessionEnd::Silent { registered, silence: last_heard.elapsed() };
+            }
         }
         for report in outbox {
             if uplink.send(report).is_err() {

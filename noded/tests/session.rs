@@ -1,14 +1,16 @@
 //! The node daemon against a tiny fake scheduler (a tonic `NodeSession` server in this test):
-//! registration, launches, reports, heartbeats, reconnects, and a daemon restart while a job
-//! runs.
+//! registration, launches, reports, heartbeats, reconnects, the session lease (a silent
+//! scheduler is left for the next address), and a daemon restart while a job runs.
 
 // Test helpers panic on purpose: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gantry_noded::lease::lease_for;
 use gantry_noded::{
     InventoryArgs, NodeConfig, Shutdown, SupervisorCommand, discover_inventory, run_node,
 };
@@ -26,10 +28,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_gantry-noded");
 /// Generous: the machine is small and shared.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// One node's stream, as the fake scheduler sees it.
+/// One node's stream, as the fake scheduler sees it. Dropping it closes the stream.
 struct Session {
     inbound: Streaming<pb::NodeMessage>,
     outbound: mpsc::UnboundedSender<Result<pb::SchedulerMessage, Status>>,
+    /// The last desired set sent, repeated by the keepalive. Locked while a set is sent, so
+    /// a keepalive never overtakes a newer set with an older one.
+    last_set: Arc<Mutex<Option<pb::Assignments>>>,
 }
 
 impl Session {
@@ -58,7 +63,15 @@ impl Session {
             .expect("the node's stream is open");
     }
 
+    /// Accepts the node as a live scheduler does: from the first set on, the last set is sent
+    /// again every heartbeat interval (a keepalive that renews the node's session lease).
     fn registered(&self, name: &str, heartbeat_interval_ms: u64) {
+        self.registered_then_silent(name, heartbeat_interval_ms);
+        self.keep_alive(Duration::from_millis(heartbeat_interval_ms));
+    }
+
+    /// Accepts the node, then sends only what the test sends: no keepalive.
+    fn registered_then_silent(&self, name: &str, heartbeat_interval_ms: u64) {
         self.send(Down::Registered(pb::Registered {
             node: name.into(),
             heartbeat_interval_ms,
@@ -66,7 +79,58 @@ impl Session {
     }
 
     fn assign(&self, jobs: Vec<pb::Assignment>) {
-        self.send(Down::Assignments(pb::Assignments { jobs }));
+        let mut last_set = self.last_set.lock().unwrap();
+        let set = pb::Assignments { jobs };
+        self.send(Down::Assignments(set.clone()));
+        *last_set = Some(set);
+    }
+
+    /// Repeats the last set every `interval` until the session is dropped, without launch
+    /// details (as the scheduler does once a launch was sent).
+    fn keep_alive(&self, interval: Duration) {
+        let outbound = self.outbound.downgrade();
+        let last_set = Arc::clone(&self.last_set);
+        tokio::spawn(async move {
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                ticks.tick().await;
+                let Some(outbound) = outbound.upgrade() else {
+                    return;
+                };
+                let last_set = last_set.lock().unwrap();
+                let Some(set) = last_set.as_ref() else {
+                    continue;
+                };
+                let mut set = set.clone();
+                for assignment in &mut set.jobs {
+                    assignment.launch = None;
+                }
+                let msg = Down::Assignments(set);
+                if outbound
+                    .send(Ok(pb::SchedulerMessage { msg: Some(msg) }))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Reads until the node drops the stream: every message must be a heartbeat.
+    async fn dropped_by_the_node(&mut self) {
+        loop {
+            let received = tokio::time::timeout(DEADLINE, self.inbound.message())
+                .await
+                .expect("the node drops the stream in time");
+            match received {
+                Ok(Some(pb::NodeMessage {
+                    msg: Some(Up::Heartbeat(_)),
+                })) => continue,
+                Ok(Some(other)) => panic!("expected only heartbeats, got {other:?}"),
+                Ok(None) | Err(_) => return,
+            }
+        }
     }
 
     async fn register(&mut self) -> pb::RegisterNode {
@@ -108,6 +172,7 @@ impl NodeSession for FakeScheduler {
             .send(Session {
                 inbound: request.into_inner(),
                 outbound,
+                last_set: Arc::default(),
             })
             .map_err(|_| Status::unavailable("the test is over"))?;
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
@@ -601,4 +666,121 @@ async fn two_daemons_cannot_share_a_data_dir() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// The heartbeat interval the lease tests ask for: short, so the lease is its 3 s floor.
+const SHORT_HEARTBEAT_MS: u64 = 200;
+
+/// A replica that goes silent with its stream open (frozen or partitioned, as the node sees
+/// it) loses the node once the session lease has passed: the daemon drops that session and
+/// registers with the next address of `--server`, and the job it runs keeps running and is
+/// reported there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_scheduler_is_left_for_the_next_address_and_jobs_keep_running() {
+    init_logs();
+    let (silent_addr, mut silent_sessions) = fake_scheduler().await;
+    let (next_addr, mut next_sessions) = fake_scheduler().await;
+    let mut scratch = Scratch::new();
+    scratch.start_noded(&format!("{silent_addr},{next_addr}"));
+
+    let mut silent = next_session(&mut silent_sessions).await;
+    silent.register().await;
+    silent.registered_then_silent("n1", SHORT_HEARTBEAT_MS);
+    // The last thing this scheduler ever sends: the node hears it after this instant.
+    let last_sent = tokio::time::Instant::now();
+    silent.assign(vec![assignment(
+        1,
+        Some(launch(&scratch.work, 1, &["sleep", "1000"])),
+        false,
+    )]);
+    let supervisor = silent.started(1).await.pid;
+    let job_pid = scratch.job_dir(1).join("job.pid");
+    eventually("job 1 to run", || job_pid.exists()).await;
+    let job: u32 = fs::read_to_string(&job_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // `silent` is kept: its stream stays open, it just says nothing any more.
+    let mut moved = next_session(&mut next_sessions).await;
+    let lease = lease_for(Duration::from_millis(SHORT_HEARTBEAT_MS));
+    let waited = last_sent.elapsed();
+    assert!(
+        waited >= lease,
+        "the node left after {waited:?}, before its lease of {lease:?}"
+    );
+    assert!(
+        silent_sessions.try_recv().is_err(),
+        "the node tried the silent scheduler again before the next address"
+    );
+    // Until it left, the node only heartbeated into the silent session; then it dropped it.
+    silent.dropped_by_the_node().await;
+    let log = scratch.daemons[0].log_tail();
+    assert!(
+        log.lines().any(|line| line.contains("WARN")
+            && line.contains(&silent_addr)
+            && line.contains("no message from the scheduler for")),
+        "no warning naming the silent scheduler in the log:\n{log}"
+    );
+
+    // The job ran on through the switch and is reported at the new registration.
+    let register = moved.register().await;
+    assert_eq!(
+        register.running,
+        vec![pb::JobRef {
+            job_id: 1,
+            attempt: 0
+        }]
+    );
+    assert!(register.finished.is_empty(), "{:?}", register.finished);
+    assert!(
+        alive(supervisor) && alive(job),
+        "the job died with the session"
+    );
+
+    // The new scheduler still assigns it: it is neither launched again nor stopped.
+    moved.registered("n1", SHORT_HEARTBEAT_MS);
+    moved.assign(vec![assignment(1, None, false)]);
+    for _ in 0..5 {
+        match moved.next_any().await {
+            Up::Heartbeat(_) => {}
+            other => panic!("expected only heartbeats, got {other:?}"),
+        }
+    }
+    assert!(alive(supervisor) && alive(job), "the job was stopped");
+}
+
+/// A scheduler that sends its assignments every heartbeat interval keeps the node well past
+/// the lease: the keepalives renew it, and the node neither drops the session nor looks
+/// elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_that_keeps_sending_keeps_its_session() {
+    init_logs();
+    let (first_addr, mut first_sessions) = fake_scheduler().await;
+    let (other_addr, mut other_sessions) = fake_scheduler().await;
+    let mut scratch = Scratch::new();
+    scratch.start_noded(&format!("{first_addr},{other_addr}"));
+
+    let mut session = next_session(&mut first_sessions).await;
+    session.register().await;
+    session.registered("n1", SHORT_HEARTBEAT_MS);
+    session.assign(vec![]);
+
+    // Twice the lease (30 intervals): a session that was not renewed would have ended,
+    // and the node's heartbeats would stop coming on this stream.
+    let hold = lease_for(Duration::from_millis(SHORT_HEARTBEAT_MS)) * 2;
+    let until = tokio::time::Instant::now() + hold;
+    let mut heartbeats = 0;
+    while tokio::time::Instant::now() < until {
+        match session.next_any().await {
+            Up::Heartbeat(_) => heartbeats += 1,
+            other => panic!("expected only heartbeats, got {other:?}"),
+        }
+    }
+    assert!(heartbeats > 0);
+    assert!(
+        first_sessions.try_recv().is_err() && other_sessions.try_recv().is_err(),
+        "the node opened another session while its scheduler kept sending"
+    );
 }

@@ -1,0 +1,63 @@
+//! The session lease: how long a node daemon listens to a silent scheduler before it takes
+//! that replica for gone and looks for the leader at the next address.
+//!
+//! A frozen (SIGSTOP) or partitioned leader keeps its TCP connections open: the node's
+//! reports go into kernel buffers and the stream never errors. The scheduler sends the
+//! node's `Assignments` at least once per heartbeat interval even when nothing changed, so
+//! silence is the only sign the node gets.
+
+use std::time::Duration;
+
+/// How many heartbeat intervals may pass without a message. One late keepalive is ordinary
+/// (a slow Raft commit, a busy machine); three missed in a row mean the replica is gone. It
+/// stays well under the scheduler's node timeout (by default 30 s, at a 2 s interval: a 6 s
+/// lease), so the node finds the new leader before that leader declares it lost.
+pub const LEASE_INTERVALS: u32 = 3;
+
+/// The shortest lease: with very short intervals, scheduling jitter alone would otherwise
+/// drop healthy sessions.
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
+
+/// The longest heartbeat interval the node accepts from a scheduler: beyond it, deadlines
+/// stop being representable and the node would never notice a silent scheduler.
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+/// The heartbeat interval a scheduler asks for in `Registered` (`0`: it names none), capped
+/// at [`MAX_HEARTBEAT`].
+pub fn heartbeat_interval(asked_ms: u64, default: Duration) -> Duration {
+    match asked_ms {
+        0 => default,
+        ms => Duration::from_millis(ms).min(MAX_HEARTBEAT),
+    }
+}
+
+/// `max(LEASE_INTERVALS × heartbeat, MIN_LEASE)`.
+pub fn lease_for(heartbeat: Duration) -> Duration {
+    heartbeat.saturating_mul(LEASE_INTERVALS).max(MIN_LEASE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_is_three_intervals_but_never_under_three_seconds() {
+        assert_eq!(lease_for(Duration::from_secs(5)), Duration::from_secs(15));
+        assert_eq!(
+            lease_for(Duration::from_millis(1001)),
+            Duration::from_millis(3003)
+        );
+        assert_eq!(lease_for(Duration::from_millis(1000)), MIN_LEASE);
+        assert_eq!(lease_for(Duration::from_millis(200)), MIN_LEASE);
+        assert_eq!(lease_for(Duration::ZERO), MIN_LEASE);
+        assert_eq!(lease_for(Duration::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn the_interval_asked_for_is_taken_within_bounds() {
+        let default = Duration::from_secs(5);
+        assert_eq!(heartbeat_interval(0, default), default);
+        assert_eq!(heartbeat_interval(200, default), Duration::from_millis(200));
+        assert_eq!(heartbeat_interval(u64::MAX, default), MAX_HEARTBEAT);
+    }
+}
