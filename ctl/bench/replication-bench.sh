@@ -33,15 +33,15 @@ for clients in 1 8 64; do
   "$G" bench submit --clients "$clients" --count "$N"
 done
 
-# Failover: a node, then kill -9 of the leader and time a fresh job to RUNNING.
+# Failover: a node, then kill -9 of the leader and time a fresh job to RUNNING. The queue
+# holds the jobs submitted above; cancel them first so that the new job is next.
+"$G" queue -o json | python3 -c 'import json,sys; print("\n".join(str(j["id"]) for j in json.load(sys.stdin)))' \
+  | xargs -r -n 500 "$G" cancel >/dev/null
 "$bin/gantry-noded" --name bench-node --data-dir "$work/node" --gpus 1 --cpus 2 --mem 2G \
   >"$work/node.out" 2>"$work/node.log" &
 pids[9]=$!
 until "$G" nodes 2>/dev/null | grep -q bench-node; do sleep 0.1; done
 leader=$("$G" admin replicas -o json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin) if r["role"]=="leader"][0])')
-# The queue holds N*3 pending CPU jobs from above; cancel them so the new job is next.
-"$G" queue -o json | python3 -c 'import json,sys; print("\n".join(str(j["id"]) for j in json.load(sys.stdin)))' \
-  | xargs -r -n 500 "$G" cancel >/dev/null
 t0=$(date +%s.%N)
 kill -9 "${pids[$leader]}"
 id=$("$G" submit --parsable -- true)

@@ -1,6 +1,5 @@
 //! The client API (`gantry.v1.Scheduler`): checks requests, proposes commands, reads state.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use gantry_model::{JobId, JobState, Owner};
@@ -14,9 +13,17 @@ use crate::config::SchedConfig;
 use crate::engine::{Engine, EngineError};
 use gantry_wire as convert;
 
-/// Why each pending job waits, as the last scheduling pass explained it. Kept as values
-/// and formatted only when asked: a pass explains every pending job.
-pub type Explanations = Arc<RwLock<BTreeMap<JobId, WaitReason>>>;
+/// Why each pending job waits, as the last scheduling pass explained it, in job id order.
+/// Kept as values and formatted only when asked: a pass explains every pending job.
+pub type Explanations = Arc<RwLock<Vec<(JobId, WaitReason)>>>;
+
+/// The reason the last pass gave for `id`.
+fn reason_for(explanations: &[(JobId, WaitReason)], id: JobId) -> Option<&WaitReason> {
+    let at = explanations
+        .binary_search_by_key(&id, |(job, _)| *job)
+        .ok()?;
+    explanations.get(at).map(|(_, why)| why)
+}
 
 pub struct SchedulerApi {
     pub engine: Engine,
@@ -98,7 +105,7 @@ impl SchedulerApi {
 
     /// Take this before reading the state (never the other way round), so readers and
     /// the scheduling loop cannot deadlock.
-    fn explanations(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<JobId, WaitReason>> {
+    fn explanations(&self) -> std::sync::RwLockReadGuard<'_, Vec<(JobId, WaitReason)>> {
         self.explanations.read().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -278,7 +285,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let id = request.into_inner().job_id;
         // Lock order everywhere: explanations, then the state.
         let explanations = self.explanations();
-        let why = explanations.get(&id);
+        let why = reason_for(&explanations, id);
         self.engine
             .read(|s| Some(job_to_pb(s.job(id)?, s.queue_position(id), why, false)))
             .map(Response::new)
@@ -311,7 +318,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                         position += 1;
                         position
                     });
-                    wanted(j).then(|| job_to_pb(j, pos, explanations.get(&j.id), request.summary))
+                    wanted(j).then(|| {
+                        job_to_pb(j, pos, reason_for(&explanations, j.id), request.summary)
+                    })
                 })
                 .collect()
         });

@@ -2,7 +2,6 @@
 //! propose their decisions. Decisions are verified again when applied, so a plan made on
 //! a state that has moved on is rejected rather than overcommitting.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gantry_state::{Command, Outcome};
@@ -17,6 +16,9 @@ const IDLE_PASS: Duration = Duration::from_secs(1);
 /// The shortest time between passes: a pass looks at every pending job, so under a storm
 /// of submits one pass per few milliseconds (each seeing many new jobs) beats one per submit.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
+/// And a pass may use at most a fifth of the time: with a long queue a pass costs
+/// milliseconds, which must not starve the Raft loop and the API of CPU.
+const PASS_DUTY: u32 = 5;
 
 pub async fn run(engine: Engine, explanations: Explanations) {
     let mut applied = engine.subscribe();
@@ -35,25 +37,25 @@ pub async fn run(engine: Engine, explanations: Explanations) {
         }
         let pass_started = tokio::time::Instant::now();
         applied.borrow_and_update();
-        let (view, attempts) = engine.read(|s| {
-            let attempts: BTreeMap<_, _> = s.pending_jobs().map(|j| (j.id, j.attempt)).collect();
-            (s.cluster_view(now_ms()), attempts)
-        });
+        let view = engine.read(|s| s.cluster_view(now_ms()));
         let decisions = gantry_policies::schedule(&view);
-        let reasons: BTreeMap<_, _> = decisions.waiting.into_iter().collect();
-        *explanations.write().unwrap_or_else(|p| p.into_inner()) = reasons;
+        // In pending order, which is id order: the API finds a job's reason by binary search.
+        *explanations.write().unwrap_or_else(|p| p.into_inner()) = decisions.waiting;
+        let pass_time = pass_started.elapsed();
         let mut progressed = false;
         if !decisions.starts.is_empty() {
-            let commands = decisions
-                .starts
-                .into_iter()
-                .map(|s| Command::Allocate {
-                    job: s.job,
-                    attempt: attempts.get(&s.job).copied().unwrap_or_default(),
-                    parts: s.parts,
-                    now_ms: now_ms(),
-                })
-                .collect();
+            let commands = engine.read(|s| {
+                decisions
+                    .starts
+                    .into_iter()
+                    .map(|start| Command::Allocate {
+                        job: start.job,
+                        attempt: s.job(start.job).map_or(0, |j| j.attempt),
+                        parts: start.parts,
+                        now_ms: now_ms(),
+                    })
+                    .collect()
+            });
             match engine.propose_all(commands).await {
                 Ok(outcomes) => {
                     for outcome in outcomes {
@@ -79,6 +81,6 @@ pub async fn run(engine: Engine, explanations: Explanations) {
             changed = applied.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(IDLE_PASS) => {}
         }
-        tokio::time::sleep_until(pass_started + MIN_PASS_INTERVAL).await;
+        tokio::time::sleep_until(pass_started + MIN_PASS_INTERVAL.max(pass_time * PASS_DUTY)).await;
     }
 }

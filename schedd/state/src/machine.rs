@@ -85,8 +85,7 @@ impl StateMachine {
 
     /// Why a job could never run on the nodes known now, if it could not.
     pub fn never_fits(&self, spec: &JobSpec) -> Option<String> {
-        let view = self.cluster_view(0);
-        never_fits(&view.nodes, spec.num_nodes, &spec.per_node())
+        never_fits(&self.node_views(), spec.num_nodes, &spec.per_node())
     }
 
     pub fn to_snapshot(&self) -> Vec<u8> {

@@ -8,8 +8,27 @@ impl StateMachine {
     /// The snapshot the policies decide on: every node, and the pending jobs in priority
     /// order (submit order, for placement v0).
     pub fn cluster_view(&self, now_ms: u64) -> ClusterView {
-        let nodes = self
-            .nodes
+        let pending = self
+            .pending
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .map(|j| PendingJob {
+                id: j.id,
+                num_nodes: j.spec.num_nodes,
+                per_node: j.spec.per_node(),
+            })
+            .collect();
+        ClusterView {
+            now_ms,
+            nodes: self.node_views(),
+            pending,
+        }
+    }
+
+    /// Every node as the policies see it. Cheap next to the queue: a submit checks its
+    /// feasibility against these alone.
+    pub fn node_views(&self) -> Vec<NodeView> {
+        self.nodes
             .values()
             .map(|n| {
                 let unavailable_reason = n.unavailable_reason();
@@ -23,21 +42,6 @@ impl StateMachine {
                     free_gpus: n.free_gpus(),
                 }
             })
-            .collect();
-        let pending = self
-            .pending
-            .iter()
-            .filter_map(|id| self.jobs.get(id))
-            .map(|j| PendingJob {
-                id: j.id,
-                num_nodes: j.spec.num_nodes,
-                per_node: j.spec.per_node(),
-            })
-            .collect();
-        ClusterView {
-            now_ms,
-            nodes,
-            pending,
-        }
+            .collect()
     }
 }
