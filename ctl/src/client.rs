@@ -167,6 +167,9 @@ impl Scheduler {
     }
 }
 
+/// The largest answer the CLI accepts, the same as the scheduler's own limit.
+const MAX_ANSWER: usize = 64 * 1024 * 1024;
+
 async fn connect(address: &str) -> Result<SchedulerClient<Channel>, String> {
     let endpoint = Endpoint::from_shared(address.to_string())
         .map_err(|e| error_reason(&e))?
@@ -174,7 +177,11 @@ async fn connect(address: &str) -> Result<SchedulerClient<Channel>, String> {
         .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|e| error_reason(&e))?;
-    Ok(SchedulerClient::new(channel))
+    // Long queues make long answers: tonic's default 4 MiB would cut off a listing of
+    // about ten thousand jobs.
+    Ok(SchedulerClient::new(channel)
+        .max_decoding_message_size(MAX_ANSWER)
+        .max_encoding_message_size(MAX_ANSWER))
 }
 
 /// A short reason for a failed connection: `connection refused`, `timed out`..., taken
