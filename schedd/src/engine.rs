@@ -16,7 +16,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gantry_state::{Command, Outcome, StateMachine};
-use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{Config, RawNode, StateRole};
 use thiserror::Error;
@@ -382,6 +381,11 @@ impl Engine {
     }
 }
 
+fn decode_conf_change<C: protobuf::Message>(entry: &Entry) -> Result<C, EngineError> {
+    C::parse_from_bytes(entry.get_data())
+        .map_err(|e| RaftLogError::Corrupt(format!("conf change at {}: {e}", entry.index)).into())
+}
+
 /// The raft thread's state.
 struct Replica<S: RaftLog> {
     node: RawNode<S>,
@@ -538,30 +542,14 @@ impl<S: RaftLog> Replica<S> {
                     }
                     EntryType::EntryNormal => {}
                     EntryType::EntryConfChange => {
-                        let change =
-                            ConfChange::parse_from_bytes(entry.get_data()).map_err(|e| {
-                                RaftLogError::Corrupt(format!(
-                                    "conf change at {}: {e}",
-                                    entry.index
-                                ))
-                            })?;
-                        self.conf_state = self.node.apply_conf_change(&change)?;
-                        self.node
-                            .mut_store()
-                            .set_conf_state(&self.conf_state, entry.index)?;
+                        let change: ConfChange = decode_conf_change(entry)?;
+                        let conf_state = self.node.apply_conf_change(&change)?;
+                        self.record_conf_state(entry.index, conf_state)?;
                     }
                     EntryType::EntryConfChangeV2 => {
-                        let change =
-                            ConfChangeV2::parse_from_bytes(entry.get_data()).map_err(|e| {
-                                RaftLogError::Corrupt(format!(
-                                    "conf change at {}: {e}",
-                                    entry.index
-                                ))
-                            })?;
-                        self.conf_state = self.node.apply_conf_change(&change)?;
-                        self.node
-                            .mut_store()
-                            .set_conf_state(&self.conf_state, entry.index)?;
+                        let change: ConfChangeV2 = decode_conf_change(entry)?;
+                        let conf_state = self.node.apply_conf_change(&change)?;
+                        self.record_conf_state(entry.index, conf_state)?;
                     }
                 }
                 self.applied_index = entry.index;
@@ -574,6 +562,13 @@ impl<S: RaftLog> Replica<S> {
             // The proposer may have given up waiting; the command stands regardless.
             let _ = reply.send(Ok(outcome));
         }
+        Ok(())
+    }
+
+    /// A membership change raft-rs has adopted: the store records it with its index.
+    fn record_conf_state(&mut self, index: u64, conf_state: ConfState) -> Result<(), EngineError> {
+        self.node.mut_store().set_conf_state(&conf_state, index)?;
+        self.conf_state = conf_state;
         Ok(())
     }
 
