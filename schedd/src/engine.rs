@@ -556,7 +556,10 @@ impl<S: RaftLog> Replica<S> {
                 self.applied_term = entry.term;
             }
         }
-        self.node.mut_store().set_applied(self.applied_index)?;
+        // No `set_applied` here: a restart rebuilds the state from the stored snapshot and
+        // lets raft-rs re-apply the committed log after it (`Config::applied` is the
+        // snapshot's index), so recording every applied batch would be a write per batch on
+        // the hot path that nothing reads.
         self.shared.applied.send_replace(self.applied_index);
         for (reply, outcome) in replies {
             // The proposer may have given up waiting; the command stands regardless.
@@ -676,7 +679,7 @@ impl<S: RaftLog> Replica<S> {
 
 #[cfg(test)]
 mod tests {
-    use gantry_model::{JobSpec, Owner, Program};
+    use gantry_model::{JobSpec, Owner};
 
     use super::*;
     use crate::raft::{MemRaftLog, SledRaftLog};
@@ -690,19 +693,7 @@ mod tests {
             },
             spec: JobSpec {
                 name: format!("j{n}"),
-                account: "default".into(),
-                num_nodes: 1,
-                gpus_per_node: 0,
-                cpus_per_node: 1,
-                mem_per_node_mib: 256,
-                time_limit_ms: None,
-                program: Program::Command {
-                    argv: vec!["true".into()],
-                },
-                work_dir: "/tmp".into(),
-                stdout_path: None,
-                stderr_path: None,
-                env: vec![],
+                ..gantry_model::testing::job_spec(1, 0)
             },
             key: None,
             now_ms: n,

@@ -319,22 +319,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn spec() -> JobSpec {
-        JobSpec {
-            name: "train".into(),
-            account: "default".into(),
-            num_nodes: 1,
-            gpus_per_node: 2,
-            cpus_per_node: 4,
-            mem_per_node_mib: 1024,
-            time_limit_ms: None,
-            program: Program::Command {
-                argv: vec!["true".into()],
-            },
-            work_dir: "/tmp".into(),
-            stdout_path: None,
-            stderr_path: None,
-            env: vec![],
-        }
+        crate::testing::job_spec(1, 2)
     }
 
     #[test]

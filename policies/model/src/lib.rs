@@ -5,6 +5,8 @@
 pub mod address;
 pub mod job;
 pub mod node;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod units;
 
 pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, SpecError};

@@ -1,6 +1,6 @@
 //! Given state + command ⇒ outcome + new state.
 
-use gantry_model::{Gpu, JobSpec, JobState, NodeInventory, Owner, Program};
+use gantry_model::{Gpu, JobSpec, JobState, NodeInventory, Owner};
 use gantry_policies::PartPlan;
 use proptest::prelude::*;
 
@@ -17,22 +17,7 @@ fn owner(user: &str) -> Owner {
 }
 
 fn spec(nodes: u32, gpus: u32) -> JobSpec {
-    JobSpec {
-        name: "j".into(),
-        account: "default".into(),
-        num_nodes: nodes,
-        gpus_per_node: gpus,
-        cpus_per_node: 1,
-        mem_per_node_mib: 256,
-        time_limit_ms: None,
-        program: Program::Command {
-            argv: vec!["true".into()],
-        },
-        work_dir: "/tmp".into(),
-        stdout_path: None,
-        stderr_path: None,
-        env: vec![],
-    }
+    gantry_model::testing::job_spec(nodes, gpus)
 }
 
 fn inventory(gpus: u32) -> NodeInventory {
