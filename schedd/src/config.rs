@@ -54,10 +54,16 @@ pub fn default_admins(current_user: Option<String>) -> Vec<String> {
     admins
 }
 
+/// A node daemon gives up on a scheduler silent for this many heartbeat intervals (its
+/// session lease, noded/src/lease.rs).
+pub const NODE_LEASE_INTERVALS: u64 = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "heartbeat_timeout ({timeout_ms} ms) must be longer than heartbeat_interval ({interval_ms} ms)"
+        "heartbeat_timeout ({timeout_ms} ms) must be longer than heartbeat_interval ({interval_ms} \
+         ms) x {NODE_LEASE_INTERVALS}: node daemons leave a silent scheduler after that many \
+         intervals, and must reach the new leader before it declares them lost"
     )]
     HeartbeatTimeout { timeout_ms: u64, interval_ms: u64 },
     #[error("heartbeat_interval must be longer than 0")]
@@ -83,7 +89,11 @@ impl SchedConfig {
         if self.heartbeat_interval_ms == 0 {
             return Err(ConfigError::ZeroInterval);
         }
-        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+        if self.heartbeat_timeout_ms
+            <= self
+                .heartbeat_interval_ms
+                .saturating_mul(NODE_LEASE_INTERVALS)
+        {
             return Err(ConfigError::HeartbeatTimeout {
                 timeout_ms: self.heartbeat_timeout_ms,
                 interval_ms: self.heartbeat_interval_ms,
@@ -173,6 +183,15 @@ mod tests {
             ..c.clone()
         };
         assert!(short.validate().is_err());
+        let within_lease = SchedConfig {
+            heartbeat_timeout_ms: 6000,
+            heartbeat_interval_ms: 2000,
+            ..c.clone()
+        };
+        assert!(
+            within_lease.validate().is_err(),
+            "a node's lease outlasts the timeout"
+        );
         assert_eq!(default_admins(Some("root".into())), ["root"]);
         assert_eq!(default_admins(Some("ann".into())), ["root", "ann"]);
     }
