@@ -8,11 +8,8 @@
 
 use std::time::Duration;
 
-/// How many heartbeat intervals may pass without a message. One late keepalive is ordinary
-/// (a slow Raft commit, a busy machine); three missed in a row mean the replica is gone. It
-/// stays well under the scheduler's node timeout (by default 30 s, at a 2 s interval: a 6 s
-/// lease), so the node finds the new leader before that leader declares it lost.
-pub const LEASE_INTERVALS: u32 = 3;
+/// Shared with the scheduler, which checks its heartbeat timeout against it.
+pub use gantry_model::node::SESSION_LEASE_INTERVALS as LEASE_INTERVALS;
 
 /// The shortest lease: with very short intervals, scheduling jitter alone would otherwise
 /// drop healthy sessions.

@@ -54,9 +54,8 @@ pub fn default_admins(current_user: Option<String>) -> Vec<String> {
     admins
 }
 
-/// A node daemon gives up on a scheduler silent for this many heartbeat intervals (its
-/// session lease, noded/src/lease.rs).
-pub const NODE_LEASE_INTERVALS: u64 = 3;
+/// A node daemon gives up on a scheduler silent for this many heartbeat intervals.
+const NODE_LEASE_INTERVALS: u64 = gantry_model::node::SESSION_LEASE_INTERVALS as u64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -2,6 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How many heartbeat intervals may pass without a message. One late keepalive is ordinary
+/// (a slow Raft commit, a busy machine); three missed in a row mean the replica is gone. It
+/// stays well under the scheduler's node timeout (by default 30 s, at a 2 s interval: a 6 s
+/// lease), so the node finds the new leader before that leader declares it lost.
+pub const SESSION_LEASE_INTERVALS: u32 = 3;
+
 /// One GPU of a node, as discovered by NVML or declared by the admin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gpu {
