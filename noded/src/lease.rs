@@ -8,12 +8,11 @@
 
 use std::time::Duration;
 
-/// Shared with the scheduler, which checks its heartbeat timeout against it.
-pub use gantry_model::node::SESSION_LEASE_INTERVALS as LEASE_INTERVALS;
-
-/// The shortest lease: with very short intervals, scheduling jitter alone would otherwise
-/// drop healthy sessions.
-pub const MIN_LEASE: Duration = Duration::from_secs(3);
+/// Shared with the scheduler, which checks its heartbeat timeout against the lease.
+pub use gantry_model::node::{
+    MIN_SESSION_LEASE as MIN_LEASE, SESSION_LEASE_INTERVALS as LEASE_INTERVALS,
+    session_lease as lease_for,
+};
 
 /// The longest heartbeat interval the node accepts from a scheduler: beyond it, deadlines
 /// stop being representable and the node would never notice a silent scheduler.
@@ -26,11 +25,6 @@ pub fn heartbeat_interval(asked_ms: u64, default: Duration) -> Duration {
         0 => default,
         ms => Duration::from_millis(ms).min(MAX_HEARTBEAT),
     }
-}
-
-/// `max(LEASE_INTERVALS × heartbeat, MIN_LEASE)`.
-pub fn lease_for(heartbeat: Duration) -> Duration {
-    heartbeat.saturating_mul(LEASE_INTERVALS).max(MIN_LEASE)
 }
 
 #[cfg(test)]

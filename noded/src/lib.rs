@@ -9,6 +9,7 @@
 mod config;
 mod error;
 pub mod executor;
+mod fence;
 pub mod inventory;
 pub mod jobdir;
 pub mod lease;

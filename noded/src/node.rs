@@ -15,6 +15,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{NodeConfig, Shutdown, server_urls};
 use crate::error::NodedError;
 use crate::executor::{Executor, JobEnded, LaunchOutcome, LocalExecutor, LocalExecutorConfig};
+use crate::fence::{LeaderTerm, StaleLeader};
 use crate::jobdir::{ExitReason, JobKey, JobStatus};
 use crate::reconcile::{Action, LocalJob, desired_keys, forgettable, reconcile};
 use crate::session::{OpenSession, SessionEnd, run_session};
@@ -44,7 +45,7 @@ pub async fn run_node(
         kill_grace_ms: config.kill_grace_ms,
     });
     let span = info_span!("node", node = %config.name);
-    let mut node = Node::new(&config, executor, events);
+    let mut node = Node::new(&config, executor, events, LeaderTerm::load(&data_dir));
     span.in_scope(|| node.recover())?;
     info!(
         node = %config.name,
@@ -132,6 +133,7 @@ pub(crate) struct Node<E: Executor> {
     /// it left that set ends after the set was applied, and the scheduler sends no new set
     /// for it (its set did not change), so its end is checked against this one.
     desired: Option<BTreeSet<JobKey>>,
+    leader_term: LeaderTerm,
 }
 
 impl<E: Executor> Node<E> {
@@ -139,6 +141,7 @@ impl<E: Executor> Node<E> {
         config: &NodeConfig,
         executor: E,
         events: mpsc::UnboundedReceiver<JobEnded>,
+        leader_term: LeaderTerm,
     ) -> Self {
         Node {
             name: config.name.clone(),
@@ -149,7 +152,13 @@ impl<E: Executor> Node<E> {
             events,
             jobs: BTreeMap::new(),
             desired: None,
+            leader_term,
         }
+    }
+
+    /// Refuses a session from a leader older than one already followed (see [`crate::fence`]).
+    pub(crate) fn admit_leader(&mut self, term: u64) -> Result<(), StaleLeader> {
+        self.leader_term.admit(term)
     }
 
     pub(crate) fn name(&self) -> &str {

@@ -209,6 +209,9 @@ pub(crate) async fn run_session<E: Executor>(
             }
             received = inbound.message() => match received {
                 Ok(Some(pb::SchedulerMessage { msg: Some(pb::scheduler_message::Msg::Registered(ack)) })) => {
+                    if let Err(stale) = node.admit_leader(ack.term) {
+                        return broken(false, &stale.to_string());
+                    }
                     last_heard = Instant::now();
                     let period = heartbeat_interval(ack.heartbeat_interval_ms, DEFAULT_HEARTBEAT);
                     lease = lease_for(period);

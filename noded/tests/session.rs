@@ -72,9 +72,15 @@ impl Session {
 
     /// Accepts the node, then sends only what the test sends: no keepalive.
     fn registered_then_silent(&self, name: &str, heartbeat_interval_ms: u64) {
+        self.registered_in_term(name, heartbeat_interval_ms, 0);
+    }
+
+    /// Accepts the node as the leader of Raft term `term`.
+    fn registered_in_term(&self, name: &str, heartbeat_interval_ms: u64, term: u64) {
         self.send(Down::Registered(pb::Registered {
             node: name.into(),
             heartbeat_interval_ms,
+            term,
         }));
     }
 
@@ -782,5 +788,60 @@ async fn a_scheduler_that_keeps_sending_keeps_its_session() {
     assert!(
         first_sessions.try_recv().is_err() && other_sessions.try_recv().is_err(),
         "the node opened another session while its scheduler kept sending"
+    );
+}
+
+/// A replica that leads an older term than one the node has followed is a deposed leader:
+/// its state may lack what the newer leader decided. The node refuses its session before
+/// taking any set from it, so its (empty) set stops nothing, and returns to the newer leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_is_refused_and_stops_nothing() {
+    init_logs();
+    let (new_addr, mut new_sessions) = fake_scheduler().await;
+    let (old_addr, mut old_sessions) = fake_scheduler().await;
+    let mut scratch = Scratch::new();
+    scratch.start_noded(&format!("{new_addr},{old_addr}"));
+
+    let mut leader = next_session(&mut new_sessions).await;
+    leader.register().await;
+    leader.registered_in_term("n1", SHORT_HEARTBEAT_MS, 5);
+    leader.assign(vec![assignment(
+        1,
+        Some(launch(&scratch.work, 1, &["sleep", "1000"])),
+        false,
+    )]);
+    let supervisor = leader.started(1).await.pid;
+    // The leader's session ends, and so does the node's next attempt there: the node tries
+    // the next address and finds the deposed leader.
+    drop(leader);
+    drop(next_session(&mut new_sessions).await);
+
+    let mut deposed = next_session(&mut old_sessions).await;
+    let register = deposed.register().await;
+    assert_eq!(register.running.len(), 1, "{register:?}");
+    deposed.registered_in_term("n1", SHORT_HEARTBEAT_MS, 4);
+    let _ = deposed.outbound.send(Ok(pb::SchedulerMessage {
+        msg: Some(Down::Assignments(pb::Assignments { jobs: vec![] })),
+    }));
+    deposed.dropped_by_the_node().await;
+
+    // Back with the leader of term 5, which still assigns the job: it ran on throughout.
+    let mut back = next_session(&mut new_sessions).await;
+    let register = back.register().await;
+    assert_eq!(
+        register.running,
+        vec![pb::JobRef {
+            job_id: 1,
+            attempt: 0
+        }]
+    );
+    assert!(
+        alive(supervisor),
+        "the deposed leader's empty set stopped the job"
+    );
+    let log = scratch.daemons[0].log_tail();
+    assert!(
+        log.contains("deposed leader"),
+        "no word of the deposed leader in the log:\n{log}"
     );
 }

@@ -50,6 +50,12 @@ pub fn require_leader(engine: &Engine, config: &SchedConfig) -> Result<(), Statu
     if role.is_leader {
         return Ok(());
     }
+    if role.leader == Some(role.id) {
+        return Err(Status::unavailable(format!(
+            "replica {} was just elected leader and is applying the log it inherited; retry",
+            role.id
+        )));
+    }
     let leader = role.leader.map(|id| {
         let url = config.peer_urls().ok().and_then(|p| p.get(&id).cloned());
         format!(

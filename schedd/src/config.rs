@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use gantry_model::node::session_lease;
 
 use serde::Deserialize;
 
@@ -54,17 +57,21 @@ pub fn default_admins(current_user: Option<String>) -> Vec<String> {
     admins
 }
 
-/// A node daemon gives up on a scheduler silent for this many heartbeat intervals.
-const NODE_LEASE_INTERVALS: u64 = gantry_model::node::SESSION_LEASE_INTERVALS as u64;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "heartbeat_timeout ({timeout_ms} ms) must be longer than heartbeat_interval ({interval_ms} \
-         ms) x {NODE_LEASE_INTERVALS}: node daemons leave a silent scheduler after that many \
-         intervals, and must reach the new leader before it declares them lost"
+        "heartbeat_timeout ({timeout_ms} ms) must be longer than a node's session lease \
+         ({lease_ms} ms: {intervals} heartbeat intervals of {interval_ms} ms, at least \
+         {min_lease_ms} ms): node daemons leave a silent scheduler only after the lease, and \
+         must reach the new leader before it declares them lost",
+        intervals = gantry_model::node::SESSION_LEASE_INTERVALS,
+        min_lease_ms = gantry_model::node::MIN_SESSION_LEASE.as_millis()
     )]
-    HeartbeatTimeout { timeout_ms: u64, interval_ms: u64 },
+    HeartbeatTimeout {
+        timeout_ms: u64,
+        interval_ms: u64,
+        lease_ms: u64,
+    },
     #[error("heartbeat_interval must be longer than 0")]
     ZeroInterval,
     #[error("snapshot_every must be at least 1")]
@@ -88,14 +95,13 @@ impl SchedConfig {
         if self.heartbeat_interval_ms == 0 {
             return Err(ConfigError::ZeroInterval);
         }
-        if self.heartbeat_timeout_ms
-            <= self
-                .heartbeat_interval_ms
-                .saturating_mul(NODE_LEASE_INTERVALS)
-        {
+        let lease = session_lease(Duration::from_millis(self.heartbeat_interval_ms));
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        if self.heartbeat_timeout_ms <= lease_ms {
             return Err(ConfigError::HeartbeatTimeout {
                 timeout_ms: self.heartbeat_timeout_ms,
                 interval_ms: self.heartbeat_interval_ms,
+                lease_ms,
             });
         }
         if self.snapshot_every == 0 {
@@ -190,6 +196,15 @@ mod tests {
         assert!(
             within_lease.validate().is_err(),
             "a node's lease outlasts the timeout"
+        );
+        let within_min_lease = SchedConfig {
+            heartbeat_timeout_ms: 2000,
+            heartbeat_interval_ms: 200,
+            ..c.clone()
+        };
+        assert!(
+            within_min_lease.validate().is_err(),
+            "a node's lease is never under 3 s"
         );
         assert_eq!(default_admins(Some("root".into())), ["root"]);
         assert_eq!(default_admins(Some("ann".into())), ["root", "ann"]);

@@ -82,6 +82,7 @@ pub struct Role {
     pub id: u64,
     pub leader: Option<u64>,
     pub term: u64,
+    /// Leads, and has applied every entry committed before its term: it may serve.
     pub is_leader: bool,
     /// When this replica last became leader (the heartbeat clock of nodes starts there).
     pub leader_since: Option<Instant>,
@@ -234,6 +235,7 @@ impl Engine {
             transport,
             pending: BTreeMap::new(),
             next_proposal: 1,
+            leading: false,
             conf_state,
             applied_index: snapshot_index,
             applied_term: 0,
@@ -394,6 +396,8 @@ struct Replica<S: RaftLog> {
     /// Proposals of this replica waiting for their entry to be applied, by proposal id.
     pending: BTreeMap<u64, oneshot::Sender<Result<Outcome, EngineError>>>,
     next_proposal: u64,
+    /// Whether raft had this replica leading at the last look (proposals are accepted then).
+    leading: bool,
     conf_state: ConfState,
     applied_index: u64,
     applied_term: u64,
@@ -586,8 +590,20 @@ impl<S: RaftLog> Replica<S> {
 
     fn publish_role(&mut self) {
         let raft = &self.node.raft;
-        let is_leader = raft.state == StateRole::Leader;
+        // A new leader may not yet have applied everything committed before its term: its
+        // state could lack the last allocations, and a node told what to run from it would
+        // kill jobs that are rightly running. Its own term's first entry (the empty one
+        // raft appends on election) being applied proves the state complete.
+        let is_leader = raft.state == StateRole::Leader && self.applied_term == raft.term;
         let leader = Some(raft.leader_id).filter(|id| *id != 0);
+        let leading = raft.state == StateRole::Leader;
+        if self.leading && !leading {
+            // Entries this replica proposed may still commit under the new leader, or not:
+            // their proposers cannot know, and retry (submits carry idempotency keys).
+            self.fail_pending(|| EngineError::LeadershipLost);
+        }
+        self.leading = leading;
+        let raft = &self.node.raft;
         let previous = *self.shared.role.borrow();
         if previous.is_leader == is_leader
             && previous.leader == leader
@@ -608,11 +624,6 @@ impl<S: RaftLog> Replica<S> {
             leader_since,
         };
         info!(term = role.term, leader = ?role.leader, is_leader, "raft role");
-        if previous.is_leader && !is_leader {
-            // Entries this replica proposed may still commit under the new leader, or not:
-            // their proposers cannot know, and retry (submits carry idempotency keys).
-            self.fail_pending(|| EngineError::LeadershipLost);
-        }
         self.shared.role.send_replace(role);
     }
 

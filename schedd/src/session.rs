@@ -116,11 +116,16 @@ impl pb::node_session_server::NodeSession for NodeSessions {
                 info!(node = %name, gpus = register.gpus.len(), version = %register.version, "node registered")
             }
         }
+        // The term of the leadership that accepted the node: if this replica has lost it by
+        // now, the session must not start under it.
+        let term = self.engine.role().term;
+        crate::api::require_leader(&self.engine, &self.config)?;
         let session = self.liveness.connected(&name);
         let (tx, rx) = mpsc::channel(16);
         let registered = pb::Registered {
             node: name.clone(),
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            term,
         };
         let hello = pb::SchedulerMessage {
             msg: Some(pb::scheduler_message::Msg::Registered(registered)),

@@ -135,7 +135,7 @@ fn a_node_that_stays_away_has_its_jobs_end_node_fail() {
     let dir = tempfile::tempdir().unwrap();
     let schedd = Schedd::start(
         &dir.path().join("schedd"),
-        &["--heartbeat-timeout", "3s", "--heartbeat-interval", "500ms"],
+        &["--heartbeat-timeout", "4s", "--heartbeat-interval", "500ms"],
     );
     let url = schedd.url.clone();
     let mut node = Noded::start(

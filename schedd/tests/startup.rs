@@ -41,7 +41,7 @@ fn bad_settings_are_refused() {
     schedd_fails(&with(&["--heartbeat-timeout", "30"]), "name the unit");
     schedd_fails(
         &with(&["--heartbeat-timeout", "1s", "--heartbeat-interval", "2s"]),
-        "must be longer than heartbeat_interval",
+        "must be longer than a node's session lease",
     );
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nsurprise = 1\n").unwrap();

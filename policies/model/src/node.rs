@@ -1,5 +1,7 @@
 //! Nodes, their GPUs and the resources jobs ask for.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// How many heartbeat intervals may pass without a message. One late keepalive is ordinary
@@ -7,6 +9,18 @@ use serde::{Deserialize, Serialize};
 /// stays well under the scheduler's node timeout (by default 30 s, at a 2 s interval: a 6 s
 /// lease), so the node finds the new leader before that leader declares it lost.
 pub const SESSION_LEASE_INTERVALS: u32 = 3;
+
+/// The shortest session lease: with very short intervals, scheduling jitter alone would
+/// otherwise drop healthy sessions.
+pub const MIN_SESSION_LEASE: Duration = Duration::from_secs(3);
+
+/// How long a node daemon listens to a silent scheduler that asked for heartbeats every
+/// `heartbeat`: `max(SESSION_LEASE_INTERVALS × heartbeat, MIN_SESSION_LEASE)`.
+pub fn session_lease(heartbeat: Duration) -> Duration {
+    heartbeat
+        .saturating_mul(SESSION_LEASE_INTERVALS)
+        .max(MIN_SESSION_LEASE)
+}
 
 /// One GPU of a node, as discovered by NVML or declared by the admin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
