@@ -3,13 +3,16 @@
 use gantry_proto as pb;
 use serde::Serialize;
 
-use crate::client::Scheduler;
+use crate::client::{Scheduler, caller};
 use crate::output::{Format, emit, emit_json, render_table};
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum AdminCommand {
     /// List the scheduler replicas: role, term, applied index and lag behind the leader
     Replicas(ReplicasArgs),
+    /// Add or remove a scheduler replica (a Raft membership change; admins only)
+    #[command(subcommand)]
+    Replica(ReplicaCommand),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -17,6 +20,32 @@ pub struct ReplicasArgs {
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Ask the first replica that answers, even a follower: it knows only its own progress
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ReplicaCommand {
+    /// Add replica ID listening at ADDR: it joins as a learner, catches up (by snapshot
+    /// when far behind), then votes. Start it first with --peers naming the others
+    Add {
+        /// The new replica's id (its --id)
+        id: u64,
+        /// Where it listens: host:port, http://host:port or a bare host (port 7420)
+        address: String,
+        /// Output format of the resulting replica list
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove replica ID from the group (a leader first hands its leadership over)
+    Remove {
+        /// The replica's id
+        id: u64,
+        /// Output format of the resulting replica list
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 /// One replica in `gantry admin replicas -o json`; the field names are stable.
@@ -46,15 +75,53 @@ impl From<&pb::Replica> for ReplicaRow {
 pub async fn run(command: AdminCommand, scheduler: &mut Scheduler) -> anyhow::Result<()> {
     match command {
         AdminCommand::Replicas(args) => replicas(args, scheduler).await,
+        AdminCommand::Replica(ReplicaCommand::Add {
+            id,
+            address,
+            format,
+        }) => {
+            let request = pb::AddReplicaRequest {
+                caller: Some(caller()),
+                id,
+                address,
+            };
+            // Safe to repeat: an add that was cut short carries on where it stopped.
+            let response = scheduler
+                .call_retrying(|mut client| {
+                    let request = request.clone();
+                    async move { client.add_replica(request).await }
+                })
+                .await?;
+            print_replicas(&response, format)
+        }
+        AdminCommand::Replica(ReplicaCommand::Remove { id, format }) => {
+            let request = pb::RemoveReplicaRequest {
+                caller: Some(caller()),
+                id,
+            };
+            // Retried while a leader that removes itself hands its leadership over.
+            let response = scheduler
+                .call_retrying(|mut client| {
+                    let request = request.clone();
+                    async move { client.remove_replica(request).await }
+                })
+                .await?;
+            print_replicas(&response, format)
+        }
     }
 }
 
 async fn replicas(args: ReplicasArgs, scheduler: &mut Scheduler) -> anyhow::Result<()> {
+    let request = pb::ReplicasRequest { stale: args.stale };
     let response = scheduler
-        .call(|mut client| async move { client.replicas(pb::ReplicasRequest {}).await })
+        .call(|mut client| async move { client.replicas(request).await })
         .await?;
+    print_replicas(&response, args.format)
+}
+
+fn print_replicas(response: &pb::ReplicasResponse, format: Format) -> anyhow::Result<()> {
     let rows: Vec<ReplicaRow> = response.replicas.iter().map(ReplicaRow::from).collect();
-    match args.format {
+    match format {
         Format::Json => emit_json(&rows)?,
         Format::Table => emit(&replicas_table(&rows))?,
     }

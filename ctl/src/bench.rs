@@ -71,7 +71,7 @@ async fn submit(args: SubmitBench, addresses: Vec<String>) -> anyhow::Result<()>
     for _ in 0..args.clients {
         let mut scheduler = Scheduler::new(addresses.clone());
         scheduler
-            .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await })
+            .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest::default()).await })
             .await
             .context("cannot reach the scheduler")?;
         clients.push(scheduler);

@@ -64,6 +64,7 @@ pub struct ServerArgs {
     /// comma-separated list names several replicas, tried in order
     #[arg(
         long,
+        global = true,
         env = "GANTRY_SERVER",
         value_name = "ADDRS",
         default_value = DEFAULT_SERVER
@@ -164,6 +165,34 @@ impl Scheduler {
             }
         }
         Err(ClientError::Unreachable(failures))
+    }
+}
+
+/// How long [`Scheduler::call_retrying`] keeps trying while the replicas elect a leader.
+const ELECTION_RETRY: Duration = Duration::from_secs(20);
+
+impl Scheduler {
+    /// As [`Scheduler::call`], but tried again while the replicas answer that no leader
+    /// is elected yet, for up to 20 s. Only for calls that are safe to repeat (a submit
+    /// carries its idempotency key).
+    pub async fn call_retrying<T, F, Fut>(&mut self, mut rpc: F) -> Result<T, ClientError>
+    where
+        F: FnMut(SchedulerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = std::time::Instant::now() + ELECTION_RETRY;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.call(&mut rpc).await {
+                Err(ClientError::Unreachable(_))
+                    if self.electing() && std::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                result => return result,
+            }
+        }
     }
 }
 
@@ -330,7 +359,7 @@ mod tests {
         let address = format!("http://127.0.0.1:{port}");
         let mut scheduler = Scheduler::new(vec![address.clone(), address.clone()]);
         let result = scheduler
-            .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await })
+            .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest::default()).await })
             .await;
         match result {
             Err(ClientError::Unreachable(failures)) => {
@@ -377,7 +406,7 @@ mod tests {
         ]);
         for _ in 0..2 {
             scheduler
-                .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await })
+                .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest::default()).await })
                 .await
                 .unwrap();
         }
@@ -389,7 +418,7 @@ mod tests {
         // When every replica is unavailable, the error lists each with its message.
         let mut scheduler = Scheduler::new(vec![a.address.clone(), c.address.clone()]);
         let err = scheduler
-            .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await })
+            .call(|mut c| async move { c.list_nodes(pb::ListNodesRequest::default()).await })
             .await
             .unwrap_err()
             .to_string();
@@ -409,7 +438,13 @@ mod tests {
         let server = serve(std::sync::Arc::new(Fake::default()));
         let mut scheduler = Scheduler::new(vec![server.address.clone()]);
         let err = scheduler
-            .call(|mut c| async move { c.get_job(pb::GetJobRequest { job_id: 9 }).await })
+            .call(|mut c| async move {
+                c.get_job(pb::GetJobRequest {
+                    job_id: 9,
+                    stale: false,
+                })
+                .await
+            })
             .await
             .unwrap_err();
         assert!(matches!(&err, ClientError::Rpc(s) if s.code() == Code::NotFound));

@@ -159,6 +159,22 @@ impl Scheduler for Fake {
         self.enter()?;
         Ok(Response::new(pb::ReplicasResponse::default()))
     }
+
+    async fn add_replica(
+        &self,
+        _request: Request<pb::AddReplicaRequest>,
+    ) -> Result<Response<pb::ReplicasResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ReplicasResponse::default()))
+    }
+
+    async fn remove_replica(
+        &self,
+        _request: Request<pb::RemoveReplicaRequest>,
+    ) -> Result<Response<pb::ReplicasResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ReplicasResponse::default()))
+    }
 }
 
 /// A fake serving on an OS-picked port; stopped when dropped.

@@ -33,6 +33,11 @@ pub struct QueueArgs {
     /// Only your own jobs
     #[arg(long)]
     pub me: bool,
+    /// Answer from the first replica that responds, from its own copy of the state, even
+    /// if it is not the leader (possibly a little behind; pending jobs' reasons are known
+    /// only to the leader)
+    #[arg(long)]
+    pub stale: bool,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -42,6 +47,11 @@ pub struct QueueArgs {
 pub struct ShowArgs {
     /// Job id
     pub job: u64,
+    /// Answer from the first replica that responds, from its own copy of the state, even
+    /// if it is not the leader (possibly a little behind; pending jobs' reasons are known
+    /// only to the leader)
+    #[arg(long)]
+    pub stale: bool,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -85,6 +95,7 @@ pub async fn queue(args: QueueArgs, scheduler: &mut Scheduler) -> anyhow::Result
             args.user.unwrap_or_default()
         },
         summary: matches!(args.format, Format::Table),
+        stale: args.stale,
     };
     let response = scheduler
         .call(|mut client| {
@@ -169,7 +180,7 @@ fn nodelist_or_reason(job: &pb::Job) -> String {
 }
 
 pub async fn show(args: ShowArgs, scheduler: &mut Scheduler) -> anyhow::Result<()> {
-    let job = get_job(scheduler, args.job)
+    let job = get_job(scheduler, args.job, args.stale)
         .await
         .map_err(|e| about_job(args.job, e))?;
     match args.format {
@@ -179,9 +190,14 @@ pub async fn show(args: ShowArgs, scheduler: &mut Scheduler) -> anyhow::Result<(
     Ok(())
 }
 
-async fn get_job(scheduler: &mut Scheduler, job_id: u64) -> Result<pb::Job, ClientError> {
+async fn get_job(
+    scheduler: &mut Scheduler,
+    job_id: u64,
+    stale: bool,
+) -> Result<pb::Job, ClientError> {
+    let request = pb::GetJobRequest { job_id, stale };
     scheduler
-        .call(|mut client| async move { client.get_job(pb::GetJobRequest { job_id }).await })
+        .call(|mut client| async move { client.get_job(request).await })
         .await
 }
 
@@ -364,7 +380,7 @@ pub async fn wait(args: WaitArgs, scheduler: &mut Scheduler) -> anyhow::Result<u
     loop {
         let mut still = Vec::new();
         for (job_id, last_state) in waiting {
-            match get_job(scheduler, job_id).await {
+            match get_job(scheduler, job_id, false).await {
                 Ok(job) => {
                     answered_once = true;
                     match state_from_pb(job.state) {

@@ -11,6 +11,10 @@ pub struct NodesArgs {
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Answer from the first replica that responds, from its own copy of the state, even
+    /// if it is not the leader (possibly a little behind)
+    #[arg(long)]
+    pub stale: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -31,8 +35,9 @@ pub struct ResumeArgs {
 }
 
 pub async fn nodes(args: NodesArgs, scheduler: &mut Scheduler) -> anyhow::Result<()> {
+    let request = pb::ListNodesRequest { stale: args.stale };
     let response = scheduler
-        .call(|mut client| async move { client.list_nodes(pb::ListNodesRequest {}).await })
+        .call(|mut client| async move { client.list_nodes(request).await })
         .await?;
     match args.format {
         Format::Json => {

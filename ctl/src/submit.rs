@@ -4,7 +4,6 @@
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use gantry_model::SpecError;
 use gantry_model::units::{parse_duration_ms, parse_size_mib};
@@ -252,9 +251,6 @@ pub async fn run(mut args: SubmitArgs, scheduler: &mut Scheduler) -> anyhow::Res
     Ok(())
 }
 
-/// How long a submit keeps retrying while the replicas elect a leader.
-const ELECTION_RETRY: Duration = Duration::from_secs(20);
-
 /// Sends a checked spec as the current user; returns the new job's id. The request carries
 /// a fresh idempotency key, so retrying it (while a leader is elected, or after an answer
 /// was lost) never creates a second job.
@@ -264,26 +260,13 @@ pub async fn send(spec: pb::JobSpec, scheduler: &mut Scheduler) -> Result<u64, C
         spec: Some(spec),
         idempotency_key: idempotency_key(),
     };
-    let deadline = Instant::now() + ELECTION_RETRY;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let result = scheduler
-            .call(|mut client| {
-                let submit = submit.clone();
-                async move { client.submit(submit).await }
-            })
-            .await;
-        match result {
-            Ok(response) => return Ok(response.job_id),
-            Err(ClientError::Unreachable(_))
-                if scheduler.electing() && Instant::now() + pause < deadline =>
-            {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let response = scheduler
+        .call_retrying(|mut client| {
+            let submit = submit.clone();
+            async move { client.submit(submit).await }
+        })
+        .await?;
+    Ok(response.job_id)
 }
 
 /// 128 random bits from the kernel, as hex; the time and pid if that fails (still unique

@@ -11,6 +11,8 @@ use tonic::{Request, Response, Status};
 use crate::clock::now_ms;
 use crate::config::SchedConfig;
 use crate::engine::{Engine, EngineError};
+use crate::membership;
+use gantry_model::address::parse_server;
 use gantry_wire as convert;
 
 /// Why each pending job waits, as the last scheduling pass explained it, in job id order.
@@ -57,7 +59,7 @@ pub fn require_leader(engine: &Engine, config: &SchedConfig) -> Result<(), Statu
         )));
     }
     let leader = role.leader.map(|id| {
-        let url = config.peer_urls().ok().and_then(|p| p.get(&id).cloned());
+        let url = membership::replica_url(engine, config, id);
         format!(
             "; replica {id}{} is",
             url.map(|u| format!(" at {u}")).unwrap_or_default()
@@ -96,6 +98,17 @@ impl SchedulerApi {
             Outcome::Rejected(r) => Err(rejection_status(r)),
             outcome => Ok(outcome),
         }
+    }
+
+    /// A read may go ahead: at once when `stale` (this replica's state, whatever its role);
+    /// otherwise only on the leader, once a majority has confirmed it still leads and its
+    /// state holds everything committed before the request (linearizable).
+    async fn readable(&self, stale: bool) -> Result<(), Status> {
+        if stale {
+            return Ok(());
+        }
+        require_leader(&self.engine, &self.config)?;
+        self.engine.read_index().await.map_err(engine_status)
     }
 
     fn require_admin(&self, who: &Owner, what: &str) -> Result<(), Status> {
@@ -287,8 +300,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        require_leader(&self.engine, &self.config)?;
-        let id = request.into_inner().job_id;
+        let request = request.into_inner();
+        self.readable(request.stale).await?;
+        let id = request.job_id;
         // Lock order everywhere: explanations, then the state.
         let explanations = self.explanations();
         let why = reason_for(&explanations, id);
@@ -302,8 +316,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
+        self.readable(request.stale).await?;
         let mut states = Vec::with_capacity(request.states.len());
         for s in &request.states {
             states.push(convert::state_from_pb(*s).ok_or_else(|| {
@@ -336,9 +350,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
 
     async fn list_nodes(
         &self,
-        _request: Request<pb::ListNodesRequest>,
+        request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        require_leader(&self.engine, &self.config)?;
+        self.readable(request.into_inner().stale).await?;
         let nodes = self.engine.read(|s| s.nodes().map(node_to_pb).collect());
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
@@ -385,39 +399,44 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
 
     async fn replicas(
         &self,
-        _request: Request<pb::ReplicasRequest>,
+        request: Request<pb::ReplicasRequest>,
+    ) -> Result<Response<pb::ReplicasResponse>, Status> {
+        self.readable(request.into_inner().stale).await?;
+        Ok(Response::new(membership::replicas(
+            &self.engine,
+            &self.config,
+        )))
+    }
+
+    async fn add_replica(
+        &self,
+        request: Request<pb::AddReplicaRequest>,
     ) -> Result<Response<pb::ReplicasResponse>, Status> {
         require_leader(&self.engine, &self.config)?;
-        let role = self.engine.role();
-        let group = self.engine.group();
-        let addresses = self.config.peer_urls().unwrap_or_default();
-        let replicas = group
-            .members
-            .iter()
-            .map(|m| pb::Replica {
-                id: m.id,
-                address: addresses.get(&m.id).cloned().unwrap_or_else(|| {
-                    // A group of one is named by where it listens.
-                    format!("http://{}", self.config.listen)
-                }),
-                role: match (m.learner, Some(m.id) == role.leader) {
-                    (true, _) => "learner",
-                    (false, true) => "leader",
-                    (false, false) => "follower",
-                }
-                .to_string(),
-                term: role.term,
-                applied_index: if m.id == role.id {
-                    group.applied
-                } else {
-                    m.matched
-                },
-                lag: group.last_index.saturating_sub(m.matched),
-            })
-            .collect();
-        Ok(Response::new(pb::ReplicasResponse {
-            replicas,
-            commit_index: group.commit,
-        }))
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "change the scheduler replicas")?;
+        let url = parse_server(&request.address)
+            .map_err(|e| Status::invalid_argument(format!("invalid replica address: {e}")))?;
+        membership::add(&self.engine, &self.config, request.id, &url).await?;
+        Ok(Response::new(membership::replicas(
+            &self.engine,
+            &self.config,
+        )))
+    }
+
+    async fn remove_replica(
+        &self,
+        request: Request<pb::RemoveReplicaRequest>,
+    ) -> Result<Response<pb::ReplicasResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "change the scheduler replicas")?;
+        membership::remove(&self.engine, request.id).await?;
+        Ok(Response::new(membership::replicas(
+            &self.engine,
+            &self.config,
+        )))
     }
 }

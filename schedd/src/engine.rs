@@ -16,7 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gantry_state::{Command, Outcome, StateMachine};
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+};
 use raft::{Config, RawNode, StateRole};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
@@ -30,6 +32,8 @@ const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 3;
 /// Longest a start-up may take to re-apply the committed log.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest a linearizable read waits for a majority to confirm the leader.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -51,6 +55,10 @@ pub enum EngineError {
     Snapshot(#[from] gantry_state::SnapshotError),
     #[error("the committed log up to entry {index} was not re-applied within {timeout:?}")]
     Recovery { index: u64, timeout: Duration },
+    #[error("another membership change is under way; retry once it is done")]
+    ChangePending,
+    #[error("the leader could not confirm with a majority that it still leads within {0:?}")]
+    ReadTimeout(Duration),
 }
 
 fn leader_hint(leader: Option<u64>) -> String {
@@ -60,6 +68,9 @@ fn leader_hint(leader: Option<u64>) -> String {
 /// Where the raft thread sends messages for other replicas.
 pub trait Transport: Send + 'static {
     fn send(&mut self, messages: Vec<Message>);
+
+    /// Learns where replica `id` listens (`None`: forget it), after a membership change.
+    fn set_peer(&mut self, id: u64, url: Option<&str>);
 }
 
 /// A group of one: nothing to send.
@@ -73,6 +84,14 @@ impl Transport for NoPeers {
                 "raft messages for peers, but this replica has none"
             );
         }
+    }
+
+    fn set_peer(&mut self, id: u64, url: Option<&str>) {
+        warn!(
+            id,
+            ?url,
+            "a group without a transport cannot reach new members"
+        );
     }
 }
 
@@ -93,6 +112,15 @@ enum Input {
         command: Box<Command>,
         reply: oneshot::Sender<Result<Outcome, EngineError>>,
     },
+    /// A linearizable read: answered once the state has applied everything committed when
+    /// it was asked, as confirmed by a majority (Raft's ReadIndex).
+    ReadIndex(ReadReply),
+    /// A membership change; `change.context` holds the address of an added replica.
+    ChangeMembers {
+        change: ConfChangeV2,
+        reply: oneshot::Sender<Result<ConfState, EngineError>>,
+    },
+    TransferLeader(u64),
     Step(Box<Message>),
     /// The transport could not deliver to this replica.
     Unreachable(u64),
@@ -171,13 +199,8 @@ impl Engine {
     where
         S: RaftLog + Send + 'static,
     {
-        let initial = store.initial_state()?;
-        if initial.conf_state.voters.is_empty() && !config.initial_voters.is_empty() {
-            let conf_state = ConfState {
-                voters: config.initial_voters.clone(),
-                ..Default::default()
-            };
-            store.set_conf_state(&conf_state, 0)?;
+        if is_blank(&store)? && !config.initial_voters.is_empty() {
+            bootstrap(&mut store, &config.initial_voters)?;
         }
         let (state, snapshot_index) = match store.snapshot(0, config.id) {
             Ok(snapshot) => {
@@ -226,9 +249,20 @@ impl Engine {
             failed,
         });
         let (inputs, rx) = std_mpsc::channel();
-        let transport = transport(Reports {
+        let mut transport = transport(Reports {
             inputs: inputs.clone(),
         });
+        // Members that joined after the configuration was written are known from the state.
+        for (id, url) in shared
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .replica_addresses()
+        {
+            if *id != config.id {
+                transport.set_peer(*id, Some(url));
+            }
+        }
         let replica = Replica {
             node,
             shared: shared.clone(),
@@ -236,11 +270,14 @@ impl Engine {
             pending: BTreeMap::new(),
             next_proposal: 1,
             leading: false,
+            reads: Reads::default(),
+            pending_conf: None,
             conf_state,
             applied_index: snapshot_index,
             applied_term: 0,
             last_snapshot: snapshot_index,
             snapshot_every: config.snapshot_every,
+            snapshot_conf_state: false,
         };
         thread::Builder::new()
             .name("gantry-raft".into())
@@ -328,6 +365,36 @@ impl Engine {
         Ok(outcomes)
     }
 
+    /// Returns once this replica's state holds everything committed before the call, as
+    /// confirmed by a majority that it still leads: a read after it is linearizable.
+    pub async fn read_index(&self) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.inputs
+            .send(Input::ReadIndex(reply))
+            .map_err(|_| EngineError::Stopped)?;
+        match tokio::time::timeout(READ_TIMEOUT, rx).await {
+            Ok(answer) => answer.map_err(|_| EngineError::Stopped)?,
+            Err(_) => Err(EngineError::ReadTimeout(READ_TIMEOUT)),
+        }
+    }
+
+    /// Proposes a membership change (one at a time); answers with the configuration once
+    /// the change is committed and applied.
+    pub async fn change_members(&self, change: ConfChangeV2) -> Result<ConfState, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.inputs
+            .send(Input::ChangeMembers { change, reply })
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Asks raft to hand leadership to `to` (it must be an up-to-date voter to take it).
+    pub fn transfer_leader(&self, to: u64) -> Result<(), EngineError> {
+        self.inputs
+            .send(Input::TransferLeader(to))
+            .map_err(|_| EngineError::Stopped)
+    }
+
     /// Hands a message from another replica to raft.
     pub fn step(&self, message: Message) -> Result<(), EngineError> {
         self.inputs
@@ -383,9 +450,88 @@ impl Engine {
     }
 }
 
+/// No log, no snapshot, no configuration: a replica that has never been part of a group.
+fn is_blank<S: RaftLog>(store: &S) -> Result<bool, EngineError> {
+    let initial = store.initial_state()?;
+    let members = &initial.conf_state;
+    Ok(members.voters.is_empty() && members.learners.is_empty() && store.last_index()? == 0)
+}
+
+/// Starts a brand-new group as if its founding members had received a snapshot at index 1:
+/// the empty state and the initial voters. A replica added later starts blank and gets its
+/// first state the same way, as a snapshot from the leader: the log it needs was never
+/// written (index 1 is compacted away from the start), so it cannot be handed entries that
+/// assume a configuration it does not have.
+fn bootstrap<S: RaftLog>(store: &mut S, voters: &[u64]) -> Result<(), EngineError> {
+    let mut snapshot = Snapshot::default();
+    snapshot.set_data(StateMachine::default().to_snapshot().into());
+    let meta = snapshot.mut_metadata();
+    meta.index = 1;
+    meta.term = 1;
+    meta.mut_conf_state().voters = voters.to_vec();
+    store.persist_ready(ReadyWrite {
+        snapshot: Some(&snapshot),
+        ..ReadyWrite::default()
+    })?;
+    Ok(())
+}
+
+/// The replica a single-change membership entry adds (with its address) or removes.
+fn member_change(change: &ConfChangeV2) -> Option<(u64, Option<String>)> {
+    let [single] = change.get_changes() else {
+        return None;
+    };
+    let address = match single.get_change_type() {
+        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+            Some(String::from_utf8_lossy(change.get_context()).into_owned())
+                .filter(|a| !a.is_empty())
+        }
+        ConfChangeType::RemoveNode => None,
+    };
+    Some((single.node_id, address))
+}
+
 fn decode_conf_change<C: protobuf::Message>(entry: &Entry) -> Result<C, EngineError> {
     C::parse_from_bytes(entry.get_data())
         .map_err(|e| RaftLogError::Corrupt(format!("conf change at {}: {e}", entry.index)).into())
+}
+
+type ReadReply = oneshot::Sender<Result<(), EngineError>>;
+
+/// Linearizable reads on their way through raft's ReadIndex.
+#[derive(Default)]
+struct Reads {
+    /// Asked since the last request to raft: they share the next one.
+    asked: Vec<ReadReply>,
+    next_context: u64,
+    /// Handed to raft, by request context, until a majority confirms the leadership.
+    sent: BTreeMap<u64, Vec<ReadReply>>,
+    /// Confirmed at a commit index: answered once the state has applied up to it.
+    confirmed: Vec<(u64, Vec<ReadReply>)>,
+}
+
+impl Reads {
+    fn fail(&mut self, error: impl Fn() -> EngineError) {
+        let sent = std::mem::take(&mut self.sent).into_values();
+        let confirmed = std::mem::take(&mut self.confirmed)
+            .into_iter()
+            .map(|(_, r)| r);
+        let waiting = sent.chain(confirmed).flatten();
+        for reply in std::mem::take(&mut self.asked).into_iter().chain(waiting) {
+            let _ = reply.send(Err(error()));
+        }
+    }
+
+    /// Answers the confirmed reads the state has caught up with.
+    fn answer(&mut self, applied: u64) {
+        let (ready, waiting) = std::mem::take(&mut self.confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.confirmed = waiting;
+        for reply in ready.into_iter().flat_map(|(_, replies)| replies) {
+            let _ = reply.send(Ok(()));
+        }
+    }
 }
 
 /// The raft thread's state.
@@ -398,11 +544,16 @@ struct Replica<S: RaftLog> {
     next_proposal: u64,
     /// Whether raft had this replica leading at the last look (proposals are accepted then).
     leading: bool,
+    reads: Reads,
+    /// The membership change this replica proposed, by proposal id, and its proposer.
+    pending_conf: Option<(u64, oneshot::Sender<Result<ConfState, EngineError>>)>,
     conf_state: ConfState,
     applied_index: u64,
     applied_term: u64,
     last_snapshot: u64,
     snapshot_every: u64,
+    /// The configuration changed since the stored snapshot was taken.
+    snapshot_conf_state: bool,
 }
 
 impl<S: RaftLog> Replica<S> {
@@ -425,6 +576,7 @@ impl<S: RaftLog> Replica<S> {
             while let Ok(input) = inputs.try_recv() {
                 self.take(input);
             }
+            self.request_read_index();
             if Instant::now() >= next_tick {
                 self.node.tick();
                 next_tick += TICK;
@@ -438,6 +590,14 @@ impl<S: RaftLog> Replica<S> {
     fn take(&mut self, input: Input) {
         match input {
             Input::Propose { command, reply } => self.propose(*command, reply),
+            Input::ReadIndex(reply) => match self.not_serving() {
+                Some(error) => {
+                    let _ = reply.send(Err(error));
+                }
+                None => self.reads.asked.push(reply),
+            },
+            Input::ChangeMembers { change, reply } => self.change_members(change, reply),
+            Input::TransferLeader(to) => self.node.transfer_leader(to),
             Input::Step(message) => {
                 if let Err(e) = self.node.step(*message) {
                     warn!(error = %e, "a raft message was refused");
@@ -451,6 +611,56 @@ impl<S: RaftLog> Replica<S> {
                     raft::SnapshotStatus::Failure
                 };
                 self.node.report_snapshot(to, status);
+            }
+        }
+    }
+
+    /// Why this replica cannot confirm reads or change the membership now, if it cannot.
+    fn not_serving(&self) -> Option<EngineError> {
+        let raft = &self.node.raft;
+        if raft.state == StateRole::Leader && raft.commit_to_current_term() {
+            return None;
+        }
+        Some(EngineError::NotLeader(
+            Some(raft.leader_id).filter(|id| *id != 0),
+        ))
+    }
+
+    /// One ReadIndex request for every read asked since the last one.
+    fn request_read_index(&mut self) {
+        if self.reads.asked.is_empty() {
+            return;
+        }
+        let context = self.reads.next_context;
+        self.reads.next_context += 1;
+        let asked = std::mem::take(&mut self.reads.asked);
+        self.reads.sent.insert(context, asked);
+        self.node.read_index(context.to_be_bytes().to_vec());
+    }
+
+    fn change_members(
+        &mut self,
+        change: ConfChangeV2,
+        reply: oneshot::Sender<Result<ConfState, EngineError>>,
+    ) {
+        if let Some(error) = self.not_serving() {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        // raft-rs would turn a second change into an empty entry and never say so.
+        if self.pending_conf.is_some() || self.node.raft.has_pending_conf() {
+            let _ = reply.send(Err(EngineError::ChangePending));
+            return;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        match self
+            .node
+            .propose_conf_change(id.to_be_bytes().to_vec(), change)
+        {
+            Ok(()) => self.pending_conf = Some((id, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
             }
         }
     }
@@ -482,6 +692,16 @@ impl<S: RaftLog> Replica<S> {
             return Ok(());
         }
         let mut ready = self.node.ready();
+        for read in ready.take_read_states() {
+            let context = read
+                .request_ctx
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes);
+            if let Some(replies) = context.ok().and_then(|c| self.reads.sent.remove(&c)) {
+                self.reads.confirmed.push((read.index, replies));
+            }
+        }
         self.transport.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
             self.restore(ready.snapshot())?;
@@ -498,6 +718,7 @@ impl<S: RaftLog> Replica<S> {
         self.transport.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
+        self.reads.answer(self.applied_index);
         self.publish_role();
         self.publish_group();
         self.maybe_snapshot()?;
@@ -507,6 +728,11 @@ impl<S: RaftLog> Replica<S> {
     /// A snapshot from the leader replaces the whole state.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), EngineError> {
         let state = StateMachine::from_snapshot(snapshot.get_data())?;
+        for (id, url) in state.replica_addresses() {
+            if *id != self.node.raft.id {
+                self.transport.set_peer(*id, Some(url));
+            }
+        }
         let meta = snapshot.get_metadata();
         *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = state;
         self.applied_index = meta.index;
@@ -553,7 +779,19 @@ impl<S: RaftLog> Replica<S> {
                     EntryType::EntryConfChangeV2 => {
                         let change: ConfChangeV2 = decode_conf_change(entry)?;
                         let conf_state = self.node.apply_conf_change(&change)?;
-                        self.record_conf_state(entry.index, conf_state)?;
+                        if let Some((id, address)) = member_change(&change) {
+                            if id != self.node.raft.id {
+                                self.transport.set_peer(id, address.as_deref());
+                            }
+                            state.apply(entry.index, &Command::ReplicaAddress { id, address });
+                        }
+                        self.record_conf_state(entry.index, conf_state.clone())?;
+                        // The proposer's answer lists the new membership.
+                        self.publish_group();
+                        self.answer_conf_change(entry, conf_state);
+                        // raft-rs refuses a snapshot whose configuration lacks the replica it
+                        // is sent to: a newcomer can only catch up from one taken now.
+                        self.snapshot_conf_state = true;
                     }
                 }
                 self.applied_index = entry.index;
@@ -579,6 +817,17 @@ impl<S: RaftLog> Replica<S> {
         Ok(())
     }
 
+    /// Answers the proposer of a membership change entry, if it was this replica's.
+    fn answer_conf_change(&mut self, entry: &Entry, conf_state: ConfState) {
+        let id = entry.get_context().try_into().map(u64::from_be_bytes);
+        if let (Ok(id), Some((pending, _))) = (id, &self.pending_conf)
+            && id == *pending
+            && let Some((_, reply)) = self.pending_conf.take()
+        {
+            let _ = reply.send(Ok(conf_state));
+        }
+    }
+
     /// The waiting proposer of an entry this replica proposed, if any.
     fn proposal_of(
         &mut self,
@@ -601,6 +850,10 @@ impl<S: RaftLog> Replica<S> {
             // Entries this replica proposed may still commit under the new leader, or not:
             // their proposers cannot know, and retry (submits carry idempotency keys).
             self.fail_pending(|| EngineError::LeadershipLost);
+            self.reads.fail(|| EngineError::LeadershipLost);
+            if let Some((_, reply)) = self.pending_conf.take() {
+                let _ = reply.send(Err(EngineError::LeadershipLost));
+            }
         }
         self.leading = leading;
         let raft = &self.node.raft;
@@ -664,9 +917,11 @@ impl<S: RaftLog> Replica<S> {
 
     /// Every `snapshot_every` entries, stores the state and compacts the log up to it.
     fn maybe_snapshot(&mut self) -> Result<(), EngineError> {
-        if self.applied_index < self.last_snapshot + self.snapshot_every {
+        let due = self.applied_index >= self.last_snapshot + self.snapshot_every;
+        if !(due || self.snapshot_conf_state) {
             return Ok(());
         }
+        self.snapshot_conf_state = false;
         let data = {
             let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
             state.to_snapshot()
@@ -747,6 +1002,30 @@ mod tests {
             Err(EngineError::NotLeader(None))
         ));
         assert_eq!(engine.read(|s| s.jobs().count()), 0);
+        assert!(matches!(
+            engine.read_index().await,
+            Err(EngineError::NotLeader(None))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_read_sees_every_acknowledged_write() {
+        let engine = Engine::open(MemRaftLog::new(), single(1000), |_| Box::new(NoPeers)).unwrap();
+        for n in 1..=3 {
+            engine.propose(submit(n)).await.unwrap();
+            engine.read_index().await.unwrap();
+            assert_eq!(engine.read(|s| s.jobs().count()), n as usize);
+        }
+        // Many reads at once share the confirmations.
+        let reads: Vec<_> = (0..50)
+            .map(|_| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.read_index().await })
+            })
+            .collect();
+        for read in reads {
+            read.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! An imperative shell around the pure [`gantry_state::StateMachine`] and
 //! [`gantry_policies::schedule`]: a raft-rs group whose log lives in sled ([`raft`]) and
 //! the engine that proposes commands and applies them in log order once committed
-//! ([`engine`]), the client API ([`api`]), node
+//! ([`engine`]), the client API ([`api`]), the group's membership ([`membership`]), node
 //! sessions ([`session`]), heartbeat tracking ([`liveness`]) and the scheduling loop
 //! ([`scheduling`]). [`server::Scheduler`] wires them together.
 
@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod liveness;
+pub mod membership;
 pub mod raft;
 pub mod scheduling;
 pub mod server;

@@ -39,6 +39,9 @@ struct Args {
     /// How often node daemons send a heartbeat (e.g. 2s); shorter than the timeout.
     #[arg(long, value_parser = parse_interval)]
     heartbeat_interval: Option<u64>,
+    /// Snapshot the state and compact the log every N entries [default: 10000].
+    #[arg(long, value_name = "N")]
+    snapshot_every: Option<u64>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -96,6 +99,9 @@ fn load_config(args: &Args) -> Result<SchedConfig> {
     }
     if let Some(ms) = args.heartbeat_interval {
         config.heartbeat_interval_ms = ms;
+    }
+    if let Some(n) = args.snapshot_every {
+        config.snapshot_every = n;
     }
     config.validate()?;
     Ok(config)

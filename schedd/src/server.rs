@@ -13,7 +13,7 @@ use tracing::info;
 use crate::api::{Explanations, SchedulerApi};
 use crate::config::ConfigError;
 use crate::config::SchedConfig;
-use crate::engine::{Engine, EngineConfig, EngineError, NoPeers, Transport};
+use crate::engine::{Engine, EngineConfig, EngineError, Transport};
 use crate::liveness::{Liveness, expire_silent_nodes};
 use crate::raft::{RaftLogError, SledRaftLog};
 use crate::scheduling;
@@ -76,12 +76,9 @@ impl Scheduler {
             snapshot_every: config.snapshot_every,
         };
         let id = config.id;
+        // Even a group of one gets a transport: replicas may be added to it later.
         let engine = Engine::open(store, engine_config, |reports| -> Box<dyn Transport> {
-            if peers.is_empty() {
-                Box::new(NoPeers)
-            } else {
-                Box::new(GrpcTransport::start(id, &peers, reports))
-            }
+            Box::new(GrpcTransport::start(id, &peers, reports))
         })?;
         Ok(Scheduler { config, engine })
     }

@@ -11,10 +11,11 @@ use std::time::Duration;
 use gantry_proto as pb;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::engine::{Engine, Reports, Transport};
 use crate::server::MAX_MESSAGE;
@@ -24,31 +25,33 @@ const QUEUE: usize = 4096;
 /// Most messages sent in one call.
 const BATCH: usize = 512;
 
+/// One peer: where it listens and the queue its sender task drains.
+struct Peer {
+    url: String,
+    queue: mpsc::Sender<Message>,
+}
+
 pub struct GrpcTransport {
-    queues: BTreeMap<u64, mpsc::Sender<Message>>,
+    id: u64,
+    peers: BTreeMap<u64, Peer>,
     reports: Reports,
+    /// Sender tasks for peers learned later run here (the raft thread is not a tokio one).
+    runtime: Handle,
 }
 
 impl GrpcTransport {
     /// Starts a sender task per peer (other than `id`). Must run inside a tokio runtime.
     pub fn start(id: u64, peers: &BTreeMap<u64, String>, reports: Reports) -> GrpcTransport {
-        let mut queues = BTreeMap::new();
-        for (&peer, url) in peers.iter().filter(|(peer, _)| **peer != id) {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            match Endpoint::from_shared(url.clone()) {
-                Ok(endpoint) => {
-                    let channel = endpoint
-                        .connect_timeout(Duration::from_secs(1))
-                        .timeout(Duration::from_secs(10))
-                        .tcp_nodelay(true)
-                        .connect_lazy();
-                    tokio::spawn(send_to_peer(id, peer, channel, rx, reports.clone()));
-                    queues.insert(peer, tx);
-                }
-                Err(e) => warn!(peer, %url, error = %e, "cannot use this peer's address"),
-            }
+        let mut transport = GrpcTransport {
+            id,
+            peers: BTreeMap::new(),
+            reports,
+            runtime: Handle::current(),
+        };
+        for (&peer, url) in peers {
+            transport.set_peer(peer, Some(url));
         }
-        GrpcTransport { queues, reports }
+        transport
     }
 }
 
@@ -57,9 +60,9 @@ impl Transport for GrpcTransport {
         for message in messages {
             let to = message.to;
             let delivered = self
-                .queues
+                .peers
                 .get(&to)
-                .is_some_and(|q| q.try_send(message).is_ok());
+                .is_some_and(|p| p.queue.try_send(message).is_ok());
             if !delivered {
                 debug!(
                     to,
@@ -68,6 +71,45 @@ impl Transport for GrpcTransport {
                 self.reports.unreachable(to);
             }
         }
+    }
+
+    /// Dropping a peer's queue ends its sender task.
+    fn set_peer(&mut self, peer: u64, url: Option<&str>) {
+        if peer == self.id {
+            return;
+        }
+        let Some(url) = url else {
+            self.peers.remove(&peer);
+            return;
+        };
+        if self.peers.get(&peer).is_some_and(|p| p.url == url) {
+            return;
+        }
+        let endpoint = match Endpoint::from_shared(url.to_string()) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                warn!(peer, %url, error = %e, "cannot use this peer's address");
+                return;
+            }
+        };
+        // tonic spawns the channel's worker on the current runtime: be inside it.
+        let _runtime = self.runtime.enter();
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let task = send_to_peer(self.id, peer, channel, rx, self.reports.clone());
+        self.runtime.spawn(task);
+        info!(peer, %url, "raft peer address");
+        self.peers.insert(
+            peer,
+            Peer {
+                url: url.to_string(),
+                queue,
+            },
+        );
     }
 }
 

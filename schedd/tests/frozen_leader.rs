@@ -169,7 +169,9 @@ fn a_frozen_leader_is_replaced_steps_down_when_resumed_and_no_job_runs_twice() {
         "every job ran, each once"
     );
     // No GPU ran two jobs at once.
-    let mut by_gpu: BTreeMap<(String, String), Vec<(u128, u128, u64)>> = BTreeMap::new();
+    // (start, end, job) of every run, by (node, GPU).
+    type Spans = Vec<(u128, u128, u64)>;
+    let mut by_gpu: BTreeMap<(String, String), Spans> = BTreeMap::new();
     for (id, run) in &runs {
         let end = run.end_ns.unwrap_or_else(|| panic!("job {id} has no end"));
         by_gpu

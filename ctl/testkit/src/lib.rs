@@ -288,15 +288,24 @@ impl Cluster {
             extra: extra.iter().map(|a| (*a).to_string()).collect(),
         };
         let ids = cluster.ids();
-        cluster.launch(&ids)?;
+        cluster.launch(&ids, false)?;
         Ok(cluster)
     }
 
     /// Spawns every replica in `ids` first, then waits for each: a replica may need its
-    /// peers up before it is ready.
-    fn launch(&mut self, ids: &[u64]) -> Result<(), String> {
+    /// peers up before it is ready. A `joining` replica is not in its own `--peers`: it
+    /// waits to be added by `gantry admin replica add`.
+    fn launch(&mut self, ids: &[u64], joining: bool) -> Result<(), String> {
         for &id in ids {
-            let peers = self.peers.clone();
+            let peers = if joining {
+                self.peers
+                    .split(',')
+                    .filter(|p| !p.starts_with(&format!("{id}=")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                self.peers.clone()
+            };
             let extra = self.extra.clone();
             let log_dir = self.dir.clone();
             let replica = self.replica_mut(id);
@@ -393,7 +402,23 @@ impl Cluster {
     /// Restarts several killed replicas together (all of them after a total outage, when
     /// none can be ready before a majority is back).
     pub fn restart_many(&mut self, ids: &[u64]) {
-        self.launch(ids).unwrap_or_else(|e| panic!("{e}"));
+        self.launch(ids, false).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Deletes a killed replica's data directory, as a lost disk would.
+    pub fn wipe(&mut self, id: u64) {
+        let replica = self.replica(id);
+        assert!(
+            replica.daemon.is_none(),
+            "kill9 replica {id} before wiping it"
+        );
+        fs::remove_dir_all(&replica.data_dir).expect("remove the replica's data directory");
+    }
+
+    /// Starts a killed replica as a newcomer: `--peers` names only the others, so it waits
+    /// to be added (`gantry admin replica add`).
+    pub fn start_joining(&mut self, id: u64) {
+        self.launch(&[id], true).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Freezes a replica with SIGSTOP: to the others it looks partitioned away.

@@ -69,6 +69,10 @@ pub enum Command {
         by: String,
         now_ms: u64,
     },
+    /// Where scheduler replica `id` listens (`None`: it left the group). Applied together
+    /// with the Raft membership change that adds or removes it, so every replica learns the
+    /// addresses of members that joined after it started.
+    ReplicaAddress { id: u64, address: Option<String> },
 }
 
 /// How the part of a job on one node ended, as its node reported it.

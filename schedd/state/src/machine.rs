@@ -24,6 +24,8 @@ pub struct StateMachine {
     active: BTreeSet<JobId>,
     /// (user, idempotency key) of every keyed submit, and the job it created.
     submit_keys: BTreeMap<(String, String), JobId>,
+    /// Addresses of scheduler replicas added by membership changes, by replica id.
+    replicas: BTreeMap<u64, String>,
 }
 
 impl Default for StateMachine {
@@ -36,6 +38,7 @@ impl Default for StateMachine {
             pending: BTreeSet::new(),
             active: BTreeSet::new(),
             submit_keys: BTreeMap::new(),
+            replicas: BTreeMap::new(),
         }
     }
 }
@@ -76,6 +79,12 @@ impl StateMachine {
             .into_iter()
             .flat_map(|n| n.jobs.iter())
             .filter_map(|id| self.jobs.get(id))
+    }
+
+    /// Addresses of the replicas that joined by a membership change, by id (the founding
+    /// members' addresses are in each replica's configuration).
+    pub fn replica_addresses(&self) -> &BTreeMap<u64, String> {
+        &self.replicas
     }
 
     /// Place of a pending job in the queue, 1 for the next one.
@@ -151,6 +160,13 @@ impl StateMachine {
                 now_ms,
             } => self.drain(nodes, reason, by, *now_ms),
             Command::Resume { nodes, .. } => self.resume(nodes),
+            Command::ReplicaAddress { id, address } => {
+                match address {
+                    Some(address) => self.replicas.insert(*id, address.clone()),
+                    None => self.replicas.remove(id),
+                };
+                Outcome::Applied
+            }
         }
     }
 
