@@ -144,6 +144,14 @@ impl Scheduler {
                     self.electing = true;
                     failures.push((address.clone(), unavailable_reason(&status)));
                 }
+                // The connection broke under the call (the replica died mid-request): as if
+                // it had been unreachable. Every call is safe to send again (submits carry
+                // their idempotency key).
+                Err(status) if broke_in_transit(&status) => {
+                    let reason = format!("the connection broke: {}", error_reason(&status));
+                    tracing::debug!(%address, %reason, "scheduler connection lost");
+                    failures.push((address.clone(), reason));
+                }
                 // Every Gantry scheduler implements every call, so this is some other HTTP
                 // server (or a much older Gantry) listening there: try the next address.
                 Err(status) if status.code() == Code::Unimplemented => {
@@ -170,6 +178,9 @@ impl Scheduler {
 
 /// How long [`Scheduler::call_retrying`] keeps trying while the replicas elect a leader.
 const ELECTION_RETRY: Duration = Duration::from_secs(20);
+/// Elections take 1–2 s: pausing longer between tries would add most of a second to a
+/// failover as users see it.
+const ELECTION_PAUSE_MAX: Duration = Duration::from_millis(250);
 
 impl Scheduler {
     /// As [`Scheduler::call`], but tried again while the replicas answer that no leader
@@ -188,12 +199,18 @@ impl Scheduler {
                     if self.electing() && std::time::Instant::now() + pause < deadline =>
                 {
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                    pause = (pause * 2).min(ELECTION_PAUSE_MAX);
                 }
                 result => return result,
             }
         }
     }
+}
+
+/// A status made on this side from a transport failure, not one the scheduler sent: tonic
+/// gives those code `Unknown` and keeps the transport error as the source.
+fn broke_in_transit(status: &Status) -> bool {
+    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
 }
 
 /// The largest answer the CLI accepts, the same as the scheduler's own limit.

@@ -20,9 +20,10 @@ use crate::jobdir::{ExitReason, JobKey, JobStatus};
 use crate::reconcile::{Action, LocalJob, desired_keys, forgettable, reconcile};
 use crate::session::{OpenSession, SessionEnd, run_session};
 
-/// Reconnect delays: from the first to the cap, doubling.
+/// Reconnect delays: from the first to the cap, doubling. The cap bounds how long after an
+/// election the new leader waits for its nodes (and so for its first decision).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Beyond the grace period, how long `StopJobs` waits for supervisors to report.
 const STOP_SLACK: Duration = Duration::from_secs(5);
 

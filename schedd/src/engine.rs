@@ -922,6 +922,7 @@ impl<S: RaftLog> Replica<S> {
             return Ok(());
         }
         self.snapshot_conf_state = false;
+        let started = Instant::now();
         let data = {
             let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
             state.to_snapshot()
@@ -933,11 +934,15 @@ impl<S: RaftLog> Replica<S> {
         meta.term = self.applied_term;
         meta.set_conf_state(self.conf_state.clone());
         let bytes = snapshot.get_data().len();
+        let serialized = started.elapsed();
         self.node.mut_store().save_snapshot(snapshot)?;
         self.last_snapshot = self.applied_index;
         info!(
             index = self.applied_index,
-            bytes, "snapshot taken, log compacted"
+            bytes,
+            serialize_ms = serialized.as_millis(),
+            store_ms = (started.elapsed() - serialized).as_millis(),
+            "snapshot taken, log compacted"
         );
         Ok(())
     }

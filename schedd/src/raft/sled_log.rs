@@ -9,10 +9,13 @@
 
 use std::convert::Infallible;
 use std::path::Path;
+use std::sync::Mutex;
+use std::thread::{self, JoinHandle};
 
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tracing::warn;
 
 use super::storage::{
     RaftLog, RaftLogError, ReadyWrite, SizeLimit, check_append, check_applied, check_own_snapshot,
@@ -31,6 +34,8 @@ pub struct SledRaftLog {
     db: sled::Db,
     entries: sled::Tree,
     meta: sled::Tree,
+    /// The thread dropping the entries the last snapshot covers, if one was started.
+    compaction: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl SledRaftLog {
@@ -40,7 +45,30 @@ impl SledRaftLog {
         let db = sled::open(dir)?;
         let entries = db.open_tree(ENTRIES_TREE)?;
         let meta = db.open_tree(META_TREE)?;
-        Ok(SledRaftLog { db, entries, meta })
+        let log = SledRaftLog {
+            db,
+            entries,
+            meta,
+            compaction: Mutex::new(None),
+        };
+        // A crash may have cut short the compaction that follows a snapshot. (Unreadable
+        // metadata is reported by the reads that need it.)
+        if let Ok(snapshot) = log.snapshot_meta() {
+            drop_entries(&log.entries, snapshot.index)?;
+        }
+        Ok(log)
+    }
+
+    /// Waits for the last snapshot's compaction, so that one runs at a time.
+    fn wait_for_compaction(&self) {
+        let running = self
+            .compaction
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = running {
+            let _ = thread.join();
+        }
     }
 
     fn read_meta<M: protobuf::Message>(
@@ -171,9 +199,21 @@ fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, RaftLogError> {
     Ok(entry)
 }
 
+/// Removes the entries up to `index` (covered by the snapshot), without a flush of its own:
+/// a removal that does not reach the disk is redone at the next open.
+fn drop_entries(entries: &sled::Tree, index: u64) -> Result<(), RaftLogError> {
+    let mut batch = sled::Batch::default();
+    for key in entries.range(..=index.to_be_bytes()).keys() {
+        batch.remove(key?);
+    }
+    entries.apply_batch(batch)?;
+    Ok(())
+}
+
 #[cfg(test)]
 impl super::conformance::StoredEntries for SledRaftLog {
     fn stored_entries(&self) -> usize {
+        self.wait_for_compaction();
         self.entries.len()
     }
 }
@@ -325,18 +365,35 @@ impl RaftLog for SledRaftLog {
                 })
             },
         )?;
-        let mut entries = sled::Batch::default();
-        for key in self
-            .entries
-            .range(..=snapshot_meta.index.to_be_bytes())
-            .keys()
-        {
-            entries.remove(key?);
-        }
         let mut meta = sled::Batch::default();
         meta.insert(SNAPSHOT_META, encode(snapshot_meta, "snapshot metadata")?);
         meta.insert(SNAPSHOT_DATA, snapshot.data.as_ref());
-        self.commit(entries, meta)
+        self.meta.apply_batch(meta)?;
+        self.db.flush()?;
+        // From here on the log starts after the snapshot whatever entries remain below it, and
+        // nothing writes there again: they are dropped on another thread. Removing ten
+        // thousand keys takes sled a tenth of a second or more, which on the raft thread
+        // stalled every commit meanwhile.
+        self.wait_for_compaction();
+        let entries = self.entries.clone();
+        let index = snapshot_meta.index;
+        let dropped = thread::Builder::new()
+            .name("gantry-compact".into())
+            .spawn(move || {
+                if let Err(e) = drop_entries(&entries, index) {
+                    warn!(error = %e, index, "cannot drop log entries covered by a snapshot; retried at the next start");
+                }
+            });
+        match dropped {
+            Ok(thread) => {
+                *self.compaction.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(thread)
+            }
+            Err(e) => {
+                warn!(error = %e, "no thread to drop compacted log entries; dropping them here");
+                drop_entries(&self.entries, index)?;
+            }
+        }
+        Ok(())
     }
 
     fn set_applied(&mut self, applied: u64) -> Result<(), RaftLogError> {
