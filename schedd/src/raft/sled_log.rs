@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -54,7 +55,7 @@ impl SledRaftLog {
         // A crash may have cut short the compaction that follows a snapshot. (Unreadable
         // metadata is reported by the reads that need it.)
         if let Ok(snapshot) = log.snapshot_meta() {
-            drop_entries(&log.entries, snapshot.index)?;
+            drop_entries(&log.entries, snapshot.index, false)?;
         }
         Ok(log)
     }
@@ -199,15 +200,35 @@ fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, RaftLogError> {
     Ok(entry)
 }
 
+/// Entries removed per batch when a snapshot's compaction runs in the background.
+const DROP_CHUNK: usize = 256;
+/// The pause between those batches: the removal's CPU time is spread out rather than taken
+/// at once from the raft threads of a small machine.
+const DROP_PAUSE: Duration = Duration::from_millis(2);
+
 /// Removes the entries up to `index` (covered by the snapshot), without a flush of its own:
-/// a removal that does not reach the disk is redone at the next open.
-fn drop_entries(entries: &sled::Tree, index: u64) -> Result<(), RaftLogError> {
-    let mut batch = sled::Batch::default();
-    for key in entries.range(..=index.to_be_bytes()).keys() {
-        batch.remove(key?);
+/// a removal that does not reach the disk is redone at the next open. `pause` spreads the
+/// work out in small batches.
+fn drop_entries(entries: &sled::Tree, index: u64, pause: bool) -> Result<(), RaftLogError> {
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for key in entries
+            .range(..=index.to_be_bytes())
+            .keys()
+            .take(DROP_CHUNK)
+        {
+            batch.remove(key?);
+            count += 1;
+        }
+        entries.apply_batch(batch)?;
+        if count < DROP_CHUNK {
+            return Ok(());
+        }
+        if pause {
+            thread::sleep(DROP_PAUSE);
+        }
     }
-    entries.apply_batch(batch)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -380,7 +401,7 @@ impl RaftLog for SledRaftLog {
         let dropped = thread::Builder::new()
             .name("gantry-compact".into())
             .spawn(move || {
-                if let Err(e) = drop_entries(&entries, index) {
+                if let Err(e) = drop_entries(&entries, index, true) {
                     warn!(error = %e, index, "cannot drop log entries covered by a snapshot; retried at the next start");
                 }
             });
@@ -390,7 +411,7 @@ impl RaftLog for SledRaftLog {
             }
             Err(e) => {
                 warn!(error = %e, "no thread to drop compacted log entries; dropping them here");
-                drop_entries(&self.entries, index)?;
+                drop_entries(&self.entries, index, false)?;
             }
         }
         Ok(())
