@@ -27,7 +27,18 @@ for id in 1 2 3; do
     --data-dir "$work/r$id" >"$work/r$id.out" 2>"$work/r$id.log" &
   pids[id]=$!
 done
-until "$G" queue >/dev/null 2>&1; do sleep 0.1; done
+# Bounded: a replica that cannot start (its port taken since it was picked) ends the run.
+for _ in $(seq 300); do
+  "$G" queue >/dev/null 2>&1 && break
+  for id in 1 2 3; do
+    if ! kill -0 "${pids[id]}" 2>/dev/null; then
+      echo "replica $id did not start: $(tail -1 "$work/r$id.log")" >&2
+      exit 1
+    fi
+  done
+  sleep 0.1
+done
+"$G" queue >/dev/null
 
 for clients in 1 8 64; do
   "$G" bench submit --clients "$clients" --count "$N"

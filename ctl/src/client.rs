@@ -298,6 +298,15 @@ pub fn caller() -> pb::Caller {
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_a_status_made_from_a_broken_connection_counts_as_one() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(broke_in_transit(&Status::from_error(Box::new(reset))));
+        // Sent by a scheduler: final, never retried elsewhere.
+        assert!(!broke_in_transit(&Status::unknown("the scheduler said so")));
+        assert!(!broke_in_transit(&Status::unavailable("not the leader")));
+    }
+
     fn server(text: &str) -> Result<Vec<String>, ClientError> {
         ServerArgs {
             server: text.to_string(),

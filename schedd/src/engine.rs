@@ -26,10 +26,13 @@ use tracing::{error, info, warn};
 
 use crate::raft::{RaftLog, RaftLogError, ReadyWrite, raft_logger};
 
-/// Raft's clock: one tick every 100 ms; elections after 10–20 ticks, heartbeats every 3.
-const TICK: Duration = Duration::from_millis(100);
-const ELECTION_TICKS: usize = 10;
-const HEARTBEAT_TICKS: usize = 3;
+/// Raft's clock: one tick every 20 ms; elections after 50–100 ticks (1–2 s), heartbeats
+/// every 15 (300 ms). raft-rs draws each replica's election timeout as a whole number of
+/// ticks: at 100 ms there were only ten to draw from, and two followers of a dead leader
+/// often drew the same one and split the vote, costing a second election round.
+const TICK: Duration = Duration::from_millis(20);
+const ELECTION_TICKS: usize = 50;
+const HEARTBEAT_TICKS: usize = 15;
 /// Longest a start-up may take to re-apply the committed log.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest a linearizable read waits for a majority to confirm the leader.
