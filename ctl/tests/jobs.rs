@@ -291,3 +291,43 @@ fn a_two_node_gang_starts_one_process_per_node_all_at_once() {
         );
     }
 }
+
+/// Backfill end to end: a 4-GPU job waits for GPUs a 1-hour job holds and gets them
+/// reserved; a 2-GPU job without a time limit (it could run into that reservation) waits,
+/// reserved in its turn after it; a 2-GPU job that ends well before then, submitted last,
+/// starts at once on the free GPUs.
+#[test]
+fn a_short_job_backfills_while_longer_ones_hold_reservations() {
+    let c = cluster(4);
+    let url = &c.schedd.url;
+    let wd = work_dir(&c);
+    let long = submit(
+        url,
+        &["-G", "2", "-t", "1h", "-D", wd, "--", "sleep", "1000"],
+    );
+    wait_state(url, long, "RUNNING");
+    let big = submit(url, &["-G", "4", "-t", "10m", "-D", wd, "--", "true"]);
+    let unlimited = submit(url, &["-G", "2", "-D", wd, "--", "sleep", "1000"]);
+    let short = submit(
+        url,
+        &["-G", "2", "-t", "5m", "-D", wd, "--", "sleep", "1000"],
+    );
+    wait_state(url, short, "RUNNING");
+    let reason = |id| job(url, id)["reason"].as_str().unwrap().to_string();
+    wait_for("the big job's reservation", || {
+        reason(big)
+            .contains("reserved, starts within")
+            .then_some(())
+    });
+    assert_eq!(gantry_testkit::job_state(url, unlimited), "PENDING");
+    // After the big job's 10 minutes, that is, about 1:10 from now.
+    assert!(
+        reason(unlimited).starts_with("Resources: reserved, starts within 1:"),
+        "{}",
+        reason(unlimited)
+    );
+    gantry_ok(url, &["cancel", &long.to_string(), &short.to_string()]);
+    wait_state(url, big, "COMPLETED");
+    wait_state(url, unlimited, "RUNNING");
+    gantry_ok(url, &["cancel", &unlimited.to_string()]);
+}

@@ -2,14 +2,16 @@
 //! ([`ClusterView`]) and returns [`Decisions`]; no I/O, no clock, no randomness. The scheduler
 //! daemon and the simulator call the very same [`schedule`].
 //!
-//! This is placement v0: priority by submit order, first fit per node, gangs all-or-nothing.
-//! Like Slurm's main scheduler without backfill, a job that cannot start blocks the jobs
-//! behind it, so a big job is never starved by a stream of small ones.
+//! Priority is submit order; placement is first fit per node, gangs all-or-nothing, with
+//! backfill behind reserved start times (see [`placement`]).
 
 pub mod feasibility;
 pub mod placement;
+mod profile;
 pub mod view;
 
 pub use feasibility::never_fits;
-pub use placement::schedule;
-pub use view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
+pub use placement::{RESERVATION_DEPTH, schedule};
+pub use view::{
+    ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, RunningJob, Start, WaitReason,
+};

@@ -1,25 +1,35 @@
-//! Placement v0: in priority order, give each job the first nodes that fit it.
+//! Placement: in priority order, give each job the first nodes that fit it, with backfill.
+//!
+//! A job that cannot start now gets a reservation (up to [`RESERVATION_DEPTH`] of them per
+//! pass): the earliest moment, judged by the time limits of running jobs, at which it fits,
+//! and the very GPUs, CPUs and memory it will take then. A job behind it may start now only
+//! on resources no reservation needs during its own time limit (a job without a limit runs
+//! for ever, as far as anyone can plan), so backfill never delays a reserved job, and a big
+//! gang starts within a bounded time under a stream of small jobs. A blocked job that can
+//! get no reservation (what it waits for is held by jobs without time limits) blocks every
+//! job behind it, as without backfill.
 
 use std::collections::BTreeMap;
 
-use gantry_model::{Gpu, Resources};
+use gantry_model::{Gpu, JobId};
 
 use crate::feasibility::never_fits;
+use crate::profile::{Free, Profile, Share};
 use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
 
-/// One scheduling pass. Jobs that could never run on the known nodes do not block
-/// the queue; the first job that merely has to wait for resources does.
+/// Where a job goes: node indices, each with the GPUs it gets there.
+type Picks = Vec<(usize, Vec<u32>)>;
+
+/// How many blocked jobs get a reserved start per pass.
+pub const RESERVATION_DEPTH: usize = 8;
+
+/// One scheduling pass. Jobs that could never run on the known nodes block nothing.
 pub fn schedule(view: &ClusterView) -> Decisions {
-    let mut free: Vec<Free> = view
-        .nodes
-        .iter()
-        .map(|n| Free {
-            res: n.free,
-            gpus: n.free_gpus.clone(),
-        })
-        .collect();
+    let mut profile = Profile::new(view);
     let mut decisions = Decisions::default();
-    let mut blocked_by = None;
+    let mut reserved: Vec<JobId> = Vec::new();
+    let mut blocked_by: Option<JobId> = None;
+    let now = view.now_ms;
     for job in &view.pending {
         if let Some(why) = never_fits(&view.nodes, job.num_nodes, &job.per_node) {
             decisions.waiting.push((job.id, WaitReason::NeverFits(why)));
@@ -31,26 +41,35 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 .push((job.id, WaitReason::Priority { behind }));
             continue;
         }
-        match place(job, &view.nodes, &free) {
-            Some(picks) => {
-                let parts = picks
-                    .into_iter()
-                    .map(|(i, gpus)| {
-                        let node = &mut free[i];
-                        node.res = node.res.saturating_sub(&job.per_node);
-                        node.gpus.retain(|g| !gpus.contains(g));
-                        PartPlan {
-                            node: view.nodes[i].name.clone(),
-                            gpus,
-                            cpus: job.per_node.cpus,
-                            mem_mib: job.per_node.mem_mib,
-                        }
-                    })
-                    .collect();
-                decisions.starts.push(Start { job: job.id, parts });
+        let free_now = profile.free_during(now, profile.end_of(job, now));
+        if let Some(picks) = place(job, &view.nodes, &free_now) {
+            let shares = shares(job, &picks);
+            profile.claim(job, now, shares);
+            decisions.starts.push(Start {
+                job: job.id,
+                parts: parts(job, &view.nodes, picks),
+            });
+            continue;
+        }
+        if let Some(&first) = reserved.first()
+            && reserved.len() >= RESERVATION_DEPTH
+        {
+            decisions
+                .waiting
+                .push((job.id, WaitReason::Priority { behind: first }));
+            continue;
+        }
+        match earliest_later_start(job, &view.nodes, &profile) {
+            Some((start, picks)) => {
+                profile.claim(job, start, shares(job, &picks));
+                reserved.push(job.id);
+                let why = WaitReason::Reserved {
+                    in_ms: start.saturating_sub(now),
+                };
+                decisions.waiting.push((job.id, why));
             }
             None => {
-                let why = shortage(job, &view.nodes, &free);
+                let why = shortage(job, &view.nodes, &free_now);
                 decisions.waiting.push((job.id, WaitReason::Resources(why)));
                 blocked_by = Some(job.id);
             }
@@ -59,13 +78,43 @@ pub fn schedule(view: &ClusterView) -> Decisions {
     decisions
 }
 
-struct Free {
-    res: Resources,
-    gpus: Vec<u32>,
+/// The first moment after now at which `job` fits for its whole time limit, and where.
+fn earliest_later_start(
+    job: &PendingJob,
+    nodes: &[NodeView],
+    profile: &Profile,
+) -> Option<(u64, Picks)> {
+    profile.later_moments().into_iter().find_map(|start| {
+        let free = profile.free_during(start, profile.end_of(job, start));
+        place(job, nodes, &free).map(|picks| (start, picks))
+    })
+}
+
+fn shares(job: &PendingJob, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
+    picks
+        .iter()
+        .map(|(node, gpus)| Share {
+            node: *node,
+            res: job.per_node,
+            gpus: gpus.clone(),
+        })
+        .collect()
+}
+
+fn parts(job: &PendingJob, nodes: &[NodeView], picks: Picks) -> Vec<PartPlan> {
+    picks
+        .into_iter()
+        .map(|(i, gpus)| PartPlan {
+            node: nodes[i].name.clone(),
+            gpus,
+            cpus: job.per_node.cpus,
+            mem_mib: job.per_node.mem_mib,
+        })
+        .collect()
 }
 
 /// The first `num_nodes` schedulable nodes with room, and the GPUs to use on each.
-fn place(job: &PendingJob, nodes: &[NodeView], free: &[Free]) -> Option<Vec<(usize, Vec<u32>)>> {
+fn place(job: &PendingJob, nodes: &[NodeView], free: &[Free]) -> Option<Picks> {
     let wanted = usize::try_from(job.num_nodes).ok()?;
     let picks: Vec<(usize, Vec<u32>)> = nodes
         .iter()
@@ -141,7 +190,10 @@ fn shortage(job: &PendingJob, nodes: &[NodeView], free: &[Free]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use gantry_model::Resources;
+
     use super::*;
+    use crate::view::{Held, RunningJob};
 
     fn gpu(index: u32, group: u32) -> Gpu {
         Gpu {
@@ -180,6 +232,34 @@ mod tests {
                 cpus: 1,
                 mem_mib: 256,
             },
+            time_limit_ms: None,
+        }
+    }
+
+    fn limited(id: u64, gpus: u32, limit_ms: u64) -> PendingJob {
+        PendingJob {
+            time_limit_ms: Some(limit_ms),
+            ..job(id, 1, gpus)
+        }
+    }
+
+    /// `n` with `gpus` held until `ends_at_ms` by job `id`.
+    fn holding(n: &mut NodeView, id: u64, gpus: &[u32], ends_at_ms: Option<u64>) -> RunningJob {
+        let res = Resources {
+            gpus: gpus.len() as u32,
+            cpus: 1,
+            mem_mib: 256,
+        };
+        n.free = n.free.saturating_sub(&res);
+        n.free_gpus.retain(|g| !gpus.contains(g));
+        RunningJob {
+            id,
+            ends_at_ms,
+            parts: vec![Held {
+                node: n.name.clone(),
+                res,
+                gpus: gpus.to_vec(),
+            }],
         }
     }
 
@@ -188,6 +268,7 @@ mod tests {
         let view = ClusterView {
             now_ms: 0,
             nodes: vec![node("a", 4)],
+            running: vec![],
             pending: vec![job(1, 1, 2), job(2, 1, 2), job(3, 1, 2)],
         };
         let d = schedule(&view);
@@ -208,6 +289,7 @@ mod tests {
         let view = ClusterView {
             now_ms: 0,
             nodes: vec![n],
+            running: vec![],
             pending: vec![job(1, 1, 4), job(2, 1, 1)],
         };
         let d = schedule(&view);
@@ -220,6 +302,7 @@ mod tests {
         let view = ClusterView {
             now_ms: 0,
             nodes: vec![node("a", 4)],
+            running: vec![],
             pending: vec![job(1, 1, 16), job(2, 1, 1)],
         };
         let d = schedule(&view);
@@ -238,6 +321,7 @@ mod tests {
         let view = ClusterView {
             now_ms: 0,
             nodes: vec![node("a", 8), busy],
+            running: vec![],
             pending: vec![job(1, 2, 8)],
         };
         let d = schedule(&view);
@@ -262,6 +346,7 @@ mod tests {
         let view = ClusterView {
             now_ms: 0,
             nodes: vec![n],
+            running: vec![],
             pending: vec![job(1, 1, 2)],
         };
         // Group 0 has {2,3} free, group 1 has {4..7}: the tighter group is used, group 1 stays whole.
@@ -276,10 +361,134 @@ mod tests {
         let view = ClusterView {
             now_ms: 0,
             nodes: vec![n],
+            running: vec![],
             pending: vec![job(1, 1, 1)],
         };
         let d = schedule(&view);
         assert!(d.starts.is_empty());
         assert!(matches!(&d.waiting[0].1, WaitReason::Resources(w) if w.contains("a drained")));
+    }
+
+    #[test]
+    fn a_short_job_backfills_before_a_reservation_and_a_long_one_waits() {
+        let mut n = node("a", 8);
+        let running = holding(&mut n, 10, &[0, 1, 2, 3, 4, 5], Some(100_000));
+        let view = ClusterView {
+            now_ms: 0,
+            nodes: vec![n],
+            running: vec![running],
+            pending: vec![
+                limited(1, 8, 3_600_000),
+                limited(2, 2, 50_000),
+                limited(3, 2, 200_000),
+                job(4, 1, 1),
+            ],
+        };
+        let d = schedule(&view);
+        let started: Vec<u64> = d.starts.iter().map(|s| s.job).collect();
+        assert_eq!(started, [2], "{d:?}");
+        assert_eq!(d.starts[0].parts[0].gpus, [6, 7]);
+        assert_eq!(d.waiting[0], (1, WaitReason::Reserved { in_ms: 100_000 }));
+        // Both would still hold GPUs when job 1 is due.
+        assert_eq!(d.waiting[1].0, 3);
+        assert_eq!(d.waiting[2].0, 4);
+        assert!(matches!(
+            d.waiting[1].1,
+            WaitReason::Reserved { .. } | WaitReason::Priority { .. }
+        ));
+        assert_eq!(
+            WaitReason::Reserved { in_ms: 100_000 }.to_string(),
+            "Resources: reserved, starts within 1:40"
+        );
+    }
+
+    #[test]
+    fn a_job_on_resources_no_reservation_needs_starts_whatever_its_limit() {
+        let mut a = node("a", 8);
+        let running = holding(&mut a, 10, &[0, 1, 2, 3], Some(100_000));
+        let view = ClusterView {
+            now_ms: 0,
+            nodes: vec![a, node("b", 4)],
+            running: vec![running],
+            // Job 1 needs all of node a (b is too small); job 2 fits on b for ever.
+            pending: vec![limited(1, 8, 1_000), job(2, 1, 4)],
+        };
+        let d = schedule(&view);
+        assert_eq!(d.starts.len(), 1, "{d:?}");
+        assert_eq!(d.starts[0].job, 2);
+        assert_eq!(d.starts[0].parts[0].node, "b");
+        assert_eq!(d.waiting, [(1, WaitReason::Reserved { in_ms: 100_000 })]);
+    }
+
+    #[test]
+    fn without_time_limits_to_plan_by_a_blocked_job_blocks_the_queue() {
+        let mut n = node("a", 8);
+        let running = holding(&mut n, 10, &[0, 1, 2, 3, 4, 5], None);
+        let view = ClusterView {
+            now_ms: 0,
+            nodes: vec![n],
+            running: vec![running],
+            pending: vec![limited(1, 8, 1_000), limited(2, 1, 1_000)],
+        };
+        let d = schedule(&view);
+        assert!(d.starts.is_empty(), "{d:?}");
+        assert!(matches!(d.waiting[0].1, WaitReason::Resources(_)));
+        assert_eq!(d.waiting[1], (2, WaitReason::Priority { behind: 1 }));
+    }
+
+    /// A big gang arrives into a steady stream of small jobs that would always fill any GPU
+    /// freed. Every job runs exactly its time limit. The gang starts no later than the last
+    /// time limit of the jobs running when it arrived, and nothing ever overcommits a GPU.
+    #[test]
+    fn a_big_job_starts_in_bounded_time_under_a_stream_of_small_ones() {
+        const LIMIT: u64 = 10_000;
+        let mut now = 0;
+        let mut next_id = 1;
+        let mut queue: Vec<PendingJob> = Vec::new();
+        let mut running: Vec<(u64, u64, Vec<u32>)> = Vec::new(); // (id, end, gpus)
+        let big_id = 1_000_000;
+        let mut big_started = None;
+        let mut bound = None;
+        while big_started.is_none() && now < 1_000_000 {
+            running.retain(|(_, end, _)| *end > now);
+            // Four new 1-GPU jobs every step, with staggered limits.
+            for k in 0..4 {
+                queue.push(limited(next_id, 1, LIMIT + k * 1_000));
+                next_id += 1;
+            }
+            if now == 20_000 {
+                queue.insert(0, limited(big_id, 4, LIMIT));
+                bound = running.iter().map(|(_, end, _)| *end).max();
+            }
+            let mut n = node("a", 4);
+            let held: Vec<RunningJob> = running
+                .iter()
+                .map(|(id, end, gpus)| holding(&mut n, *id, gpus, Some(*end)))
+                .collect();
+            let view = ClusterView {
+                now_ms: now,
+                nodes: vec![n],
+                running: held,
+                pending: queue.clone(),
+            };
+            for start in schedule(&view).starts {
+                let job = queue.iter().position(|j| j.id == start.job).unwrap();
+                let job = queue.remove(job);
+                let gpus = start.parts[0].gpus.clone();
+                for (_, _, other) in &running {
+                    assert!(gpus.iter().all(|g| !other.contains(g)), "GPU overcommitted");
+                }
+                running.push((job.id, now + job.time_limit_ms.unwrap(), gpus));
+                if job.id == big_id {
+                    big_started = Some(now);
+                }
+            }
+            now += 1_000;
+        }
+        let (started, bound) = (
+            big_started.expect("the big job never started"),
+            bound.unwrap(),
+        );
+        assert!(started <= bound, "started at {started}, bound {bound}");
     }
 }

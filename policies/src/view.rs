@@ -11,6 +11,24 @@ pub struct ClusterView {
     pub nodes: Vec<NodeView>,
     /// Jobs waiting to start, highest priority first.
     pub pending: Vec<PendingJob>,
+    /// Jobs holding resources, with when their time limits give them back.
+    pub running: Vec<RunningJob>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    pub id: JobId,
+    /// Start plus time limit; `None`: no limit.
+    pub ends_at_ms: Option<u64>,
+    /// What it holds on each node it still runs on.
+    pub parts: Vec<Held>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub node: String,
+    pub res: Resources,
+    pub gpus: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +50,8 @@ pub struct PendingJob {
     pub id: JobId,
     pub num_nodes: u32,
     pub per_node: Resources,
+    /// `None`: no limit, so it may run for ever as far as backfill can tell.
+    pub time_limit_ms: Option<u64>,
 }
 
 /// What the policies decided in one pass.
@@ -62,6 +82,9 @@ pub struct PartPlan {
 pub enum WaitReason {
     /// Not enough free resources now; says which.
     Resources(String),
+    /// Resources are reserved for it: it starts at the latest when running jobs reach
+    /// their time limits, `in_ms` from the pass that said so (earlier if they end sooner).
+    Reserved { in_ms: u64 },
     /// A job ahead of it in the queue is waiting for resources.
     Priority { behind: JobId },
     /// No known node could ever run it (the cluster shrank, or nodes are gone).
@@ -72,6 +95,11 @@ impl std::fmt::Display for WaitReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WaitReason::Resources(why) => write!(f, "Resources: {why}"),
+            WaitReason::Reserved { in_ms } => write!(
+                f,
+                "Resources: reserved, starts within {}",
+                gantry_model::units::format_duration_ms(*in_ms)
+            ),
             WaitReason::Priority { behind } => {
                 write!(f, "Priority: waiting behind job {behind}")
             }

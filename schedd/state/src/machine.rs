@@ -21,7 +21,7 @@ pub struct StateMachine {
     /// Pending jobs, in priority order (submit order for now).
     pub(crate) pending: BTreeSet<JobId>,
     /// Jobs with an allocation whose parts have not all ended.
-    active: BTreeSet<JobId>,
+    pub(crate) active: BTreeSet<JobId>,
     /// (user, idempotency key) of every keyed submit, and the job it created.
     submit_keys: BTreeMap<(String, String), JobId>,
     /// Addresses of scheduler replicas added by membership changes, by replica id.

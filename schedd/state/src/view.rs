@@ -1,6 +1,6 @@
 //! Builds the policies' input from the state.
 
-use gantry_policies::{ClusterView, NodeView, PendingJob};
+use gantry_policies::{ClusterView, Held, NodeView, PendingJob, RunningJob};
 
 use crate::machine::StateMachine;
 
@@ -16,12 +16,36 @@ impl StateMachine {
                 id: j.id,
                 num_nodes: j.spec.num_nodes,
                 per_node: j.spec.per_node(),
+                time_limit_ms: j.spec.time_limit_ms,
+            })
+            .collect();
+        let running = self
+            .active
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .map(|j| RunningJob {
+                id: j.id,
+                ends_at_ms: j
+                    .spec
+                    .time_limit_ms
+                    .map(|limit| j.start_time_ms.unwrap_or(now_ms).saturating_add(limit)),
+                parts: j
+                    .parts
+                    .iter()
+                    .filter(|p| p.exit.is_none())
+                    .map(|p| Held {
+                        node: p.node.clone(),
+                        res: p.resources(),
+                        gpus: p.gpus.clone(),
+                    })
+                    .collect(),
             })
             .collect();
         ClusterView {
             now_ms,
             nodes: self.node_views(),
             pending,
+            running,
         }
     }
 

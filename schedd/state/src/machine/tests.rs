@@ -200,6 +200,54 @@ fn allocation_runs_the_job_and_holds_its_gpus() {
 }
 
 #[test]
+fn the_view_tells_the_policies_when_running_jobs_give_their_gpus_back() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let limited = match log.apply(Command::Submit {
+        owner: owner("ann"),
+        spec: JobSpec {
+            time_limit_ms: Some(60_000),
+            ..spec(1, 2)
+        },
+        key: None,
+        now_ms: 2,
+    }) {
+        Outcome::Submitted(id) => id,
+        other => panic!("submit: {other:?}"),
+    };
+    let unlimited = log.submit(1, 1);
+    let waiting = log.submit(1, 4);
+    assert_eq!(log.allocate(limited, "n1", vec![0, 1]), Outcome::Applied);
+    assert_eq!(log.allocate(unlimited, "n1", vec![2]), Outcome::Applied);
+    let view = log.sm.cluster_view(10);
+    let ends: Vec<(u64, Option<u64>, Vec<u32>)> = view
+        .running
+        .iter()
+        .map(|r| (r.id, r.ends_at_ms, r.parts[0].gpus.clone()))
+        .collect();
+    // Allocated at 3: the limited job ends at 3 + 60 s; the other holds its GPU for ever.
+    assert_eq!(
+        ends,
+        [
+            (limited, Some(60_003), vec![0, 1]),
+            (unlimited, None, vec![2])
+        ]
+    );
+    assert_eq!(view.pending.len(), 1);
+    assert_eq!(view.pending[0].id, waiting);
+    assert_eq!(view.pending[0].time_limit_ms, None);
+    // Once a part has ended it holds nothing.
+    log.exit(limited, "n1", ExitReason::Exited, Some(0));
+    assert!(
+        log.sm
+            .cluster_view(10)
+            .running
+            .iter()
+            .all(|r| r.id != limited)
+    );
+}
+
+#[test]
 fn exits_decide_the_final_state() {
     let cases = [
         (ExitReason::Exited, Some(0), JobState::Completed),
