@@ -18,6 +18,9 @@ pub enum BenchCommand {
     /// commit. The jobs stay in the queue: run it against a scheduler whose nodes are
     /// drained, or that has none (`gantry dev --nodes 0`).
     Submit(SubmitBench),
+    /// The time of one scheduling pass (the scheduler's own policy code, run here) on a
+    /// synthetic cluster whose every GPU is busy and a queue behind it. Needs no scheduler
+    Schedule(crate::bench_schedule::ScheduleBench),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -47,6 +50,7 @@ struct SubmitReport {
 pub async fn run(command: BenchCommand, addresses: Vec<String>) -> anyhow::Result<()> {
     match command {
         BenchCommand::Submit(args) => submit(args, addresses).await,
+        BenchCommand::Schedule(args) => crate::bench_schedule::run(&args),
     }
 }
 

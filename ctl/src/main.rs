@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_schedule;
 mod client;
 mod dev;
 mod directives;

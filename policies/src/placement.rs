@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use gantry_model::{Gpu, JobId};
+use gantry_model::{Gpu, JobId, Resources};
 
 use crate::feasibility::never_fits;
 use crate::profile::{Free, Profile, Share};
@@ -29,9 +29,23 @@ pub fn schedule(view: &ClusterView) -> Decisions {
     let mut decisions = Decisions::default();
     let mut reserved: Vec<JobId> = Vec::new();
     let mut blocked_by: Option<JobId> = None;
+    let mut cannot_start = CannotStartNow::default();
     let now = view.now_ms;
+    // Per job shape: whether any known node could ever run it (a look at every node).
+    let mut feasibility: Vec<(u32, Resources, Option<String>)> = Vec::new();
     for job in &view.pending {
-        if let Some(why) = never_fits(&view.nodes, job.num_nodes, &job.per_node) {
+        let known = feasibility
+            .iter()
+            .find(|(n, r, _)| *n == job.num_nodes && *r == job.per_node);
+        let never = match known {
+            Some((_, _, never)) => never.clone(),
+            None => {
+                let never = never_fits(&view.nodes, job.num_nodes, &job.per_node);
+                feasibility.push((job.num_nodes, job.per_node, never.clone()));
+                never
+            }
+        };
+        if let Some(why) = never {
             decisions.waiting.push((job.id, WaitReason::NeverFits(why)));
             continue;
         }
@@ -41,15 +55,19 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 .push((job.id, WaitReason::Priority { behind }));
             continue;
         }
-        let free_now = profile.free_during(now, profile.end_of(job, now));
-        if let Some(picks) = place(job, &view.nodes, &free_now) {
-            let shares = shares(job, &picks);
-            profile.claim(job, now, shares);
-            decisions.starts.push(Start {
-                job: job.id,
-                parts: parts(job, &view.nodes, picks),
-            });
-            continue;
+        let end = profile.end_of(job, now);
+        if !cannot_start.known(job, end) {
+            let free_now = profile.free_during(now, end);
+            if let Some(picks) = place(job, &view.nodes, &free_now) {
+                let shares = shares(job, &picks);
+                profile.claim(job, now, shares);
+                decisions.starts.push(Start {
+                    job: job.id,
+                    parts: parts(job, &view.nodes, picks),
+                });
+                continue;
+            }
+            cannot_start.record(job, end);
         }
         if let Some(&first) = reserved.first()
             && reserved.len() >= RESERVATION_DEPTH
@@ -69,6 +87,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 decisions.waiting.push((job.id, why));
             }
             None => {
+                let free_now = profile.free_during(now, profile.end_of(job, now));
                 let why = shortage(job, &view.nodes, &free_now);
                 decisions.waiting.push((job.id, WaitReason::Resources(why)));
                 blocked_by = Some(job.id);
@@ -76,6 +95,31 @@ pub fn schedule(view: &ClusterView) -> Decisions {
         }
     }
     decisions
+}
+
+/// Job shapes that cannot start now, each with the earliest end it was tried with. Within a
+/// pass claims are only ever added, so free resources only shrink: a shape that did not fit
+/// until some end fits no better until a later one, and need not be placed again. A long
+/// queue holds few shapes, so most jobs behind the reservations cost a lookup.
+#[derive(Default)]
+struct CannotStartNow(Vec<(u32, Resources, Option<u64>)>);
+
+impl CannotStartNow {
+    fn known(&self, job: &PendingJob, end: Option<u64>) -> bool {
+        self.0.iter().any(|(nodes, per_node, tried)| {
+            *nodes == job.num_nodes
+                && *per_node == job.per_node
+                && match (tried, end) {
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                    (Some(tried), Some(end)) => *tried <= end,
+                }
+        })
+    }
+
+    fn record(&mut self, job: &PendingJob, end: Option<u64>) {
+        self.0.push((job.num_nodes, job.per_node, end));
+    }
 }
 
 /// The first moment after now at which `job` fits for its whole time limit, and where.
@@ -190,8 +234,6 @@ fn shortage(job: &PendingJob, nodes: &[NodeView], free: &[Free]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use gantry_model::Resources;
-
     use super::*;
     use crate::view::{Held, RunningJob};
 
