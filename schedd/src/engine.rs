@@ -336,16 +336,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Hands an input to the raft thread.
+    fn send(&self, input: Input) -> Result<(), EngineError> {
+        self.inputs.send(input).map_err(|_| EngineError::Stopped)
+    }
+
     /// Proposes one command; answers once it is committed and applied.
     pub async fn propose(&self, command: Command) -> Result<Outcome, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.inputs
-            .send(Input::Propose {
-                command: Box::new(command),
-                reply,
-            })
-            .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        let mut outcomes = self.propose_all(vec![command]).await?;
+        outcomes.pop().ok_or(EngineError::Stopped)
     }
 
     /// Proposes several commands at once, so that they share a flush; answers in order.
@@ -353,12 +352,10 @@ impl Engine {
         let mut replies = Vec::with_capacity(commands.len());
         for command in commands {
             let (reply, rx) = oneshot::channel();
-            self.inputs
-                .send(Input::Propose {
-                    command: Box::new(command),
-                    reply,
-                })
-                .map_err(|_| EngineError::Stopped)?;
+            self.send(Input::Propose {
+                command: Box::new(command),
+                reply,
+            })?;
             replies.push(rx);
         }
         let mut outcomes = Vec::with_capacity(replies.len());
@@ -372,9 +369,7 @@ impl Engine {
     /// confirmed by a majority that it still leads: a read after it is linearizable.
     pub async fn read_index(&self) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.inputs
-            .send(Input::ReadIndex(reply))
-            .map_err(|_| EngineError::Stopped)?;
+        self.send(Input::ReadIndex(reply))?;
         match tokio::time::timeout(READ_TIMEOUT, rx).await {
             Ok(answer) => answer.map_err(|_| EngineError::Stopped)?,
             Err(_) => Err(EngineError::ReadTimeout(READ_TIMEOUT)),
@@ -385,24 +380,18 @@ impl Engine {
     /// the change is committed and applied.
     pub async fn change_members(&self, change: ConfChangeV2) -> Result<ConfState, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.inputs
-            .send(Input::ChangeMembers { change, reply })
-            .map_err(|_| EngineError::Stopped)?;
+        self.send(Input::ChangeMembers { change, reply })?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
     /// Asks raft to hand leadership to `to` (it must be an up-to-date voter to take it).
     pub fn transfer_leader(&self, to: u64) -> Result<(), EngineError> {
-        self.inputs
-            .send(Input::TransferLeader(to))
-            .map_err(|_| EngineError::Stopped)
+        self.send(Input::TransferLeader(to))
     }
 
     /// Hands a message from another replica to raft.
     pub fn step(&self, message: Message) -> Result<(), EngineError> {
-        self.inputs
-            .send(Input::Step(Box::new(message)))
-            .map_err(|_| EngineError::Stopped)
+        self.send(Input::Step(Box::new(message)))
     }
 
     /// Reads the state. Keep the closure short: the raft thread waits for readers.
