@@ -55,7 +55,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 .push((job.id, WaitReason::Priority { behind }));
             continue;
         }
-        let end = profile.end_of(job, now);
+        let end = job.end_if_started(now);
         if !cannot_start.known(job, end) {
             let free_now = profile.free_during(now, end);
             if let Some(picks) = place(job, &view.nodes, &free_now) {
@@ -87,7 +87,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 decisions.waiting.push((job.id, why));
             }
             None => {
-                let free_now = profile.free_during(now, profile.end_of(job, now));
+                let free_now = profile.free_during(now, job.end_if_started(now));
                 let why = shortage(job, &view.nodes, &free_now);
                 decisions.waiting.push((job.id, WaitReason::Resources(why)));
                 blocked_by = Some(job.id);
@@ -129,7 +129,7 @@ fn earliest_later_start(
     profile: &Profile,
 ) -> Option<(u64, Picks)> {
     profile.later_moments().into_iter().find_map(|start| {
-        let free = profile.free_during(start, profile.end_of(job, start));
+        let free = profile.free_during(start, job.end_if_started(start));
         place(job, nodes, &free).map(|picks| (start, picks))
     })
 }

@@ -129,13 +129,9 @@ impl Profile {
         moments
     }
 
-    pub(crate) fn end_of(&self, job: &PendingJob, start: u64) -> Option<u64> {
-        job.time_limit_ms.map(|limit| start.saturating_add(limit))
-    }
-
     /// Holds `shares` for `job` from `start` until its time limit runs out.
     pub(crate) fn claim(&mut self, job: &PendingJob, start: u64, shares: Vec<Share>) {
-        let end = self.end_of(job, start);
+        let end = job.end_if_started(start);
         self.claims.push(Claim { start, end, shares });
     }
 }

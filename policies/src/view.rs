@@ -54,6 +54,13 @@ pub struct PendingJob {
     pub time_limit_ms: Option<u64>,
 }
 
+impl PendingJob {
+    /// When it would end at the latest if it started at `start` (`None`: no limit).
+    pub fn end_if_started(&self, start: u64) -> Option<u64> {
+        self.time_limit_ms.map(|limit| start.saturating_add(limit))
+    }
+}
+
 /// What the policies decided in one pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decisions {
