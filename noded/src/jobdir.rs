@@ -151,6 +151,10 @@ pub struct LaunchRecord {
     pub submit_dir: String,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace_ms: u64,
+    /// The node's contact lease file (see [`crate::contact`]): the job is stopped when the
+    /// lease runs out. Records written before fencing existed have none.
+    #[serde(default)]
+    pub contact_lease: Option<PathBuf>,
 }
 
 impl LaunchRecord {
@@ -240,6 +244,7 @@ impl LaunchRecord {
             nodes,
             submit_dir: launch.submit_dir.clone(),
             kill_grace_ms,
+            contact_lease: None,
         })
     }
 

@@ -7,6 +7,7 @@
 //! - [`discover_inventory`] finds the node's GPUs (NVML or declared), CPUs and memory.
 
 mod config;
+pub mod contact;
 mod error;
 pub mod executor;
 mod fence;

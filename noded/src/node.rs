@@ -1,6 +1,7 @@
 //! The node daemon: its table of jobs, the reconnect loop around scheduler sessions, and
-//! shutdown. Jobs keep running whatever happens to the session; only the scheduler's
-//! assignments (or `Shutdown::StopJobs`) stop them.
+//! shutdown. Jobs keep running while sessions come and go; only the scheduler's
+//! assignments, `Shutdown::StopJobs`, or the contact lease running out (see
+//! [`crate::contact`]) stop them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -13,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{NodeConfig, Shutdown, server_urls};
+use crate::contact;
 use crate::error::NodedError;
 use crate::executor::{Executor, JobEnded, LaunchOutcome, LocalExecutor, LocalExecutorConfig};
 use crate::fence::{LeaderTerm, StaleLeader};
@@ -44,9 +46,16 @@ pub async fn run_node(
         node_name: config.name.clone(),
         supervisor: config.supervisor.clone(),
         kill_grace_ms: config.kill_grace_ms,
+        contact_lease: data_dir.join(contact::FILE),
     });
     let span = info_span!("node", node = %config.name);
-    let mut node = Node::new(&config, executor, events, LeaderTerm::load(&data_dir));
+    let mut node = Node::new(
+        &config,
+        executor,
+        events,
+        LeaderTerm::load(&data_dir),
+        contact::Renewal::new(&data_dir, Duration::from_millis(config.kill_grace_ms)),
+    );
     span.in_scope(|| node.recover())?;
     info!(
         node = %config.name,
@@ -135,6 +144,7 @@ pub(crate) struct Node<E: Executor> {
     /// for it (its set did not change), so its end is checked against this one.
     desired: Option<BTreeSet<JobKey>>,
     leader_term: LeaderTerm,
+    pub(crate) contact: contact::Renewal,
 }
 
 impl<E: Executor> Node<E> {
@@ -143,6 +153,7 @@ impl<E: Executor> Node<E> {
         executor: E,
         events: mpsc::UnboundedReceiver<JobEnded>,
         leader_term: LeaderTerm,
+        contact: contact::Renewal,
     ) -> Self {
         Node {
             name: config.name.clone(),
@@ -154,6 +165,7 @@ impl<E: Executor> Node<E> {
             jobs: BTreeMap::new(),
             desired: None,
             leader_term,
+            contact,
         }
     }
 
@@ -335,7 +347,7 @@ impl<E: Executor> Node<E> {
                     // the leader is likely elsewhere now, so the next address goes first.
                     warn!(
                         server = %url,
-                        "no message from the scheduler for {} ms, longer than the session lease: dropping the session and trying the next address; jobs keep running",
+                        "no message from the scheduler for {} ms, longer than the session lease: dropping the session and trying the next address; jobs keep running until the contact lease runs out",
                         silence.as_millis()
                     );
                     if registered {

@@ -215,11 +215,15 @@ pub(crate) async fn run_session<E: Executor>(
                     last_heard = Instant::now();
                     let period = heartbeat_interval(ack.heartbeat_interval_ms, DEFAULT_HEARTBEAT);
                     lease = lease_for(period);
+                    let fenced_after = node.contact.registered(Duration::from_millis(ack.heartbeat_timeout_ms), period);
+                    if let Some(after) = fenced_after.filter(|after| *after <= lease) {
+                        warn!(server = %url, fenced_after = ?after, session_lease = ?lease, "the scheduler's heartbeat timeout is so short that this node's jobs are stopped after {after:?} without contact, before a new leader can be found; raise heartbeat_timeout");
+                    }
                     let mut interval = tokio::time::interval_at(last_heard + period, period);
                     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                     heartbeat = Some(interval);
                     if !registered {
-                        info!(server = %url, node = %ack.node, heartbeat = ?period, lease = ?lease, "registered with the scheduler");
+                        info!(server = %url, node = %ack.node, heartbeat = ?period, lease = ?lease, fenced_after = ?fenced_after, "registered with the scheduler");
                     }
                     if ack.node != node.name() {
                         warn!(server = %url, "the scheduler registered this node as {:?}, not {:?}", ack.node, node.name());
@@ -227,14 +231,20 @@ pub(crate) async fn run_session<E: Executor>(
                     registered = true;
                 }
                 Ok(Some(pb::SchedulerMessage { msg: Some(pb::scheduler_message::Msg::Assignments(assignments)) })) => {
-                    // Also the keepalive that renews the lease when nothing changed.
+                    // Also the keepalive that renews the leases when nothing changed.
                     last_heard = Instant::now();
+                    if registered {
+                        node.contact.renew();
+                    }
                     debug!(jobs = assignments.jobs.len(), "assignments received");
                     outbox = node.apply(&assignments);
                 }
                 Ok(Some(pb::SchedulerMessage { msg: None })) => {
                     // Empty, but the scheduler is alive.
                     last_heard = Instant::now();
+                    if registered {
+                        node.contact.renew();
+                    }
                     debug!("empty scheduler message ignored");
                 }
                 Ok(None) => return broken(registered, "the scheduler closed the stream"),

@@ -81,6 +81,7 @@ impl Session {
             node: name.into(),
             heartbeat_interval_ms,
             term,
+            heartbeat_timeout_ms: 0,
         }));
     }
 

@@ -8,8 +8,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use gantry_noded::contact::{self, ContactLease};
 use gantry_noded::jobdir::{
     ExitReason, JOB_PID_FILE, JobDir, JobKey, JobStatus, LaunchRecord, STATUS_FILE,
     SUPERVISOR_PID_FILE,
@@ -562,4 +564,85 @@ fn a_root_daemon_runs_the_job_as_its_user() {
     assert_eq!(read(&out), format!("{nobody} {nobody}\n"));
     // The output file is the user's, not root's.
     assert_eq!(fs::metadata(&out).unwrap().uid(), nobody);
+}
+
+/// Points the job's record at a contact lease in the scratch data dir, as the daemon does.
+fn with_contact_lease(scratch: &Scratch) {
+    let record = LaunchRecord {
+        contact_lease: Some(scratch.root.path().join(contact::FILE)),
+        ..scratch.dir.read_launch().unwrap()
+    };
+    scratch.dir.write_record(&record).unwrap();
+}
+
+fn store_lease(scratch: &Scratch, stop_in_ms: u64, kill_in_ms: u64) {
+    let now = contact::boottime_ms();
+    ContactLease {
+        stop_at_ms: now + stop_in_ms,
+        kill_by_ms: now + kill_in_ms,
+    }
+    .store(scratch.root.path())
+    .unwrap();
+}
+
+#[test]
+fn a_job_is_stopped_when_the_contact_lease_runs_out_and_killed_by_its_end() {
+    // A two-minute kill grace: only the lease's own end can bring the SIGKILL sooner.
+    let scratch = prepare(JobKey::new(13, 0), 120_000, |work| {
+        launch(work, &["sh", "-c", "trap '' TERM; echo ready; sleep 1000"])
+    });
+    with_contact_lease(&scratch);
+    store_lease(&scratch, 1_000, 2_000);
+    let started = Instant::now();
+    let status = run_to_end(&scratch);
+    assert!(started.elapsed() < Duration::from_secs(60), "{status:?}");
+    assert_eq!(
+        (status.reason, status.signal),
+        (ExitReason::Fenced, Some(Signal::SIGKILL as i32)),
+        "{status:?}"
+    );
+    assert!(
+        status.message.contains("lost contact with the scheduler"),
+        "{}",
+        status.message
+    );
+    assert!(group_is_gone(scratch.dir.read_pid(JOB_PID_FILE).unwrap()));
+}
+
+#[test]
+fn a_renewed_contact_lease_lets_the_job_finish() {
+    let scratch = prepare(JobKey::new(14, 0), 1_000, |work| {
+        launch(work, &["sh", "-c", "sleep 2; exit 3"])
+    });
+    with_contact_lease(&scratch);
+    store_lease(&scratch, 500, 1_000);
+    let mut child = supervise(&scratch.dir);
+    // Renewed every 100 ms, as heartbeats do, for as long as the job runs.
+    let exit = wait_for("the supervisor to exit", || {
+        store_lease(&scratch, 500, 1_000);
+        thread::sleep(Duration::from_millis(100));
+        child.try_wait().unwrap()
+    });
+    assert!(exit.success());
+    let status = status(&scratch.dir);
+    assert_eq!(
+        (status.reason, status.exit_code),
+        (ExitReason::Exited, Some(3)),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_contact_lease_fences_nothing() {
+    let scratch = prepare(JobKey::new(15, 0), 1_000, |work| {
+        launch(work, &["sh", "-c", "sleep 1; exit 0"])
+    });
+    with_contact_lease(&scratch);
+    fs::write(scratch.root.path().join(contact::FILE), "not a lease").unwrap();
+    let status = run_to_end(&scratch);
+    assert_eq!(
+        (status.reason, status.exit_code),
+        (ExitReason::Exited, Some(0)),
+        "{status:?}"
+    );
 }

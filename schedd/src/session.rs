@@ -126,6 +126,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             node: name.clone(),
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
             term,
+            heartbeat_timeout_ms: self.config.heartbeat_timeout_ms,
         };
         let hello = pb::SchedulerMessage {
             msg: Some(pb::scheduler_message::Msg::Registered(registered)),

@@ -38,6 +38,8 @@ pub struct LocalExecutorConfig {
     pub node_name: String,
     pub supervisor: SupervisorCommand,
     pub kill_grace_ms: u64,
+    /// The contact lease every job's supervisor enforces.
+    pub contact_lease: PathBuf,
 }
 
 pub struct LocalExecutor {
@@ -210,7 +212,10 @@ impl Executor for LocalExecutor {
             launch,
             self.config.kill_grace_ms,
         ) {
-            Ok(record) => record,
+            Ok(record) => LaunchRecord {
+                contact_lease: Some(self.config.contact_lease.clone()),
+                ..record
+            },
             Err(message) => return Self::failed(&dir, key, message),
         };
         if let Err(e) = dir.write_record(&record) {

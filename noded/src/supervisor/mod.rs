@@ -125,6 +125,7 @@ fn run_job(
         time_limit: (record.time_limit_ms > 0).then(|| Duration::from_millis(record.time_limit_ms)),
         grace: Duration::from_millis(record.kill_grace_ms),
         subreaper,
+        contact_lease: record.contact_lease.clone(),
     };
     let stop_reason = || match dir.read_stop_reason() {
         Some(ExitReason::NodeShutdown) => ExitReason::NodeShutdown,
@@ -195,6 +196,13 @@ fn status_of(end: &JobEnd, record: &LaunchRecord, start_ms: u64, end_ms: u64) ->
             ExitReason::NodeShutdown,
             format!("stopped because the node daemon shut down: {how}{escalation}"),
         ),
+        Some(ExitReason::Fenced) => (
+            ExitReason::Fenced,
+            format!(
+                "stopped because the node lost contact with the scheduler for so long that its \
+                 GPUs may have been given to other jobs: {how}{escalation}"
+            ),
+        ),
         Some(reason) => (reason, format!("cancelled: {how}{escalation}")),
     };
     JobStatus {
@@ -236,6 +244,7 @@ mod tests {
             nodes: vec!["n".into()],
             submit_dir: "/".into(),
             kill_grace_ms: 10_000,
+            contact_lease: None,
         }
     }
 

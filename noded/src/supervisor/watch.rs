@@ -1,6 +1,7 @@
 //! Waiting for the job while enforcing its time limit and stop requests, then making sure
 //! nothing of it is left behind.
 
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::signals::SignalWatch;
+use crate::contact::{ContactLease, boottime_ms};
 use crate::jobdir::ExitReason;
 use crate::procfs;
 
@@ -31,12 +33,37 @@ pub struct JobEnd {
     pub killed: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub time_limit: Option<Duration>,
     pub grace: Duration,
     /// The supervisor is a child subreaper: the job's orphans are its children.
     pub subreaper: bool,
+    /// The node's contact lease file: the job is stopped when it runs out.
+    pub contact_lease: Option<PathBuf>,
+}
+
+/// How often the contact lease is read. Small against the lease's slack (a second).
+const LEASE_POLL: Duration = Duration::from_millis(250);
+
+/// Reads the contact lease at `path`; `Some(kill_by)` once it has run out, with the instant
+/// by which nothing of the job may remain.
+fn lease_ran_out(path: &Path, now: Instant, warned: &mut bool) -> Option<Instant> {
+    match ContactLease::load(path) {
+        Ok(Some(lease)) => {
+            let boot = boottime_ms();
+            (boot >= lease.stop_at_ms)
+                .then(|| now + Duration::from_millis(lease.kill_by_ms.saturating_sub(boot)))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            if !*warned {
+                super::log(&format!("contact lease ignored: {e}"));
+                *warned = true;
+            }
+            None
+        }
+    }
 }
 
 enum Reap {
@@ -74,6 +101,8 @@ pub fn watch_job(
     let limit_at = limits.time_limit.map(|d| Instant::now() + d);
     let mut stopped: Option<(ExitReason, Instant)> = None;
     let mut killed = false;
+    let mut lease_read_at: Option<Instant> = None;
+    let mut lease_warned = false;
     let begin_stop = |reason: ExitReason| {
         let _ = killpg(job, Signal::SIGTERM);
         (reason, Instant::now() + limits.grace)
@@ -88,6 +117,17 @@ pub fn watch_job(
         if stopped.is_none() && limit_at.is_some_and(|at| now >= at) {
             stopped = Some(begin_stop(ExitReason::Timeout));
         }
+        if let Some(path) = &limits.contact_lease
+            && !killed
+            && lease_read_at.is_none_or(|at| now >= at + LEASE_POLL)
+        {
+            lease_read_at = Some(now);
+            if let Some(kill_by) = lease_ran_out(path, now, &mut lease_warned) {
+                // Whatever else is stopping it, the job may not outlive the lease.
+                let (reason, kill_at) = stopped.unwrap_or_else(|| begin_stop(ExitReason::Fenced));
+                stopped = Some((reason, kill_at.min(kill_by)));
+            }
+        }
         if let Some((_, kill_at)) = stopped
             && !killed
             && now >= kill_at
@@ -99,6 +139,13 @@ pub fn watch_job(
             None => limit_at,
             Some((_, kill_at)) if !killed => Some(kill_at),
             Some(_) => None,
+        };
+        let lease_check = lease_read_at
+            .filter(|_| limits.contact_lease.is_some() && !killed)
+            .map(|at| at + LEASE_POLL);
+        let next_deadline = match (next_deadline, lease_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         // SIGCHLD wakes us when the job ends; a signal that came meanwhile returns at once.
         if signals.wait(next_deadline.map(|at| at.saturating_duration_since(now)))

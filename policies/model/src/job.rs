@@ -209,16 +209,20 @@ pub enum ExitReason {
     Lost,
     /// Stopped because its node daemon shut down with its jobs.
     NodeShutdown,
+    /// Stopped because the node lost contact with the scheduler for so long that the leader
+    /// may have declared it lost (see the node daemon's contact lease).
+    Fenced,
 }
 
 impl ExitReason {
-    pub const ALL: [ExitReason; 6] = [
+    pub const ALL: [ExitReason; 7] = [
         ExitReason::Exited,
         ExitReason::Cancelled,
         ExitReason::Timeout,
         ExitReason::LaunchFailed,
         ExitReason::Lost,
         ExitReason::NodeShutdown,
+        ExitReason::Fenced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -229,6 +233,7 @@ impl ExitReason {
             ExitReason::LaunchFailed => "LAUNCH_FAILED",
             ExitReason::Lost => "LOST",
             ExitReason::NodeShutdown => "NODE_SHUTDOWN",
+            ExitReason::Fenced => "FENCED",
         }
     }
 

@@ -126,6 +126,7 @@ pub fn exit_reason_to_pb(reason: ExitReason) -> pb::ExitReason {
         ExitReason::LaunchFailed => pb::ExitReason::LaunchFailed,
         ExitReason::Lost => pb::ExitReason::Lost,
         ExitReason::NodeShutdown => pb::ExitReason::NodeShutdown,
+        ExitReason::Fenced => pb::ExitReason::Fenced,
     }
 }
 
@@ -138,6 +139,7 @@ pub fn exit_reason_from_pb(reason: i32) -> ExitReason {
         Ok(pb::ExitReason::LaunchFailed) => ExitReason::LaunchFailed,
         Ok(pb::ExitReason::Lost) => ExitReason::Lost,
         Ok(pb::ExitReason::NodeShutdown) => ExitReason::NodeShutdown,
+        Ok(pb::ExitReason::Fenced) => ExitReason::Fenced,
         Ok(pb::ExitReason::Exited | pb::ExitReason::Unspecified) | Err(_) => ExitReason::Exited,
     }
 }

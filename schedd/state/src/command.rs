@@ -96,7 +96,7 @@ impl PartExit {
             ExitReason::Exited | ExitReason::LaunchFailed => JobState::Failed,
             ExitReason::Cancelled => JobState::Cancelled,
             ExitReason::Timeout => JobState::Timeout,
-            ExitReason::Lost | ExitReason::NodeShutdown => JobState::NodeFail,
+            ExitReason::Lost | ExitReason::NodeShutdown | ExitReason::Fenced => JobState::NodeFail,
         }
     }
 }
