@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use gantry_model::{Gpu, Resources};
+use gantry_model::{Gpu, Resources, Shape};
 use gantry_policies::{ClusterView, Held, NodeView, PendingJob, RunningJob, WaitReason, schedule};
 use serde::Serialize;
 
@@ -117,16 +117,19 @@ fn view(args: &ScheduleBench) -> ClusterView {
             } else {
                 1
             };
-            PendingJob {
-                id: first_pending + i,
-                num_nodes: num_nodes.min(args.nodes),
-                per_node: Resources {
-                    gpus,
-                    cpus: gpus * 8,
-                    mem_mib: u64::from(gpus) * 65_536,
+            PendingJob::single(
+                first_pending + i,
+                Shape {
+                    num_nodes: num_nodes.min(args.nodes),
+                    per_node: Resources {
+                        gpus,
+                        cpus: gpus * 8,
+                        mem_mib: u64::from(gpus) * 65_536,
+                    },
+                    gpu_model: None,
+                    time_limit_ms: Some((1 + rng.next(24)) * HOUR_MS / 2),
                 },
-                time_limit_ms: Some((1 + rng.next(24)) * HOUR_MS / 2),
-            }
+            )
         })
         .collect();
     ClusterView {

@@ -24,10 +24,11 @@ pub enum Flag {
     Error,
     Chdir,
     Parsable,
+    Alternative,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 11] = [
+    pub const ALL: [Flag; 12] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -39,6 +40,7 @@ impl Flag {
         Flag::Error,
         Flag::Chdir,
         Flag::Parsable,
+        Flag::Alternative,
     ];
 
     pub fn short(self) -> Option<char> {
@@ -52,7 +54,7 @@ impl Flag {
             Flag::Output => Some('o'),
             Flag::Error => Some('e'),
             Flag::Chdir => Some('D'),
-            Flag::Mem | Flag::Parsable => None,
+            Flag::Mem | Flag::Parsable | Flag::Alternative => None,
         }
     }
 
@@ -69,6 +71,7 @@ impl Flag {
             Flag::Error => "error",
             Flag::Chdir => "chdir",
             Flag::Parsable => "parsable",
+            Flag::Alternative => "alt",
         }
     }
 
@@ -123,6 +126,15 @@ pub struct Directives {
 impl Directives {
     /// The value of the last directive that set `flag` (a later line overrides an earlier
     /// one, as with repeated options), with its line number.
+    /// Every value given for a repeatable option, in file order, with its line.
+    pub fn all(&self, flag: Flag) -> Vec<(&str, usize)> {
+        self.items
+            .iter()
+            .filter(|d| d.flag == flag)
+            .map(|d| (d.value.as_deref().unwrap_or(""), d.line))
+            .collect()
+    }
+
     pub fn last(&self, flag: Flag) -> Option<(&str, usize)> {
         self.items
             .iter()

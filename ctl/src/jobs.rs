@@ -223,13 +223,24 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
         ("exit_code", opt(row.exit_code.map(|c| c.to_string()))),
         ("signal", opt(row.signal.map(|s| s.to_string()))),
         ("num_nodes", row.num_nodes.to_string()),
-        ("gpus_per_node", row.gpus_per_node.to_string()),
+        (
+            "gpus_per_node",
+            gantry_model::shape::format_gpus(row.gpus_per_node, row.gpu_model.as_deref()),
+        ),
         ("cpus_per_node", row.cpus_per_node.to_string()),
         ("mem_per_node", format_size_mib(row.mem_per_node_mib)),
         ("time_limit", output::time_limit_text(job.time_limit_ms)),
         ("run_time", output::elapsed_text(job, now)),
         ("nodes", or_dash(&row.nodes.join(","))),
     ];
+    for (i, alt) in row.alternatives.iter().enumerate() {
+        let chosen = if row.shape as usize == i + 1 && !row.allocation.is_empty() {
+            " (runs this way)"
+        } else {
+            ""
+        };
+        lines.push(("alternative", format!("{}: {alt}{chosen}", i + 1)));
+    }
     if row.allocation.is_empty() {
         lines.push(("allocation", "-".to_string()));
     }

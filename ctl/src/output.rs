@@ -29,9 +29,15 @@ pub struct JobRow {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub gpus_per_node: u32,
+    /// Only GPUs of this model; `null`: any.
+    pub gpu_model: Option<String>,
     pub cpus_per_node: u32,
     pub mem_per_node_mib: u64,
     pub num_nodes: u32,
+    /// Other ways to run the job, as `--alt` takes them (`2x8:a100@0.6`).
+    pub alternatives: Vec<String>,
+    /// The way it runs or ran: 0 for the main request, N for alternative N.
+    pub shape: u32,
     pub nodes: Vec<String>,
     pub allocation: Vec<AllocationRow>,
     pub time_limit_s: Option<u64>,
@@ -106,9 +112,18 @@ impl From<&pb::Job> for JobRow {
             exit_code: job.exit_code,
             signal: job.signal,
             gpus_per_node: job.gpus_per_node,
+            gpu_model: (!job.gpu_model.is_empty()).then(|| job.gpu_model.clone()),
             cpus_per_node: job.cpus_per_node,
             mem_per_node_mib: job.mem_per_node_mib,
             num_nodes: job.num_nodes,
+            alternatives: job
+                .alternatives
+                .iter()
+                .map(|alt| {
+                    gantry_model::shape::format_alternative(&gantry_wire::alternative_from_pb(alt))
+                })
+                .collect(),
+            shape: job.shape,
             nodes: job.allocation.iter().map(|a| a.node.clone()).collect(),
             allocation: job
                 .allocation
@@ -283,6 +298,9 @@ mod tests {
             cancel_requested: false,
             attempt: 1,
             queue_position: 0,
+            gpu_model: String::new(),
+            alternatives: vec![],
+            shape: 0,
         }
     }
 
@@ -301,7 +319,8 @@ mod tests {
             keys(&value),
             set(
                 "id, name, user, account, state, reason, exit_code, signal, gpus_per_node, \
-                 cpus_per_node, mem_per_node_mib, num_nodes, nodes, allocation, time_limit_s, \
+                 gpu_model, cpus_per_node, mem_per_node_mib, num_nodes, alternatives, shape, \
+                 nodes, allocation, time_limit_s, \
                  submit_time, start_time, end_time, work_dir, stdout, stderr, command, attempt, \
                  queue_position"
             )

@@ -35,14 +35,21 @@ pub struct SubmitArgs {
     /// Job name [default: the script's file name, or the command's program name]
     #[arg(short = 'J', long = "job-name", value_name = "NAME")]
     pub name: Option<String>,
-    /// GPUs on each node; 0 for a CPU-only job [default: 0]
+    /// GPUs on each node, optionally of one model: 8, 8:h100 (or Slurm's h100:8); 0 for a
+    /// CPU-only job [default: 0]
     #[arg(
         short = 'G',
         long = "gpus-per-node",
-        value_name = "GPUS",
+        value_name = "GPUS[:MODEL]",
         allow_hyphen_values = true
     )]
     pub gpus: Option<String>,
+    /// Another way to run the job, at a speed relative to the main request: e.g.
+    /// `--alt 2x8:a100@0.6` (2 nodes of 8 A100s, at 0.6x the speed). Repeatable; the
+    /// scheduler runs the job in whichever way would finish first, judged by the time limit
+    /// (stretched by the speed)
+    #[arg(long = "alt", value_name = "[NODESx]GPUS[:MODEL][@SPEED]")]
+    pub alternatives: Vec<String>,
     /// CPUs on each node [default: 1]
     #[arg(
         short = 'c',
@@ -304,10 +311,36 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         .map_or_else(String::new, |s| s.shown.clone());
     let setting = |cli, flag| pick(cli, &directives, &file, flag);
 
-    let gpus = setting(&args.gpus, Flag::GpusPerNode)
-        .map(|s| count(&s, Flag::GpusPerNode, 0))
-        .transpose()?
-        .unwrap_or(0);
+    let (gpus, gpu_model) = match setting(&args.gpus, Flag::GpusPerNode) {
+        Some(s) => gpu_request(&s)?,
+        None => (0, None),
+    };
+    // Repeatable: the command line's replace the script's.
+    let alternative_settings: Vec<Setting<'_>> = if args.alternatives.is_empty() {
+        directives
+            .all(Flag::Alternative)
+            .into_iter()
+            .map(|(value, line)| Setting {
+                value,
+                origin: Origin::Directive {
+                    file: file.clone(),
+                    line,
+                },
+            })
+            .collect()
+    } else {
+        args.alternatives
+            .iter()
+            .map(|value| Setting {
+                value,
+                origin: Origin::CommandLine,
+            })
+            .collect()
+    };
+    let alternatives = alternative_settings
+        .iter()
+        .map(alternative)
+        .collect::<Result<Vec<_>, _>>()?;
     let cpus = setting(&args.cpus, Flag::CpusPerNode)
         .map(|s| count(&s, Flag::CpusPerNode, 1))
         .transpose()?
@@ -370,6 +403,8 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         account: text(&args.account, Flag::Account).unwrap_or_else(|| DEFAULT_ACCOUNT.to_string()),
         num_nodes: nodes,
         gpus_per_node: gpus,
+        gpu_model: gpu_model.unwrap_or_default(),
+        alternatives,
         cpus_per_node: cpus,
         mem_per_node_mib: mem,
         time_limit_ms,
@@ -460,6 +495,26 @@ fn utf8(path: &Path, what: &'static str) -> Result<String, SubmitError> {
 }
 
 /// A whole number of at least `min`.
+/// `-G`: a count, or a count and a model. A plain count keeps the count's own messages.
+fn gpu_request(setting: &Setting<'_>) -> Result<(u32, Option<String>), SubmitError> {
+    if !setting.value.contains(':') {
+        return Ok((count(setting, Flag::GpusPerNode, 0)?, None));
+    }
+    gantry_model::shape::parse_gpus(setting.value)
+        .map_err(|why| setting.invalid(format!("{}: {why}", Flag::GpusPerNode.label())))
+}
+
+fn alternative(setting: &Setting<'_>) -> Result<pb::Alternative, SubmitError> {
+    gantry_model::shape::parse_alternative(setting.value)
+        .map(|alt| gantry_wire::alternative_to_pb(&alt))
+        .map_err(|why| {
+            setting.invalid(format!(
+                "{}: {why} (the form is [NODESx]GPUS[:MODEL][@SPEED], e.g. 2x8:a100@0.6)",
+                Flag::Alternative.label()
+            ))
+        })
+}
+
 fn count(setting: &Setting<'_>, flag: Flag, min: u32) -> Result<u32, SubmitError> {
     let text = setting.value.trim();
     let is_number = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
@@ -681,6 +736,66 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn gpu_models_and_alternatives_come_from_flags_or_directives() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |argv: &[&str]| build_request(&parse_args(argv).unwrap(), &ctx(dir.path()));
+        let s = spec(&["-G", "8:h100", "--", "true"]).unwrap().spec;
+        assert_eq!((s.gpus_per_node, s.gpu_model.as_str()), (8, "h100"));
+        // Slurm's order, as in `#SBATCH --gpus-per-node=h100:8`.
+        let s = spec(&["-G", "h100:8", "--", "true"]).unwrap().spec;
+        assert_eq!((s.gpus_per_node, s.gpu_model.as_str()), (8, "h100"));
+        let s = spec(&[
+            "-G",
+            "8:h100",
+            "--alt",
+            "2x8:a100@0.6",
+            "--alt",
+            "16@0.5",
+            "--",
+            "true",
+        ])
+        .unwrap()
+        .spec;
+        let alts: Vec<_> = s
+            .alternatives
+            .iter()
+            .map(gantry_wire::alternative_from_pb)
+            .collect();
+        let shown: Vec<String> = alts
+            .iter()
+            .map(gantry_model::shape::format_alternative)
+            .collect();
+        assert_eq!(shown, ["2x8:a100@0.6", "1x16@0.5"]);
+
+        let body = "#!/bin/sh\n#SBATCH --gpus-per-node=h100:4\n#GANTRY --alt 2x4:a100@0.5\ntrue\n";
+        std::fs::write(dir.path().join("alt.sh"), body).unwrap();
+        let s = spec(&["alt.sh"]).unwrap().spec;
+        assert_eq!((s.gpus_per_node, s.gpu_model.as_str()), (4, "h100"));
+        assert_eq!(s.alternatives.len(), 1);
+        assert_eq!(s.alternatives[0].speed_permille, 500);
+        // The command line's alternatives replace the script's.
+        let s = spec(&["--alt", "8", "alt.sh"]).unwrap().spec;
+        assert_eq!(s.alternatives[0].gpus_per_node, 8);
+
+        let err = |argv: &[&str]| spec(argv).unwrap_err().to_string();
+        assert_eq!(
+            err(&["-G", "8:", "--", "true"]),
+            "-G/--gpus-per-node: a GPU model name must not be empty"
+        );
+        assert!(err(&["--alt", "0x8", "--", "true"]).starts_with("--alt: the node count \"0\""));
+        let too_many: Vec<&str> = std::iter::repeat_n(["--alt", "1"], 9).flatten().collect();
+        let argv: Vec<&str> = too_many.into_iter().chain(["--", "true"]).collect();
+        assert_eq!(err(&argv), "a job may name at most 8 alternatives (got 9)");
+        let body = "#!/bin/sh\n#GANTRY --alt 2x8@2000\ntrue\n";
+        std::fs::write(dir.path().join("fast.sh"), body).unwrap();
+        assert!(
+            err(&["fast.sh"]).contains("fast.sh:2: --alt: a speed is a factor"),
+            "{}",
+            err(&["fast.sh"])
+        );
     }
 
     #[test]

@@ -331,3 +331,89 @@ fn a_short_job_backfills_while_longer_ones_hold_reservations() {
     wait_state(url, unlimited, "RUNNING");
     gantry_ok(url, &["cancel", &unlimited.to_string()]);
 }
+
+/// GPU models: a job asking for H100s lands on the H100 node; one asking for a model no node
+/// has is refused at submit; a job whose main request can never run here runs in its
+/// alternative, and `gantry show` says so.
+#[test]
+fn jobs_land_on_the_gpu_model_they_ask_for_or_on_an_alternative() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
+    let url = schedd.url.as_str();
+    let node = |name: &str, model: &str| {
+        let args = [
+            "--gpus",
+            "2",
+            "--gpu-model",
+            model,
+            "--cpus",
+            "4",
+            "--mem",
+            "4G",
+        ];
+        Noded::start(url, name, &dir.path().join(name), &args)
+    };
+    let _a = node("node-a", "NVIDIA A100-SXM4-80GB");
+    let _h = node("node-h", "NVIDIA H100 80GB HBM3");
+    wait_nodes_up(url, 2);
+    let wd = work.to_str().unwrap();
+    let nodes_of = |job: &Value| -> Vec<String> {
+        job["allocation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["node"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let h100 = submit(url, &["-G", "2:h100", "-D", wd, "--", "true"]);
+    let done = wait_state(url, h100, "COMPLETED");
+    assert_eq!(nodes_of(&done), ["node-h"]);
+    assert_eq!(done["gpu_model"], "h100");
+    assert_eq!(done["shape"], 0);
+
+    let refused = gantry(url, &["submit", "-G", "1:v100", "-D", wd, "--", "true"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("asks for v100 GPUs; no node has any"),
+        "{stderr}"
+    );
+
+    // Four H100s on one node exist nowhere; two A100s at half speed do.
+    let alt = submit(
+        url,
+        &[
+            "-G",
+            "4:h100",
+            "--alt",
+            "2:a100@0.5",
+            "-t",
+            "10m",
+            "-D",
+            wd,
+            "--",
+            "true",
+        ],
+    );
+    let done = wait_state(url, alt, "COMPLETED");
+    assert_eq!(nodes_of(&done), ["node-a"]);
+    assert_eq!(done["shape"], 1);
+    assert_eq!(done["alternatives"], serde_json::json!(["1x2:a100@0.5"]));
+    let shown = gantry_ok(url, &["show", &alt.to_string()]);
+    assert!(shown.contains("gpus_per_node: 4:h100"), "{shown}");
+    assert!(
+        shown.contains("alternative: 1: 1x2:a100@0.5 (runs this way)"),
+        "{shown}"
+    );
+
+    let bad = gantry(
+        url,
+        &["submit", "--alt", "2x8@fast", "-D", wd, "--", "true"],
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--alt: a speed is a factor"), "{stderr}");
+}

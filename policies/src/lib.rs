@@ -10,7 +10,7 @@ pub mod placement;
 mod profile;
 pub mod view;
 
-pub use feasibility::never_fits;
+pub use feasibility::{never_fits, none_fits};
 pub use placement::{RESERVATION_DEPTH, schedule};
 pub use view::{
     ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, RunningJob, Start, WaitReason,

@@ -11,11 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use gantry_model::{Gpu, JobId, Resources};
+use gantry_model::{Gpu, JobId, Shape};
 
 use crate::feasibility::never_fits;
 use crate::profile::{Free, Profile, Share};
-use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
+use crate::view::{ClusterView, Decisions, NodeView, PartPlan, Start, WaitReason};
 
 /// Where a job goes: node indices, each with the GPUs it gets there.
 type Picks = Vec<(usize, Vec<u32>)>;
@@ -23,29 +23,42 @@ type Picks = Vec<(usize, Vec<u32>)>;
 /// How many blocked jobs get a reserved start per pass.
 pub const RESERVATION_DEPTH: usize = 8;
 
-/// One scheduling pass. Jobs that could never run on the known nodes block nothing.
+/// One way to run a job, found in this pass: which shape, from when, until when, where.
+struct Candidate {
+    shape: usize,
+    start: u64,
+    end: Option<u64>,
+    picks: Picks,
+}
+
+/// One scheduling pass. Jobs that could never run on the known nodes block nothing. A job
+/// with alternatives runs in the shape that would finish first, judged by time limits.
 pub fn schedule(view: &ClusterView) -> Decisions {
     let mut profile = Profile::new(view);
     let mut decisions = Decisions::default();
     let mut reserved: Vec<JobId> = Vec::new();
     let mut blocked_by: Option<JobId> = None;
     let mut cannot_start = CannotStartNow::default();
+    let mut feasibility = Feasibility::default();
     let now = view.now_ms;
-    // Per job shape: whether any known node could ever run it (a look at every node).
-    let mut feasibility: Vec<(u32, Resources, Option<String>)> = Vec::new();
     for job in &view.pending {
-        let known = feasibility
+        let mut never = None;
+        let possible: Vec<(usize, &Shape)> = job
+            .shapes
             .iter()
-            .find(|(n, r, _)| *n == job.num_nodes && *r == job.per_node);
-        let never = match known {
-            Some((_, _, never)) => never.clone(),
-            None => {
-                let never = never_fits(&view.nodes, job.num_nodes, &job.per_node);
-                feasibility.push((job.num_nodes, job.per_node, never.clone()));
-                never
-            }
-        };
-        if let Some(why) = never {
+            .enumerate()
+            .filter(
+                |(_, shape)| match feasibility.never_fits(&view.nodes, shape) {
+                    Some(why) => {
+                        never.get_or_insert(why);
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .collect();
+        if possible.is_empty() {
+            let why = never.unwrap_or_else(|| "the job names no way to run".into());
             decisions.waiting.push((job.id, WaitReason::NeverFits(why)));
             continue;
         }
@@ -55,60 +68,110 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 .push((job.id, WaitReason::Priority { behind }));
             continue;
         }
-        let end = job.end_if_started(now);
-        if !cannot_start.known(job, end) {
-            let free_now = profile.free_during(now, end);
-            if let Some(picks) = place(job, &view.nodes, &free_now) {
-                let shares = shares(job, &picks);
-                profile.claim(job, now, shares);
-                decisions.starts.push(Start {
-                    job: job.id,
-                    parts: parts(job, &view.nodes, picks),
-                });
+        let mut options: Vec<Candidate> = Vec::new();
+        for &(index, shape) in &possible {
+            let end = shape.end_if_started(now);
+            if cannot_start.known(shape, end) {
                 continue;
             }
-            cannot_start.record(job, end);
-        }
-        if let Some(&first) = reserved.first()
-            && reserved.len() >= RESERVATION_DEPTH
-        {
-            decisions
-                .waiting
-                .push((job.id, WaitReason::Priority { behind: first }));
-            continue;
-        }
-        match earliest_later_start(job, &view.nodes, &profile) {
-            Some((start, picks)) => {
-                profile.claim(job, start, shares(job, &picks));
-                reserved.push(job.id);
-                let why = WaitReason::Reserved {
-                    in_ms: start.saturating_sub(now),
-                };
-                decisions.waiting.push((job.id, why));
+            let free_now = profile.free_during(now, end);
+            match place(shape, &view.nodes, &free_now) {
+                Some(picks) => options.push(Candidate {
+                    shape: index,
+                    start: now,
+                    end,
+                    picks,
+                }),
+                None => cannot_start.record(shape, end),
             }
-            None => {
-                let free_now = profile.free_during(now, job.end_if_started(now));
-                let why = shortage(job, &view.nodes, &free_now);
-                decisions.waiting.push((job.id, WaitReason::Resources(why)));
-                blocked_by = Some(job.id);
+        }
+        let may_reserve = reserved.len() < RESERVATION_DEPTH;
+        // A later start may still finish first when the job has alternatives.
+        if may_reserve && (options.is_empty() || possible.len() > 1) {
+            for &(index, shape) in &possible {
+                if options.iter().any(|o| o.shape == index) {
+                    continue;
+                }
+                if let Some((start, picks)) = earliest_later_start(shape, &view.nodes, &profile) {
+                    options.push(Candidate {
+                        shape: index,
+                        start,
+                        end: shape.end_if_started(start),
+                        picks,
+                    });
+                }
             }
+        }
+        let best = options
+            .into_iter()
+            .min_by_key(|o| (o.end.unwrap_or(u64::MAX), o.start, o.shape));
+        match best {
+            Some(chosen) => {
+                let shape = &job.shapes[chosen.shape];
+                profile.claim(shape, chosen.start, shares(shape, &chosen.picks));
+                if chosen.start == now {
+                    decisions.starts.push(Start {
+                        job: job.id,
+                        shape: u32::try_from(chosen.shape).unwrap_or(u32::MAX),
+                        parts: parts(shape, &view.nodes, chosen.picks),
+                    });
+                } else {
+                    reserved.push(job.id);
+                    let why = WaitReason::Reserved {
+                        in_ms: chosen.start.saturating_sub(now),
+                    };
+                    decisions.waiting.push((job.id, why));
+                }
+            }
+            None => match reserved.first() {
+                Some(&first) if !may_reserve => decisions
+                    .waiting
+                    .push((job.id, WaitReason::Priority { behind: first })),
+                _ => {
+                    let (_, shape) = possible[0];
+                    let free_now = profile.free_during(now, shape.end_if_started(now));
+                    let why = shortage(shape, &view.nodes, &free_now);
+                    decisions.waiting.push((job.id, WaitReason::Resources(why)));
+                    blocked_by = Some(job.id);
+                }
+            },
         }
     }
     decisions
 }
 
-/// Job shapes that cannot start now, each with the earliest end it was tried with. Within a
+/// Whether two shapes ask for the same resources (time limits aside).
+fn same_ask(a: &Shape, b: &Shape) -> bool {
+    a.num_nodes == b.num_nodes && a.per_node == b.per_node && a.gpu_model == b.gpu_model
+}
+
+/// Per shape: whether any known node could ever run it (a look at every node, done once per
+/// shape and pass).
+#[derive(Default)]
+struct Feasibility(Vec<(Shape, Option<String>)>);
+
+impl Feasibility {
+    fn never_fits(&mut self, nodes: &[NodeView], shape: &Shape) -> Option<String> {
+        if let Some((_, never)) = self.0.iter().find(|(known, _)| same_ask(known, shape)) {
+            return never.clone();
+        }
+        let never = never_fits(nodes, shape);
+        self.0.push((shape.clone(), never.clone()));
+        never
+    }
+}
+
+/// Shapes that cannot start now, each with the earliest end it was tried with. Within a
 /// pass claims are only ever added, so free resources only shrink: a shape that did not fit
 /// until some end fits no better until a later one, and need not be placed again. A long
 /// queue holds few shapes, so most jobs behind the reservations cost a lookup.
 #[derive(Default)]
-struct CannotStartNow(Vec<(u32, Resources, Option<u64>)>);
+struct CannotStartNow(Vec<(Shape, Option<u64>)>);
 
 impl CannotStartNow {
-    fn known(&self, job: &PendingJob, end: Option<u64>) -> bool {
-        self.0.iter().any(|(nodes, per_node, tried)| {
-            *nodes == job.num_nodes
-                && *per_node == job.per_node
+    fn known(&self, shape: &Shape, end: Option<u64>) -> bool {
+        self.0.iter().any(|(tried_shape, tried)| {
+            same_ask(tried_shape, shape)
                 && match (tried, end) {
                     (_, None) => true,
                     (None, Some(_)) => false,
@@ -117,64 +180,83 @@ impl CannotStartNow {
         })
     }
 
-    fn record(&mut self, job: &PendingJob, end: Option<u64>) {
-        self.0.push((job.num_nodes, job.per_node, end));
+    fn record(&mut self, shape: &Shape, end: Option<u64>) {
+        self.0.push((shape.clone(), end));
     }
 }
 
-/// The first moment after now at which `job` fits for its whole time limit, and where.
+/// The first moment after now at which `shape` fits for its whole time limit, and where.
 fn earliest_later_start(
-    job: &PendingJob,
+    shape: &Shape,
     nodes: &[NodeView],
     profile: &Profile,
 ) -> Option<(u64, Picks)> {
     profile.later_moments().into_iter().find_map(|start| {
-        let free = profile.free_during(start, job.end_if_started(start));
-        place(job, nodes, &free).map(|picks| (start, picks))
+        let free = profile.free_during(start, shape.end_if_started(start));
+        place(shape, nodes, &free).map(|picks| (start, picks))
     })
 }
 
-fn shares(job: &PendingJob, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
+fn shares(shape: &Shape, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
     picks
         .iter()
         .map(|(node, gpus)| Share {
             node: *node,
-            res: job.per_node,
+            res: shape.per_node,
             gpus: gpus.clone(),
         })
         .collect()
 }
 
-fn parts(job: &PendingJob, nodes: &[NodeView], picks: Picks) -> Vec<PartPlan> {
+fn parts(shape: &Shape, nodes: &[NodeView], picks: Picks) -> Vec<PartPlan> {
     picks
         .into_iter()
         .map(|(i, gpus)| PartPlan {
             node: nodes[i].name.clone(),
             gpus,
-            cpus: job.per_node.cpus,
-            mem_mib: job.per_node.mem_mib,
+            cpus: shape.per_node.cpus,
+            mem_mib: shape.per_node.mem_mib,
         })
         .collect()
 }
 
 /// The first `num_nodes` schedulable nodes with room, and the GPUs to use on each.
-fn place(job: &PendingJob, nodes: &[NodeView], free: &[Free]) -> Option<Picks> {
-    let wanted = usize::try_from(job.num_nodes).ok()?;
+fn place(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> Option<Picks> {
+    let wanted = usize::try_from(shape.num_nodes).ok()?;
     let picks: Vec<(usize, Vec<u32>)> = nodes
         .iter()
         .zip(free)
         .enumerate()
-        .filter(|(_, (node, f))| node.schedulable && job.per_node.fits_in(&f.res))
-        .filter_map(|(i, (node, f))| Some((i, pick_gpus(&node.gpus, &f.gpus, job.per_node.gpus)?)))
+        .filter(|(_, (node, f))| node.schedulable && shape.per_node.fits_in(&f.res))
+        .filter_map(|(i, (node, f))| Some((i, pick_gpus(node, shape, &f.gpus)?)))
         .take(wanted)
         .collect();
     (picks.len() == wanted).then_some(picks)
 }
 
+/// The free GPUs of `node` that `shape` may use.
+fn usable_free(node: &NodeView, shape: &Shape, free: &[u32]) -> Vec<u32> {
+    if shape.gpu_model.is_none() {
+        return free.to_vec();
+    }
+    free.iter()
+        .copied()
+        .filter(|i| node.gpus.iter().any(|g| g.index == *i && shape.takes(g)))
+        .collect()
+}
+
+fn pick_gpus(node: &NodeView, shape: &Shape, free: &[u32]) -> Option<Vec<u32>> {
+    choose_gpus(
+        &node.gpus,
+        &usable_free(node, shape, free),
+        shape.per_node.gpus,
+    )
+}
+
 /// Chooses `count` of the free GPUs: all inside one NVLink group when one has room,
 /// preferring the group with the fewest free GPUs (keeping larger groups whole for
 /// larger jobs); otherwise the lowest free indices.
-fn pick_gpus(gpus: &[Gpu], free: &[u32], count: u32) -> Option<Vec<u32>> {
+fn choose_gpus(gpus: &[Gpu], free: &[u32], count: u32) -> Option<Vec<u32>> {
     let count = usize::try_from(count).ok()?;
     if free.len() < count {
         return None;
@@ -200,10 +282,10 @@ fn pick_gpus(gpus: &[Gpu], free: &[u32], count: u32) -> Option<Vec<u32>> {
 }
 
 /// Says what a blocked job waits for, in words a user understands.
-fn shortage(job: &PendingJob, nodes: &[NodeView], free: &[Free]) -> String {
-    let ask = &job.per_node;
+fn shortage(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> String {
+    let ask = &shape.per_node;
     let schedulable = nodes.iter().filter(|n| n.schedulable).count();
-    if schedulable < usize::try_from(job.num_nodes).unwrap_or(usize::MAX) {
+    if schedulable < usize::try_from(shape.num_nodes).unwrap_or(usize::MAX) {
         let away: Vec<String> = nodes
             .iter()
             .filter(|n| !n.schedulable)
@@ -217,30 +299,36 @@ fn shortage(job: &PendingJob, nodes: &[NodeView], free: &[Free]) -> String {
             .collect();
         return format!(
             "needs {} node(s) but only {schedulable} take work ({})",
-            job.num_nodes,
+            shape.num_nodes,
             away.join(", ")
         );
     }
     let with_room = nodes
         .iter()
         .zip(free)
-        .filter(|(n, f)| n.schedulable && ask.fits_in(&f.res))
+        .filter(|(n, f)| {
+            n.schedulable && ask.fits_in(&f.res) && pick_gpus(n, shape, &f.gpus).is_some()
+        })
         .count();
     format!(
         "needs {} GPU(s), {} CPU(s) and {} MiB on each of {} node(s); {with_room} node(s) have that free",
-        ask.gpus, ask.cpus, ask.mem_mib, job.num_nodes
+        shape.gpus_text(),
+        ask.cpus,
+        ask.mem_mib,
+        shape.num_nodes
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::{Held, RunningJob};
+    use crate::view::{Held, PendingJob, RunningJob};
+    use gantry_model::Resources;
 
     fn gpu(index: u32, group: u32) -> Gpu {
         Gpu {
             index,
-            model: "H100".into(),
+            model: "NVIDIA H100 80GB HBM3".into(),
             memory_mib: 81920,
             nvlink_group: group,
             numa_node: None,
@@ -265,24 +353,33 @@ mod tests {
         }
     }
 
-    fn job(id: u64, num_nodes: u32, gpus: u32) -> PendingJob {
-        PendingJob {
-            id,
+    fn node_of(name: &str, gpus: u32, model: &str) -> NodeView {
+        let mut n = node(name, gpus);
+        for g in &mut n.gpus {
+            g.model = model.into();
+        }
+        n
+    }
+
+    fn shape(num_nodes: u32, gpus: u32, model: Option<&str>, limit_ms: Option<u64>) -> Shape {
+        Shape {
             num_nodes,
             per_node: Resources {
                 gpus,
                 cpus: 1,
                 mem_mib: 256,
             },
-            time_limit_ms: None,
+            gpu_model: model.map(str::to_string),
+            time_limit_ms: limit_ms,
         }
     }
 
+    fn job(id: u64, num_nodes: u32, gpus: u32) -> PendingJob {
+        PendingJob::single(id, shape(num_nodes, gpus, None, None))
+    }
+
     fn limited(id: u64, gpus: u32, limit_ms: u64) -> PendingJob {
-        PendingJob {
-            time_limit_ms: Some(limit_ms),
-            ..job(id, 1, gpus)
-        }
+        PendingJob::single(id, shape(1, gpus, None, Some(limit_ms)))
     }
 
     /// `n` with `gpus` held until `ends_at_ms` by job `id`.
@@ -520,7 +617,7 @@ mod tests {
                 for (_, _, other) in &running {
                     assert!(gpus.iter().all(|g| !other.contains(g)), "GPU overcommitted");
                 }
-                running.push((job.id, now + job.time_limit_ms.unwrap(), gpus));
+                running.push((job.id, now + job.shapes[0].time_limit_ms.unwrap(), gpus));
                 if job.id == big_id {
                     big_started = Some(now);
                 }
@@ -532,5 +629,73 @@ mod tests {
             bound.unwrap(),
         );
         assert!(started <= bound, "started at {started}, bound {bound}");
+    }
+
+    #[test]
+    fn a_gpu_model_request_lands_only_on_that_model() {
+        let view = ClusterView {
+            now_ms: 0,
+            nodes: vec![
+                node_of("a", 4, "NVIDIA A100-SXM4-80GB"),
+                node_of("b", 4, "NVIDIA H100 80GB HBM3"),
+            ],
+            running: vec![],
+            pending: vec![
+                PendingJob::single(1, shape(1, 2, Some("h100"), None)),
+                PendingJob::single(2, shape(1, 4, Some("h100"), None)),
+                PendingJob::single(3, shape(1, 1, Some("v100"), None)),
+            ],
+        };
+        let d = schedule(&view);
+        assert_eq!(d.starts.len(), 1, "{d:?}");
+        assert_eq!(
+            (d.starts[0].job, d.starts[0].parts[0].node.as_str()),
+            (1, "b")
+        );
+        // Node a has four free GPUs, but not of the model job 2 asks for.
+        assert!(
+            matches!(&d.waiting[0], (2, WaitReason::Resources(why)) if why.contains("4 × h100") && why.contains("0 node(s)")),
+            "{d:?}"
+        );
+        assert!(
+            matches!(&d.waiting[1], (3, WaitReason::NeverFits(why)) if why.contains("v100")),
+            "{d:?}"
+        );
+    }
+
+    /// Node h has 8 H100s, 6 of them busy until 100 s; node a has 8 idle A100s. The job
+    /// wants 8 H100s for 60 s, or 8 A100s at some speed.
+    fn h100_or_a100(a100_speed_limit_ms: u64) -> Decisions {
+        let mut h = node_of("h", 8, "NVIDIA H100 80GB HBM3");
+        let running = holding(&mut h, 10, &[0, 1, 2, 3, 4, 5], Some(100_000));
+        let job = PendingJob {
+            id: 1,
+            shapes: vec![
+                shape(1, 8, Some("h100"), Some(60_000)),
+                shape(1, 8, Some("a100"), Some(a100_speed_limit_ms)),
+            ],
+        };
+        schedule(&ClusterView {
+            now_ms: 0,
+            nodes: vec![h, node_of("a", 8, "NVIDIA A100-SXM4-80GB")],
+            running: vec![running],
+            pending: vec![job],
+        })
+    }
+
+    #[test]
+    fn a_job_runs_in_the_shape_that_finishes_first() {
+        // At 0.6×, 100 s on the A100s now beats 100 s of waiting plus 60 s on the H100s.
+        let d = h100_or_a100(100_000);
+        assert_eq!(d.starts.len(), 1, "{d:?}");
+        assert_eq!(d.starts[0].shape, 1);
+        assert_eq!(d.starts[0].parts[0].node, "a");
+        // At 0.3× (200 s) waiting for the H100s finishes first: the job reserves them.
+        let d = h100_or_a100(200_000);
+        assert!(d.starts.is_empty(), "{d:?}");
+        assert_eq!(d.waiting, [(1, WaitReason::Reserved { in_ms: 100_000 })]);
+        // A tie goes to the earlier start, then to the earlier shape.
+        let d = h100_or_a100(160_000);
+        assert_eq!(d.starts[0].shape, 1, "{d:?}");
     }
 }

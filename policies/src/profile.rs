@@ -3,9 +3,9 @@
 //! has already claimed (jobs it starts, reservations it makes). Backfill asks it when a job
 //! could start without taking anything a claim needs.
 
-use gantry_model::Resources;
+use gantry_model::{Resources, Shape};
 
-use crate::view::{ClusterView, PendingJob};
+use crate::view::ClusterView;
 
 /// What one node has free at some moment: amounts, and which GPUs.
 #[derive(Debug, Clone)]
@@ -129,9 +129,9 @@ impl Profile {
         moments
     }
 
-    /// Holds `shares` for `job` from `start` until its time limit runs out.
-    pub(crate) fn claim(&mut self, job: &PendingJob, start: u64, shares: Vec<Share>) {
-        let end = job.end_if_started(start);
+    /// Holds `shares` for a job of `shape` from `start` until its time limit runs out.
+    pub(crate) fn claim(&mut self, shape: &Shape, start: u64, shares: Vec<Share>) {
+        let end = shape.end_if_started(start);
         self.claims.push(Claim { start, end, shares });
     }
 }

@@ -1,6 +1,6 @@
 //! The policies' input and output: plain data, built by the caller from its own state.
 
-use gantry_model::{Gpu, JobId, Resources};
+use gantry_model::{Gpu, JobId, Resources, Shape};
 use serde::{Deserialize, Serialize};
 
 /// A snapshot of what the policies need to decide.
@@ -48,16 +48,18 @@ pub struct NodeView {
 #[derive(Debug, Clone)]
 pub struct PendingJob {
     pub id: JobId,
-    pub num_nodes: u32,
-    pub per_node: Resources,
-    /// `None`: no limit, so it may run for ever as far as backfill can tell.
-    pub time_limit_ms: Option<u64>,
+    /// The ways it can run: its main request first, then its alternatives. A shape without
+    /// a time limit may run for ever as far as backfill can tell.
+    pub shapes: Vec<Shape>,
 }
 
 impl PendingJob {
-    /// When it would end at the latest if it started at `start` (`None`: no limit).
-    pub fn end_if_started(&self, start: u64) -> Option<u64> {
-        self.time_limit_ms.map(|limit| start.saturating_add(limit))
+    /// A job with one way to run.
+    pub fn single(id: JobId, shape: Shape) -> PendingJob {
+        PendingJob {
+            id,
+            shapes: vec![shape],
+        }
     }
 }
 
@@ -72,6 +74,8 @@ pub struct Decisions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {
     pub job: JobId,
+    /// Which of the job's shapes: 0 for its main request.
+    pub shape: u32,
     pub parts: Vec<PartPlan>,
 }
 

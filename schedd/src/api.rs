@@ -161,6 +161,14 @@ fn job_to_pb(
         cpus_per_node: job.spec.cpus_per_node,
         mem_per_node_mib: job.spec.mem_per_node_mib,
         time_limit_ms: job.spec.time_limit_ms.unwrap_or(0),
+        gpu_model: job.spec.gpu_model.clone().unwrap_or_default(),
+        alternatives: job
+            .spec
+            .alternatives
+            .iter()
+            .map(convert::alternative_to_pb)
+            .collect(),
+        shape: job.shape,
         allocation: job
             .parts
             .iter()
@@ -252,7 +260,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         match self
             .propose(Command::Submit {
                 owner,
-                spec,
+                spec: Box::new(spec),
                 key: Some(request.idempotency_key).filter(|k| !k.is_empty()),
                 now_ms: now_ms(),
             })

@@ -954,10 +954,10 @@ mod tests {
                 uid: 1,
                 gid: 1,
             },
-            spec: JobSpec {
+            spec: Box::new(JobSpec {
                 name: format!("j{n}"),
                 ..gantry_model::testing::job_spec(1, 0)
-            },
+            }),
             key: None,
             now_ms: n,
         }

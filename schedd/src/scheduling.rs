@@ -51,6 +51,7 @@ pub async fn run(engine: Engine, explanations: Explanations) {
                     .map(|start| Command::Allocate {
                         job: start.job,
                         attempt: s.job(start.job).map_or(0, |j| j.attempt),
+                        shape: start.shape,
                         parts: start.parts,
                         now_ms: now_ms(),
                     })

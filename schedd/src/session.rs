@@ -260,7 +260,7 @@ fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
         gpus: part.gpus.clone(),
         cpus: part.cpus,
         mem_mib: part.mem_mib,
-        time_limit_ms: job.spec.time_limit_ms.unwrap_or(0),
+        time_limit_ms: job.spec.time_limit_for(job.shape).unwrap_or(0),
         node_rank: u32::try_from(rank).unwrap_or(u32::MAX),
         nodes: job.node_names(),
         submit_dir,

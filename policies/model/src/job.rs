@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::node::Resources;
+use crate::shape::{
+    Alternative, MAX_ALTERNATIVES, MAX_SPEED, MIN_SPEED, Shape, check_model_name, format_speed,
+    scaled_limit,
+};
 
 pub type JobId = u64;
 
@@ -47,8 +51,14 @@ pub struct JobSpec {
     pub account: String,
     pub num_nodes: u32,
     pub gpus_per_node: u32,
+    /// Only GPUs of this model (`-G 8:h100`); any model when `None`.
+    pub gpu_model: Option<String>,
+    /// Other ways to run it, at a relative speed; the solver picks the one that would finish
+    /// first. CPUs and memory per node are the same in every one.
+    pub alternatives: Vec<Alternative>,
     pub cpus_per_node: u32,
     pub mem_per_node_mib: u64,
+    /// At the main request's speed; alternatives stretch it by their speed.
     pub time_limit_ms: Option<u64>,
     pub program: Program,
     pub work_dir: String,
@@ -90,6 +100,12 @@ pub enum SpecError {
     NulByte(&'static str),
     #[error("environment variable name {0:?} is invalid")]
     BadEnvName(String),
+    #[error("{0}")]
+    BadGpuModel(String),
+    #[error("alternative {index}: {why}")]
+    BadAlternative { index: usize, why: String },
+    #[error("a job may name at most {MAX_ALTERNATIVES} alternatives (got {0})")]
+    TooManyAlternatives(usize),
 }
 
 impl JobSpec {
@@ -100,6 +116,49 @@ impl JobSpec {
             cpus: self.cpus_per_node,
             mem_mib: self.mem_per_node_mib,
         }
+    }
+
+    /// The main request as a shape: alternative 0.
+    pub fn main_shape(&self) -> Shape {
+        Shape {
+            num_nodes: self.num_nodes,
+            per_node: self.per_node(),
+            gpu_model: self.gpu_model.clone(),
+            time_limit_ms: self.time_limit_ms,
+        }
+    }
+
+    /// Every way the job can run: the main request first, then the alternatives in the
+    /// order given.
+    pub fn shapes(&self) -> Vec<Shape> {
+        std::iter::once(self.main_shape())
+            .chain(self.alternatives.iter().map(|alt| Shape {
+                num_nodes: alt.num_nodes,
+                per_node: Resources {
+                    gpus: alt.gpus_per_node,
+                    ..self.per_node()
+                },
+                gpu_model: alt.gpu_model.clone(),
+                time_limit_ms: self.time_limit_ms.map(|l| scaled_limit(l, alt.speed)),
+            }))
+            .collect()
+    }
+
+    /// The time limit in shape `index` (0: the main request's own).
+    pub fn time_limit_for(&self, index: u32) -> Option<u64> {
+        let limit = self.time_limit_ms?;
+        match index.checked_sub(1) {
+            None => Some(limit),
+            Some(alt) => self
+                .alternatives
+                .get(usize::try_from(alt).ok()?)
+                .map(|alt| scaled_limit(limit, alt.speed)),
+        }
+    }
+
+    /// Shape `index` (0: the main request); `None` when the job has no such alternative.
+    pub fn shape(&self, index: u32) -> Option<Shape> {
+        self.shapes().into_iter().nth(usize::try_from(index).ok()?)
     }
 
     /// The job's stdout and stderr paths: absolute, with `%j` replaced by the job id.
@@ -157,6 +216,16 @@ impl JobSpec {
                 return Err(SpecError::TooLarge { what, value, max });
             }
         }
+        if let Some(model) = &self.gpu_model {
+            check_model_name(model).map_err(SpecError::BadGpuModel)?;
+        }
+        if self.alternatives.len() > MAX_ALTERNATIVES {
+            return Err(SpecError::TooManyAlternatives(self.alternatives.len()));
+        }
+        for (i, alt) in self.alternatives.iter().enumerate() {
+            check_alternative(alt)
+                .map_err(|why| SpecError::BadAlternative { index: i + 1, why })?;
+        }
         match &self.program {
             Program::Command { argv } if argv.is_empty() || argv[0].is_empty() => {
                 return Err(SpecError::NoProgram);
@@ -191,6 +260,33 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+fn check_alternative(alt: &Alternative) -> Result<(), String> {
+    if alt.num_nodes == 0 {
+        return Err("the number of nodes must be at least 1".into());
+    }
+    if alt.num_nodes > MAX_NODES {
+        return Err(format!("{} nodes is more than {MAX_NODES}", alt.num_nodes));
+    }
+    if alt.gpus_per_node > MAX_GPUS_PER_NODE {
+        return Err(format!(
+            "{} GPUs per node is more than {MAX_GPUS_PER_NODE}",
+            alt.gpus_per_node
+        ));
+    }
+    if !(MIN_SPEED..=MAX_SPEED).contains(&alt.speed) {
+        return Err(format!(
+            "the speed must be between {} and {} (got {})",
+            format_speed(MIN_SPEED),
+            format_speed(MAX_SPEED),
+            format_speed(alt.speed)
+        ));
+    }
+    if let Some(model) = &alt.gpu_model {
+        check_model_name(model)?;
+    }
+    Ok(())
 }
 
 /// How the part of a job on one node ended, as its node saw it.

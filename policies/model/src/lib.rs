@@ -5,9 +5,11 @@
 pub mod address;
 pub mod job;
 pub mod node;
+pub mod shape;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod units;
 
 pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, SpecError};
 pub use node::{Gpu, NodeInventory, Resources};
+pub use shape::{Alternative, Shape};

@@ -11,6 +11,8 @@ pub fn job_spec(num_nodes: u32, gpus_per_node: u32) -> JobSpec {
         account: "default".into(),
         num_nodes,
         gpus_per_node,
+        gpu_model: None,
+        alternatives: vec![],
         cpus_per_node: 1,
         mem_per_node_mib: 256,
         time_limit_ms: None,

@@ -24,6 +24,8 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
         account: spec.account.clone(),
         num_nodes: spec.num_nodes,
         gpus_per_node: spec.gpus_per_node,
+        gpu_model: non_empty(&spec.gpu_model),
+        alternatives: spec.alternatives.iter().map(alternative_from_pb).collect(),
         cpus_per_node: spec.cpus_per_node,
         mem_per_node_mib: spec.mem_per_node_mib,
         time_limit_ms: (spec.time_limit_ms > 0).then_some(spec.time_limit_ms),
@@ -36,6 +38,24 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
             .iter()
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect(),
+    }
+}
+
+pub fn alternative_from_pb(alt: &pb::Alternative) -> model::Alternative {
+    model::Alternative {
+        num_nodes: alt.num_nodes,
+        gpus_per_node: alt.gpus_per_node,
+        gpu_model: (!alt.gpu_model.is_empty()).then(|| alt.gpu_model.clone()),
+        speed: alt.speed_permille,
+    }
+}
+
+pub fn alternative_to_pb(alt: &model::Alternative) -> pb::Alternative {
+    pb::Alternative {
+        num_nodes: alt.num_nodes,
+        gpus_per_node: alt.gpus_per_node,
+        gpu_model: alt.gpu_model.clone().unwrap_or_default(),
+        speed_permille: alt.speed,
     }
 }
 
@@ -76,6 +96,8 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         stdout_path: spec.stdout_path.clone().unwrap_or_default(),
         stderr_path: spec.stderr_path.clone().unwrap_or_default(),
         env: env_to_pb(&spec.env),
+        gpu_model: spec.gpu_model.clone().unwrap_or_default(),
+        alternatives: spec.alternatives.iter().map(alternative_to_pb).collect(),
     }
 }
 
@@ -180,6 +202,13 @@ mod tests {
             account: "a".into(),
             num_nodes: 2,
             gpus_per_node: 8,
+            gpu_model: Some("h100".into()),
+            alternatives: vec![model::Alternative {
+                num_nodes: 4,
+                gpus_per_node: 8,
+                gpu_model: Some("a100".into()),
+                speed: 600,
+            }],
             cpus_per_node: 16,
             mem_per_node_mib: 4096,
             time_limit_ms: Some(60_000),

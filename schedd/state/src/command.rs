@@ -12,7 +12,7 @@ use thiserror::Error;
 pub enum Command {
     Submit {
         owner: Owner,
-        spec: JobSpec,
+        spec: Box<JobSpec>,
         /// The client's key for this submit: a retry with the same key (by the same user)
         /// returns the first job instead of creating another.
         key: Option<String>,
@@ -29,6 +29,8 @@ pub enum Command {
     Allocate {
         job: JobId,
         attempt: u32,
+        /// Which of the job's shapes (0: its main request).
+        shape: u32,
         parts: Vec<PartPlan>,
         now_ms: u64,
     },

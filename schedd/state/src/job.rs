@@ -24,6 +24,9 @@ pub struct Job {
     pub epoch: u64,
     /// One per node of the current allocation.
     pub parts: Vec<Part>,
+    /// The shape of the current or last allocation: 0 for the main request, N for
+    /// alternative N.
+    pub shape: u32,
     pub cancel_requested: bool,
     /// The first part that ended badly, and its node; the other parts are being stopped
     /// and the job will end the way this one did.

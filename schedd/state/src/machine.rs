@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner};
-use gantry_policies::{PartPlan, never_fits};
+use gantry_policies::{PartPlan, none_fits};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -94,7 +94,7 @@ impl StateMachine {
 
     /// Why a job could never run on the nodes known now, if it could not.
     pub fn never_fits(&self, spec: &JobSpec) -> Option<String> {
-        never_fits(&self.node_views(), spec.num_nodes, &spec.per_node())
+        none_fits(&self.node_views(), &spec.shapes())
     }
 
     pub fn to_snapshot(&self) -> Vec<u8> {
@@ -129,9 +129,10 @@ impl StateMachine {
             Command::Allocate {
                 job,
                 attempt,
+                shape,
                 parts,
                 now_ms,
-            } => self.allocate(index, *job, *attempt, parts, *now_ms),
+            } => self.allocate(index, *job, *attempt, *shape, parts, *now_ms),
             Command::RegisterNode {
                 name,
                 inventory,
@@ -201,6 +202,7 @@ impl StateMachine {
                 end_time_ms: None,
                 attempt: 0,
                 epoch: 0,
+                shape: 0,
                 parts: vec![],
                 cancel_requested: false,
                 first_failure: None,
@@ -260,10 +262,11 @@ impl StateMachine {
         index: u64,
         id: JobId,
         attempt: u32,
+        shape: u32,
         parts: &[PartPlan],
         now_ms: u64,
     ) -> Outcome {
-        if let Err(why) = self.check_allocation(id, attempt, parts) {
+        if let Err(why) = self.check_allocation(id, attempt, shape, parts) {
             return Outcome::Rejected(Rejection::Stale { job: id, why });
         }
         for plan in parts {
@@ -278,6 +281,7 @@ impl StateMachine {
             job.state = JobState::Running;
             job.start_time_ms = Some(now_ms);
             job.epoch = index;
+            job.shape = shape;
             job.parts = parts.iter().map(plan_part).collect();
         }
         self.pending.remove(&id);
@@ -286,7 +290,13 @@ impl StateMachine {
     }
 
     /// Verifies a scheduling decision against the state at its index.
-    fn check_allocation(&self, id: JobId, attempt: u32, parts: &[PartPlan]) -> Result<(), String> {
+    fn check_allocation(
+        &self,
+        id: JobId,
+        attempt: u32,
+        shape: u32,
+        parts: &[PartPlan],
+    ) -> Result<(), String> {
         let job = self.jobs.get(&id).ok_or("the job does not exist")?;
         if job.state != JobState::Pending || job.attempt != attempt {
             return Err(format!(
@@ -294,7 +304,10 @@ impl StateMachine {
                 job.state, job.attempt
             ));
         }
-        let spec = &job.spec;
+        let spec = job
+            .spec
+            .shape(shape)
+            .ok_or_else(|| format!("the job has no alternative {shape}"))?;
         if parts.len() != spec.num_nodes as usize {
             return Err(format!(
                 "{} nodes planned for a {}-node job",
@@ -315,29 +328,38 @@ impl StateMachine {
                 return Err(format!("node {} is {why}", plan.node));
             }
             let gpus: BTreeSet<u32> = plan.gpus.iter().copied().collect();
-            if gpus.len() != plan.gpus.len() || plan.gpus.len() != spec.gpus_per_node as usize {
+            if gpus.len() != plan.gpus.len() || plan.gpus.len() != spec.per_node.gpus as usize {
                 return Err(format!(
                     "GPUs {:?} on {} do not match the request",
                     plan.gpus, plan.node
                 ));
             }
-            if plan.cpus != spec.cpus_per_node || plan.mem_mib != spec.mem_per_node_mib {
+            if plan.cpus != spec.per_node.cpus || plan.mem_mib != spec.per_node.mem_mib {
                 return Err(format!(
                     "CPUs or memory on {} do not match the request",
                     plan.node
                 ));
             }
-            if let Some(g) = plan
-                .gpus
-                .iter()
-                .find(|g| !node.inventory.gpus.iter().any(|x| x.index == **g))
-            {
-                return Err(format!("node {} has no GPU {g}", plan.node));
+            for g in &plan.gpus {
+                let gpu = node
+                    .inventory
+                    .gpus
+                    .iter()
+                    .find(|x| x.index == *g)
+                    .ok_or_else(|| format!("node {} has no GPU {g}", plan.node))?;
+                if !spec.takes(gpu) {
+                    return Err(format!(
+                        "GPU {g} on {} is a {}, not a {}",
+                        plan.node,
+                        gpu.model,
+                        spec.gpu_model.as_deref().unwrap_or("?")
+                    ));
+                }
             }
             if let Some(g) = plan.gpus.iter().find(|g| node.used_gpus.contains(g)) {
                 return Err(format!("GPU {g} on {} is in use", plan.node));
             }
-            if !spec.per_node().fits_in(&node.free()) {
+            if !spec.per_node.fits_in(&node.free()) {
                 return Err(format!(
                     "node {} has not enough free CPUs or memory",
                     plan.node

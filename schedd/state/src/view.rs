@@ -14,9 +14,7 @@ impl StateMachine {
             .filter_map(|id| self.jobs.get(id))
             .map(|j| PendingJob {
                 id: j.id,
-                num_nodes: j.spec.num_nodes,
-                per_node: j.spec.per_node(),
-                time_limit_ms: j.spec.time_limit_ms,
+                shapes: j.spec.shapes(),
             })
             .collect();
         let running = self
@@ -27,7 +25,7 @@ impl StateMachine {
                 id: j.id,
                 ends_at_ms: j
                     .spec
-                    .time_limit_ms
+                    .time_limit_for(j.shape)
                     .map(|limit| j.start_time_ms.unwrap_or(now_ms).saturating_add(limit)),
                 parts: j
                     .parts

@@ -67,7 +67,7 @@ impl Log {
     fn submit(&mut self, nodes: u32, gpus: u32) -> u64 {
         match self.apply(Command::Submit {
             owner: owner("ann"),
-            spec: spec(nodes, gpus),
+            spec: Box::new(spec(nodes, gpus)),
             key: None,
             now_ms: 2,
         }) {
@@ -83,6 +83,7 @@ impl Log {
             mem_mib: 256,
         }];
         self.apply(Command::Allocate {
+            shape: 0,
             job,
             attempt: 0,
             parts,
@@ -123,7 +124,7 @@ fn a_retried_submit_with_the_same_key_creates_no_second_job() {
     log.register("n1", 4);
     let keyed = |user: &str, key: &str| Command::Submit {
         owner: owner(user),
-        spec: spec(1, 1),
+        spec: Box::new(spec(1, 1)),
         key: Some(key.into()),
         now_ms: 2,
     };
@@ -149,7 +150,7 @@ fn impossible_and_invalid_submits_change_nothing() {
     let before = log.sm.clone();
     let out = log.apply(Command::Submit {
         owner: owner("ann"),
-        spec: spec(1, 16),
+        spec: Box::new(spec(1, 16)),
         key: None,
         now_ms: 2,
     });
@@ -161,7 +162,7 @@ fn impossible_and_invalid_submits_change_nothing() {
     );
     let out = log.apply(Command::Submit {
         owner: owner("ann"),
-        spec: spec(0, 1),
+        spec: Box::new(spec(0, 1)),
         key: None,
         now_ms: 2,
     });
@@ -205,10 +206,10 @@ fn the_view_tells_the_policies_when_running_jobs_give_their_gpus_back() {
     log.register("n1", 4);
     let limited = match log.apply(Command::Submit {
         owner: owner("ann"),
-        spec: JobSpec {
+        spec: Box::new(JobSpec {
             time_limit_ms: Some(60_000),
             ..spec(1, 2)
-        },
+        }),
         key: None,
         now_ms: 2,
     }) {
@@ -235,7 +236,7 @@ fn the_view_tells_the_policies_when_running_jobs_give_their_gpus_back() {
     );
     assert_eq!(view.pending.len(), 1);
     assert_eq!(view.pending[0].id, waiting);
-    assert_eq!(view.pending[0].time_limit_ms, None);
+    assert_eq!(view.pending[0].shapes[0].time_limit_ms, None);
     // Once a part has ended it holds nothing.
     log.exit(limited, "n1", ExitReason::Exited, Some(0));
     assert!(
@@ -245,6 +246,81 @@ fn the_view_tells_the_policies_when_running_jobs_give_their_gpus_back() {
             .iter()
             .all(|r| r.id != limited)
     );
+}
+
+/// Node `name` with `gpus` GPUs of `model`.
+fn register_model(log: &mut Log, name: &str, gpus: u32, model: &str) {
+    let mut inventory = inventory(gpus);
+    for g in &mut inventory.gpus {
+        g.model = model.into();
+    }
+    let c = Command::RegisterNode {
+        name: name.into(),
+        inventory,
+        running: vec![],
+        now_ms: 1,
+    };
+    assert_eq!(log.apply(c), Outcome::Applied);
+}
+
+#[test]
+fn an_allocation_must_match_the_shape_it_names_gpu_model_included() {
+    let mut log = Log::new();
+    register_model(&mut log, "a", 2, "NVIDIA A100");
+    register_model(&mut log, "h", 2, "NVIDIA H100");
+    let spec = JobSpec {
+        gpu_model: Some("h100".into()),
+        alternatives: vec![gantry_model::Alternative {
+            num_nodes: 1,
+            gpus_per_node: 1,
+            gpu_model: Some("a100".into()),
+            speed: 500,
+        }],
+        time_limit_ms: Some(60_000),
+        ..spec(1, 2)
+    };
+    let id = match log.apply(Command::Submit {
+        owner: owner("ann"),
+        spec: Box::new(spec),
+        key: None,
+        now_ms: 2,
+    }) {
+        Outcome::Submitted(id) => id,
+        other => panic!("submit: {other:?}"),
+    };
+    let allocate = |log: &mut Log, shape: u32, node: &str, gpus: Vec<u32>| {
+        log.apply(Command::Allocate {
+            job: id,
+            attempt: 0,
+            shape,
+            parts: vec![PartPlan {
+                node: node.into(),
+                gpus,
+                cpus: 1,
+                mem_mib: 256,
+            }],
+            now_ms: 3,
+        })
+    };
+    let stale = |out: Outcome| match out {
+        Outcome::Rejected(Rejection::Stale { why, .. }) => why,
+        other => panic!("applied: {other:?}"),
+    };
+    assert_eq!(
+        stale(allocate(&mut log, 0, "a", vec![0, 1])),
+        "GPU 0 on a is a NVIDIA A100, not a h100"
+    );
+    assert_eq!(
+        stale(allocate(&mut log, 2, "a", vec![0])),
+        "the job has no alternative 2"
+    );
+    assert!(stale(allocate(&mut log, 1, "a", vec![0, 1])).contains("do not match"));
+    assert_eq!(log.sm.job(id).unwrap().state, JobState::Pending);
+    // Alternative 1: one A100 at half speed, so twice the time limit.
+    assert_eq!(allocate(&mut log, 1, "a", vec![1]), Outcome::Applied);
+    assert_eq!(log.sm.job(id).unwrap().shape, 1);
+    let view = log.sm.cluster_view(10);
+    assert_eq!(view.running[0].ends_at_ms, Some(3 + 120_000));
 }
 
 #[test]
@@ -368,6 +444,7 @@ fn a_multi_node_job_ends_when_all_parts_end_and_the_first_failure_decides() {
         .to_vec();
     assert_eq!(
         log.apply(Command::Allocate {
+            shape: 0,
             job: a,
             attempt: 0,
             parts,
@@ -463,7 +540,7 @@ fn replayed_entries_change_nothing() {
         1,
         &Command::Submit {
             owner: owner("ann"),
-            spec: spec(1, 1),
+            spec: Box::new(spec(1, 1)),
             key: None,
             now_ms: 2,
         },
@@ -493,7 +570,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         )
             .prop_map(|(n, g, t, key)| Command::Submit {
                 owner: owner("ann"),
-                spec: spec(n, g),
+                spec: Box::new(spec(n, g)),
                 key: key.map(String::from),
                 now_ms: t
             }),
@@ -509,6 +586,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             prop::collection::btree_set(0u32..8, 0..4)
         )
             .prop_map(|(job, node, gpus)| Command::Allocate {
+                shape: 0,
                 job,
                 attempt: 0,
                 parts: vec![PartPlan {
