@@ -13,6 +13,32 @@ pub enum AdminCommand {
     /// Add or remove a scheduler replica (a Raft membership change; admins only)
     #[command(subcommand)]
     Replica(ReplicaCommand),
+    /// Show or change the scheduling policy: priority weights, fair-share half-life,
+    /// backfill depth, QoS levels (changes: admins only; replicated like every change)
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ConfigCommand {
+    /// Every setting and its value
+    Show {
+        /// Output format (json: an object of setting → value)
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Ask the first replica that answers, even a follower
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Change one setting, e.g. `weight.fair_share 3000`, `fair_share.half_life 3d`,
+    /// `qos.urgent.priority 900` (creates level urgent), `qos.urgent.preempts low,normal`
+    Set {
+        /// The setting (`gantry admin config show` lists them)
+        key: String,
+        /// Its new value
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -94,6 +120,28 @@ pub async fn run(command: AdminCommand, scheduler: &mut Scheduler) -> anyhow::Re
                 .await?;
             print_replicas(&response, format)
         }
+        AdminCommand::Config(ConfigCommand::Show { format, stale }) => {
+            let request = pb::GetConfigRequest { stale };
+            let response = scheduler
+                .call(|mut client| async move { client.get_config(request).await })
+                .await?;
+            print_config(&response, format)
+        }
+        AdminCommand::Config(ConfigCommand::Set { key, value }) => {
+            let request = pb::SetConfigRequest {
+                caller: Some(caller()),
+                key,
+                value,
+            };
+            // Setting a value twice is harmless: retried across a failover.
+            let response = scheduler
+                .call_retrying(|mut client| {
+                    let request = request.clone();
+                    async move { client.set_config(request).await }
+                })
+                .await?;
+            print_config(&response, Format::Table)
+        }
         AdminCommand::Replica(ReplicaCommand::Remove { id, format }) => {
             let request = pb::RemoveReplicaRequest {
                 caller: Some(caller()),
@@ -124,6 +172,28 @@ fn print_replicas(response: &pb::ReplicasResponse, format: Format) -> anyhow::Re
     match format {
         Format::Json => emit_json(&rows)?,
         Format::Table => emit(&replicas_table(&rows))?,
+    }
+    Ok(())
+}
+
+fn print_config(response: &pb::ConfigResponse, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = response
+                .entries
+                .iter()
+                .map(|e| (e.key.clone(), serde_json::Value::String(e.value.clone())))
+                .collect();
+            emit_json(&object)?;
+        }
+        Format::Table => {
+            let rows: Vec<Vec<String>> = response
+                .entries
+                .iter()
+                .map(|e| vec![e.key.clone(), e.value.clone()])
+                .collect();
+            emit(&render_table(&["SETTING", "VALUE"], &rows))?;
+        }
     }
     Ok(())
 }

@@ -137,6 +137,7 @@ fn view(args: &ScheduleBench) -> ClusterView {
         nodes,
         pending,
         running,
+        ..Default::default()
     }
 }
 

@@ -25,10 +25,12 @@ pub enum Flag {
     Chdir,
     Parsable,
     Alternative,
+    Qos,
+    Deadline,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 12] = [
+    pub const ALL: [Flag; 14] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -41,6 +43,8 @@ impl Flag {
         Flag::Chdir,
         Flag::Parsable,
         Flag::Alternative,
+        Flag::Qos,
+        Flag::Deadline,
     ];
 
     pub fn short(self) -> Option<char> {
@@ -54,7 +58,8 @@ impl Flag {
             Flag::Output => Some('o'),
             Flag::Error => Some('e'),
             Flag::Chdir => Some('D'),
-            Flag::Mem | Flag::Parsable | Flag::Alternative => None,
+            Flag::Qos => Some('q'),
+            Flag::Mem | Flag::Parsable | Flag::Alternative | Flag::Deadline => None,
         }
     }
 
@@ -72,6 +77,8 @@ impl Flag {
             Flag::Chdir => "chdir",
             Flag::Parsable => "parsable",
             Flag::Alternative => "alt",
+            Flag::Qos => "qos",
+            Flag::Deadline => "deadline",
         }
     }
 

@@ -175,6 +175,22 @@ impl Scheduler for Fake {
         self.enter()?;
         Ok(Response::new(pb::ReplicasResponse::default()))
     }
+
+    async fn get_config(
+        &self,
+        _request: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::ConfigResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ConfigResponse::default()))
+    }
+
+    async fn set_config(
+        &self,
+        _request: Request<pb::SetConfigRequest>,
+    ) -> Result<Response<pb::ConfigResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ConfigResponse::default()))
+    }
 }
 
 /// A fake serving on an OS-picked port; stopped when dropped.

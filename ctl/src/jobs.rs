@@ -38,6 +38,10 @@ pub struct QueueArgs {
     /// only to the leader)
     #[arg(long)]
     pub stale: bool,
+    /// Pending jobs only, in the order the scheduler considers them, with each job's priority
+    /// and its factors, and when it is expected to start
+    #[arg(long)]
+    pub explain: bool,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -84,7 +88,13 @@ pub struct WaitArgs {
 }
 
 pub async fn queue(args: QueueArgs, scheduler: &mut Scheduler) -> anyhow::Result<()> {
-    let states = parse_states(&args.states)?;
+    let mut states = parse_states(&args.states)?;
+    if args.explain {
+        if states.iter().any(|s| *s != JobState::Pending) {
+            bail!("--explain shows pending jobs only; leave out --state or give PD");
+        }
+        states = vec![JobState::Pending];
+    }
     let request = pb::ListJobsRequest {
         // Asking for an ended state means wanting to see ended jobs.
         all: args.all || states.iter().any(|s| s.is_terminal()),
@@ -103,14 +113,80 @@ pub async fn queue(args: QueueArgs, scheduler: &mut Scheduler) -> anyhow::Result
             async move { client.list_jobs(request).await }
         })
         .await?;
+    let mut jobs = response.jobs;
+    if args.explain {
+        // In the order the scheduler considers them; unranked (not yet seen) last.
+        jobs.sort_by_key(|j| (j.rank == 0, j.rank, j.id));
+    }
     match args.format {
         Format::Json => {
-            let rows: Vec<JobRow> = response.jobs.iter().map(JobRow::from).collect();
+            let rows: Vec<JobRow> = jobs.iter().map(JobRow::from).collect();
             emit_json(&rows)?;
         }
-        Format::Table => emit(&queue_table(&response.jobs, SystemTime::now()))?,
+        Format::Table if args.explain => emit(&explain_table(&jobs))?,
+        Format::Table => emit(&queue_table(&jobs, SystemTime::now()))?,
     }
     Ok(())
+}
+
+pub const EXPLAIN_HEADER: [&str; 13] = [
+    "RANK",
+    "JOBID",
+    "USER",
+    "ACCOUNT",
+    "QOS",
+    "PRIORITY",
+    "AGE",
+    "FAIR",
+    "QOSF",
+    "DEADL",
+    "SIZE",
+    "EST_START",
+    "REASON",
+];
+
+/// `queue --explain`: each pending job's standing and why it waits. Factors are 0 to 1000.
+pub fn explain_table(jobs: &[pb::Job]) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            let row = JobRow::from(job);
+            let (rank, priority, factors, start) = match &row.explanation {
+                Some(e) => {
+                    let f = e.factors;
+                    (
+                        e.rank.to_string(),
+                        e.priority.to_string(),
+                        [f.age, f.fair_share, f.qos, f.deadline, f.size].map(|v| v.to_string()),
+                        e.estimated_start.clone().unwrap_or_else(|| "-".into()),
+                    )
+                }
+                None => (
+                    "-".into(),
+                    "-".into(),
+                    std::array::from_fn(|_| "-".to_string()),
+                    "-".into(),
+                ),
+            };
+            let mut cells = vec![
+                rank,
+                job.id.to_string(),
+                job.user.clone(),
+                job.account.clone(),
+                job.qos.clone(),
+                priority,
+            ];
+            cells.extend(factors);
+            cells.push(start);
+            cells.push(if job.reason.is_empty() {
+                "-".to_string()
+            } else {
+                job.reason.clone()
+            });
+            cells
+        })
+        .collect();
+    render_table(&EXPLAIN_HEADER, &rows)
 }
 
 fn parse_states(names: &[String]) -> anyhow::Result<Vec<JobState>> {
@@ -270,7 +346,16 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
         ("command", or_dash(&shell_words(&row.command))),
         ("attempt", row.attempt.to_string()),
         ("queue_position", row.queue_position.to_string()),
+        ("qos", row.qos.clone()),
+        ("deadline", opt(row.deadline.clone())),
     ]);
+    if let Some(e) = &row.explanation {
+        lines.extend([
+            ("priority", e.priority_text()),
+            ("rank", e.rank.to_string()),
+            ("estimated_start", opt(e.estimated_start.clone())),
+        ]);
+    }
     if job.cancel_requested {
         lines.push(("cancel_requested", "yes".to_string()));
     }
@@ -586,7 +671,9 @@ mod tests {
                 "stderr",
                 "command",
                 "attempt",
-                "queue_position"
+                "queue_position",
+                "qos",
+                "deadline"
             ]
         );
         assert!(text.contains("state: FAILED\n"));
@@ -595,6 +682,41 @@ mod tests {
         assert!(text.contains("allocation: n1 gpus=0,1 cpus=1 mem=256M\n"));
         assert!(text.contains("start_time: 1970-01-01T00:00:02.000Z\n"));
         assert!(text.contains("command: python train.py --name 'my run'\n"));
+    }
+
+    #[test]
+    fn a_pending_job_shows_its_standing_and_the_explain_table_lists_it() {
+        let pending = pb::Job {
+            reason: "Priority: waiting behind job 3".into(),
+            qos: "high".into(),
+            priority: 2750,
+            factors: Some(pb::PriorityFactors {
+                age: 0,
+                fair_share: 1000,
+                qos: 1000,
+                deadline: 0,
+                size: 250,
+            }),
+            rank: 2,
+            estimated_start_ms: Some(60_000),
+            ..job(4, pb::JobState::Pending)
+        };
+        let text = show_text(&pending, UNIX_EPOCH);
+        assert!(
+            text.contains(
+                "priority: 2750 (age 0, fair_share 1000, qos 1000, deadline 0, size 250)\n\
+                 rank: 2\nestimated_start: 1970-01-01T00:01:00.000Z\n"
+            ),
+            "{text}"
+        );
+        let unranked = job(5, pb::JobState::Pending);
+        assert!(!show_text(&unranked, UNIX_EPOCH).contains("rank:"));
+        assert_eq!(
+            explain_table(&[pending, unranked]),
+            "RANK  JOBID  USER   ACCOUNT  QOS   PRIORITY  AGE  FAIR  QOSF  DEADL  SIZE  EST_START                 REASON\n\
+             2     4      alice  default  high  2750      0    1000  1000  0      250   1970-01-01T00:01:00.000Z  Priority: waiting behind job 3\n\
+             -     5      alice  default        -         -    -     -     -      -     -                         -\n"
+        );
     }
 
     #[test]

@@ -50,6 +50,62 @@ pub struct JobRow {
     pub command: Vec<String>,
     pub attempt: u32,
     pub queue_position: u32,
+    pub qos: String,
+    pub deadline: Option<String>,
+    /// For a pending job, why and where it stands as of the leader's last pass; null when
+    /// not pending or not known (a `--stale` read from a follower).
+    pub explanation: Option<ExplanationRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExplanationRow {
+    /// 1: the job the scheduler considers first.
+    pub rank: u32,
+    /// Σ weight × factor / 1000 (weights: `gantry admin config show`).
+    pub priority: u64,
+    /// Each factor, 0 to 1000.
+    pub factors: FactorsRow,
+    /// The latest start a reservation promises, if the job has one.
+    pub estimated_start: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FactorsRow {
+    pub age: u32,
+    pub fair_share: u32,
+    pub qos: u32,
+    pub deadline: u32,
+    pub size: u32,
+}
+
+impl ExplanationRow {
+    fn from_job(job: &pb::Job) -> Option<ExplanationRow> {
+        if job.rank == 0 {
+            return None;
+        }
+        let f = job.factors.unwrap_or_default();
+        Some(ExplanationRow {
+            rank: job.rank,
+            priority: job.priority,
+            factors: FactorsRow {
+                age: f.age,
+                fair_share: f.fair_share,
+                qos: f.qos,
+                deadline: f.deadline,
+                size: f.size,
+            },
+            estimated_start: job.estimated_start_ms.and_then(timestamp),
+        })
+    }
+
+    /// `2750 (age 120, fair_share 1000, qos 500, deadline 0, size 250)`.
+    pub fn priority_text(&self) -> String {
+        let f = &self.factors;
+        format!(
+            "{} (age {}, fair_share {}, qos {}, deadline {}, size {})",
+            self.priority, f.age, f.fair_share, f.qos, f.deadline, f.size
+        )
+    }
 }
 
 /// The part of a job on one node.
@@ -146,6 +202,9 @@ impl From<&pb::Job> for JobRow {
             command: job.command.clone(),
             attempt: job.attempt,
             queue_position: job.queue_position,
+            qos: job.qos.clone(),
+            deadline: job.deadline_ms.and_then(timestamp),
+            explanation: ExplanationRow::from_job(job),
         }
     }
 }
@@ -301,6 +360,12 @@ mod tests {
             gpu_model: String::new(),
             alternatives: vec![],
             shape: 0,
+            qos: "normal".into(),
+            deadline_ms: None,
+            priority: 0,
+            factors: None,
+            rank: 0,
+            estimated_start_ms: None,
         }
     }
 
@@ -322,7 +387,7 @@ mod tests {
                  gpu_model, cpus_per_node, mem_per_node_mib, num_nodes, alternatives, shape, \
                  nodes, allocation, time_limit_s, \
                  submit_time, start_time, end_time, work_dir, stdout, stderr, command, attempt, \
-                 queue_position"
+                 queue_position, qos, deadline, explanation"
             )
         );
         assert_eq!(

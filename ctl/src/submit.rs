@@ -82,6 +82,15 @@ pub struct SubmitArgs {
     /// Account charged for the job [default: default]
     #[arg(short = 'A', long = "account", value_name = "ACCOUNT")]
     pub account: Option<String>,
+    /// Quality of service: a level with its own priority and preemption rights
+    /// (`gantry admin config show` lists them; low, normal and high by default)
+    /// [default: normal]
+    #[arg(short = 'q', long = "qos", value_name = "QOS")]
+    pub qos: Option<String>,
+    /// When the job must have ended: now+6h, +30m, or ISO 8601 UTC (2026-12-01T09:00). The
+    /// job grows more urgent as its slack (deadline − now − time limit) shrinks
+    #[arg(long = "deadline", value_name = "TIME")]
+    pub deadline: Option<String>,
     /// File for standard output, relative to the working directory; %j is the job id, %n the
     /// node's rank, %N the node's name [default: gantry-%j.out]
     #[arg(short = 'o', long = "output", value_name = "OUT")]
@@ -186,6 +195,8 @@ impl Setting<'_> {
 pub struct Context {
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
+    /// What `now` means in `--deadline now+2h`.
+    pub now_ms: u64,
 }
 
 impl Context {
@@ -196,7 +207,10 @@ impl Context {
         let env = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
-        Ok(Context { cwd, env })
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Ok(Context { cwd, env, now_ms })
     }
 }
 
@@ -357,6 +371,11 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         Some(s) => time_limit(&s)?,
         None => 0,
     };
+    let deadline_ms = match setting(&args.deadline, Flag::Deadline) {
+        Some(s) => gantry_model::units::parse_time_ms(s.value, ctx.now_ms)
+            .map_err(|e| s.invalid(format!("{}: {e}", Flag::Deadline.label())))?,
+        None => 0,
+    };
     let text = |cli: &Option<String>, flag: Flag| {
         pick(cli, &directives, &file, flag)
             .map(|s| s.value.to_string())
@@ -405,6 +424,8 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         gpus_per_node: gpus,
         gpu_model: gpu_model.unwrap_or_default(),
         alternatives,
+        qos: text(&args.qos, Flag::Qos).unwrap_or_else(|| "normal".to_string()),
+        deadline_ms,
         cpus_per_node: cpus,
         mem_per_node_mib: mem,
         time_limit_ms,
@@ -579,6 +600,7 @@ mod tests {
                 ("HOME".into(), "/home/alice".into()),
                 ("LANG".into(), "C".into()),
             ],
+            now_ms: 1_800_000_000_000,
         }
     }
 

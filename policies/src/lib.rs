@@ -2,16 +2,21 @@
 //! ([`ClusterView`]) and returns [`Decisions`]; no I/O, no clock, no randomness. The scheduler
 //! daemon and the simulator call the very same [`schedule`].
 //!
-//! Priority is submit order; placement is first fit per node, gangs all-or-nothing, with
-//! backfill behind reserved start times (see [`placement`]).
+//! Jobs are served in multifactor priority order (see [`priority`]); placement is first fit
+//! per node, gangs all-or-nothing, with backfill behind reserved start times (see
+//! [`placement`]).
 
+pub mod config;
 pub mod feasibility;
 pub mod placement;
+pub mod priority;
 mod profile;
 pub mod view;
 
+pub use config::{ConfigError, DEFAULT_QOS, PolicyConfig, QosLevel, Weights};
 pub use feasibility::{never_fits, none_fits};
-pub use placement::{RESERVATION_DEPTH, schedule};
+pub use placement::schedule;
+pub use priority::{Factors, Priority};
 pub use view::{
     ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, RunningJob, Start, WaitReason,
 };

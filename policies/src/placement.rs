@@ -1,6 +1,6 @@
 //! Placement: in priority order, give each job the first nodes that fit it, with backfill.
 //!
-//! A job that cannot start now gets a reservation (up to [`RESERVATION_DEPTH`] of them per
+//! A job that cannot start now gets a reservation (up to `backfill.depth` of them per
 //! pass): the earliest moment, judged by the time limits of running jobs, at which it fits,
 //! and the very GPUs, CPUs and memory it will take then. A job behind it may start now only
 //! on resources no reservation needs during its own time limit (a job without a limit runs
@@ -14,14 +14,12 @@ use std::collections::BTreeMap;
 use gantry_model::{Gpu, JobId, Shape};
 
 use crate::feasibility::never_fits;
+use crate::priority::rank;
 use crate::profile::{Free, Profile, Share};
 use crate::view::{ClusterView, Decisions, NodeView, PartPlan, Start, WaitReason};
 
 /// Where a job goes: node indices, each with the GPUs it gets there.
 type Picks = Vec<(usize, Vec<u32>)>;
-
-/// How many blocked jobs get a reserved start per pass.
-pub const RESERVATION_DEPTH: usize = 8;
 
 /// One way to run a job, found in this pass: which shape, from when, until when, where.
 struct Candidate {
@@ -41,7 +39,10 @@ pub fn schedule(view: &ClusterView) -> Decisions {
     let mut cannot_start = CannotStartNow::default();
     let mut feasibility = Feasibility::default();
     let now = view.now_ms;
-    for job in &view.pending {
+    let depth = usize::try_from(view.config.reservation_depth).unwrap_or(usize::MAX);
+    for (index, priority) in rank(view) {
+        let job = &view.pending[index];
+        decisions.ranked.push((job.id, priority));
         let mut never = None;
         let possible: Vec<(usize, &Shape)> = job
             .shapes
@@ -85,7 +86,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 None => cannot_start.record(shape, end),
             }
         }
-        let may_reserve = reserved.len() < RESERVATION_DEPTH;
+        let may_reserve = reserved.len() < depth;
         // A later start may still finish first when the job has alternatives.
         if may_reserve && (options.is_empty() || possible.len() > 1) {
             for &(index, shape) in &possible {
@@ -409,6 +410,7 @@ mod tests {
             nodes: vec![node("a", 4)],
             running: vec![],
             pending: vec![job(1, 1, 2), job(2, 1, 2), job(3, 1, 2)],
+            ..Default::default()
         };
         let d = schedule(&view);
         assert_eq!(d.starts.len(), 2);
@@ -430,6 +432,7 @@ mod tests {
             nodes: vec![n],
             running: vec![],
             pending: vec![job(1, 1, 4), job(2, 1, 1)],
+            ..Default::default()
         };
         let d = schedule(&view);
         assert!(d.starts.is_empty());
@@ -443,6 +446,7 @@ mod tests {
             nodes: vec![node("a", 4)],
             running: vec![],
             pending: vec![job(1, 1, 16), job(2, 1, 1)],
+            ..Default::default()
         };
         let d = schedule(&view);
         assert_eq!(d.starts.len(), 1);
@@ -462,6 +466,7 @@ mod tests {
             nodes: vec![node("a", 8), busy],
             running: vec![],
             pending: vec![job(1, 2, 8)],
+            ..Default::default()
         };
         let d = schedule(&view);
         assert!(d.starts.is_empty(), "half a gang must never start");
@@ -487,6 +492,7 @@ mod tests {
             nodes: vec![n],
             running: vec![],
             pending: vec![job(1, 1, 2)],
+            ..Default::default()
         };
         // Group 0 has {2,3} free, group 1 has {4..7}: the tighter group is used, group 1 stays whole.
         assert_eq!(schedule(&view).starts[0].parts[0].gpus, vec![2, 3]);
@@ -502,6 +508,7 @@ mod tests {
             nodes: vec![n],
             running: vec![],
             pending: vec![job(1, 1, 1)],
+            ..Default::default()
         };
         let d = schedule(&view);
         assert!(d.starts.is_empty());
@@ -522,6 +529,7 @@ mod tests {
                 limited(3, 2, 200_000),
                 job(4, 1, 1),
             ],
+            ..Default::default()
         };
         let d = schedule(&view);
         let started: Vec<u64> = d.starts.iter().map(|s| s.job).collect();
@@ -551,6 +559,7 @@ mod tests {
             running: vec![running],
             // Job 1 needs all of node a (b is too small); job 2 fits on b for ever.
             pending: vec![limited(1, 8, 1_000), job(2, 1, 4)],
+            ..Default::default()
         };
         let d = schedule(&view);
         assert_eq!(d.starts.len(), 1, "{d:?}");
@@ -568,6 +577,7 @@ mod tests {
             nodes: vec![n],
             running: vec![running],
             pending: vec![limited(1, 8, 1_000), limited(2, 1, 1_000)],
+            ..Default::default()
         };
         let d = schedule(&view);
         assert!(d.starts.is_empty(), "{d:?}");
@@ -609,6 +619,7 @@ mod tests {
                 nodes: vec![n],
                 running: held,
                 pending: queue.clone(),
+                ..Default::default()
             };
             for start in schedule(&view).starts {
                 let job = queue.iter().position(|j| j.id == start.job).unwrap();
@@ -641,10 +652,11 @@ mod tests {
             ],
             running: vec![],
             pending: vec![
-                PendingJob::single(1, shape(1, 2, Some("h100"), None)),
-                PendingJob::single(2, shape(1, 4, Some("h100"), None)),
+                PendingJob::single(1, shape(1, 3, Some("h100"), None)),
+                PendingJob::single(2, shape(1, 2, Some("h100"), None)),
                 PendingJob::single(3, shape(1, 1, Some("v100"), None)),
             ],
+            ..Default::default()
         };
         let d = schedule(&view);
         assert_eq!(d.starts.len(), 1, "{d:?}");
@@ -654,7 +666,7 @@ mod tests {
         );
         // Node a has four free GPUs, but not of the model job 2 asks for.
         assert!(
-            matches!(&d.waiting[0], (2, WaitReason::Resources(why)) if why.contains("4 × h100") && why.contains("0 node(s)")),
+            matches!(&d.waiting[0], (2, WaitReason::Resources(why)) if why.contains("2 × h100") && why.contains("0 node(s)")),
             "{d:?}"
         );
         assert!(
@@ -668,18 +680,19 @@ mod tests {
     fn h100_or_a100(a100_speed_limit_ms: u64) -> Decisions {
         let mut h = node_of("h", 8, "NVIDIA H100 80GB HBM3");
         let running = holding(&mut h, 10, &[0, 1, 2, 3, 4, 5], Some(100_000));
-        let job = PendingJob {
-            id: 1,
-            shapes: vec![
+        let job = PendingJob::new(
+            1,
+            vec![
                 shape(1, 8, Some("h100"), Some(60_000)),
                 shape(1, 8, Some("a100"), Some(a100_speed_limit_ms)),
             ],
-        };
+        );
         schedule(&ClusterView {
             now_ms: 0,
             nodes: vec![h, node_of("a", 8, "NVIDIA A100-SXM4-80GB")],
             running: vec![running],
             pending: vec![job],
+            ..Default::default()
         })
     }
 

@@ -1,7 +1,12 @@
 //! The policies' input and output: plain data, built by the caller from its own state.
 
+use std::collections::BTreeMap;
+
 use gantry_model::{Gpu, JobId, Resources, Shape};
 use serde::{Deserialize, Serialize};
+
+use crate::config::{DEFAULT_QOS, PolicyConfig};
+use crate::priority::Priority;
 
 /// A snapshot of what the policies need to decide.
 #[derive(Debug, Clone, Default)]
@@ -9,10 +14,13 @@ pub struct ClusterView {
     pub now_ms: u64,
     /// Every known node, in a stable order (by name).
     pub nodes: Vec<NodeView>,
-    /// Jobs waiting to start, highest priority first.
+    /// Jobs waiting to start, in any order: the pass ranks them.
     pub pending: Vec<PendingJob>,
     /// Jobs holding resources, with when their time limits give them back.
     pub running: Vec<RunningJob>,
+    pub config: PolicyConfig,
+    /// Per account, what it has used: `(when, dominant-share ppm × seconds)`, for fair share.
+    pub usage: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,15 +59,29 @@ pub struct PendingJob {
     /// The ways it can run: its main request first, then its alternatives. A shape without
     /// a time limit may run for ever as far as backfill can tell.
     pub shapes: Vec<Shape>,
+    pub submit_ms: u64,
+    pub account: String,
+    pub qos: String,
+    /// When it must have ended, wall clock.
+    pub deadline_ms: Option<u64>,
 }
 
 impl PendingJob {
-    /// A job with one way to run.
-    pub fn single(id: JobId, shape: Shape) -> PendingJob {
+    /// A job of account `default` and QoS `normal`, submitted at 0, without a deadline.
+    pub fn new(id: JobId, shapes: Vec<Shape>) -> PendingJob {
         PendingJob {
             id,
-            shapes: vec![shape],
+            shapes,
+            submit_ms: 0,
+            account: "default".into(),
+            qos: DEFAULT_QOS.into(),
+            deadline_ms: None,
         }
+    }
+
+    /// Like [`PendingJob::new`], with one way to run.
+    pub fn single(id: JobId, shape: Shape) -> PendingJob {
+        PendingJob::new(id, vec![shape])
     }
 }
 
@@ -69,6 +91,8 @@ pub struct Decisions {
     pub starts: Vec<Start>,
     /// Every pending job that does not start now, with why.
     pub waiting: Vec<(JobId, WaitReason)>,
+    /// Every pending job in the order it was considered, with its priority.
+    pub ranked: Vec<(JobId, Priority)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,8 @@
 //! The client API (`gantry.v1.Scheduler`): checks requests, proposes commands, reads state.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use gantry_model::{JobId, JobState, Owner};
-use gantry_policies::WaitReason;
 use gantry_proto as pb;
 use gantry_state::{Command, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
@@ -11,21 +10,10 @@ use tonic::{Request, Response, Status};
 use crate::clock::now_ms;
 use crate::config::SchedConfig;
 use crate::engine::{Engine, EngineError};
+use crate::explain::{Explanation, Explanations, lookup};
 use crate::membership;
 use gantry_model::address::parse_server;
 use gantry_wire as convert;
-
-/// Why each pending job waits, as the last scheduling pass explained it, in job id order.
-/// Kept as values and formatted only when asked: a pass explains every pending job.
-pub type Explanations = Arc<RwLock<Vec<(JobId, WaitReason)>>>;
-
-/// The reason the last pass gave for `id`.
-fn reason_for(explanations: &[(JobId, WaitReason)], id: JobId) -> Option<&WaitReason> {
-    let at = explanations
-        .binary_search_by_key(&id, |(job, _)| *job)
-        .ok()?;
-    explanations.get(at).map(|(_, why)| why)
-}
 
 pub struct SchedulerApi {
     pub engine: Engine,
@@ -74,6 +62,16 @@ pub fn require_leader(engine: &Engine, config: &SchedConfig) -> Result<(), Statu
     }))
 }
 
+fn config_to_pb(config: &gantry_policies::PolicyConfig) -> pb::ConfigResponse {
+    pb::ConfigResponse {
+        entries: config
+            .entries()
+            .into_iter()
+            .map(|(key, value)| pb::ConfigEntry { key, value })
+            .collect(),
+    }
+}
+
 pub fn engine_status(e: EngineError) -> Status {
     Status::unavailable(e.to_string())
 }
@@ -81,9 +79,12 @@ pub fn engine_status(e: EngineError) -> Status {
 fn rejection_status(r: Rejection) -> Status {
     let message = r.to_string();
     match r {
-        Rejection::InvalidSpec(_) | Rejection::Unsatisfiable(_) | Rejection::BadRegistration(_) => {
-            Status::invalid_argument(message)
-        }
+        Rejection::InvalidSpec(_)
+        | Rejection::Unsatisfiable(_)
+        | Rejection::BadRegistration(_)
+        | Rejection::UnknownQos { .. }
+        | Rejection::DeadlinePassed
+        | Rejection::BadConfig(_) => Status::invalid_argument(message),
         Rejection::UnknownJob(_) | Rejection::UnknownNode(_) => Status::not_found(message),
         Rejection::AlreadyEnded(..) | Rejection::Stale { .. } => {
             Status::failed_precondition(message)
@@ -124,19 +125,21 @@ impl SchedulerApi {
 
     /// Take this before reading the state (never the other way round), so readers and
     /// the scheduling loop cannot deadlock.
-    fn explanations(&self) -> std::sync::RwLockReadGuard<'_, Vec<(JobId, WaitReason)>> {
+    fn explanations(&self) -> std::sync::RwLockReadGuard<'_, Vec<(JobId, Explanation)>> {
         self.explanations.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A job as the API shows it. `wait` is the scheduler's explanation for a pending job;
+/// A job as the API shows it. `explained` is the last pass's explanation of a pending job;
 /// `summary` leaves out the fields a table does not show.
 fn job_to_pb(
     job: &Job,
     position: Option<usize>,
-    wait: Option<&WaitReason>,
+    explained: Option<&Explanation>,
     summary: bool,
 ) -> pb::Job {
+    let explained = explained.filter(|_| job.state == JobState::Pending);
+    let wait = explained.and_then(|e| e.wait.as_ref());
     let reason = match (job.state, wait) {
         (JobState::Pending, Some(why)) => why.to_string(),
         (JobState::Pending, None) => "Scheduling".to_string(),
@@ -169,6 +172,21 @@ fn job_to_pb(
             .map(convert::alternative_to_pb)
             .collect(),
         shape: job.shape,
+        qos: job.spec.qos.clone(),
+        deadline_ms: job.spec.deadline_ms,
+        priority: explained.map_or(0, |e| e.priority.total),
+        factors: explained.map(|e| {
+            let f = &e.priority.factors;
+            pb::PriorityFactors {
+                age: f.age,
+                fair_share: f.fair_share,
+                qos: f.qos,
+                deadline: f.deadline,
+                size: f.size,
+            }
+        }),
+        rank: explained.map_or(0, |e| e.rank),
+        estimated_start_ms: explained.and_then(|e| e.estimated_start_ms),
         allocation: job
             .parts
             .iter()
@@ -313,7 +331,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let id = request.job_id;
         // Lock order everywhere: explanations, then the state.
         let explanations = self.explanations();
-        let why = reason_for(&explanations, id);
+        let why = lookup(&explanations, id);
         self.engine
             .read(|s| Some(job_to_pb(s.job(id)?, s.queue_position(id), why, false)))
             .map(Response::new)
@@ -346,9 +364,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                         position += 1;
                         position
                     });
-                    wanted(j).then(|| {
-                        job_to_pb(j, pos, reason_for(&explanations, j.id), request.summary)
-                    })
+                    wanted(j)
+                        .then(|| job_to_pb(j, pos, lookup(&explanations, j.id), request.summary))
                 })
                 .collect()
         });
@@ -431,6 +448,36 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             &self.engine,
             &self.config,
         )))
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::ConfigResponse>, Status> {
+        self.readable(request.into_inner().stale).await?;
+        Ok(Response::new(
+            self.engine.read(|s| config_to_pb(s.config())),
+        ))
+    }
+
+    async fn set_config(
+        &self,
+        request: Request<pb::SetConfigRequest>,
+    ) -> Result<Response<pb::ConfigResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "change the scheduler configuration")?;
+        self.propose(Command::SetConfig {
+            key: request.key,
+            value: request.value,
+            by: who.user,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(
+            self.engine.read(|s| config_to_pb(s.config())),
+        ))
     }
 
     async fn remove_replica(

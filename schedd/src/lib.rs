@@ -11,6 +11,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod explain;
 pub mod liveness;
 pub mod membership;
 pub mod raft;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use gantry_state::{Command, Outcome};
 use tracing::{debug, warn};
 
-use crate::api::Explanations;
 use crate::clock::now_ms;
 use crate::engine::{Engine, EngineError};
+use crate::explain::{Explanations, explain};
 
 /// How often a pass runs even when nothing changed (reasons mentioning time stay fresh).
 const IDLE_PASS: Duration = Duration::from_secs(1);
@@ -39,8 +39,7 @@ pub async fn run(engine: Engine, explanations: Explanations) {
         applied.borrow_and_update();
         let view = engine.read(|s| s.cluster_view(now_ms()));
         let decisions = gantry_policies::schedule(&view);
-        // In pending order, which is id order: the API finds a job's reason by binary search.
-        *explanations.write().unwrap_or_else(|p| p.into_inner()) = decisions.waiting;
+        *explanations.write().unwrap_or_else(|p| p.into_inner()) = explain(&decisions, view.now_ms);
         let pass_time = pass_started.elapsed();
         let mut progressed = false;
         if !decisions.starts.is_empty() {

@@ -10,10 +10,11 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::api::{Explanations, SchedulerApi};
+use crate::api::SchedulerApi;
 use crate::config::ConfigError;
 use crate::config::SchedConfig;
 use crate::engine::{Engine, EngineConfig, EngineError, Transport};
+use crate::explain::Explanations;
 use crate::liveness::{Liveness, expire_silent_nodes};
 use crate::raft::{RaftLogError, SledRaftLog};
 use crate::scheduling;

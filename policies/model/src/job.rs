@@ -60,6 +60,10 @@ pub struct JobSpec {
     pub mem_per_node_mib: u64,
     /// At the main request's speed; alternatives stretch it by their speed.
     pub time_limit_ms: Option<u64>,
+    /// The QoS level (`--qos`): its priority factor and preemption rights.
+    pub qos: String,
+    /// When it must have ended, wall clock (`--deadline`).
+    pub deadline_ms: Option<u64>,
     pub program: Program,
     pub work_dir: String,
     /// Output path templates (`%j` is the job id); `None` means `gantry-%j.out`.

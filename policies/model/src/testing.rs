@@ -16,6 +16,8 @@ pub fn job_spec(num_nodes: u32, gpus_per_node: u32) -> JobSpec {
         cpus_per_node: 1,
         mem_per_node_mib: 256,
         time_limit_ms: None,
+        qos: "normal".into(),
+        deadline_ms: None,
         program: Program::Command {
             argv: vec!["true".into()],
         },

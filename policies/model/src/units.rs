@@ -17,6 +17,43 @@ pub enum UnitError {
     NoUnit(String),
     #[error("invalid size {0:?}: use e.g. 512M, 4G, 1.5T (a bare number is MiB)")]
     Size(String),
+    #[error(
+        "invalid time {0:?}: use now, now+2h (or +2h), or an ISO 8601 UTC time such as \
+         2026-12-01T09:00 or 2026-12-01T09:00:00Z"
+    )]
+    Time(String),
+}
+
+/// Parses a point in time into ms since the epoch: `now`, `now+DURATION`, `+DURATION`
+/// (any duration form above), or ISO 8601 in UTC (`2026-12-01`, `2026-12-01T09:00`,
+/// `2026-12-01T09:00:00Z`, a space for the `T`). `now_ms` is what `now` means.
+pub fn parse_time_ms(text: &str, now_ms: u64) -> Result<u64, UnitError> {
+    let s = text.trim();
+    let err = || UnitError::Time(text.to_string());
+    let relative = s
+        .strip_prefix("now")
+        .map(str::trim_start)
+        .or(Some(s).filter(|s| s.starts_with('+')));
+    if let Some(rest) = relative {
+        if rest.is_empty() {
+            return Ok(now_ms);
+        }
+        let delta = rest.strip_prefix('+').ok_or_else(err)?;
+        let ms = parse_duration_ms(delta.trim()).map_err(|_| err())?;
+        return now_ms.checked_add(ms).ok_or_else(err);
+    }
+    // humantime wants seconds: complete the shorter ISO forms.
+    let full = match s.len() {
+        10 => format!("{s}T00:00:00"),
+        16 => format!("{s}:00"),
+        _ => s.to_string(),
+    };
+    let at = humantime::parse_rfc3339_weak(&full).map_err(|_| err())?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| err())?
+        .as_millis();
+    u64::try_from(ms).map_err(|_| err())
 }
 
 /// Parses a duration into milliseconds.
@@ -178,6 +215,29 @@ mod tests {
         assert_eq!(parse_size_mib("0"), Ok(0));
         for bad in ["", "G", "-1G", "4X", "1.2.3G", ".5G", "4 G B"] {
             assert!(parse_size_mib(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn times_relative_and_absolute() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_time_ms("now", now), Ok(now));
+        assert_eq!(parse_time_ms("now+2h", now), Ok(now + 7_200_000));
+        assert_eq!(parse_time_ms("now + 90m", now), Ok(now + 5_400_000));
+        assert_eq!(parse_time_ms("+1-00:00:00", now), Ok(now + 86_400_000));
+        assert_eq!(parse_time_ms("1970-01-02", now), Ok(86_400_000));
+        assert_eq!(parse_time_ms("1970-01-01T01:00", now), Ok(3_600_000));
+        assert_eq!(parse_time_ms("1970-01-01 00:00:30Z", now), Ok(30_000));
+        for bad in [
+            "",
+            "tomorrow",
+            "now-1h",
+            "now+",
+            "+soon",
+            "2026-13-01",
+            "2026-12-01T25:00",
+        ] {
+            assert!(parse_time_ms(bad, now).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -26,6 +26,12 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
         gpus_per_node: spec.gpus_per_node,
         gpu_model: non_empty(&spec.gpu_model),
         alternatives: spec.alternatives.iter().map(alternative_from_pb).collect(),
+        qos: if spec.qos.is_empty() {
+            "normal".to_string()
+        } else {
+            spec.qos.clone()
+        },
+        deadline_ms: (spec.deadline_ms > 0).then_some(spec.deadline_ms),
         cpus_per_node: spec.cpus_per_node,
         mem_per_node_mib: spec.mem_per_node_mib,
         time_limit_ms: (spec.time_limit_ms > 0).then_some(spec.time_limit_ms),
@@ -98,6 +104,8 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         env: env_to_pb(&spec.env),
         gpu_model: spec.gpu_model.clone().unwrap_or_default(),
         alternatives: spec.alternatives.iter().map(alternative_to_pb).collect(),
+        qos: spec.qos.clone(),
+        deadline_ms: spec.deadline_ms.unwrap_or(0),
     }
 }
 
@@ -209,6 +217,8 @@ mod tests {
                 gpu_model: Some("a100".into()),
                 speed: 600,
             }],
+            qos: "high".into(),
+            deadline_ms: Some(1_800_000_000_000),
             cpus_per_node: 16,
             mem_per_node_mib: 4096,
             time_limit_ms: Some(60_000),

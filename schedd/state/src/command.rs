@@ -2,7 +2,7 @@
 
 pub use gantry_model::ExitReason;
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner, SpecError};
-use gantry_policies::PartPlan;
+use gantry_policies::{ConfigError, PartPlan};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -75,6 +75,14 @@ pub enum Command {
     /// with the Raft membership change that adds or removes it, so every replica learns the
     /// addresses of members that joined after it started.
     ReplicaAddress { id: u64, address: Option<String> },
+    /// An admin changes a policy setting (`gantry admin config set`); the proposer checks
+    /// that `by` is an admin.
+    SetConfig {
+        key: String,
+        value: String,
+        by: String,
+        now_ms: u64,
+    },
 }
 
 /// How the part of a job on one node ended, as its node reported it.
@@ -137,4 +145,10 @@ pub enum Rejection {
     BadRegistration(String),
     #[error("stale decision for job {job}: {why}")]
     Stale { job: JobId, why: String },
+    #[error("unknown QoS {qos:?} (levels: {known})")]
+    UnknownQos { qos: String, known: String },
+    #[error("the deadline has passed already")]
+    DeadlinePassed,
+    #[error(transparent)]
+    BadConfig(#[from] ConfigError),
 }

@@ -10,6 +10,7 @@ pub mod command;
 pub mod job;
 pub mod machine;
 pub mod node;
+pub mod usage;
 mod view;
 
 pub use command::{Command, ExitReason, Outcome, PartExit, Rejection};

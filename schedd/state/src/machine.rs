@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner};
-use gantry_policies::{PartPlan, none_fits};
+use gantry_policies::{PartPlan, PolicyConfig, none_fits};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::command::{Command, ExitReason, Outcome, PartExit, Rejection};
 use crate::job::{Job, Part};
 use crate::node::{Drain, Node};
+use crate::usage::Usage;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMachine {
@@ -26,6 +27,10 @@ pub struct StateMachine {
     submit_keys: BTreeMap<(String, String), JobId>,
     /// Addresses of scheduler replicas added by membership changes, by replica id.
     replicas: BTreeMap<u64, String>,
+    /// Priority weights, QoS levels, backfill depth: `gantry admin config`.
+    pub(crate) config: PolicyConfig,
+    /// What each account has used, for fair share.
+    pub(crate) usage: Usage,
 }
 
 impl Default for StateMachine {
@@ -39,6 +44,8 @@ impl Default for StateMachine {
             active: BTreeSet::new(),
             submit_keys: BTreeMap::new(),
             replicas: BTreeMap::new(),
+            config: PolicyConfig::default(),
+            usage: Usage::default(),
         }
     }
 }
@@ -85,6 +92,11 @@ impl StateMachine {
     /// members' addresses are in each replica's configuration).
     pub fn replica_addresses(&self) -> &BTreeMap<u64, String> {
         &self.replicas
+    }
+
+    /// The policy settings in force.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
     }
 
     /// Place of a pending job in the queue, 1 for the next one.
@@ -168,6 +180,17 @@ impl StateMachine {
                 };
                 Outcome::Applied
             }
+            Command::SetConfig { key, value, .. } => {
+                // On a copy: a refused setting changes nothing.
+                let mut config = self.config.clone();
+                match config.set(key, value) {
+                    Ok(()) => {
+                        self.config = config;
+                        Outcome::Applied
+                    }
+                    Err(e) => Outcome::Rejected(e.into()),
+                }
+            }
         }
     }
 
@@ -178,6 +201,15 @@ impl StateMachine {
         }
         if let Err(e) = spec.validate() {
             return Outcome::Rejected(e.into());
+        }
+        if self.config.qos_priority(&spec.qos).is_none() {
+            return Outcome::Rejected(Rejection::UnknownQos {
+                qos: spec.qos.clone(),
+                known: self.config.qos_names().join(", "),
+            });
+        }
+        if spec.deadline_ms.is_some_and(|deadline| deadline <= now_ms) {
+            return Outcome::Rejected(Rejection::DeadlinePassed);
         }
         if let Some(why) = self.never_fits(spec) {
             return Outcome::Rejected(Rejection::Unsatisfiable(why));
@@ -490,6 +522,20 @@ impl StateMachine {
         part.exit = Some(exit.clone());
         let freed = part.resources();
         let gpus = part.gpus.clone();
+        let capacity = self
+            .nodes
+            .values()
+            .fold(gantry_model::Resources::default(), |sum, n| {
+                sum.saturating_add(&n.inventory.capacity())
+            });
+        self.usage.charge(
+            &job.spec.account,
+            &freed,
+            &capacity,
+            job.start_time_ms.unwrap_or(now_ms),
+            now_ms,
+            self.config.half_life_ms,
+        );
         if let Some(node) = self.nodes.get_mut(node_name) {
             node.allocated = node.allocated.saturating_sub(&freed);
             for g in &gpus {

@@ -1,0 +1,336 @@
+//! The scheduler's policy settings: priority weights, fair-share half-life, backfill depth and
+//! QoS levels. Replicated state (`gantry admin config set`), read by every pass.
+
+use std::collections::BTreeMap;
+
+use gantry_model::units::{format_duration_ms, parse_duration_ms};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Factors are in thousandths: 1000 is a factor at its maximum.
+pub const FACTOR_MAX: u32 = 1000;
+/// The largest weight a factor may have; keeps every total within `u64`.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+/// Beyond this many reservations a pass costs more than it plans.
+pub const MAX_RESERVATION_DEPTH: u32 = 1000;
+/// The QoS a job gets when it names none; it always exists.
+pub const DEFAULT_QOS: &str = "normal";
+
+/// How much each priority factor counts: a job's priority is the sum over factors of
+/// `weight × factor / 1000`, each factor between 0 and 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    pub age: u32,
+    pub fair_share: u32,
+    pub qos: u32,
+    pub deadline: u32,
+    pub size: u32,
+}
+
+/// A QoS level: its priority factor, and which levels' jobs its jobs may preempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosLevel {
+    /// 0 to 1000: the level's QoS factor.
+    pub priority: u32,
+    pub preempts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    pub weights: Weights,
+    /// Fair-share usage counts half as much this long after it happened.
+    pub half_life_ms: u64,
+    /// A job's age factor grows linearly to its maximum over this long in the queue.
+    pub age_max_ms: u64,
+    /// A job with a deadline grows urgent over this long before it must start (its slack
+    /// falls from this to zero).
+    pub deadline_horizon_ms: u64,
+    /// How many blocked jobs get a reserved start per pass.
+    pub reservation_depth: u32,
+    pub qos: BTreeMap<String, QosLevel>,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let level = |priority: u32, preempts: &[&str]| QosLevel {
+            priority,
+            preempts: preempts.iter().map(|s| s.to_string()).collect(),
+        };
+        PolicyConfig {
+            weights: Weights {
+                age: 1000,
+                fair_share: 2000,
+                qos: 2000,
+                deadline: 4000,
+                size: 500,
+            },
+            half_life_ms: 7 * DAY_MS,
+            age_max_ms: 7 * DAY_MS,
+            deadline_horizon_ms: DAY_MS,
+            reservation_depth: 8,
+            qos: BTreeMap::from([
+                ("low".to_string(), level(0, &[])),
+                (DEFAULT_QOS.to_string(), level(500, &["low"])),
+                ("high".to_string(), level(1000, &["low", "normal"])),
+            ]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown setting {0:?} (settings: {keys})", keys = KEYS.join(", "))]
+    UnknownKey(String),
+    #[error("{key}: {why}")]
+    BadValue { key: String, why: String },
+}
+
+/// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
+const KEYS: [&str; 9] = [
+    "weight.age",
+    "weight.fair_share",
+    "weight.qos",
+    "weight.deadline",
+    "weight.size",
+    "fair_share.half_life",
+    "priority.age_max",
+    "deadline.horizon",
+    "backfill.depth",
+];
+
+impl PolicyConfig {
+    /// Every setting and its value, in a stable order, as `config set` takes them.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let w = &self.weights;
+        let mut entries: Vec<(String, String)> = [
+            ("weight.age", w.age.to_string()),
+            ("weight.fair_share", w.fair_share.to_string()),
+            ("weight.qos", w.qos.to_string()),
+            ("weight.deadline", w.deadline.to_string()),
+            ("weight.size", w.size.to_string()),
+            (
+                "fair_share.half_life",
+                format_duration_ms(self.half_life_ms),
+            ),
+            ("priority.age_max", format_duration_ms(self.age_max_ms)),
+            (
+                "deadline.horizon",
+                format_duration_ms(self.deadline_horizon_ms),
+            ),
+            ("backfill.depth", self.reservation_depth.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (name, level) in &self.qos {
+            entries.push((format!("qos.{name}.priority"), level.priority.to_string()));
+            entries.push((format!("qos.{name}.preempts"), level.preempts.join(",")));
+        }
+        entries
+    }
+
+    /// Changes one setting; on error nothing changes. Setting `qos.NAME.priority` for a new
+    /// name creates that level.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let bad = |why: String| ConfigError::BadValue {
+            key: key.to_string(),
+            why,
+        };
+        let value = value.trim();
+        let weight = || -> Result<u32, ConfigError> {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|w| *w <= MAX_WEIGHT)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "a weight is a whole number from 0 to {MAX_WEIGHT} (got {value:?})"
+                    ))
+                })
+        };
+        let duration = || -> Result<u64, ConfigError> {
+            parse_duration_ms(value)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "expected a duration longer than 0 such as 7d, 12h or 90m (got {value:?})"
+                    ))
+                })
+        };
+        match key {
+            "weight.age" => self.weights.age = weight()?,
+            "weight.fair_share" => self.weights.fair_share = weight()?,
+            "weight.qos" => self.weights.qos = weight()?,
+            "weight.deadline" => self.weights.deadline = weight()?,
+            "weight.size" => self.weights.size = weight()?,
+            "fair_share.half_life" => self.half_life_ms = duration()?,
+            "priority.age_max" => self.age_max_ms = duration()?,
+            "deadline.horizon" => self.deadline_horizon_ms = duration()?,
+            "backfill.depth" => {
+                self.reservation_depth = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| *d <= MAX_RESERVATION_DEPTH)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "the depth is a whole number from 0 to {MAX_RESERVATION_DEPTH} (got {value:?})"
+                        ))
+                    })?;
+            }
+            _ => return self.set_qos(key, value),
+        }
+        Ok(())
+    }
+
+    fn set_qos(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let unknown = || ConfigError::UnknownKey(key.to_string());
+        let rest = key.strip_prefix("qos.").ok_or_else(unknown)?;
+        let (name, field) = rest.rsplit_once('.').ok_or_else(unknown)?;
+        let bad = |why: String| ConfigError::BadValue {
+            key: key.to_string(),
+            why,
+        };
+        check_qos_name(name).map_err(bad)?;
+        match field {
+            "priority" => {
+                let priority = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| *p <= FACTOR_MAX)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "a QoS priority is a whole number from 0 to {FACTOR_MAX} (got {value:?})"
+                        ))
+                    })?;
+                self.qos
+                    .entry(name.to_string())
+                    .or_insert_with(|| QosLevel {
+                        priority,
+                        preempts: vec![],
+                    })
+                    .priority = priority;
+            }
+            "preempts" => {
+                if !self.qos.contains_key(name) {
+                    return Err(bad(format!(
+                        "no QoS level {name:?}; create it with qos.{name}.priority first"
+                    )));
+                }
+                let mut preempts: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                preempts.sort();
+                preempts.dedup();
+                if let Some(unknown) = preempts.iter().find(|p| !self.qos.contains_key(*p)) {
+                    return Err(bad(format!("no QoS level {unknown:?}")));
+                }
+                if preempts.iter().any(|p| p == name) {
+                    return Err(bad("a QoS level cannot preempt itself".into()));
+                }
+                if let Some(level) = self.qos.get_mut(name) {
+                    level.preempts = preempts;
+                }
+            }
+            _ => return Err(unknown()),
+        }
+        Ok(())
+    }
+
+    /// The QoS factor of level `name`; `None` when there is no such level.
+    pub fn qos_priority(&self, name: &str) -> Option<u32> {
+        self.qos.get(name).map(|level| level.priority)
+    }
+
+    /// The level names, for messages.
+    pub fn qos_names(&self) -> Vec<&str> {
+        self.qos.keys().map(String::as_str).collect()
+    }
+}
+
+/// QoS names: letters, digits, `-` and `_`, 1 to 32 characters.
+pub fn check_qos_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "QoS name {name:?} must be 1 to 32 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_have_three_qos_levels_and_round_trip_through_set() {
+        let config = PolicyConfig::default();
+        assert_eq!(config.qos_names(), ["high", "low", "normal"]);
+        let mut copy = PolicyConfig {
+            qos: BTreeMap::new(),
+            ..PolicyConfig::default()
+        };
+        // Levels first (preempts names them), then everything else.
+        let entries = config.entries();
+        for (key, value) in entries.iter().filter(|(k, _)| k.ends_with(".priority")) {
+            copy.set(key, value).unwrap();
+        }
+        for (key, value) in &entries {
+            copy.set(key, value).unwrap();
+        }
+        assert_eq!(copy, config);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_and_change_nothing() {
+        let mut config = PolicyConfig::default();
+        let before = config.clone();
+        let cases = [
+            ("weight.size", "-1", "a weight is a whole number"),
+            ("weight.size", "2000000", "a weight is a whole number"),
+            ("fair_share.half_life", "0", "longer than 0"),
+            ("fair_share.half_life", "soon", "expected a duration"),
+            ("backfill.depth", "1001", "from 0 to 1000"),
+            ("qos.high.priority", "1001", "from 0 to 1000"),
+            ("qos.bad name.priority", "1", "must be 1 to 32"),
+            (
+                "qos.urgent.preempts",
+                "low",
+                "create it with qos.urgent.priority first",
+            ),
+            ("qos.high.preempts", "low,nosuch", "no QoS level \"nosuch\""),
+            ("qos.high.preempts", "high", "cannot preempt itself"),
+        ];
+        for (key, value, expected) in cases {
+            let err = config.set(key, value).unwrap_err().to_string();
+            assert!(err.contains(expected), "{key}={value}: {err}");
+            assert!(err.starts_with(key), "{err}");
+        }
+        for key in ["weight", "qos.high", "qos.high.colour", "nosuch"] {
+            assert_eq!(
+                config.set(key, "1"),
+                Err(ConfigError::UnknownKey(key.into()))
+            );
+        }
+        assert_eq!(config, before);
+        config.set("qos.urgent.priority", "900").unwrap();
+        config
+            .set("qos.urgent.preempts", " normal , low,low")
+            .unwrap();
+        assert_eq!(config.qos["urgent"].preempts, ["low", "normal"]);
+        config.set("fair_share.half_life", "2d").unwrap();
+        assert_eq!(config.half_life_ms, 2 * DAY_MS);
+    }
+}

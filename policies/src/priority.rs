@@ -1,0 +1,302 @@
+//! Multifactor priority: age, fair share, QoS, deadline urgency and size, each a factor from
+//! 0 to 1000, weighted by the scheduler config. The queue is served in priority order; every
+//! factor is shown to users (`gantry show`, `gantry queue --explain`).
+
+use std::collections::BTreeMap;
+
+use gantry_model::{Resources, Shape};
+use serde::Serialize;
+
+use crate::config::{FACTOR_MAX, PolicyConfig};
+use crate::view::{ClusterView, PendingJob};
+
+/// Each factor of a job's priority, 0 to 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Factors {
+    pub age: u32,
+    pub fair_share: u32,
+    pub qos: u32,
+    pub deadline: u32,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Priority {
+    /// Σ weight × factor / 1000.
+    pub total: u64,
+    pub factors: Factors,
+}
+
+/// The pending jobs in the order they are served: highest priority first, then earliest
+/// submitted, then lowest id. Returns indices into `view.pending` with their priorities.
+pub fn rank(view: &ClusterView) -> Vec<(usize, Priority)> {
+    let fair = FairShare::new(view);
+    let capacity = view.nodes.iter().fold(Resources::default(), |sum, n| {
+        sum.saturating_add(&n.capacity)
+    });
+    let mut ranked: Vec<(usize, Priority)> = view
+        .pending
+        .iter()
+        .enumerate()
+        .map(|(i, job)| (i, priority(job, view, &fair, &capacity)))
+        .collect();
+    ranked.sort_by_key(|(i, p)| {
+        let job = &view.pending[*i];
+        (std::cmp::Reverse(p.total), job.submit_ms, job.id)
+    });
+    ranked
+}
+
+fn priority(
+    job: &PendingJob,
+    view: &ClusterView,
+    fair: &FairShare,
+    capacity: &Resources,
+) -> Priority {
+    let config = &view.config;
+    let now = view.now_ms;
+    let factors = Factors {
+        age: ratio(now.saturating_sub(job.submit_ms), config.age_max_ms),
+        fair_share: fair.factor(&job.account),
+        qos: config.qos_priority(&job.qos).unwrap_or(0).min(FACTOR_MAX),
+        deadline: urgency(job, now, config),
+        size: job.shapes.first().map_or(0, |s| size(s, capacity)),
+    };
+    let w = &config.weights;
+    let weighted = |weight: u32, factor: u32| u64::from(weight) * u64::from(factor);
+    let total = (weighted(w.age, factors.age)
+        + weighted(w.fair_share, factors.fair_share)
+        + weighted(w.qos, factors.qos)
+        + weighted(w.deadline, factors.deadline)
+        + weighted(w.size, factors.size))
+        / u64::from(FACTOR_MAX);
+    Priority { total, factors }
+}
+
+/// `part / whole` in thousandths, at most 1000; a zero `whole` counts as reached.
+fn ratio(part: u64, whole: u64) -> u32 {
+    if whole == 0 || part >= whole {
+        return FACTOR_MAX;
+    }
+    let r = u128::from(part) * u128::from(FACTOR_MAX) / u128::from(whole);
+    u32::try_from(r).unwrap_or(FACTOR_MAX)
+}
+
+/// How urgent a deadline is: the slack (deadline − now − the shortest time limit among the
+/// job's shapes) falls from the horizon to zero as the factor rises from 0 to 1000. A job
+/// without a time limit is judged as if it took no time; a job past its slack is at 1000.
+fn urgency(job: &PendingJob, now: u64, config: &PolicyConfig) -> u32 {
+    let Some(deadline) = job.deadline_ms else {
+        return 0;
+    };
+    let runtime = job
+        .shapes
+        .iter()
+        .filter_map(|s| s.time_limit_ms)
+        .min()
+        .unwrap_or(0);
+    let slack = deadline.saturating_sub(now).saturating_sub(runtime);
+    FACTOR_MAX - ratio(slack, config.deadline_horizon_ms)
+}
+
+/// The job's dominant share of the cluster: its largest fraction of all GPUs, CPUs or memory.
+fn size(shape: &Shape, capacity: &Resources) -> u32 {
+    let n = u64::from(shape.num_nodes);
+    let ask = &shape.per_node;
+    [
+        (u64::from(ask.gpus) * n, u64::from(capacity.gpus)),
+        (u64::from(ask.cpus) * n, u64::from(capacity.cpus)),
+        (ask.mem_mib * n, capacity.mem_mib),
+    ]
+    .into_iter()
+    .filter(|(_, total)| *total > 0)
+    .map(|(asked, total)| ratio(asked, total))
+    .max()
+    .unwrap_or(0)
+}
+
+/// Fair share, Slurm's classic form: factor = 2^(−U/S), where U is the account's share of
+/// all recent usage (decayed by the half-life) and S its share of the cluster. Accounts have
+/// equal shares among those with usage or pending jobs.
+struct FairShare {
+    factors: BTreeMap<String, u32>,
+}
+
+impl FairShare {
+    fn new(view: &ClusterView) -> FairShare {
+        let half_life = view.config.half_life_ms.max(1) as f64;
+        let decayed: BTreeMap<&str, f64> = view
+            .usage
+            .iter()
+            .map(|(account, charges)| {
+                let total = charges
+                    .iter()
+                    .map(|(at, charge)| {
+                        let age = view.now_ms.saturating_sub(*at) as f64;
+                        *charge as f64 * (-age / half_life).exp2()
+                    })
+                    .sum::<f64>();
+                (account.as_str(), total)
+            })
+            .collect();
+        let all: f64 = decayed.values().sum();
+        let mut accounts: Vec<&str> = decayed.keys().copied().collect();
+        accounts.extend(view.pending.iter().map(|j| j.account.as_str()));
+        accounts.sort_unstable();
+        accounts.dedup();
+        let share = 1.0 / accounts.len().max(1) as f64;
+        let factors = accounts
+            .into_iter()
+            .map(|account| {
+                let used = decayed.get(account).copied().unwrap_or(0.0);
+                let u = if all > 0.0 { used / all } else { 0.0 };
+                let factor = (f64::from(FACTOR_MAX) * (-u / share).exp2()).round();
+                (
+                    account.to_string(),
+                    factor.clamp(0.0, f64::from(FACTOR_MAX)) as u32,
+                )
+            })
+            .collect();
+        FairShare { factors }
+    }
+
+    fn factor(&self, account: &str) -> u32 {
+        self.factors.get(account).copied().unwrap_or(FACTOR_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::NodeView;
+
+    const HOUR: u64 = 3_600_000;
+
+    fn node() -> NodeView {
+        let capacity = Resources {
+            gpus: 8,
+            cpus: 64,
+            mem_mib: 512 * 1024,
+        };
+        NodeView {
+            name: "n".into(),
+            schedulable: true,
+            unavailable_reason: None,
+            gpus: vec![],
+            capacity,
+            free: capacity,
+            free_gpus: (0..8).collect(),
+        }
+    }
+
+    fn job(id: u64, gpus: u32, limit_h: Option<u64>) -> PendingJob {
+        PendingJob::single(
+            id,
+            Shape {
+                num_nodes: 1,
+                per_node: Resources {
+                    gpus,
+                    cpus: 1,
+                    mem_mib: 1024,
+                },
+                gpu_model: None,
+                time_limit_ms: limit_h.map(|h| h * HOUR),
+            },
+        )
+    }
+
+    fn view(now_ms: u64, pending: Vec<PendingJob>) -> ClusterView {
+        ClusterView {
+            now_ms,
+            nodes: vec![node(), node()],
+            pending,
+            ..Default::default()
+        }
+    }
+
+    fn order(view: &ClusterView) -> Vec<u64> {
+        rank(view)
+            .into_iter()
+            .map(|(i, _)| view.pending[i].id)
+            .collect()
+    }
+
+    #[test]
+    fn every_factor_is_computed_and_weighted() {
+        let mut j = job(1, 8, Some(2));
+        j.submit_ms = 0;
+        j.qos = "high".into();
+        j.deadline_ms = Some(14 * HOUR); // slack 12 h of a 24 h horizon
+        let v = view(84 * HOUR, vec![j]); // waited 3.5 days of 7
+        let p = rank(&v)[0].1;
+        assert_eq!(
+            p.factors,
+            Factors {
+                age: 500,
+                fair_share: 1000,
+                qos: 1000,
+                deadline: 1000,
+                size: 500,
+            }
+        );
+        // Past its slack: deadline at its maximum. Defaults: 1000·0.5 + 2000 + 2000 + 4000 + 500·0.5.
+        assert_eq!(p.total, 500 + 2000 + 2000 + 4000 + 250);
+        let mut j = job(1, 8, Some(2));
+        j.deadline_ms = Some(14 * HOUR);
+        let v = view(0, vec![j]);
+        assert_eq!(rank(&v)[0].1.factors.deadline, 500, "12 h of slack");
+    }
+
+    #[test]
+    fn qos_deadline_and_age_each_move_a_job_forward() {
+        let mut urgent = job(2, 1, Some(1));
+        urgent.deadline_ms = Some(2 * HOUR);
+        let mut high = job(3, 1, None);
+        high.qos = "high".into();
+        let mut low = job(4, 1, None);
+        low.qos = "low".into();
+        let v = view(0, vec![job(1, 1, None), urgent, high, low]);
+        assert_eq!(order(&v), [2, 3, 1, 4]);
+        // Among equals the earlier submit goes first, then the lower id.
+        let mut late = job(1, 1, None);
+        late.submit_ms = 5;
+        let v = view(10, vec![late, job(2, 1, None), job(3, 1, None)]);
+        assert_eq!(order(&v), [2, 3, 1]);
+        // An unknown QoS (removed since) counts as 0, not as an error.
+        let mut gone = job(5, 1, None);
+        gone.qos = "retired".into();
+        let v = view(0, vec![gone, job(6, 1, None)]);
+        assert_eq!(order(&v), [6, 5]);
+    }
+
+    #[test]
+    fn heavy_recent_use_lowers_an_accounts_fair_share_and_decays() {
+        let mut vision = job(1, 1, None);
+        vision.account = "vision".into();
+        let mut nlp = job(2, 1, None);
+        nlp.account = "nlp".into();
+        let mut v = view(0, vec![vision, nlp]);
+        v.usage.insert("vision".into(), vec![(0, 1_000_000)]);
+        let ranked = rank(&v);
+        let factor = |id: u64| {
+            ranked
+                .iter()
+                .find(|(i, _)| v.pending[*i].id == id)
+                .unwrap()
+                .1
+                .factors
+                .fair_share
+        };
+        // vision used everything: U = 1, S = 1/2, 2^-2.
+        assert_eq!((factor(1), factor(2)), (250, 1000));
+        assert_eq!(order(&v), [2, 1]);
+        // Both used the same, one half-life apart: the older counts half.
+        v.now_ms = 7 * 24 * HOUR;
+        v.usage
+            .insert("nlp".into(), vec![(7 * 24 * HOUR, 1_000_000)]);
+        let ranked = rank(&v);
+        let f: Vec<u32> = ranked.iter().map(|(_, p)| p.factors.fair_share).collect();
+        // vision: U = 1/3 → 2^(-2/3) = 0.63; nlp: U = 2/3 → 2^(-4/3) = 0.397.
+        assert_eq!(f, [630, 397]);
+    }
+}
