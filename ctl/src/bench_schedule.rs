@@ -73,6 +73,7 @@ fn view(args: &ScheduleBench) -> ClusterView {
             next_gpu += size;
             running.push(RunningJob {
                 id: running.len() as u64 + 1,
+                account: "default".into(),
                 ends_at_ms: Some(1 + rng.next(8 * HOUR_MS)),
                 parts: vec![Held {
                     node: name.clone(),

@@ -191,6 +191,30 @@ impl Scheduler for Fake {
         self.enter()?;
         Ok(Response::new(pb::ConfigResponse::default()))
     }
+
+    async fn list_accounts(
+        &self,
+        _request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::AccountsResponse::default()))
+    }
+
+    async fn add_account(
+        &self,
+        _request: Request<pb::AddAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::AccountsResponse::default()))
+    }
+
+    async fn add_account_users(
+        &self,
+        _request: Request<pb::AddAccountUsersRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::AccountsResponse::default()))
+    }
 }
 
 /// A fake serving on an OS-picked port; stopped when dropped.

@@ -1,5 +1,6 @@
 //! `gantry`: the command-line client of the Gantry GPU batch scheduler.
 
+mod accounts;
 mod admin;
 mod bench;
 mod bench_schedule;
@@ -77,7 +78,9 @@ enum Command {
     Drain(Client<nodes::DrainArgs>),
     /// Return drained nodes to service
     Resume(Client<nodes::ResumeArgs>),
-    /// The scheduler's own machinery: replicas
+    /// The account tree: shares, guarantees, GPU limits, users (like sacctmgr)
+    Account(Client<AccountArgs>),
+    /// The scheduler's own machinery: replicas and scheduling settings
     Admin(Client<AdminArgs>),
     /// Load generators for benchmarks (docs/benchmarks.md)
     Bench(Client<BenchArgs>),
@@ -95,6 +98,12 @@ enum Command {
 struct BenchArgs {
     #[command(subcommand)]
     command: bench::BenchCommand,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct AccountArgs {
+    #[command(subcommand)]
+    command: accounts::AccountCommand,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -144,6 +153,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .map(done)
         }
         Command::Admin(c) => c.run(async |args, s| admin::run(args.command, s).await.map(done)),
+        Command::Account(c) => {
+            c.run(async |args, s| accounts::run(args.command, s).await.map(done))
+        }
     }
 }
 

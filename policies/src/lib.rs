@@ -6,6 +6,7 @@
 //! per node, gangs all-or-nothing, with backfill behind reserved start times (see
 //! [`placement`]).
 
+mod accounts;
 pub mod config;
 pub mod feasibility;
 pub mod placement;
@@ -18,5 +19,6 @@ pub use feasibility::{never_fits, none_fits};
 pub use placement::schedule;
 pub use priority::{Factors, Priority};
 pub use view::{
-    ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, RunningJob, Start, WaitReason,
+    AccountView, ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, RunningJob, Start,
+    WaitReason,
 };

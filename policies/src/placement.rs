@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use gantry_model::{Gpu, JobId, Shape};
 
+use crate::accounts::{GpusInUse, Tree};
 use crate::feasibility::never_fits;
 use crate::priority::rank;
 use crate::profile::{Free, Profile, Share};
@@ -40,7 +41,9 @@ pub fn schedule(view: &ClusterView) -> Decisions {
     let mut feasibility = Feasibility::default();
     let now = view.now_ms;
     let depth = usize::try_from(view.config.reservation_depth).unwrap_or(usize::MAX);
-    for (index, priority) in rank(view) {
+    let tree = Tree::new(view);
+    let mut in_use = GpusInUse::new(view, &tree);
+    for (index, priority) in rank(view, &tree) {
         let job = &view.pending[index];
         decisions.ranked.push((job.id, priority));
         let mut never = None;
@@ -67,6 +70,26 @@ pub fn schedule(view: &ClusterView) -> Decisions {
             decisions
                 .waiting
                 .push((job.id, WaitReason::Priority { behind }));
+            continue;
+        }
+        // Shapes within the account's GPU limits; a job whose every shape is over them waits
+        // without holding anyone back (the limit, not the cluster, is what it waits for).
+        let mut over_limit = None;
+        let possible: Vec<(usize, &Shape)> = possible
+            .into_iter()
+            .filter(
+                |(_, shape)| match in_use.over_limit(&tree, &job.account, total_gpus(shape)) {
+                    Some(why) => {
+                        over_limit.get_or_insert(why);
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .collect();
+        if possible.is_empty() {
+            let why = over_limit.unwrap_or_default();
+            decisions.waiting.push((job.id, WaitReason::Quota(why)));
             continue;
         }
         let mut options: Vec<Candidate> = Vec::new();
@@ -111,6 +134,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 let shape = &job.shapes[chosen.shape];
                 profile.claim(shape, chosen.start, shares(shape, &chosen.picks));
                 if chosen.start == now {
+                    in_use.add(&tree, &job.account, total_gpus(shape));
                     decisions.starts.push(Start {
                         job: job.id,
                         shape: u32::try_from(chosen.shape).unwrap_or(u32::MAX),
@@ -139,6 +163,10 @@ pub fn schedule(view: &ClusterView) -> Decisions {
         }
     }
     decisions
+}
+
+fn total_gpus(shape: &Shape) -> u64 {
+    u64::from(shape.num_nodes) * u64::from(shape.per_node.gpus)
 }
 
 /// Whether two shapes ask for the same resources (time limits aside).
@@ -394,6 +422,7 @@ mod tests {
         n.free_gpus.retain(|g| !gpus.contains(g));
         RunningJob {
             id,
+            account: "default".into(),
             ends_at_ms,
             parts: vec![Held {
                 node: n.name.clone(),
@@ -710,5 +739,58 @@ mod tests {
         // A tie goes to the earlier start, then to the earlier shape.
         let d = h100_or_a100(160_000);
         assert_eq!(d.starts[0].shape, 1, "{d:?}");
+    }
+
+    #[test]
+    fn an_account_at_its_gpu_limit_waits_without_holding_others_back() {
+        let account = |name: &str, parent: Option<&str>, max: Option<u32>| crate::AccountView {
+            name: name.into(),
+            parent: parent.map(str::to_string),
+            share: 1,
+            guarantee_gpus: None,
+            max_gpus: max,
+        };
+        let of = |mut job: PendingJob, account: &str| {
+            job.account = account.into();
+            job
+        };
+        let mut n = node("a", 8);
+        let mut running = holding(&mut n, 10, &[0], None);
+        running.account = "vision".into();
+        let view = ClusterView {
+            now_ms: 0,
+            nodes: vec![n],
+            running: vec![running],
+            pending: vec![
+                of(job(1, 1, 2), "vision"),
+                of(job(2, 1, 2), "vision"),
+                of(job(3, 1, 1), "nlp"),
+            ],
+            accounts: vec![
+                account("root", None, None),
+                account("research", Some("root"), Some(4)),
+                account("vision", Some("research"), Some(3)),
+                account("nlp", Some("research"), None),
+            ],
+            ..Default::default()
+        };
+        let d = schedule(&view);
+        let started: Vec<u64> = d.starts.iter().map(|s| s.job).collect();
+        // vision holds 1 GPU of its 3: job 1 brings it to 3, job 2 would make 5; nlp's job
+        // fits under research's 4.
+        assert_eq!(started, [1, 3], "{d:?}");
+        assert_eq!(
+            d.waiting,
+            [(
+                2,
+                WaitReason::Quota(
+                    "account vision may hold 3 GPUs; it holds 3 and this job needs 2".into()
+                )
+            )]
+        );
+        assert_eq!(
+            d.waiting[0].1.to_string(),
+            "Quota: account vision may hold 3 GPUs; it holds 3 and this job needs 2"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use gantry_model::{Resources, Shape};
 use serde::Serialize;
 
+use crate::accounts::Tree;
 use crate::config::{FACTOR_MAX, PolicyConfig};
 use crate::view::{ClusterView, PendingJob};
 
@@ -29,8 +30,8 @@ pub struct Priority {
 
 /// The pending jobs in the order they are served: highest priority first, then earliest
 /// submitted, then lowest id. Returns indices into `view.pending` with their priorities.
-pub fn rank(view: &ClusterView) -> Vec<(usize, Priority)> {
-    let fair = FairShare::new(view);
+pub(crate) fn rank(view: &ClusterView, tree: &Tree) -> Vec<(usize, Priority)> {
+    let fair = FairShare::new(view, tree);
     let capacity = view.nodes.iter().fold(Resources::default(), |sum, n| {
         sum.saturating_add(&n.capacity)
     });
@@ -115,41 +116,40 @@ fn size(shape: &Shape, capacity: &Resources) -> u32 {
     .unwrap_or(0)
 }
 
-/// Fair share, Slurm's classic form: factor = 2^(−U/S), where U is the account's share of
-/// all recent usage (decayed by the half-life) and S its share of the cluster. Accounts have
-/// equal shares among those with usage or pending jobs.
+/// Fair share, Slurm's classic form over the account tree: factor = 2^(−U/S), where U is the
+/// account's (sub-accounts included) part of all recent usage, decayed by the half-life, and
+/// S its normalized share of the cluster (see [`Tree::normalized_share`]).
 struct FairShare {
     factors: BTreeMap<String, u32>,
 }
 
 impl FairShare {
-    fn new(view: &ClusterView) -> FairShare {
+    fn new(view: &ClusterView, tree: &Tree) -> FairShare {
         let half_life = view.config.half_life_ms.max(1) as f64;
-        let decayed: BTreeMap<&str, f64> = view
-            .usage
-            .iter()
-            .map(|(account, charges)| {
-                let total = charges
-                    .iter()
-                    .map(|(at, charge)| {
-                        let age = view.now_ms.saturating_sub(*at) as f64;
-                        *charge as f64 * (-age / half_life).exp2()
-                    })
-                    .sum::<f64>();
-                (account.as_str(), total)
-            })
-            .collect();
-        let all: f64 = decayed.values().sum();
-        let mut accounts: Vec<&str> = decayed.keys().copied().collect();
-        accounts.extend(view.pending.iter().map(|j| j.account.as_str()));
+        let mut subtree: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut all = 0.0;
+        for (account, charges) in &view.usage {
+            let used = charges
+                .iter()
+                .map(|(at, charge)| {
+                    let age = view.now_ms.saturating_sub(*at) as f64;
+                    *charge as f64 * (-age / half_life).exp2()
+                })
+                .sum::<f64>();
+            all += used;
+            for a in tree.path(account) {
+                *subtree.entry(a).or_default() += used;
+            }
+        }
+        let mut accounts: Vec<&str> = view.pending.iter().map(|j| j.account.as_str()).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        let share = 1.0 / accounts.len().max(1) as f64;
         let factors = accounts
             .into_iter()
             .map(|account| {
-                let used = decayed.get(account).copied().unwrap_or(0.0);
+                let used = subtree.get(account).copied().unwrap_or(0.0);
                 let u = if all > 0.0 { used / all } else { 0.0 };
+                let share = tree.normalized_share(account).max(f64::MIN_POSITIVE);
                 let factor = (f64::from(FACTOR_MAX) * (-u / share).exp2()).round();
                 (
                     account.to_string(),
@@ -215,7 +215,7 @@ mod tests {
     }
 
     fn order(view: &ClusterView) -> Vec<u64> {
-        rank(view)
+        rank(view, &Tree::new(view))
             .into_iter()
             .map(|(i, _)| view.pending[i].id)
             .collect()
@@ -228,7 +228,7 @@ mod tests {
         j.qos = "high".into();
         j.deadline_ms = Some(14 * HOUR); // slack 12 h of a 24 h horizon
         let v = view(84 * HOUR, vec![j]); // waited 3.5 days of 7
-        let p = rank(&v)[0].1;
+        let p = rank(&v, &Tree::new(&v))[0].1;
         assert_eq!(
             p.factors,
             Factors {
@@ -244,7 +244,11 @@ mod tests {
         let mut j = job(1, 8, Some(2));
         j.deadline_ms = Some(14 * HOUR);
         let v = view(0, vec![j]);
-        assert_eq!(rank(&v)[0].1.factors.deadline, 500, "12 h of slack");
+        assert_eq!(
+            rank(&v, &Tree::new(&v))[0].1.factors.deadline,
+            500,
+            "12 h of slack"
+        );
     }
 
     #[test]
@@ -277,7 +281,7 @@ mod tests {
         nlp.account = "nlp".into();
         let mut v = view(0, vec![vision, nlp]);
         v.usage.insert("vision".into(), vec![(0, 1_000_000)]);
-        let ranked = rank(&v);
+        let ranked = rank(&v, &Tree::new(&v));
         let factor = |id: u64| {
             ranked
                 .iter()
@@ -294,9 +298,43 @@ mod tests {
         v.now_ms = 7 * 24 * HOUR;
         v.usage
             .insert("nlp".into(), vec![(7 * 24 * HOUR, 1_000_000)]);
-        let ranked = rank(&v);
+        let ranked = rank(&v, &Tree::new(&v));
         let f: Vec<u32> = ranked.iter().map(|(_, p)| p.factors.fair_share).collect();
         // vision: U = 1/3 → 2^(-2/3) = 0.63; nlp: U = 2/3 → 2^(-4/3) = 0.397.
         assert_eq!(f, [630, 397]);
+    }
+
+    #[test]
+    fn fair_share_follows_the_account_tree() {
+        let account = |name: &str, parent: Option<&str>, share: u32| crate::AccountView {
+            name: name.into(),
+            parent: parent.map(str::to_string),
+            share,
+            guarantee_gpus: None,
+            max_gpus: None,
+        };
+        let of = |id: u64, account: &str| {
+            let mut j = job(id, 1, None);
+            j.account = account.into();
+            j
+        };
+        let mut v = view(0, vec![of(1, "vision"), of(2, "ops")]);
+        v.accounts = vec![
+            account("root", None, 1),
+            account("research", Some("root"), 3),
+            account("ops", Some("root"), 1),
+            account("vision", Some("research"), 1),
+        ];
+        // Equal use: vision (3/4 of the cluster through research) is far below its share,
+        // ops (1/4) far above it.
+        v.usage.insert("vision".into(), vec![(0, 1_000)]);
+        v.usage.insert("ops".into(), vec![(0, 1_000)]);
+        let ranked = rank(&v, &Tree::new(&v));
+        let f: Vec<(u64, u32)> = ranked
+            .iter()
+            .map(|(i, p)| (v.pending[*i].id, p.factors.fair_share))
+            .collect();
+        // 2^(-0.5/0.75) = 0.630, 2^(-0.5/0.25) = 0.25.
+        assert_eq!(f, [(1, 630), (2, 250)]);
     }
 }

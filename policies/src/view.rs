@@ -21,11 +21,27 @@ pub struct ClusterView {
     pub config: PolicyConfig,
     /// Per account, what it has used: `(when, dominant-share ppm × seconds)`, for fair share.
     pub usage: BTreeMap<String, Vec<(u64, u64)>>,
+    /// The account tree. Accounts jobs name that are not in it count as children of `root`
+    /// with a share of 1.
+    pub accounts: Vec<AccountView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub name: String,
+    /// `None` for the top of the tree.
+    pub parent: Option<String>,
+    /// Relative to its siblings.
+    pub share: u32,
+    pub guarantee_gpus: Option<u32>,
+    /// GPUs its jobs and its sub-accounts' jobs may hold at most.
+    pub max_gpus: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
 pub struct RunningJob {
     pub id: JobId,
+    pub account: String,
     /// Start plus time limit; `None`: no limit.
     pub ends_at_ms: Option<u64>,
     /// What it holds on each node it still runs on.
@@ -124,6 +140,8 @@ pub enum WaitReason {
     Priority { behind: JobId },
     /// No known node could ever run it (the cluster shrank, or nodes are gone).
     NeverFits(String),
+    /// Starting it would take its account (or one above) past its GPU limit.
+    Quota(String),
 }
 
 impl std::fmt::Display for WaitReason {
@@ -139,6 +157,7 @@ impl std::fmt::Display for WaitReason {
                 write!(f, "Priority: waiting behind job {behind}")
             }
             WaitReason::NeverFits(why) => write!(f, "Unsatisfiable: {why}"),
+            WaitReason::Quota(why) => write!(f, "Quota: {why}"),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The client API (`gantry.v1.Scheduler`): checks requests, proposes commands, reads state.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gantry_model::{JobId, JobState, Owner};
 use gantry_proto as pb;
+use gantry_state::accounts::{self, Account, AccountError, NewAccount};
 use gantry_state::{Command, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
 
@@ -62,6 +64,51 @@ pub fn require_leader(engine: &Engine, config: &SchedConfig) -> Result<(), Statu
     }))
 }
 
+/// The tree, parents before children (depth first, siblings by name), with GPUs in use.
+fn accounts_to_pb(state: &gantry_state::StateMachine) -> pb::AccountsResponse {
+    let all: Vec<&Account> = state.accounts().iter().collect();
+    // Each account's GPUs count for it and every account above it.
+    let mut in_use: BTreeMap<&str, u64> = BTreeMap::new();
+    for (account, gpus) in state.gpus_held_by_account() {
+        let mut at = Some(account);
+        for _ in 0..=all.len() {
+            let Some(current) = at else { break };
+            *in_use.entry(current).or_default() += gpus;
+            at = state
+                .accounts()
+                .get(current)
+                .and_then(|a| a.parent.as_deref());
+        }
+    }
+    let mut ordered = Vec::with_capacity(all.len());
+    let mut stack: Vec<&Account> = all.iter().copied().filter(|a| a.parent.is_none()).collect();
+    stack.reverse();
+    while let Some(account) = stack.pop() {
+        ordered.push(account);
+        let mut children: Vec<&Account> = all
+            .iter()
+            .copied()
+            .filter(|a| a.parent.as_deref() == Some(account.name.as_str()))
+            .collect();
+        children.reverse();
+        stack.extend(children);
+    }
+    pb::AccountsResponse {
+        accounts: ordered
+            .into_iter()
+            .map(|a| pb::Account {
+                name: a.name.clone(),
+                parent: a.parent.clone().unwrap_or_default(),
+                share: a.share,
+                guarantee_gpus: a.guarantee_gpus,
+                max_gpus: a.max_gpus,
+                users: a.users.iter().cloned().collect(),
+                gpus_in_use: in_use.get(a.name.as_str()).copied().unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
 fn config_to_pb(config: &gantry_policies::PolicyConfig) -> pb::ConfigResponse {
     pb::ConfigResponse {
         entries: config
@@ -85,6 +132,10 @@ fn rejection_status(r: Rejection) -> Status {
         | Rejection::UnknownQos { .. }
         | Rejection::DeadlinePassed
         | Rejection::BadConfig(_) => Status::invalid_argument(message),
+        Rejection::Account(AccountError::NotAMember { .. }) => Status::permission_denied(message),
+        Rejection::Account(AccountError::Unknown(_)) => Status::not_found(message),
+        Rejection::Account(AccountError::Exists(_)) => Status::already_exists(message),
+        Rejection::Account(_) => Status::invalid_argument(message),
         Rejection::UnknownJob(_) | Rejection::UnknownNode(_) => Status::not_found(message),
         Rejection::AlreadyEnded(..) | Rejection::Stale { .. } => {
             Status::failed_precondition(message)
@@ -478,6 +529,63 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         Ok(Response::new(
             self.engine.read(|s| config_to_pb(s.config())),
         ))
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        self.readable(request.into_inner().stale).await?;
+        Ok(Response::new(self.engine.read(accounts_to_pb)))
+    }
+
+    async fn add_account(
+        &self,
+        request: Request<pb::AddAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "manage accounts")?;
+        let account = NewAccount {
+            name: request.name,
+            parent: if request.parent.is_empty() {
+                accounts::ROOT.to_string()
+            } else {
+                request.parent
+            },
+            share: request.share.max(1),
+            guarantee_gpus: request.guarantee_gpus,
+            max_gpus: request.max_gpus,
+        };
+        self.propose(Command::AddAccount {
+            account,
+            by: who.user,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(self.engine.read(accounts_to_pb)))
+    }
+
+    async fn add_account_users(
+        &self,
+        request: Request<pb::AddAccountUsersRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "manage accounts")?;
+        if request.users.is_empty() {
+            return Err(Status::invalid_argument("name at least one user"));
+        }
+        self.propose(Command::AddAccountUsers {
+            account: request.account,
+            users: request.users,
+            by: who.user,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(self.engine.read(accounts_to_pb)))
     }
 
     async fn remove_replica(

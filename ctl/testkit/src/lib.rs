@@ -698,3 +698,12 @@ pub fn process_group_alive(pgid: i32) -> bool {
             && rest.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
     })
 }
+
+/// The user name the CLI sends for this process (as `gantry`'s own `caller()` finds it).
+pub fn caller_user() -> String {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => uid.as_raw().to_string(),
+    }
+}

@@ -3,6 +3,8 @@
 pub use gantry_model::ExitReason;
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner, SpecError};
 use gantry_policies::{ConfigError, PartPlan};
+
+use crate::accounts::{AccountError, NewAccount};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -83,6 +85,19 @@ pub enum Command {
         by: String,
         now_ms: u64,
     },
+    /// An admin adds an account to the tree (`gantry account add`).
+    AddAccount {
+        account: NewAccount,
+        by: String,
+        now_ms: u64,
+    },
+    /// An admin lets `users` charge jobs to `account` (`gantry account add-user`).
+    AddAccountUsers {
+        account: String,
+        users: Vec<String>,
+        by: String,
+        now_ms: u64,
+    },
 }
 
 /// How the part of a job on one node ended, as its node reported it.
@@ -151,4 +166,6 @@ pub enum Rejection {
     DeadlinePassed,
     #[error(transparent)]
     BadConfig(#[from] ConfigError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
 }

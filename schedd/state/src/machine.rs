@@ -7,6 +7,7 @@ use gantry_policies::{PartPlan, PolicyConfig, none_fits};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::accounts::Accounts;
 use crate::command::{Command, ExitReason, Outcome, PartExit, Rejection};
 use crate::job::{Job, Part};
 use crate::node::{Drain, Node};
@@ -31,6 +32,7 @@ pub struct StateMachine {
     pub(crate) config: PolicyConfig,
     /// What each account has used, for fair share.
     pub(crate) usage: Usage,
+    pub(crate) accounts: Accounts,
 }
 
 impl Default for StateMachine {
@@ -46,6 +48,7 @@ impl Default for StateMachine {
             replicas: BTreeMap::new(),
             config: PolicyConfig::default(),
             usage: Usage::default(),
+            accounts: Accounts::default(),
         }
     }
 }
@@ -92,6 +95,25 @@ impl StateMachine {
     /// members' addresses are in each replica's configuration).
     pub fn replica_addresses(&self) -> &BTreeMap<u64, String> {
         &self.replicas
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// GPUs held by running jobs per account, the account's own only (not its sub-accounts').
+    pub fn gpus_held_by_account(&self) -> BTreeMap<&str, u64> {
+        let mut held: BTreeMap<&str, u64> = BTreeMap::new();
+        for job in self.active.iter().filter_map(|id| self.jobs.get(id)) {
+            let gpus: u64 = job
+                .parts
+                .iter()
+                .filter(|p| p.exit.is_none())
+                .map(|p| p.gpus.len() as u64)
+                .sum();
+            *held.entry(job.spec.account.as_str()).or_default() += gpus;
+        }
+        held
     }
 
     /// The policy settings in force.
@@ -191,6 +213,16 @@ impl StateMachine {
                     Err(e) => Outcome::Rejected(e.into()),
                 }
             }
+            Command::AddAccount { account, .. } => match self.accounts.add(account) {
+                Ok(()) => Outcome::Applied,
+                Err(e) => Outcome::Rejected(e.into()),
+            },
+            Command::AddAccountUsers { account, users, .. } => {
+                match self.accounts.add_users(account, users) {
+                    Ok(()) => Outcome::Applied,
+                    Err(e) => Outcome::Rejected(e.into()),
+                }
+            }
         }
     }
 
@@ -200,6 +232,9 @@ impl StateMachine {
             return Outcome::Submitted(*id);
         }
         if let Err(e) = spec.validate() {
+            return Outcome::Rejected(e.into());
+        }
+        if let Err(e) = self.accounts.admit(&owner.user, &spec.account) {
             return Outcome::Rejected(e.into());
         }
         if self.config.qos_priority(&spec.qos).is_none() {

@@ -31,6 +31,7 @@ impl StateMachine {
             .filter_map(|id| self.jobs.get(id))
             .map(|j| RunningJob {
                 id: j.id,
+                account: j.spec.account.clone(),
                 ends_at_ms: j
                     .spec
                     .time_limit_for(j.shape)
@@ -54,6 +55,7 @@ impl StateMachine {
             running,
             config: self.config.clone(),
             usage: self.usage_at(now_ms),
+            accounts: self.accounts.views(),
         }
     }
 

@@ -1,0 +1,204 @@
+//! The account tree as the policies use it: normalized shares for fair share, and GPU limits
+//! checked up the tree.
+
+use std::collections::BTreeMap;
+
+use crate::view::ClusterView;
+
+const ROOT: &str = "root";
+
+pub(crate) struct Tree {
+    parent: BTreeMap<String, Option<String>>,
+    share: BTreeMap<String, u32>,
+    max_gpus: BTreeMap<String, u32>,
+}
+
+impl Tree {
+    /// The view's tree, with every account a job names but the tree lacks hung under `root`
+    /// with a share of 1.
+    pub(crate) fn new(view: &ClusterView) -> Tree {
+        let mut tree = Tree {
+            parent: BTreeMap::new(),
+            share: BTreeMap::new(),
+            max_gpus: BTreeMap::new(),
+        };
+        for a in &view.accounts {
+            tree.parent.insert(a.name.clone(), a.parent.clone());
+            tree.share.insert(a.name.clone(), a.share.max(1));
+            if let Some(max) = a.max_gpus {
+                tree.max_gpus.insert(a.name.clone(), max);
+            }
+        }
+        let named = view
+            .pending
+            .iter()
+            .map(|j| &j.account)
+            .chain(view.running.iter().map(|j| &j.account))
+            .chain(view.usage.keys());
+        for account in named {
+            tree.adopt(account);
+        }
+        tree
+    }
+
+    fn adopt(&mut self, account: &str) {
+        if !self.parent.contains_key(ROOT) {
+            self.parent.insert(ROOT.to_string(), None);
+            self.share.insert(ROOT.to_string(), 1);
+        }
+        if !self.parent.contains_key(account) {
+            self.parent
+                .insert(account.to_string(), Some(ROOT.to_string()));
+            self.share.insert(account.to_string(), 1);
+        }
+    }
+
+    /// `account` and every account above it, nearest first. Bounded by the tree's size, so a
+    /// malformed tree (a cycle) cannot loop.
+    pub(crate) fn path<'a>(&'a self, account: &'a str) -> Vec<&'a str> {
+        let mut path = vec![account];
+        let mut at = account;
+        while let Some(Some(parent)) = self.parent.get(at) {
+            if path.len() > self.parent.len() {
+                break;
+            }
+            path.push(parent);
+            at = parent;
+        }
+        path
+    }
+
+    /// The account's share of the whole cluster: at each level, its share over the sum of its
+    /// siblings' shares, multiplied down from the top.
+    pub(crate) fn normalized_share(&self, account: &str) -> f64 {
+        self.path(account)
+            .into_iter()
+            .filter_map(|a| {
+                let parent = self.parent.get(a)?.as_deref()?;
+                let siblings: u32 = self
+                    .parent
+                    .iter()
+                    .filter(|(_, p)| p.as_deref() == Some(parent))
+                    .map(|(name, _)| self.share.get(name).copied().unwrap_or(1))
+                    .sum();
+                let own = self.share.get(a).copied().unwrap_or(1);
+                Some(f64::from(own) / f64::from(siblings.max(1)))
+            })
+            .product()
+    }
+
+    /// The GPU limits on `account` and above it: `(account, limit)`, nearest first.
+    pub(crate) fn limits<'a>(&'a self, account: &'a str) -> Vec<(&'a str, u32)> {
+        self.path(account)
+            .into_iter()
+            .filter_map(|a| self.max_gpus.get(a).map(|max| (a, *max)))
+            .collect()
+    }
+}
+
+/// GPUs held per account, its sub-accounts' included: what running jobs hold, plus what the
+/// pass starts.
+pub(crate) struct GpusInUse {
+    held: BTreeMap<String, u64>,
+}
+
+impl GpusInUse {
+    pub(crate) fn new(view: &ClusterView, tree: &Tree) -> GpusInUse {
+        let mut in_use = GpusInUse {
+            held: BTreeMap::new(),
+        };
+        for job in &view.running {
+            let gpus: u64 = job.parts.iter().map(|p| u64::from(p.res.gpus)).sum();
+            in_use.add(tree, &job.account, gpus);
+        }
+        in_use
+    }
+
+    pub(crate) fn add(&mut self, tree: &Tree, account: &str, gpus: u64) {
+        for a in tree.path(account) {
+            *self.held.entry(a.to_string()).or_default() += gpus;
+        }
+    }
+
+    /// Why `gpus` more for `account` would break a limit, if they would.
+    pub(crate) fn over_limit(&self, tree: &Tree, account: &str, gpus: u64) -> Option<String> {
+        tree.limits(account).into_iter().find_map(|(a, max)| {
+            let held = self.held.get(a).copied().unwrap_or(0);
+            (held + gpus > u64::from(max)).then(|| {
+                format!(
+                    "account {a} may hold {max} GPUs; it holds {held} and this job needs {gpus}"
+                )
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::AccountView;
+
+    fn account(name: &str, parent: &str, share: u32, max: Option<u32>) -> AccountView {
+        AccountView {
+            name: name.into(),
+            parent: Some(parent.into()),
+            share,
+            guarantee_gpus: None,
+            max_gpus: max,
+        }
+    }
+
+    fn view(accounts: Vec<AccountView>) -> ClusterView {
+        let mut all = vec![AccountView {
+            name: ROOT.into(),
+            parent: None,
+            share: 1,
+            guarantee_gpus: None,
+            max_gpus: None,
+        }];
+        all.extend(accounts);
+        ClusterView {
+            accounts: all,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shares_multiply_down_the_tree() {
+        let tree = Tree::new(&view(vec![
+            account("research", ROOT, 3, None),
+            account("ops", ROOT, 1, None),
+            account("vision", "research", 1, None),
+            account("nlp", "research", 2, None),
+        ]));
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(tree.normalized_share("research"), 0.75));
+        assert!(close(tree.normalized_share("ops"), 0.25));
+        assert!(close(tree.normalized_share("nlp"), 0.5));
+        assert!(close(tree.normalized_share("vision"), 0.25));
+        assert_eq!(tree.path("nlp"), ["nlp", "research", ROOT]);
+    }
+
+    #[test]
+    fn limits_are_checked_up_the_tree() {
+        let v = view(vec![
+            account("research", ROOT, 1, Some(8)),
+            account("vision", "research", 1, Some(6)),
+            account("nlp", "research", 1, None),
+        ]);
+        let tree = Tree::new(&v);
+        let mut in_use = GpusInUse::new(&v, &tree);
+        assert_eq!(in_use.over_limit(&tree, "vision", 6), None);
+        assert_eq!(
+            in_use.over_limit(&tree, "vision", 7).as_deref(),
+            Some("account vision may hold 6 GPUs; it holds 0 and this job needs 7")
+        );
+        in_use.add(&tree, "nlp", 4);
+        assert_eq!(
+            in_use.over_limit(&tree, "vision", 5).as_deref(),
+            Some("account research may hold 8 GPUs; it holds 4 and this job needs 5")
+        );
+        // An account outside the tree has no limit.
+        assert_eq!(in_use.over_limit(&tree, "stray", 1000), None);
+    }
+}
