@@ -96,34 +96,74 @@ impl Tree {
     }
 }
 
-/// GPUs held per account, its sub-accounts' included: what running jobs hold, plus what the
-/// pass starts.
-pub(crate) struct GpusInUse {
-    held: BTreeMap<String, u64>,
+/// GPUs held or promised per account, its sub-accounts' included, over time: what running
+/// jobs hold until their limits, what the pass starts, and what its reservations will take.
+/// Judged conservatively: every claim overlapping an interval counts for all of it.
+pub(crate) struct GpuLedger {
+    claims: BTreeMap<String, Vec<Claim>>,
 }
 
-impl GpusInUse {
-    pub(crate) fn new(view: &ClusterView, tree: &Tree) -> GpusInUse {
-        let mut in_use = GpusInUse {
-            held: BTreeMap::new(),
+#[derive(Clone, Copy)]
+struct Claim {
+    start: u64,
+    /// `None`: for ever.
+    end: Option<u64>,
+    gpus: u64,
+}
+
+impl GpuLedger {
+    pub(crate) fn new(view: &ClusterView, tree: &Tree) -> GpuLedger {
+        let mut ledger = GpuLedger {
+            claims: BTreeMap::new(),
         };
         for job in &view.running {
             let gpus: u64 = job.parts.iter().map(|p| u64::from(p.res.gpus)).sum();
-            in_use.add(tree, &job.account, gpus);
+            ledger.claim(tree, &job.account, view.now_ms, job.ends_at_ms, gpus);
         }
-        in_use
+        ledger
     }
 
-    pub(crate) fn add(&mut self, tree: &Tree, account: &str, gpus: u64) {
+    /// `gpus` held by a job of `account` over `[start, end)`.
+    pub(crate) fn claim(
+        &mut self,
+        tree: &Tree,
+        account: &str,
+        start: u64,
+        end: Option<u64>,
+        gpus: u64,
+    ) {
+        if gpus == 0 {
+            return;
+        }
         for a in tree.path(account) {
-            *self.held.entry(a.to_string()).or_default() += gpus;
+            self.claims
+                .entry(a.to_string())
+                .or_default()
+                .push(Claim { start, end, gpus });
         }
     }
 
-    /// Why `gpus` more for `account` would break a limit, if they would.
-    pub(crate) fn over_limit(&self, tree: &Tree, account: &str, gpus: u64) -> Option<String> {
+    /// Why `gpus` more for `account` over `[start, end)` would break a cap, if they would.
+    pub(crate) fn over_limit(
+        &self,
+        tree: &Tree,
+        account: &str,
+        start: u64,
+        end: Option<u64>,
+        gpus: u64,
+    ) -> Option<String> {
         tree.limits(account).into_iter().find_map(|(a, max)| {
-            let held = self.held.get(a).copied().unwrap_or(0);
+            let held: u64 = self
+                .claims
+                .get(a)
+                .into_iter()
+                .flatten()
+                .filter(|c| {
+                    c.end.is_none_or(|claim_end| start < claim_end)
+                        && end.is_none_or(|end| c.start < end)
+                })
+                .map(|c| c.gpus)
+                .sum();
             (held + gpus > u64::from(max)).then(|| {
                 format!(
                     "account {a} may hold {max} GPUs; it holds {held} and this job needs {gpus}"
@@ -187,18 +227,22 @@ mod tests {
             account("nlp", "research", 1, None),
         ]);
         let tree = Tree::new(&v);
-        let mut in_use = GpusInUse::new(&v, &tree);
-        assert_eq!(in_use.over_limit(&tree, "vision", 6), None);
+        let mut ledger = GpuLedger::new(&v, &tree);
+        assert_eq!(ledger.over_limit(&tree, "vision", 0, None, 6), None);
         assert_eq!(
-            in_use.over_limit(&tree, "vision", 7).as_deref(),
+            ledger.over_limit(&tree, "vision", 0, None, 7).as_deref(),
             Some("account vision may hold 6 GPUs; it holds 0 and this job needs 7")
         );
-        in_use.add(&tree, "nlp", 4);
+        // nlp holds 4 from 100 until 200.
+        ledger.claim(&tree, "nlp", 100, Some(200), 4);
         assert_eq!(
-            in_use.over_limit(&tree, "vision", 5).as_deref(),
+            ledger.over_limit(&tree, "vision", 0, None, 5).as_deref(),
             Some("account research may hold 8 GPUs; it holds 4 and this job needs 5")
         );
+        // Before nlp's claim starts, or from when it ends, vision may have 5.
+        assert_eq!(ledger.over_limit(&tree, "vision", 0, Some(100), 5), None);
+        assert_eq!(ledger.over_limit(&tree, "vision", 200, None, 5), None);
         // An account outside the tree has no limit.
-        assert_eq!(in_use.over_limit(&tree, "stray", 1000), None);
+        assert_eq!(ledger.over_limit(&tree, "stray", 0, None, 1000), None);
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use gantry_model::{Gpu, JobId, Shape};
 
-use crate::accounts::{GpusInUse, Tree};
+use crate::accounts::{GpuLedger, Tree};
 use crate::feasibility::never_fits;
 use crate::priority::rank;
 use crate::profile::{Free, Profile, Share};
@@ -42,7 +42,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
     let now = view.now_ms;
     let depth = usize::try_from(view.config.reservation_depth).unwrap_or(usize::MAX);
     let tree = Tree::new(view);
-    let mut in_use = GpusInUse::new(view, &tree);
+    let mut ledger = GpuLedger::new(view, &tree);
     for (index, priority) in rank(view, &tree) {
         let job = &view.pending[index];
         decisions.ranked.push((job.id, priority));
@@ -72,28 +72,25 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 .push((job.id, WaitReason::Priority { behind }));
             continue;
         }
-        // Shapes within the account's GPU limits; a job whose every shape is over them waits
-        // without holding anyone back (the limit, not the cluster, is what it waits for).
+        // A shape is a candidate only within its account's GPU caps over the time it would
+        // run, reservations included; a job held back by its caps alone waits without holding
+        // anyone else back (the cap, not the cluster, is what it waits for).
         let mut over_limit = None;
-        let possible: Vec<(usize, &Shape)> = possible
-            .into_iter()
-            .filter(
-                |(_, shape)| match in_use.over_limit(&tree, &job.account, total_gpus(shape)) {
-                    Some(why) => {
-                        over_limit.get_or_insert(why);
-                        false
-                    }
-                    None => true,
-                },
-            )
-            .collect();
-        if possible.is_empty() {
-            let why = over_limit.unwrap_or_default();
-            decisions.waiting.push((job.id, WaitReason::Quota(why)));
-            continue;
-        }
+        let mut within_limits = |start: u64, shape: &Shape| {
+            let end = shape.end_if_started(start);
+            match ledger.over_limit(&tree, &job.account, start, end, total_gpus(shape)) {
+                Some(why) => {
+                    over_limit.get_or_insert(why);
+                    false
+                }
+                None => true,
+            }
+        };
         let mut options: Vec<Candidate> = Vec::new();
         for &(index, shape) in &possible {
+            if !within_limits(now, shape) {
+                continue;
+            }
             let end = shape.end_if_started(now);
             if cannot_start.known(shape, end) {
                 continue;
@@ -116,7 +113,10 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 if options.iter().any(|o| o.shape == index) {
                     continue;
                 }
-                if let Some((start, picks)) = earliest_later_start(shape, &view.nodes, &profile) {
+                let later = earliest_later_start(shape, &view.nodes, &profile, |start| {
+                    within_limits(start, shape)
+                });
+                if let Some((start, picks)) = later {
                     options.push(Candidate {
                         shape: index,
                         start,
@@ -133,8 +133,9 @@ pub fn schedule(view: &ClusterView) -> Decisions {
             Some(chosen) => {
                 let shape = &job.shapes[chosen.shape];
                 profile.claim(shape, chosen.start, shares(shape, &chosen.picks));
+                let end = shape.end_if_started(chosen.start);
+                ledger.claim(&tree, &job.account, chosen.start, end, total_gpus(shape));
                 if chosen.start == now {
-                    in_use.add(&tree, &job.account, total_gpus(shape));
                     decisions.starts.push(Start {
                         job: job.id,
                         shape: u32::try_from(chosen.shape).unwrap_or(u32::MAX),
@@ -148,8 +149,9 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                     decisions.waiting.push((job.id, why));
                 }
             }
-            None => match reserved.first() {
-                Some(&first) if !may_reserve => decisions
+            None => match (over_limit, reserved.first()) {
+                (Some(why), _) => decisions.waiting.push((job.id, WaitReason::Quota(why))),
+                (None, Some(&first)) if !may_reserve => decisions
                     .waiting
                     .push((job.id, WaitReason::Priority { behind: first })),
                 _ => {
@@ -214,15 +216,18 @@ impl CannotStartNow {
     }
 }
 
-/// The first moment after now at which `shape` fits for its whole time limit, and where.
+/// The first moment after now at which `shape` fits for its whole time limit and `allowed`
+/// (the account's caps) agrees, and where.
 fn earliest_later_start(
     shape: &Shape,
     nodes: &[NodeView],
     profile: &Profile,
+    mut allowed: impl FnMut(u64) -> bool,
 ) -> Option<(u64, Picks)> {
     profile.later_moments().into_iter().find_map(|start| {
         let free = profile.free_during(start, shape.end_if_started(start));
-        place(shape, nodes, &free).map(|picks| (start, picks))
+        let picks = place(shape, nodes, &free)?;
+        allowed(start).then_some((start, picks))
     })
 }
 

@@ -1,0 +1,351 @@
+//! Properties of one scheduling pass over random clusters and queues: nothing is ever
+//! overcommitted, gangs are all or nothing, account caps hold, the same input gives the same
+//! decisions, backfill never delays a reserved start, and a big job under a stream of small
+//! ones starts by the time it was first promised.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gantry_model::{Gpu, Resources, Shape};
+use gantry_policies::{
+    AccountView, ClusterView, Decisions, Held, NodeView, PendingJob, RunningJob, WaitReason,
+    schedule,
+};
+use proptest::prelude::*;
+
+const ACCOUNTS: [&str; 3] = ["a", "b", "c"];
+
+fn gpus(count: u32, groups: u32) -> Vec<Gpu> {
+    (0..count)
+        .map(|index| Gpu {
+            index,
+            model: if index % 2 == 0 {
+                "NVIDIA H100"
+            } else {
+                "NVIDIA A100"
+            }
+            .into(),
+            memory_mib: 81920,
+            nvlink_group: index % groups.max(1),
+            numa_node: None,
+            uuid: String::new(),
+        })
+        .collect()
+}
+
+/// A node of `count` GPUs with the first `busy` of them (and some CPUs) held by job `id`.
+fn node(
+    i: usize,
+    count: u32,
+    busy: u32,
+    limit: Option<u64>,
+    id: u64,
+) -> (NodeView, Option<RunningJob>) {
+    let capacity = Resources {
+        gpus: count,
+        cpus: 32,
+        mem_mib: 262_144,
+    };
+    let name = format!("n{i:02}");
+    let held = Resources {
+        gpus: busy.min(count),
+        cpus: 4 * busy.min(count),
+        mem_mib: 16_384 * u64::from(busy.min(count)),
+    };
+    let held_gpus: Vec<u32> = (0..held.gpus).collect();
+    let view = NodeView {
+        name: name.clone(),
+        schedulable: true,
+        unavailable_reason: None,
+        gpus: gpus(count, 2),
+        capacity,
+        free: capacity.saturating_sub(&held),
+        free_gpus: (held.gpus..count).collect(),
+    };
+    let running = (held.gpus > 0).then(|| RunningJob {
+        id,
+        account: ACCOUNTS[(id % 3) as usize].into(),
+        ends_at_ms: limit,
+        parts: vec![Held {
+            node: name,
+            res: held,
+            gpus: held_gpus,
+        }],
+    });
+    (view, running)
+}
+
+fn arb_view() -> impl Strategy<Value = ClusterView> {
+    let nodes = prop::collection::vec(
+        (
+            1u32..=8,
+            0u32..=8,
+            prop::option::of(1u64..=50).prop_map(|l| l.map(|l| l * 10_000)),
+        ),
+        1..6,
+    );
+    let jobs = prop::collection::vec(
+        (
+            1u32..=3,
+            0u32..=8,
+            prop::option::of(1u64..=30).prop_map(|l| l.map(|l| l * 10_000)),
+            0usize..3,
+            prop::bool::weighted(0.2),
+            prop::option::of(prop::bool::ANY),
+        ),
+        0..25,
+    );
+    let caps = prop::collection::vec(prop::option::of(1u32..=16), 3);
+    (nodes, jobs, caps).prop_map(|(nodes, jobs, caps)| {
+        let mut view = ClusterView {
+            now_ms: 1_000_000,
+            ..Default::default()
+        };
+        for (i, (count, busy, limit)) in nodes.into_iter().enumerate() {
+            let (n, running) = node(
+                i,
+                count,
+                busy,
+                limit.map(|l| 1_000_000 + l),
+                10_000 + i as u64,
+            );
+            view.nodes.push(n);
+            view.running.extend(running);
+        }
+        for (i, (num_nodes, gpus, limit, account, alternative, model)) in
+            jobs.into_iter().enumerate()
+        {
+            let shape =
+                |num_nodes: u32, gpus: u32, model: Option<&str>, limit: Option<u64>| Shape {
+                    num_nodes,
+                    per_node: Resources {
+                        gpus,
+                        cpus: 2,
+                        mem_mib: 8_192,
+                    },
+                    gpu_model: model.map(str::to_string),
+                    time_limit_ms: limit,
+                };
+            let model = model.map(|h100| if h100 { "h100" } else { "a100" });
+            let mut shapes = vec![shape(num_nodes, gpus, model, limit)];
+            if alternative {
+                shapes.push(shape(1, gpus.div_ceil(2), None, limit.map(|l| l * 2)));
+            }
+            let mut job = PendingJob::new(i as u64 + 1, shapes);
+            job.account = ACCOUNTS[account].into();
+            job.submit_ms = i as u64;
+            view.pending.push(job);
+        }
+        view.accounts = std::iter::once(AccountView {
+            name: "root".into(),
+            parent: None,
+            share: 1,
+            guarantee_gpus: None,
+            max_gpus: None,
+        })
+        .chain(ACCOUNTS.iter().zip(caps).map(|(name, cap)| AccountView {
+            name: (*name).into(),
+            parent: Some("root".into()),
+            share: 1,
+            guarantee_gpus: None,
+            max_gpus: cap,
+        }))
+        .collect();
+        view
+    })
+}
+
+fn shape_of<'a>(view: &'a ClusterView, job: u64, shape: u32) -> &'a Shape {
+    let job = view.pending.iter().find(|j| j.id == job).unwrap();
+    &job.shapes[shape as usize]
+}
+
+/// Moves the pass's starts into `running`, as the state machine would.
+fn apply_starts(view: &ClusterView, decisions: &Decisions) -> ClusterView {
+    let mut next = view.clone();
+    for start in &decisions.starts {
+        let shape = shape_of(view, start.job, start.shape).clone();
+        let account = view
+            .pending
+            .iter()
+            .find(|j| j.id == start.job)
+            .unwrap()
+            .account
+            .clone();
+        let mut parts = Vec::new();
+        for part in &start.parts {
+            let n = next.nodes.iter_mut().find(|n| n.name == part.node).unwrap();
+            n.free = n.free.saturating_sub(&shape.per_node);
+            n.free_gpus.retain(|g| !part.gpus.contains(g));
+            parts.push(Held {
+                node: part.node.clone(),
+                res: shape.per_node,
+                gpus: part.gpus.clone(),
+            });
+        }
+        next.running.push(RunningJob {
+            id: start.job,
+            account,
+            ends_at_ms: shape.end_if_started(view.now_ms),
+            parts,
+        });
+        next.pending.retain(|j| j.id != start.job);
+    }
+    next
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn nothing_is_overcommitted_and_gangs_are_whole(view in arb_view()) {
+        let d = schedule(&view);
+        let mut taken: BTreeMap<&str, (Resources, BTreeSet<u32>)> = BTreeMap::new();
+        let mut held_by_account: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &view.running {
+            let gpus: u64 = r.parts.iter().map(|p| u64::from(p.res.gpus)).sum();
+            *held_by_account.entry(r.account.as_str()).or_default() += gpus;
+        }
+        for start in &d.starts {
+            let shape = shape_of(&view, start.job, start.shape);
+            let nodes: BTreeSet<&str> = start.parts.iter().map(|p| p.node.as_str()).collect();
+            prop_assert_eq!(nodes.len(), start.parts.len(), "a node twice in {:?}", start);
+            prop_assert_eq!(start.parts.len() as u32, shape.num_nodes, "half a gang: {:?}", start);
+            for part in &start.parts {
+                let node = view.nodes.iter().find(|n| n.name == part.node).unwrap();
+                prop_assert_eq!(part.gpus.len() as u32, shape.per_node.gpus);
+                let entry = taken.entry(node.name.as_str()).or_default();
+                entry.0 = entry.0.saturating_add(&shape.per_node);
+                for g in &part.gpus {
+                    prop_assert!(node.free_gpus.contains(g), "GPU {} on {} is busy", g, node.name);
+                    prop_assert!(entry.1.insert(*g), "GPU {} on {} given twice", g, node.name);
+                    let gpu = node.gpus.iter().find(|x| x.index == *g).unwrap();
+                    prop_assert!(shape.takes(gpu), "GPU {} is not a {:?}", g, shape.gpu_model);
+                }
+                prop_assert!(entry.0.fits_in(&node.free), "{} overcommitted", node.name);
+            }
+            let account = view.pending.iter().find(|j| j.id == start.job).unwrap().account.as_str();
+            *held_by_account.entry(account).or_default() +=
+                u64::from(shape.num_nodes) * u64::from(shape.per_node.gpus);
+        }
+        for a in &view.accounts {
+            if let Some(max) = a.max_gpus {
+                let before: u64 = view.running.iter().filter(|r| r.account == a.name)
+                    .flat_map(|r| r.parts.iter()).map(|p| u64::from(p.res.gpus)).sum();
+                let after = held_by_account.get(a.name.as_str()).copied().unwrap_or(0);
+                // Running jobs may already be over a cap lowered since; starts never add to that.
+                prop_assert!(after <= u64::from(max).max(before), "{} holds {} > {}", a.name, after, max);
+            }
+        }
+        // Every pending job is either started or explained, exactly once.
+        let mut seen: Vec<u64> = d.starts.iter().map(|s| s.job).chain(d.waiting.iter().map(|(j, _)| *j)).collect();
+        seen.sort_unstable();
+        let mut all: Vec<u64> = view.pending.iter().map(|j| j.id).collect();
+        all.sort_unstable();
+        prop_assert_eq!(seen, all);
+        prop_assert_eq!(d.ranked.len(), view.pending.len());
+    }
+
+    #[test]
+    fn the_same_input_gives_the_same_decisions(view in arb_view()) {
+        prop_assert_eq!(schedule(&view), schedule(&view.clone()));
+    }
+
+    #[test]
+    fn jobs_started_by_backfill_never_delay_a_reserved_start(view in arb_view()) {
+        let first = schedule(&view);
+        let next = apply_starts(&view, &first);
+        let second = schedule(&next);
+        let again: BTreeMap<u64, &WaitReason> = second.waiting.iter().map(|(j, w)| (*j, w)).collect();
+        for (job, why) in &first.waiting {
+            if let WaitReason::Reserved { in_ms } = why {
+                match again.get(job) {
+                    Some(WaitReason::Reserved { in_ms: later }) => prop_assert!(
+                        later <= in_ms,
+                        "job {} was promised {} ms, now {} ms", job, in_ms, later
+                    ),
+                    other => prop_assert!(false, "job {} lost its reservation: {:?}", job, other),
+                }
+            }
+        }
+    }
+
+    /// A whole-cluster job arrives into a stream of 1-GPU jobs of random limits that would
+    /// fill any GPU freed; every job runs exactly its limit. It starts no later than the start
+    /// its first pass promised.
+    #[test]
+    fn a_full_cluster_job_starts_by_its_reserved_time(
+        limits in prop::collection::vec(1u64..=20, 8..40),
+        nodes in 1usize..=3,
+    ) {
+        const STEP: u64 = 1_000;
+        let mut now = 0;
+        let mut queue: Vec<PendingJob> = Vec::new();
+        let mut running: Vec<(u64, String, u64, Vec<u32>)> = Vec::new();
+        let big = 1_000_000;
+        let mut promised = None;
+        let mut started = None;
+        let mut next_id = 1;
+        let one = |id: u64, gpus: u32, limit: u64| PendingJob::single(id, Shape {
+            num_nodes: 1,
+            per_node: Resources { gpus, cpus: 1, mem_mib: 1 },
+            gpu_model: None,
+            time_limit_ms: Some(limit),
+        });
+        while started.is_none() && now < 2_000_000 {
+            running.retain(|(_, _, end, _)| *end > now);
+            for limit in &limits {
+                if queue.len() < 60 {
+                    queue.push(one(next_id, 1, limit * STEP));
+                    next_id += 1;
+                }
+            }
+            if now == 10 * STEP {
+                let mut whole = one(big, 4, 5 * STEP);
+                whole.shapes[0].num_nodes = nodes as u32;
+                queue.push(whole);
+            }
+            let mut view = ClusterView { now_ms: now, pending: queue.clone(), ..Default::default() };
+            for i in 0..nodes {
+                let (mut n, _) = node(i, 4, 0, None, 0);
+                for (id, name, end, gpus) in running.iter().filter(|r| r.1 == n.name) {
+                    let res = Resources { gpus: gpus.len() as u32, cpus: 1, mem_mib: 1 };
+                    n.free = n.free.saturating_sub(&res);
+                    n.free_gpus.retain(|g| !gpus.contains(g));
+                    view.running.push(RunningJob {
+                        id: *id,
+                        account: "default".into(),
+                        ends_at_ms: Some(*end),
+                        parts: vec![Held { node: name.clone(), res, gpus: gpus.clone() }],
+                    });
+                }
+                view.nodes.push(n);
+            }
+            let d = schedule(&view);
+            if promised.is_none()
+                && let Some((_, WaitReason::Reserved { in_ms })) = d.waiting.iter().find(|(j, _)| *j == big)
+            {
+                promised = Some(now + in_ms);
+            }
+            for start in d.starts {
+                let job = queue.iter().position(|j| j.id == start.job).unwrap();
+                let job = queue.remove(job);
+                let end = now + job.shapes[0].time_limit_ms.unwrap();
+                for part in start.parts {
+                    running.push((job.id, part.node, end, part.gpus));
+                }
+                if job.id == big {
+                    started = Some(now);
+                }
+            }
+            now += STEP;
+        }
+        let started = started.expect("the whole-cluster job never started");
+        // The big job ranks first (size), so its very first pass reserves it, unless it
+        // started at once.
+        if let Some(promised) = promised {
+            prop_assert!(started <= promised, "started at {}, promised {}", started, promised);
+        }
+    }
+}
