@@ -156,7 +156,7 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
     })
 }
 
-fn shape_of<'a>(view: &'a ClusterView, job: u64, shape: u32) -> &'a Shape {
+fn shape_of(view: &ClusterView, job: u64, shape: u32) -> &Shape {
     let job = view.pending.iter().find(|j| j.id == job).unwrap();
     &job.shapes[shape as usize]
 }
