@@ -98,7 +98,6 @@ impl Tree {
 
 /// GPUs held or promised per account, its sub-accounts' included, over time: what running
 /// jobs hold until their limits, what the pass starts, and what its reservations will take.
-/// Judged conservatively: every claim overlapping an interval counts for all of it.
 pub(crate) struct GpuLedger {
     claims: BTreeMap<String, Vec<Claim>>,
 }
@@ -143,7 +142,9 @@ impl GpuLedger {
         }
     }
 
-    /// Why `gpus` more for `account` over `[start, end)` would break a cap, if they would.
+    /// Why `gpus` more for `account` over `[start, end)` would break a cap, if they would:
+    /// judged at the busiest moment of the interval (claims that never overlap each other
+    /// never add up).
     pub(crate) fn over_limit(
         &self,
         tree: &Tree,
@@ -153,17 +154,21 @@ impl GpuLedger {
         gpus: u64,
     ) -> Option<String> {
         tree.limits(account).into_iter().find_map(|(a, max)| {
-            let held: u64 = self
-                .claims
-                .get(a)
-                .into_iter()
-                .flatten()
-                .filter(|c| {
-                    c.end.is_none_or(|claim_end| start < claim_end)
-                        && end.is_none_or(|end| c.start < end)
-                })
-                .map(|c| c.gpus)
-                .sum();
+            let claims = self.claims.get(a).map_or(&[][..], Vec::as_slice);
+            let active_at = |t: u64| -> u64 {
+                claims
+                    .iter()
+                    .filter(|c| c.start <= t && c.end.is_none_or(|e| t < e))
+                    .map(|c| c.gpus)
+                    .sum()
+            };
+            // The load only rises where a claim starts.
+            let held = claims
+                .iter()
+                .map(|c| c.start)
+                .filter(|t| *t > start && end.is_none_or(|e| *t < e))
+                .map(active_at)
+                .fold(active_at(start), u64::max);
             (held + gpus > u64::from(max)).then(|| {
                 format!(
                     "account {a} may hold {max} GPUs; it holds {held} and this job needs {gpus}"

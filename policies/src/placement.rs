@@ -96,7 +96,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 continue;
             }
             let free_now = profile.free_during(now, end);
-            match place(shape, &view.nodes, &free_now) {
+            match place(shape, &view.nodes, &free_now, Pick::Start) {
                 Some(picks) => options.push(Candidate {
                     shape: index,
                     start: now,
@@ -224,11 +224,15 @@ fn earliest_later_start(
     profile: &Profile,
     mut allowed: impl FnMut(u64) -> bool,
 ) -> Option<(u64, Picks)> {
-    profile.later_moments().into_iter().find_map(|start| {
-        let free = profile.free_during(start, shape.end_if_started(start));
-        let picks = place(shape, nodes, &free)?;
-        allowed(start).then_some((start, picks))
-    })
+    profile.first_later(
+        shape.num_nodes,
+        shape.per_node.gpus,
+        |start| shape.end_if_started(start),
+        |start, free| {
+            let picks = place(shape, nodes, free, Pick::Reserve)?;
+            allowed(start).then_some(picks)
+        },
+    )
 }
 
 fn shares(shape: &Shape, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
@@ -254,15 +258,27 @@ fn parts(shape: &Shape, nodes: &[NodeView], picks: Picks) -> Vec<PartPlan> {
         .collect()
 }
 
+/// How GPUs are chosen on a node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// For a start: inside one NVLink group when one has room (see [`choose_gpus`]).
+    Start,
+    /// For a reservation: the lowest free indices. Jobs placed later in the pass never
+    /// take a reserved GPU, so the lowest ones stay the lowest, and the next pass reserves
+    /// the very same GPUs (an NVLink-group choice could move as other GPUs fill up, and push
+    /// a lower reservation back). The job gets its NVLink-aware GPUs when it starts.
+    Reserve,
+}
+
 /// The first `num_nodes` schedulable nodes with room, and the GPUs to use on each.
-fn place(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> Option<Picks> {
+fn place(shape: &Shape, nodes: &[NodeView], free: &[Free], how: Pick) -> Option<Picks> {
     let wanted = usize::try_from(shape.num_nodes).ok()?;
     let picks: Vec<(usize, Vec<u32>)> = nodes
         .iter()
         .zip(free)
         .enumerate()
         .filter(|(_, (node, f))| node.schedulable && shape.per_node.fits_in(&f.res))
-        .filter_map(|(i, (node, f))| Some((i, pick_gpus(node, shape, &f.gpus)?)))
+        .filter_map(|(i, (node, f))| Some((i, pick_gpus(node, shape, &f.gpus, how)?)))
         .take(wanted)
         .collect();
     (picks.len() == wanted).then_some(picks)
@@ -279,12 +295,15 @@ fn usable_free(node: &NodeView, shape: &Shape, free: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-fn pick_gpus(node: &NodeView, shape: &Shape, free: &[u32]) -> Option<Vec<u32>> {
-    choose_gpus(
-        &node.gpus,
-        &usable_free(node, shape, free),
-        shape.per_node.gpus,
-    )
+fn pick_gpus(node: &NodeView, shape: &Shape, free: &[u32], how: Pick) -> Option<Vec<u32>> {
+    let usable = usable_free(node, shape, free);
+    match how {
+        Pick::Start => choose_gpus(&node.gpus, &usable, shape.per_node.gpus),
+        Pick::Reserve => {
+            let count = usize::try_from(shape.per_node.gpus).ok()?;
+            (usable.len() >= count).then(|| usable[..count].to_vec())
+        }
+    }
 }
 
 /// Chooses `count` of the free GPUs: all inside one NVLink group when one has room,
@@ -341,7 +360,9 @@ fn shortage(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> String {
         .iter()
         .zip(free)
         .filter(|(n, f)| {
-            n.schedulable && ask.fits_in(&f.res) && pick_gpus(n, shape, &f.gpus).is_some()
+            n.schedulable
+                && ask.fits_in(&f.res)
+                && pick_gpus(n, shape, &f.gpus, Pick::Reserve).is_some()
         })
         .count();
     format!(

@@ -7,7 +7,10 @@ use gantry_model::{Resources, Shape};
 
 use crate::view::ClusterView;
 
-/// What one node has free at some moment: amounts, and which GPUs.
+/// What one node has free at some moment: amounts, and which GPUs. The GPU amount is always
+/// the length of the list: a claim that starts after the moment looked at may name GPUs a
+/// running job still holds then, and must not be counted as taking them twice. (CPUs and
+/// memory have no identity, so such a claim does count twice for them: conservative.)
 #[derive(Debug, Clone)]
 pub(crate) struct Free {
     pub(crate) res: Resources,
@@ -18,11 +21,17 @@ impl Free {
     fn give(&mut self, res: &Resources, gpus: &[u32]) {
         self.res = self.res.saturating_add(res);
         self.gpus.extend_from_slice(gpus);
+        self.count_gpus();
     }
 
     fn take(&mut self, res: &Resources, gpus: &[u32]) {
         self.res = self.res.saturating_sub(res);
         self.gpus.retain(|g| !gpus.contains(g));
+        self.count_gpus();
+    }
+
+    fn count_gpus(&mut self) {
+        self.res.gpus = u32::try_from(self.gpus.len()).unwrap_or(u32::MAX);
     }
 }
 
@@ -40,6 +49,37 @@ struct Claim {
     start: u64,
     end: Option<u64>,
     shares: Vec<Share>,
+}
+
+/// How many nodes have each number of free GPUs: answers "how many nodes have at least G
+/// free" without a look at every node.
+#[derive(Default)]
+struct FreeCounts(Vec<u64>);
+
+impl FreeCounts {
+    fn add(&mut self, free: usize) {
+        if self.0.len() <= free {
+            self.0.resize(free + 1, 0);
+        }
+        self.0[free] += 1;
+    }
+
+    fn remove(&mut self, free: usize) {
+        if let Some(count) = self.0.get_mut(free) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    fn at_least(&self, gpus: u32) -> u64 {
+        let from = usize::try_from(gpus).unwrap_or(usize::MAX);
+        self.0.iter().skip(from).sum()
+    }
+}
+
+fn insert_sorted(gpus: &mut Vec<u32>, g: u32) {
+    if let Err(at) = gpus.binary_search(&g) {
+        gpus.insert(at, g);
+    }
 }
 
 fn overlaps(a_start: u64, a_end: Option<u64>, b_start: u64, b_end: Option<u64>) -> bool {
@@ -61,10 +101,20 @@ impl Profile {
         let now = view
             .nodes
             .iter()
-            .map(|n| Free {
-                res: n.free,
-                gpus: n.free_gpus.clone(),
+            .map(|n| {
+                let mut free = Free {
+                    res: n.free,
+                    gpus: n.free_gpus.clone(),
+                };
+                free.count_gpus();
+                free
             })
+            .collect();
+        let index: std::collections::BTreeMap<&str, usize> = view
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
             .collect();
         let mut releases = Vec::new();
         for job in &view.running {
@@ -74,7 +124,7 @@ impl Profile {
             // A job past its limit is being stopped: free soon, but not now.
             let end = end.max(view.now_ms + 1);
             for held in &job.parts {
-                if let Some(node) = view.nodes.iter().position(|n| n.name == held.node) {
+                if let Some(&node) = index.get(held.node.as_str()) {
                     let share = Share {
                         node,
                         res: held.res,
@@ -115,8 +165,85 @@ impl Profile {
         free
     }
 
+    /// The first moment after now, among those at which more may be free, for which
+    /// `try_at(start, free throughout [start, end(start)))` succeeds, for a job of
+    /// `num_nodes` × `gpus_per_node`. Walks the moments in order, adding releases as it goes
+    /// instead of rebuilding from scratch, and skips without a look at the nodes every moment
+    /// at which fewer than `num_nodes` nodes have `gpus_per_node` GPUs free.
+    pub(crate) fn first_later<T>(
+        &self,
+        num_nodes: u32,
+        gpus_per_node: u32,
+        end: impl Fn(u64) -> Option<u64>,
+        mut try_at: impl FnMut(u64, &[Free]) -> Option<T>,
+    ) -> Option<(u64, T)> {
+        // Free at the moment looked at, GPU lists kept sorted; claims are taken out for the
+        // look and put back after it, so nothing is copied per moment.
+        let mut base = self.now.clone();
+        let mut by_free = FreeCounts::default();
+        for node in &mut base {
+            node.gpus.sort_unstable();
+            by_free.add(node.gpus.len());
+        }
+        let mut released = self.releases.iter().peekable();
+        for start in self.later_moments() {
+            while let Some((_, share)) = released.next_if(|(at, _)| *at <= start) {
+                let node = &mut base[share.node];
+                by_free.remove(node.gpus.len());
+                node.res = node.res.saturating_add(&share.res);
+                for g in &share.gpus {
+                    insert_sorted(&mut node.gpus, *g);
+                }
+                node.count_gpus();
+                by_free.add(node.gpus.len());
+            }
+            let until = end(start);
+            let overlapping: Vec<&Claim> = self
+                .claims
+                .iter()
+                .filter(|c| overlaps(c.start, c.end, start, until))
+                .collect();
+            let mut undo: Vec<(usize, Resources, Vec<u32>)> = Vec::new();
+            for share in overlapping.iter().flat_map(|c| c.shares.iter()) {
+                let node = &mut base[share.node];
+                by_free.remove(node.gpus.len());
+                let before = node.res;
+                let mut removed = Vec::new();
+                node.gpus.retain(|g| {
+                    let claimed = share.gpus.contains(g);
+                    if claimed {
+                        removed.push(*g);
+                    }
+                    !claimed
+                });
+                node.res = node.res.saturating_sub(&share.res);
+                node.count_gpus();
+                by_free.add(node.gpus.len());
+                undo.push((share.node, before, removed));
+            }
+            let found = if by_free.at_least(gpus_per_node) >= u64::from(num_nodes) {
+                try_at(start, &base)
+            } else {
+                None
+            };
+            for (index, before, removed) in undo.into_iter().rev() {
+                let node = &mut base[index];
+                by_free.remove(node.gpus.len());
+                node.res = before;
+                for g in removed {
+                    insert_sorted(&mut node.gpus, g);
+                }
+                by_free.add(node.gpus.len());
+            }
+            if let Some(found) = found {
+                return Some((start, found));
+            }
+        }
+        None
+    }
+
     /// The moments after now at which more may be free: ends of running jobs and of claims.
-    pub(crate) fn later_moments(&self) -> Vec<u64> {
+    fn later_moments(&self) -> Vec<u64> {
         let mut moments: Vec<u64> = self
             .releases
             .iter()

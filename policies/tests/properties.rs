@@ -263,7 +263,7 @@ proptest! {
                 match again.get(job) {
                     Some(WaitReason::Reserved { in_ms: later }) => prop_assert!(
                         later <= in_ms,
-                        "job {} was promised {} ms, now {} ms", job, in_ms, later
+                        "job {} was promised {} ms, now {} ms\nfirst {:?}\nsecond {:?}\npending {:?}\ncaps {:?}\nfree {:?}\nrunning {:?}", job, in_ms, later, first, second, view.pending.iter().map(|j| (j.id, j.account.clone(), j.shapes.iter().map(|s| (s.num_nodes, s.per_node.gpus, s.gpu_model.clone(), s.time_limit_ms)).collect::<Vec<_>>())).collect::<Vec<_>>(), view.accounts.iter().map(|a| (a.name.clone(), a.max_gpus)).collect::<Vec<_>>(), view.nodes.iter().map(|n| (n.name.clone(), n.free_gpus.clone(), n.gpus.iter().map(|g| g.model.clone()).collect::<Vec<_>>())).collect::<Vec<_>>(), view.running.iter().map(|r| (r.id, r.account.clone(), r.ends_at_ms, r.parts.iter().map(|p| (p.node.clone(), p.gpus.clone())).collect::<Vec<_>>())).collect::<Vec<_>>()
                     ),
                     other => prop_assert!(false, "job {} lost its reservation: {:?}", job, other),
                 }
