@@ -87,6 +87,8 @@ fn view(args: &ScheduleBench) -> ClusterView {
             next_gpu += size;
             running.push(RunningJob {
                 id: running.len() as u64 + 1,
+                start_ms: 0,
+                stopping: false,
                 account: "default".into(),
                 ends_at_ms: Some(1 + rng.next(8 * HOUR_MS)),
                 parts: vec![Held {
@@ -179,6 +181,8 @@ fn after(view: &ClusterView, decisions: &gantry_policies::Decisions) -> ClusterV
         }
         next.running.push(RunningJob {
             id: job.id,
+            start_ms: 0,
+            stopping: false,
             account: job.account.clone(),
             ends_at_ms: shape.end_if_started(view.now_ms),
             parts,

@@ -175,3 +175,61 @@ fn bad_account_requests_are_refused_and_only_admins_manage_accounts() {
         "only admins may manage accounts",
     );
 }
+
+/// A guarantee reclaimed: the default account borrows the only two GPUs; when vision, whose
+/// guarantee they are, wants them, the borrower is stopped and requeued, vision's job runs,
+/// and the borrower then runs again as its next attempt and completes.
+#[test]
+fn a_guarantee_is_reclaimed_from_a_borrower_which_is_requeued_and_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let wd = work.to_str().unwrap();
+    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
+    let url = schedd.url.as_str();
+    let _node = Noded::start(
+        url,
+        "node1",
+        &dir.path().join("node1"),
+        &[
+            "--gpus",
+            "2",
+            "--cpus",
+            "4",
+            "--mem",
+            "4G",
+            "--kill-grace",
+            "2s",
+        ],
+    );
+    wait_nodes_up(url, 1);
+    gantry_ok(url, &["account", "add", "vision", "--guarantee-gpus", "2"]);
+    gantry_ok(
+        url,
+        &[
+            "account",
+            "add-user",
+            "vision",
+            &gantry_testkit::caller_user(),
+        ],
+    );
+
+    let release = work.join("release");
+    let hold = format!("while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    let borrower = submit(url, &["-G", "2", "-D", wd, "--", "sh", "-c", &hold]);
+    wait_state(url, borrower, "RUNNING");
+    let owner = submit(url, &["-A", "vision", "-G", "2", "-D", wd, "--", "true"]);
+    wait_state(url, owner, "COMPLETED");
+    // The borrower went back to the queue and runs again, as attempt 1.
+    let again = wait_for("the borrower to run again", || {
+        let j = job(url, borrower);
+        (j["state"] == "RUNNING" && j["attempt"] == 1).then_some(j)
+    });
+    assert_eq!(again["account"], "default");
+    fs::write(&release, "").unwrap();
+    let done = wait_state(url, borrower, "COMPLETED");
+    assert_eq!(done["attempt"], 1);
+    let owner = job(url, owner);
+    let started = |j: &Value| j["start_time"].as_str().unwrap().to_string();
+    assert!(started(&owner) < started(&done), "{owner} {done}");
+}

@@ -11,6 +11,7 @@ pub(crate) struct Tree {
     parent: BTreeMap<String, Option<String>>,
     share: BTreeMap<String, u32>,
     max_gpus: BTreeMap<String, u32>,
+    guarantee: BTreeMap<String, u32>,
 }
 
 impl Tree {
@@ -21,12 +22,16 @@ impl Tree {
             parent: BTreeMap::new(),
             share: BTreeMap::new(),
             max_gpus: BTreeMap::new(),
+            guarantee: BTreeMap::new(),
         };
         for a in &view.accounts {
             tree.parent.insert(a.name.clone(), a.parent.clone());
             tree.share.insert(a.name.clone(), a.share.max(1));
             if let Some(max) = a.max_gpus {
                 tree.max_gpus.insert(a.name.clone(), max);
+            }
+            if let Some(guarantee) = a.guarantee_gpus {
+                tree.guarantee.insert(a.name.clone(), guarantee);
             }
         }
         let named = view
@@ -85,6 +90,19 @@ impl Tree {
                 Some(f64::from(own) / f64::from(siblings.max(1)))
             })
             .product()
+    }
+
+    pub(crate) fn guarantee(&self, account: &str) -> u32 {
+        self.guarantee.get(account).copied().unwrap_or(0)
+    }
+
+    /// The accounts on `account`'s path with a guarantee: `(account, guarantee)`, nearest
+    /// first.
+    pub(crate) fn guarantees<'a>(&'a self, account: &'a str) -> Vec<(&'a str, u32)> {
+        self.path(account)
+            .into_iter()
+            .filter_map(|a| self.guarantee.get(a).map(|g| (a, *g)))
+            .collect()
     }
 
     /// The GPU limits on `account` and above it: `(account, limit)`, nearest first.

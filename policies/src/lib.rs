@@ -12,6 +12,7 @@ pub mod feasibility;
 pub mod placement;
 pub mod priority;
 mod profile;
+mod reclaim;
 pub mod view;
 
 pub use config::{ConfigError, DEFAULT_QOS, PolicyConfig, QosLevel, Weights};

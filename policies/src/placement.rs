@@ -17,10 +17,11 @@ use crate::accounts::{GpuLedger, Tree};
 use crate::feasibility::never_fits;
 use crate::priority::rank;
 use crate::profile::{Free, Profile, Share};
+use crate::reclaim::{Reclaimed, Reclaimer};
 use crate::view::{ClusterView, Decisions, NodeView, PartPlan, Start, WaitReason};
 
 /// Where a job goes: node indices, each with the GPUs it gets there.
-type Picks = Vec<(usize, Vec<u32>)>;
+pub(crate) type Picks = Vec<(usize, Vec<u32>)>;
 
 /// One way to run a job, found in this pass: which shape, from when, until when, where.
 struct Candidate {
@@ -28,6 +29,8 @@ struct Candidate {
     start: u64,
     end: Option<u64>,
     picks: Picks,
+    /// Starts now only once these borrowers are stopped.
+    reclaim: Option<Reclaimed>,
 }
 
 /// One scheduling pass. Jobs that could never run on the known nodes block nothing. A job
@@ -43,6 +46,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
     let depth = usize::try_from(view.config.reservation_depth).unwrap_or(usize::MAX);
     let tree = Tree::new(view);
     let mut ledger = GpuLedger::new(view, &tree);
+    let mut reclaimer = Reclaimer::new(view, &tree);
     for (index, priority) in rank(view, &tree) {
         let job = &view.pending[index];
         decisions.ranked.push((job.id, priority));
@@ -102,9 +106,25 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                     start: now,
                     end,
                     picks,
+                    reclaim: None,
                 }),
                 None => cannot_start.record(shape, end),
             }
+        }
+        // Below its account's guarantee, the main request can also start now on GPUs taken
+        // back from borrowers: one more candidate, chosen if it finishes first.
+        if !options.iter().any(|o| o.shape == 0)
+            && possible.iter().any(|(index, _)| *index == 0)
+            && within_limits(now, &job.shapes[0])
+            && let Some(plan) = reclaimer.plan(&tree, &profile, &job.account, &job.shapes[0])
+        {
+            options.push(Candidate {
+                shape: 0,
+                start: now,
+                end: job.shapes[0].end_if_started(now),
+                picks: plan.picks.clone(),
+                reclaim: Some(plan),
+            });
         }
         let may_reserve = reserved.len() < depth;
         // A later start may still finish first when the job has alternatives.
@@ -122,20 +142,36 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                         start,
                         end: shape.end_if_started(start),
                         picks,
+                        reclaim: None,
                     });
                 }
             }
         }
-        let best = options
-            .into_iter()
-            .min_by_key(|o| (o.end.unwrap_or(u64::MAX), o.start, o.shape));
+        let best = options.into_iter().min_by_key(|o| {
+            let end = o.end.unwrap_or(u64::MAX);
+            (end, o.start, o.shape, o.reclaim.is_some())
+        });
         match best {
             Some(chosen) => {
                 let shape = &job.shapes[chosen.shape];
                 profile.claim(shape, chosen.start, shares(shape, &chosen.picks));
                 let end = shape.end_if_started(chosen.start);
                 ledger.claim(&tree, &job.account, chosen.start, end, total_gpus(shape));
-                if chosen.start == now {
+                if let Some(plan) = chosen.reclaim {
+                    reclaimer.commit(&plan);
+                    for victim in &plan.victims {
+                        let why = format!(
+                            "account {} reclaims its guaranteed GPUs for job {}",
+                            plan.owed, job.id
+                        );
+                        decisions.preempt.push((*victim, why));
+                    }
+                    let why = WaitReason::Reclaiming {
+                        stopping: plan.victims,
+                    };
+                    decisions.waiting.push((job.id, why));
+                } else if chosen.start == now {
+                    reclaimer.started(&tree, &job.account, shape);
                     decisions.starts.push(Start {
                         job: job.id,
                         shape: u32::try_from(chosen.shape).unwrap_or(u32::MAX),
@@ -167,7 +203,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
     decisions
 }
 
-fn total_gpus(shape: &Shape) -> u64 {
+pub(crate) fn total_gpus(shape: &Shape) -> u64 {
     u64::from(shape.num_nodes) * u64::from(shape.per_node.gpus)
 }
 
@@ -260,7 +296,7 @@ fn parts(shape: &Shape, nodes: &[NodeView], picks: Picks) -> Vec<PartPlan> {
 
 /// How GPUs are chosen on a node.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Pick {
+pub(crate) enum Pick {
     /// For a start: inside one NVLink group when one has room (see [`choose_gpus`]).
     Start,
     /// For a reservation: the lowest free indices. Jobs placed later in the pass never
@@ -271,7 +307,7 @@ enum Pick {
 }
 
 /// The first `num_nodes` schedulable nodes with room, and the GPUs to use on each.
-fn place(shape: &Shape, nodes: &[NodeView], free: &[Free], how: Pick) -> Option<Picks> {
+pub(crate) fn place(shape: &Shape, nodes: &[NodeView], free: &[Free], how: Pick) -> Option<Picks> {
     let wanted = usize::try_from(shape.num_nodes).ok()?;
     let picks: Vec<(usize, Vec<u32>)> = nodes
         .iter()
@@ -449,6 +485,8 @@ mod tests {
         RunningJob {
             id,
             account: "default".into(),
+            start_ms: 0,
+            stopping: false,
             ends_at_ms,
             parts: vec![Held {
                 node: n.name.clone(),

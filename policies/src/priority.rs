@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::accounts::Tree;
 use crate::config::{FACTOR_MAX, PolicyConfig};
+use crate::reclaim::within_guarantee;
 use crate::view::{ClusterView, PendingJob};
 
 /// Each factor of a job's priority, 0 to 1000.
@@ -28,10 +29,11 @@ pub struct Priority {
     pub factors: Factors,
 }
 
-/// The pending jobs in the order they are served: highest priority first, then earliest
-/// submitted, then lowest id. Returns indices into `view.pending` with their priorities.
+/// The pending jobs in the order they are served: jobs within their account's guarantee
+/// first, then highest priority first, then earliest submitted, then lowest id. Returns indices into `view.pending` with their priorities.
 pub(crate) fn rank(view: &ClusterView, tree: &Tree) -> Vec<(usize, Priority)> {
     let fair = FairShare::new(view, tree);
+    let guaranteed = within_guarantee(view, tree);
     let capacity = view.nodes.iter().fold(Resources::default(), |sum, n| {
         sum.saturating_add(&n.capacity)
     });
@@ -41,9 +43,14 @@ pub(crate) fn rank(view: &ClusterView, tree: &Tree) -> Vec<(usize, Priority)> {
         .enumerate()
         .map(|(i, job)| (i, priority(job, view, &fair, &capacity)))
         .collect();
-    ranked.sort_by_key(|(i, p)| {
+    // Jobs an account's guarantee covers go first: borrowers never hold them back.
+    ranked.sort_by_cached_key(|(i, p)| {
         let job = &view.pending[*i];
-        (std::cmp::Reverse(p.total), job.submit_ms, job.id)
+        let covered = job
+            .shapes
+            .first()
+            .is_some_and(|shape| guaranteed(&job.account, shape));
+        (!covered, std::cmp::Reverse(p.total), job.submit_ms, job.id)
     });
     ranked
 }

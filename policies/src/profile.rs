@@ -18,13 +18,13 @@ pub(crate) struct Free {
 }
 
 impl Free {
-    fn give(&mut self, res: &Resources, gpus: &[u32]) {
+    pub(crate) fn give(&mut self, res: &Resources, gpus: &[u32]) {
         self.res = self.res.saturating_add(res);
         self.gpus.extend_from_slice(gpus);
         self.count_gpus();
     }
 
-    fn take(&mut self, res: &Resources, gpus: &[u32]) {
+    pub(crate) fn take(&mut self, res: &Resources, gpus: &[u32]) {
         self.res = self.res.saturating_sub(res);
         self.gpus.retain(|g| !gpus.contains(g));
         self.count_gpus();
@@ -147,9 +147,23 @@ impl Profile {
     /// give back by `start`, minus every claim that overlaps the interval. Resources freed
     /// later only grow this, so it is what a job may use for the whole interval.
     pub(crate) fn free_during(&self, start: u64, end: Option<u64>) -> Vec<Free> {
+        self.free_during_with(start, end, &[])
+    }
+
+    /// Like [`Profile::free_during`], as if `extra` (shares running jobs hold now) were free
+    /// too; claims still come out of them.
+    pub(crate) fn free_during_with(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        extra: &[Share],
+    ) -> Vec<Free> {
         let mut free = self.now.clone();
         let released = self.releases.iter().take_while(|(at, _)| *at <= start);
         for (_, share) in released {
+            free[share.node].give(&share.res, &share.gpus);
+        }
+        for share in extra {
             free[share.node].give(&share.res, &share.gpus);
         }
         for claim in &self.claims {

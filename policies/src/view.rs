@@ -42,6 +42,10 @@ pub struct AccountView {
 pub struct RunningJob {
     pub id: JobId,
     pub account: String,
+    pub start_ms: u64,
+    /// Being stopped already (cancelled, failed elsewhere, requeued): its resources are
+    /// about to be free.
+    pub stopping: bool,
     /// Start plus time limit; `None`: no limit.
     pub ends_at_ms: Option<u64>,
     /// What it holds on each node it still runs on.
@@ -109,6 +113,9 @@ pub struct Decisions {
     pub waiting: Vec<(JobId, WaitReason)>,
     /// Every pending job in the order it was considered, with its priority.
     pub ranked: Vec<(JobId, Priority)>,
+    /// Running jobs to stop and requeue, with why: borrowers whose GPUs an account below its
+    /// guarantee takes back.
+    pub preempt: Vec<(JobId, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +149,9 @@ pub enum WaitReason {
     NeverFits(String),
     /// Starting it would take its account (or one above) past its GPU limit.
     Quota(String),
+    /// Its account is below its guarantee: GPUs are being taken back for it from borrowers,
+    /// these jobs (none: jobs already being stopped free enough).
+    Reclaiming { stopping: Vec<JobId> },
 }
 
 impl std::fmt::Display for WaitReason {
@@ -158,6 +168,18 @@ impl std::fmt::Display for WaitReason {
             }
             WaitReason::NeverFits(why) => write!(f, "Unsatisfiable: {why}"),
             WaitReason::Quota(why) => write!(f, "Quota: {why}"),
+            WaitReason::Reclaiming { stopping } if stopping.is_empty() => write!(
+                f,
+                "Reclaiming: its account's guaranteed GPUs free up as jobs being stopped end"
+            ),
+            WaitReason::Reclaiming { stopping } => {
+                let ids: Vec<String> = stopping.iter().map(u64::to_string).collect();
+                write!(
+                    f,
+                    "Reclaiming: its account's guaranteed GPUs are being taken back (stopping job {})",
+                    ids.join(", ")
+                )
+            }
         }
     }
 }

@@ -78,6 +78,7 @@ mod tests {
                 (3, WaitReason::Priority { behind: 7 }),
             ],
             ranked: vec![(7, p(20)), (3, p(10))],
+            preempt: vec![],
         };
         let explained = explain(&decisions, 1_000);
         assert_eq!(

@@ -42,27 +42,35 @@ pub async fn run(engine: Engine, explanations: Explanations) {
         *explanations.write().unwrap_or_else(|p| p.into_inner()) = explain(&decisions, view.now_ms);
         let pass_time = pass_started.elapsed();
         let mut progressed = false;
-        if !decisions.starts.is_empty() {
-            let commands = engine.read(|s| {
-                decisions
-                    .starts
-                    .into_iter()
-                    .map(|start| Command::Allocate {
-                        job: start.job,
-                        attempt: s.job(start.job).map_or(0, |j| j.attempt),
-                        shape: start.shape,
-                        parts: start.parts,
+        if !decisions.starts.is_empty() || !decisions.preempt.is_empty() {
+            let commands: Vec<Command> = engine.read(|s| {
+                let attempt = |job| s.job(job).map_or(0, |j| j.attempt);
+                let requeues = decisions.preempt.iter().map(|(job, reason)| {
+                    tracing::info!(job, %reason, "requeueing a borrower");
+                    Command::Requeue {
+                        job: *job,
+                        attempt: attempt(*job),
+                        reason: reason.clone(),
                         now_ms: now_ms(),
-                    })
-                    .collect()
+                    }
+                });
+                let allocations = decisions.starts.iter().map(|start| Command::Allocate {
+                    job: start.job,
+                    attempt: attempt(start.job),
+                    shape: start.shape,
+                    parts: start.parts.clone(),
+                    now_ms: now_ms(),
+                });
+                requeues.chain(allocations).collect()
             });
             match engine.propose_all(commands).await {
                 Ok(outcomes) => {
                     for outcome in outcomes {
                         match outcome {
                             Outcome::Applied => progressed = true,
-                            Outcome::Rejected(r) => debug!(%r, "allocation rejected at apply"),
-                            other => warn!(?other, "unexpected outcome of an allocation"),
+                            Outcome::Rejected(r) => debug!(%r, "decision rejected at apply"),
+                            Outcome::Ignored(why) => debug!(%why, "decision ignored at apply"),
+                            other => warn!(?other, "unexpected outcome of a decision"),
                         }
                     }
                 }

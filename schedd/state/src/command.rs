@@ -85,6 +85,14 @@ pub enum Command {
         by: String,
         now_ms: u64,
     },
+    /// The scheduler takes a running job's resources back (quota reclaim): its parts are
+    /// stopped and it goes back to the queue. Ignored unless `attempt` is still running.
+    Requeue {
+        job: JobId,
+        attempt: u32,
+        reason: String,
+        now_ms: u64,
+    },
     /// An admin adds an account to the tree (`gantry account add`).
     AddAccount {
         account: NewAccount,

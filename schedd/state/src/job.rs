@@ -28,6 +28,9 @@ pub struct Job {
     /// alternative N.
     pub shape: u32,
     pub cancel_requested: bool,
+    /// Set when the scheduler takes the job's resources back (quota reclaim): its parts are
+    /// stopped, and once all have ended the job is pending again, as its next attempt.
+    pub requeue: Option<String>,
     /// The first part that ended badly, and its node; the other parts are being stopped
     /// and the job will end the way this one did.
     pub first_failure: Option<(String, PartExit)>,
@@ -58,7 +61,7 @@ impl Part {
 impl Job {
     /// Whether its node should be stopping it now.
     pub fn stopping(&self) -> bool {
-        self.cancel_requested || self.first_failure.is_some()
+        self.cancel_requested || self.first_failure.is_some() || self.requeue.is_some()
     }
 
     pub fn part_on(&self, node: &str) -> Option<&Part> {

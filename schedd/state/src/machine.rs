@@ -213,6 +213,12 @@ impl StateMachine {
                     Err(e) => Outcome::Rejected(e.into()),
                 }
             }
+            Command::Requeue {
+                job,
+                attempt,
+                reason,
+                ..
+            } => self.requeue(*job, *attempt, reason),
             Command::AddAccount { account, .. } => match self.accounts.add(account) {
                 Ok(()) => Outcome::Applied,
                 Err(e) => Outcome::Rejected(e.into()),
@@ -223,6 +229,18 @@ impl StateMachine {
                     Err(e) => Outcome::Rejected(e.into()),
                 }
             }
+        }
+    }
+
+    fn requeue(&mut self, id: JobId, attempt: u32, reason: &str) -> Outcome {
+        match self.jobs.get_mut(&id) {
+            Some(job)
+                if job.state == JobState::Running && job.attempt == attempt && !job.stopping() =>
+            {
+                job.requeue = Some(reason.to_string());
+                Outcome::Applied
+            }
+            _ => Outcome::Ignored(format!("job {id}.{attempt} is not running unstopped")),
         }
     }
 
@@ -270,6 +288,7 @@ impl StateMachine {
                 attempt: 0,
                 epoch: 0,
                 shape: 0,
+                requeue: None,
                 parts: vec![],
                 cancel_requested: false,
                 first_failure: None,
@@ -582,6 +601,23 @@ impl StateMachine {
             job.first_failure = Some((node_name.to_string(), exit.clone()));
         }
         if job.parts.iter().any(|p| p.exit.is_none()) {
+            return;
+        }
+        if !job.cancel_requested
+            && let Some(why) = job.requeue.take()
+        {
+            // Back in the queue as its next attempt; how the parts ended does not matter.
+            job.state = JobState::Pending;
+            job.attempt += 1;
+            job.parts.clear();
+            job.shape = 0;
+            job.start_time_ms = None;
+            job.first_failure = None;
+            job.exit_code = None;
+            job.signal = None;
+            job.reason = format!("requeued: {why}");
+            self.active.remove(&id);
+            self.pending.insert(id);
             return;
         }
         let (failed_node, decisive) = match &job.first_failure {

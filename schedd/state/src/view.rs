@@ -32,6 +32,8 @@ impl StateMachine {
             .map(|j| RunningJob {
                 id: j.id,
                 account: j.spec.account.clone(),
+                start_ms: j.start_time_ms.unwrap_or(now_ms),
+                stopping: j.stopping(),
                 ends_at_ms: j
                     .spec
                     .time_limit_for(j.shape)

@@ -699,3 +699,64 @@ proptest! {
         prop_assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 }
+
+#[test]
+fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let id = log.submit(1, 2);
+    assert_eq!(log.allocate(id, "n1", vec![0, 1]), Outcome::Applied);
+    let requeue = |attempt| Command::Requeue {
+        job: id,
+        attempt,
+        reason: "account vision reclaims its guaranteed GPUs for job 9".into(),
+        now_ms: 5,
+    };
+    assert!(
+        matches!(log.apply(requeue(7)), Outcome::Ignored(_)),
+        "stale attempt"
+    );
+    assert_eq!(log.apply(requeue(0)), Outcome::Applied);
+    assert!(
+        log.sm.job(id).unwrap().stopping(),
+        "the node is told to stop it"
+    );
+    assert!(
+        matches!(log.apply(requeue(0)), Outcome::Ignored(_)),
+        "once is enough"
+    );
+    // Killed by the stop signal: not FAILED, back in the queue.
+    log.exit(id, "n1", ExitReason::Cancelled, None);
+    let job = log.sm.job(id).unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Pending, 1));
+    assert!(job.parts.is_empty() && job.start_time_ms.is_none());
+    assert!(
+        job.reason.starts_with("requeued: account vision reclaims"),
+        "{}",
+        job.reason
+    );
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Idle);
+    assert_eq!(log.sm.queue_position(id), Some(1));
+    // A late report of the old attempt changes nothing.
+    assert!(matches!(
+        log.exit(id, "n1", ExitReason::Exited, Some(0)),
+        Outcome::Ignored(_)
+    ));
+    // Cancelled while being requeued: the cancel wins.
+    let other = log.submit(1, 1);
+    assert_eq!(log.allocate(other, "n1", vec![2]), Outcome::Applied);
+    log.apply(Command::Requeue {
+        job: other,
+        attempt: 0,
+        reason: "r".into(),
+        now_ms: 6,
+    });
+    log.apply(Command::Cancel {
+        jobs: vec![other],
+        by: "ann".into(),
+        admin: false,
+        now_ms: 7,
+    });
+    log.exit(other, "n1", ExitReason::Cancelled, None);
+    assert_eq!(log.sm.job(other).unwrap().state, JobState::Cancelled);
+}
