@@ -6,9 +6,7 @@
 
 use std::fs;
 
-use gantry_testkit::{
-    Noded, Schedd, gantry, gantry_ok, job, submit, wait_for, wait_nodes_up, wait_state,
-};
+use gantry_testkit::{OneNode, Schedd, gantry, gantry_ok, job, submit, wait_for, wait_state};
 use serde_json::Value;
 
 fn refused(url: &str, args: &[&str], expected: &str) {
@@ -30,19 +28,8 @@ fn in_use(url: &str, name: &str) -> u64 {
 
 #[test]
 fn an_account_tree_with_members_and_a_gpu_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    fs::create_dir_all(&work).unwrap();
-    let wd = work.to_str().unwrap();
-    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
-    let url = schedd.url.as_str();
-    let _node = Noded::start(
-        url,
-        "node1",
-        &dir.path().join("node1"),
-        &["--gpus", "4", "--cpus", "8", "--mem", "8G"],
-    );
-    wait_nodes_up(url, 1);
+    let c = OneNode::start(&["--gpus", "4", "--cpus", "8", "--mem", "8G"]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
 
     gantry_ok(
         url,
@@ -181,28 +168,17 @@ fn bad_account_requests_are_refused_and_only_admins_manage_accounts() {
 /// and the borrower then runs again as its next attempt and completes.
 #[test]
 fn a_guarantee_is_reclaimed_from_a_borrower_which_is_requeued_and_runs_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    fs::create_dir_all(&work).unwrap();
-    let wd = work.to_str().unwrap();
-    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
-    let url = schedd.url.as_str();
-    let _node = Noded::start(
-        url,
-        "node1",
-        &dir.path().join("node1"),
-        &[
-            "--gpus",
-            "2",
-            "--cpus",
-            "4",
-            "--mem",
-            "4G",
-            "--kill-grace",
-            "2s",
-        ],
-    );
-    wait_nodes_up(url, 1);
+    let c = OneNode::start(&[
+        "--gpus",
+        "2",
+        "--cpus",
+        "4",
+        "--mem",
+        "4G",
+        "--kill-grace",
+        "2s",
+    ]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
     gantry_ok(url, &["account", "add", "vision", "--guarantee-gpus", "2"]);
     gantry_ok(
         url,

@@ -6,9 +6,7 @@
 
 use std::fs;
 
-use gantry_testkit::{
-    Noded, Schedd, gantry, gantry_ok, submit, wait_for, wait_nodes_up, wait_state,
-};
+use gantry_testkit::{OneNode, Schedd, gantry, gantry_ok, submit, wait_for, wait_state};
 use serde_json::Value;
 
 /// `queue --explain -o json`: job ids by rank, once every pending job has been ranked.
@@ -31,19 +29,8 @@ fn stderr_of(url: &str, args: &[&str]) -> String {
 
 #[test]
 fn qos_and_deadlines_order_the_queue_and_every_pending_job_is_explained() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    fs::create_dir_all(&work).unwrap();
-    let wd = work.to_str().unwrap();
-    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
-    let url = schedd.url.as_str();
-    let _node = Noded::start(
-        url,
-        "node1",
-        &dir.path().join("node1"),
-        &["--gpus", "1", "--cpus", "4", "--mem", "4G"],
-    );
-    wait_nodes_up(url, 1);
+    let c = OneNode::start(&["--gpus", "1", "--cpus", "4", "--mem", "4G"]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
 
     // The only GPU is busy until the test lets go; everything else queues behind it.
     let release = work.join("release");

@@ -549,6 +549,42 @@ impl Drop for Noded {
     }
 }
 
+/// A scheduler and one node daemon (`node1`, declared with `node_args`) in a scratch
+/// directory that also holds `work/`, a directory for jobs to run in. Up when returned.
+pub struct OneNode {
+    /// Declared before `dir`: the daemons are stopped before their directory goes.
+    pub node: Noded,
+    pub schedd: Schedd,
+    pub work: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl OneNode {
+    pub fn start(node_args: &[&str]) -> OneNode {
+        let dir = tempfile::tempdir().expect("a scratch dir");
+        let work = dir.path().join("work");
+        fs::create_dir_all(&work).expect("the work dir");
+        let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
+        let node = Noded::start(&schedd.url, "node1", &dir.path().join("node1"), node_args);
+        wait_nodes_up(&schedd.url, 1);
+        OneNode {
+            node,
+            schedd,
+            work,
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.schedd.url
+    }
+
+    /// The work dir as `-D` takes it.
+    pub fn wd(&self) -> &str {
+        self.work.to_str().expect("utf-8 path")
+    }
+}
+
 /// Kills the process groups of every supervisor and job recorded under `dir` (any
 /// `*.pid` file below it). Supervisors outlive their daemon by design; tests must not.
 pub fn kill_leftovers(dir: &Path) {
