@@ -15,6 +15,9 @@ pub struct NodesArgs {
     /// if it is not the leader (possibly a little behind)
     #[arg(long)]
     pub stale: bool,
+    /// Show the nodes as a tree under the switches of the scheduler's topology file
+    #[arg(long)]
+    pub topology: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -44,9 +47,46 @@ pub async fn nodes(args: NodesArgs, scheduler: &mut Scheduler) -> anyhow::Result
             let rows: Vec<NodeRow> = response.nodes.iter().map(NodeRow::from).collect();
             emit_json(&rows)?;
         }
+        Format::Table if args.topology => emit(&topology_tree(&response.nodes))?,
         Format::Table => emit(&nodes_table(&response.nodes))?,
     }
     Ok(())
+}
+
+/// The nodes under their switches, top switch first, one level of indent per level:
+/// `spine` / `  leaf-a` / `    gpu01  MIXED  GPUs 2/8`. Nodes the topology file does not name
+/// come last, under `(no switch)`.
+pub fn topology_tree(nodes: &[pb::Node]) -> String {
+    let mut sorted: Vec<(Vec<&str>, &pb::Node)> = nodes
+        .iter()
+        .map(|n| (n.switches.iter().rev().map(String::as_str).collect(), n))
+        .collect();
+    // Nodes without switches last.
+    sorted.sort_by(|(a, x), (b, y)| (a.is_empty(), a, &x.name).cmp(&(b.is_empty(), b, &y.name)));
+    let mut out = String::new();
+    let mut open: Vec<&str> = Vec::new();
+    for (path, node) in &sorted {
+        let path: Vec<&str> = if path.is_empty() {
+            vec!["(no switch)"]
+        } else {
+            path.clone()
+        };
+        let common = open.iter().zip(&path).take_while(|(a, b)| a == b).count();
+        for (depth, switch) in path.iter().enumerate().skip(common) {
+            out.push_str(&format!("{}{switch}\n", "  ".repeat(depth)));
+        }
+        open = path.clone();
+        let row = NodeRow::from(*node);
+        out.push_str(&format!(
+            "{}{}  {}  GPUs {}/{}\n",
+            "  ".repeat(path.len()),
+            row.name,
+            row.state,
+            row.gpus_allocated,
+            row.gpus_total
+        ));
+    }
+    out
 }
 
 pub const NODES_HEADER: [&str; 8] = [
@@ -175,6 +215,28 @@ mod tests {
             "NAME    STATE    GPUS(alloc/total)  GPU_MODEL  CPUS(alloc/total)  MEM(alloc/total)  POOL     REASON\n\
              gpu-01  MIXED    2/8                H100       8/64               2G/512G           default\n\
              cpu-01  DRAINED  0/0                -          0/16               0M/1G             -        bad fan\n"
+        );
+    }
+
+    #[test]
+    fn the_topology_tree_puts_nodes_under_their_switches() {
+        let node = |name: &str, switches: &[&str], used: u32| pb::Node {
+            name: name.into(),
+            state: pb::NodeState::Idle as i32,
+            gpus_total: 8,
+            gpus_allocated: used,
+            switches: switches.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let nodes = [
+            node("gpu03", &["leaf-b", "spine"], 0),
+            node("login", &[], 0),
+            node("gpu01", &["leaf-a", "spine"], 2),
+            node("gpu02", &["leaf-a", "spine"], 0),
+        ];
+        assert_eq!(
+            topology_tree(&nodes),
+            "spine\n  leaf-a\n    gpu01  IDLE  GPUs 2/8\n    gpu02  IDLE  GPUs 0/8\n  leaf-b\n    gpu03  IDLE  GPUs 0/8\n(no switch)\n  login  IDLE  GPUs 0/8\n"
         );
     }
 

@@ -133,6 +133,8 @@ pub struct NodeRow {
     pub mem_allocated: u64,
     pub gpus: Vec<GpuRow>,
     pub jobs: Vec<u64>,
+    /// The switches above it, its leaf first; `[]` without a topology file.
+    pub switches: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -235,6 +237,7 @@ impl From<&pb::Node> for NodeRow {
                 })
                 .collect(),
             jobs: node.jobs.clone(),
+            switches: node.switches.clone(),
         }
     }
 }
@@ -448,7 +451,7 @@ mod tests {
             keys(&value),
             set(
                 "name, state, reason, pool, gpus_total, gpus_allocated, gpu_model, cpus, \
-                 cpus_allocated, mem, mem_allocated, gpus, jobs"
+                 cpus_allocated, mem, mem_allocated, gpus, jobs, switches"
             )
         );
         assert_eq!(

@@ -417,3 +417,57 @@ fn jobs_land_on_the_gpu_model_they_ask_for_or_on_an_alternative() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("--alt: a speed is a factor"), "{stderr}");
 }
+
+/// The fabric: with a topology file, `gantry nodes --topology` shows the tree and a two-node
+/// gang lands under one leaf switch even when first fit would straddle two.
+#[test]
+fn a_gang_lands_under_one_leaf_switch_of_the_topology_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let topology = dir.path().join("topology.toml");
+    fs::write(
+        &topology,
+        "[[switch]]\nname = \"spine\"\n\n\
+         [[switch]]\nname = \"leaf-a\"\nparent = \"spine\"\nnodes = [\"n1\"]\n\n\
+         [[switch]]\nname = \"leaf-b\"\nparent = \"spine\"\nnodes = [\"n[2-3]\"]\n",
+    )
+    .unwrap();
+    let schedd = Schedd::start(
+        &dir.path().join("schedd"),
+        &["--topology", topology.to_str().unwrap()],
+    );
+    let url = schedd.url.as_str();
+    let args = ["--gpus", "2", "--cpus", "4", "--mem", "4G"];
+    let _nodes: Vec<Noded> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|name| Noded::start(url, name, &dir.path().join(name), &args))
+        .collect();
+    wait_nodes_up(url, 3);
+    let tree = gantry_ok(url, &["nodes", "--topology"]);
+    assert_eq!(
+        tree,
+        "spine\n  leaf-a\n    n1  IDLE  GPUs 0/2\n  leaf-b\n    n2  IDLE  GPUs 0/2\n    n3  IDLE  GPUs 0/2\n"
+    );
+    let id = submit(
+        url,
+        &[
+            "-N",
+            "2",
+            "-G",
+            "2",
+            "-D",
+            work.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    );
+    let done = wait_state(url, id, "COMPLETED");
+    let nodes: Vec<&str> = done["allocation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["n2", "n3"]);
+}

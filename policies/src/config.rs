@@ -35,8 +35,46 @@ pub struct QosLevel {
     pub preempts: Vec<String>,
 }
 
+/// Which scheduler the pass behaves as. The baselines exist so the simulator can compare
+/// Gantry with what clusters run today on the same trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SchedulingProfile {
+    /// Everything this crate does.
+    #[default]
+    Gantry,
+    /// Slurm's usual setup: multifactor priority, EASY backfill (one reservation, of whole
+    /// nodes), the main request only, no guarantees reclaimed.
+    SlurmLike,
+    /// First come, first served, first fit: the first job that does not fit blocks the
+    /// queue; no backfill.
+    Fifo,
+}
+
+impl SchedulingProfile {
+    pub const ALL: [SchedulingProfile; 3] = [
+        SchedulingProfile::Gantry,
+        SchedulingProfile::SlurmLike,
+        SchedulingProfile::Fifo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulingProfile::Gantry => "gantry",
+            SchedulingProfile::SlurmLike => "slurm-like",
+            SchedulingProfile::Fifo => "fifo",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SchedulingProfile> {
+        SchedulingProfile::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text.trim())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyConfig {
+    pub profile: SchedulingProfile,
     pub weights: Weights,
     /// Fair-share usage counts half as much this long after it happened.
     pub half_life_ms: u64,
@@ -60,6 +98,7 @@ impl Default for PolicyConfig {
             preempts: preempts.iter().map(|s| s.to_string()).collect(),
         };
         PolicyConfig {
+            profile: SchedulingProfile::Gantry,
             weights: Weights {
                 age: 1000,
                 fair_share: 2000,
@@ -89,7 +128,8 @@ pub enum ConfigError {
 }
 
 /// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
+    "profile",
     "weight.age",
     "weight.fair_share",
     "weight.qos",
@@ -106,6 +146,7 @@ impl PolicyConfig {
     pub fn entries(&self) -> Vec<(String, String)> {
         let w = &self.weights;
         let mut entries: Vec<(String, String)> = [
+            ("profile", self.profile.as_str().to_string()),
             ("weight.age", w.age.to_string()),
             ("weight.fair_share", w.fair_share.to_string()),
             ("weight.qos", w.qos.to_string()),
@@ -162,6 +203,14 @@ impl PolicyConfig {
                 })
         };
         match key {
+            "profile" => {
+                self.profile = SchedulingProfile::parse(value).ok_or_else(|| {
+                    bad(format!(
+                        "a profile is one of {} (got {value:?})",
+                        SchedulingProfile::ALL.map(SchedulingProfile::as_str).join(", ")
+                    ))
+                })?;
+            }
             "weight.age" => self.weights.age = weight()?,
             "weight.fair_share" => self.weights.fair_share = weight()?,
             "weight.qos" => self.weights.qos = weight()?,
@@ -299,6 +348,7 @@ mod tests {
         let before = config.clone();
         let cases = [
             ("weight.size", "-1", "a weight is a whole number"),
+            ("profile", "pbs", "a profile is one of gantry, slurm-like, fifo"),
             ("weight.size", "2000000", "a weight is a whole number"),
             ("fair_share.half_life", "0", "longer than 0"),
             ("fair_share.half_life", "soon", "expected a duration"),

@@ -13,12 +13,16 @@ pub mod placement;
 pub mod priority;
 mod profile;
 mod reclaim;
+pub mod topology;
 pub mod view;
 
-pub use config::{ConfigError, DEFAULT_QOS, PolicyConfig, QosLevel, Weights};
+pub use config::{
+    ConfigError, DEFAULT_QOS, PolicyConfig, QosLevel, SchedulingProfile, Weights,
+};
 pub use feasibility::{never_fits, none_fits};
 pub use placement::schedule;
 pub use priority::{Factors, Priority};
+pub use topology::{Topology, TopologyError};
 pub use view::{
     AccountView, ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, RunningJob, Start,
     WaitReason,

@@ -18,7 +18,9 @@ use crate::feasibility::never_fits;
 use crate::priority::rank;
 use crate::profile::{Free, Profile, Share};
 use crate::reclaim::{Reclaimed, Reclaimer};
-use crate::view::{ClusterView, Decisions, NodeView, PartPlan, Start, WaitReason};
+use crate::config::SchedulingProfile;
+use crate::topology::Topology;
+use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
 
 /// Where a job goes: node indices, each with the GPUs it gets there.
 pub(crate) type Picks = Vec<(usize, Vec<u32>)>;
@@ -43,7 +45,20 @@ pub fn schedule(view: &ClusterView) -> Decisions {
     let mut cannot_start = CannotStartNow::default();
     let mut feasibility = Feasibility::default();
     let now = view.now_ms;
-    let depth = usize::try_from(view.config.reservation_depth).unwrap_or(usize::MAX);
+    let profile_kind = view.config.profile;
+    let depth = match profile_kind {
+        SchedulingProfile::Gantry => {
+            usize::try_from(view.config.reservation_depth).unwrap_or(usize::MAX)
+        }
+        // EASY backfill: one reservation.
+        SchedulingProfile::SlurmLike => 1,
+        SchedulingProfile::Fifo => 0,
+    };
+    // The baselines know only the main request.
+    let shapes_of = |job: &'_ PendingJob| match profile_kind {
+        SchedulingProfile::Gantry => job.shapes.len(),
+        _ => job.shapes.len().min(1),
+    };
     let tree = Tree::new(view);
     let mut ledger = GpuLedger::new(view, &tree);
     let mut reclaimer = Reclaimer::new(view, &tree);
@@ -54,6 +69,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
         let possible: Vec<(usize, &Shape)> = job
             .shapes
             .iter()
+            .take(shapes_of(job))
             .enumerate()
             .filter(
                 |(_, shape)| match feasibility.never_fits(&view.nodes, shape) {
@@ -100,7 +116,7 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 continue;
             }
             let free_now = profile.free_during(now, end);
-            match place(shape, &view.nodes, &free_now, Pick::Start) {
+            match place(shape, &view.nodes, &free_now, Pick::Start, &view.topology) {
                 Some(picks) => options.push(Candidate {
                     shape: index,
                     start: now,
@@ -113,7 +129,8 @@ pub fn schedule(view: &ClusterView) -> Decisions {
         }
         // Below its account's guarantee, the main request can also start now on GPUs taken
         // back from borrowers: one more candidate, chosen if it finishes first.
-        if !options.iter().any(|o| o.shape == 0)
+        if profile_kind == SchedulingProfile::Gantry
+            && !options.iter().any(|o| o.shape == 0)
             && possible.iter().any(|(index, _)| *index == 0)
             && within_limits(now, &job.shapes[0])
             && let Some(plan) = reclaimer.plan(&tree, &profile, &job.account, &job.shapes[0])
@@ -133,9 +150,10 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 if options.iter().any(|o| o.shape == index) {
                     continue;
                 }
-                let later = earliest_later_start(shape, &view.nodes, &profile, |start| {
-                    within_limits(start, shape)
-                });
+                let later =
+                    earliest_later_start(shape, &view.nodes, &view.topology, &profile, |start| {
+                        within_limits(start, shape)
+                    });
                 if let Some((start, picks)) = later {
                     options.push(Candidate {
                         shape: index,
@@ -154,7 +172,12 @@ pub fn schedule(view: &ClusterView) -> Decisions {
         match best {
             Some(chosen) => {
                 let shape = &job.shapes[chosen.shape];
-                profile.claim(shape, chosen.start, shares(shape, &chosen.picks));
+                let held = if chosen.start > now && profile_kind == SchedulingProfile::SlurmLike {
+                    whole_nodes(&view.nodes, &chosen.picks)
+                } else {
+                    shares(shape, &chosen.picks)
+                };
+                profile.claim(shape, chosen.start, held);
                 let end = shape.end_if_started(chosen.start);
                 ledger.claim(&tree, &job.account, chosen.start, end, total_gpus(shape));
                 if let Some(plan) = chosen.reclaim {
@@ -257,6 +280,7 @@ impl CannotStartNow {
 fn earliest_later_start(
     shape: &Shape,
     nodes: &[NodeView],
+    topology: &Topology,
     profile: &Profile,
     mut allowed: impl FnMut(u64) -> bool,
 ) -> Option<(u64, Picks)> {
@@ -265,7 +289,7 @@ fn earliest_later_start(
         shape.per_node.gpus,
         |start| shape.end_if_started(start),
         |start, free| {
-            let picks = place(shape, nodes, free, Pick::Reserve)?;
+            let picks = place(shape, nodes, free, Pick::Reserve, topology)?;
             allowed(start).then_some(picks)
         },
     )
@@ -278,6 +302,18 @@ fn shares(shape: &Shape, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
             node: *node,
             res: shape.per_node,
             gpus: gpus.clone(),
+        })
+        .collect()
+}
+
+/// Slurm reserves whole nodes for a blocked job, not the GPUs it needs.
+fn whole_nodes(nodes: &[NodeView], picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
+    picks
+        .iter()
+        .map(|(node, _)| Share {
+            node: *node,
+            res: nodes[*node].capacity,
+            gpus: nodes[*node].gpus.iter().map(|g| g.index).collect(),
         })
         .collect()
 }
@@ -306,18 +342,59 @@ pub(crate) enum Pick {
     Reserve,
 }
 
-/// The first `num_nodes` schedulable nodes with room, and the GPUs to use on each.
-pub(crate) fn place(shape: &Shape, nodes: &[NodeView], free: &[Free], how: Pick) -> Option<Picks> {
+/// Where a job of `shape` fits in `free`: `num_nodes` schedulable nodes with room, and the
+/// GPUs to use on each. A single node is the first with room. A gang goes under one leaf
+/// switch when one has enough nodes with room (the one with the fewest, keeping larger
+/// groups whole), else under one switch a level up, and so on; without a topology, or when
+/// no switch has enough, it takes the first nodes with room.
+pub(crate) fn place(
+    shape: &Shape,
+    nodes: &[NodeView],
+    free: &[Free],
+    how: Pick,
+    topology: &Topology,
+) -> Option<Picks> {
     let wanted = usize::try_from(shape.num_nodes).ok()?;
-    let picks: Vec<(usize, Vec<u32>)> = nodes
+    let mut fitting = nodes
         .iter()
         .zip(free)
         .enumerate()
         .filter(|(_, (node, f))| node.schedulable && shape.per_node.fits_in(&f.res))
-        .filter_map(|(i, (node, f))| Some((i, pick_gpus(node, shape, &f.gpus, how)?)))
-        .take(wanted)
-        .collect();
-    (picks.len() == wanted).then_some(picks)
+        .filter_map(|(i, (node, f))| Some((i, pick_gpus(node, shape, &f.gpus, how)?)));
+    if wanted <= 1 || topology.is_empty() {
+        let picks: Picks = fitting.by_ref().take(wanted).collect();
+        return (picks.len() == wanted).then_some(picks);
+    }
+    let fitting: Picks = fitting.collect();
+    if fitting.len() < wanted {
+        return None;
+    }
+    let levels = fitting
+        .iter()
+        .map(|(i, _)| topology.switches_of(&nodes[*i].name).len())
+        .max()
+        .unwrap_or(0);
+    for level in 0..levels {
+        let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (k, (i, _)) in fitting.iter().enumerate() {
+            if let Some(switch) = topology.switches_of(&nodes[*i].name).get(level) {
+                groups.entry(switch.as_str()).or_default().push(k);
+            }
+        }
+        let best = groups
+            .values()
+            .filter(|members| members.len() >= wanted)
+            .min_by_key(|members| members.len());
+        if let Some(members) = best {
+            return Some(
+                members[..wanted]
+                    .iter()
+                    .map(|k| fitting[*k].clone())
+                    .collect(),
+            );
+        }
+    }
+    Some(fitting.into_iter().take(wanted).collect())
 }
 
 /// The free GPUs of `node` that `shape` may use.
@@ -350,23 +427,22 @@ fn choose_gpus(gpus: &[Gpu], free: &[u32], count: u32) -> Option<Vec<u32>> {
     if free.len() < count {
         return None;
     }
-    let group_of = |index: u32| {
-        gpus.iter()
-            .find(|g| g.index == index)
-            .map(|g| g.nvlink_group)
+    let gpu = |index: u32| gpus.iter().find(|g| g.index == index);
+    // The tightest group that holds them all: one NVLink group, else one NUMA node.
+    let tightest = |key: &dyn Fn(&Gpu) -> Option<u32>| {
+        let mut groups: BTreeMap<Option<u32>, Vec<u32>> = BTreeMap::new();
+        for &g in free {
+            groups.entry(gpu(g).and_then(key)).or_default().push(g);
+        }
+        groups
+            .into_iter()
+            .filter(|(key, members)| key.is_some() && members.len() >= count)
+            .min_by_key(|(_, members)| members.len())
+            .map(|(_, members)| members[..count].to_vec())
     };
-    let mut groups: BTreeMap<Option<u32>, Vec<u32>> = BTreeMap::new();
-    for &g in free {
-        groups.entry(group_of(g)).or_default().push(g);
-    }
-    let best_group = groups
-        .values()
-        .filter(|members| members.len() >= count)
-        .min_by_key(|members| members.len());
-    let chosen = match best_group {
-        Some(members) => members[..count].to_vec(),
-        None => free[..count].to_vec(),
-    };
+    let chosen = tightest(&|g| Some(g.nvlink_group))
+        .or_else(|| tightest(&|g| g.numa_node))
+        .unwrap_or_else(|| free[..count].to_vec());
     Some(chosen)
 }
 

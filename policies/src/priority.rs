@@ -8,7 +8,7 @@ use gantry_model::{Resources, Shape};
 use serde::Serialize;
 
 use crate::accounts::Tree;
-use crate::config::{FACTOR_MAX, PolicyConfig};
+use crate::config::{FACTOR_MAX, PolicyConfig, SchedulingProfile};
 use crate::reclaim::within_guarantee;
 use crate::view::{ClusterView, PendingJob};
 
@@ -43,14 +43,20 @@ pub(crate) fn rank(view: &ClusterView, tree: &Tree) -> Vec<(usize, Priority)> {
         .enumerate()
         .map(|(i, job)| (i, priority(job, view, &fair, &capacity)))
         .collect();
+    let profile = view.config.profile;
     // Jobs an account's guarantee covers go first: borrowers never hold them back.
     ranked.sort_by_cached_key(|(i, p)| {
         let job = &view.pending[*i];
-        let covered = job
-            .shapes
-            .first()
-            .is_some_and(|shape| guaranteed(&job.account, shape));
-        (!covered, std::cmp::Reverse(p.total), job.submit_ms, job.id)
+        let covered = profile == SchedulingProfile::Gantry
+            && job
+                .shapes
+                .first()
+                .is_some_and(|shape| guaranteed(&job.account, shape));
+        let priority = match profile {
+            SchedulingProfile::Fifo => 0,
+            _ => p.total,
+        };
+        (!covered, std::cmp::Reverse(priority), job.submit_ms, job.id)
     });
     ranked
 }

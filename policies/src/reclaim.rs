@@ -164,7 +164,7 @@ impl<'v> Reclaimer<'v> {
             .collect();
         let try_place = |extra: &[Share]| {
             let free = profile.free_during_with(view.now_ms, end, extra);
-            place(shape, &view.nodes, &free, Pick::Start)
+            place(shape, &view.nodes, &free, Pick::Start, &view.topology)
         };
         let mut victims: Vec<&RunningJob> = view
             .running

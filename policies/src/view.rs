@@ -1,12 +1,14 @@
 //! The policies' input and output: plain data, built by the caller from its own state.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gantry_model::{Gpu, JobId, Resources, Shape};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DEFAULT_QOS, PolicyConfig};
 use crate::priority::Priority;
+use crate::topology::Topology;
 
 /// A snapshot of what the policies need to decide.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +26,8 @@ pub struct ClusterView {
     /// The account tree. Accounts jobs name that are not in it count as children of `root`
     /// with a share of 1.
     pub accounts: Vec<AccountView>,
+    /// The switches above each node; empty when no topology file is loaded.
+    pub topology: Arc<Topology>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,10 @@ use std::path::Path;
 
 use gantry_model::units::parse_duration_ms;
 use gantry_model::{Gpu, Resources, Shape};
-use gantry_policies::{AccountView, ClusterView, Held, NodeView, PendingJob, RunningJob, schedule};
+use gantry_policies::{
+    AccountView, ClusterView, Held, NodeView, PendingJob, PolicyConfig, RunningJob, Topology,
+    schedule,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -25,6 +28,10 @@ struct Scenario {
     jobs: Vec<Job>,
     #[serde(default, rename = "account")]
     accounts: Vec<Account>,
+    /// A topology file, inline.
+    topology: Option<String>,
+    /// `gantry` (the default), `slurm-like` or `fifo`.
+    profile: Option<String>,
     expect: Expect,
 }
 
@@ -37,6 +44,8 @@ struct Node {
     model: String,
     /// GPUs per NVLink group (all in one group by default).
     nvlink_group_size: Option<u32>,
+    /// GPUs per NUMA node (none by default).
+    numa_size: Option<u32>,
 }
 
 fn default_model() -> String {
@@ -158,7 +167,7 @@ fn view(s: &Scenario) -> ClusterView {
                         model: n.model.clone(),
                         memory_mib: 81_920,
                         nvlink_group: index / group,
-                        numa_node: None,
+                        numa_node: n.numa_size.map(|size| index / size.max(1)),
                         uuid: String::new(),
                     })
                     .collect(),
@@ -235,12 +244,22 @@ fn view(s: &Scenario) -> ClusterView {
         guarantee_gpus: a.guarantee_gpus,
         max_gpus: a.max_gpus,
     }));
+    let mut config = PolicyConfig::default();
+    if let Some(profile) = &s.profile {
+        config.set("profile", profile).unwrap();
+    }
     ClusterView {
         now_ms: NOW,
+        config,
         nodes,
         running,
         pending,
         accounts,
+        topology: s
+            .topology
+            .as_deref()
+            .map(|t| std::sync::Arc::new(Topology::from_toml(t).unwrap()))
+            .unwrap_or_default(),
         ..Default::default()
     }
 }

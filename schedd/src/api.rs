@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gantry_model::{JobId, JobState, Owner};
+use gantry_policies::Topology;
 use gantry_proto as pb;
 use gantry_state::accounts::{self, Account, AccountError, NewAccount};
 use gantry_state::{Command, Job, Node, NodeState, Outcome, Rejection};
@@ -270,7 +271,7 @@ fn job_to_pb(
     }
 }
 
-pub fn node_to_pb(node: &Node) -> pb::Node {
+pub fn node_to_pb(node: &Node, topology: &Topology) -> pb::Node {
     let state = match node.state() {
         NodeState::Idle => pb::NodeState::Idle,
         NodeState::Mixed => pb::NodeState::Mixed,
@@ -300,6 +301,7 @@ pub fn node_to_pb(node: &Node) -> pb::Node {
         mem_allocated_mib: node.allocated.mem_mib,
         registered_time_ms: node.registered_time_ms,
         jobs: node.jobs.iter().copied().collect(),
+        switches: topology.switches_of(&node.name).to_vec(),
     }
 }
 
@@ -429,7 +431,10 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         self.readable(request.into_inner().stale).await?;
-        let nodes = self.engine.read(|s| s.nodes().map(node_to_pb).collect());
+        let topology = &self.config.fabric;
+        let nodes = self
+            .engine
+            .read(|s| s.nodes().map(|n| node_to_pb(n, topology)).collect());
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 

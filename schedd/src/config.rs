@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use gantry_model::node::session_lease;
+use gantry_policies::Topology;
 
 use serde::Deserialize;
 
@@ -33,6 +36,11 @@ pub struct SchedConfig {
     pub heartbeat_interval_ms: u64,
     /// Take a snapshot of the state and compact the log after this many entries.
     pub snapshot_every: u64,
+    /// The fabric topology file (switches and the nodes under them); none: no topology.
+    pub topology: Option<PathBuf>,
+    /// What `topology` names, once loaded ([`SchedConfig::load_topology`]).
+    #[serde(skip)]
+    pub fabric: Arc<Topology>,
 }
 
 impl Default for SchedConfig {
@@ -46,7 +54,26 @@ impl Default for SchedConfig {
             heartbeat_timeout_ms: 30_000,
             heartbeat_interval_ms: 2_000,
             snapshot_every: 10_000,
+            topology: None,
+            fabric: Arc::default(),
         }
+    }
+}
+
+impl SchedConfig {
+    /// Reads and checks the topology file, if one is named.
+    pub fn load_topology(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.topology else {
+            return Ok(());
+        };
+        let error = |why: String| ConfigError::Topology {
+            path: path.clone(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let topology = Topology::from_toml(&text).map_err(|e| error(e.to_string()))?;
+        self.fabric = Arc::new(topology);
+        Ok(())
     }
 }
 
@@ -74,6 +101,8 @@ pub enum ConfigError {
     },
     #[error("heartbeat_interval must be longer than 0")]
     ZeroInterval,
+    #[error("topology file {}: {why}", path.display())]
+    Topology { path: PathBuf, why: String },
     #[error("snapshot_every must be at least 1")]
     ZeroSnapshot,
     #[error("the replica id must be at least 1")]

@@ -42,6 +42,9 @@ struct Args {
     /// Snapshot the state and compact the log every N entries [default: 10000].
     #[arg(long, value_name = "N")]
     snapshot_every: Option<u64>,
+    /// The fabric topology file: switches and the nodes under them (docs/admin.md).
+    #[arg(long, value_name = "FILE")]
+    topology: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -103,7 +106,11 @@ fn load_config(args: &Args) -> Result<SchedConfig> {
     if let Some(n) = args.snapshot_every {
         config.snapshot_every = n;
     }
+    if let Some(path) = &args.topology {
+        config.topology = Some(path.clone());
+    }
     config.validate()?;
+    config.load_topology()?;
     Ok(config)
 }
 

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use gantry_policies::{ClusterView, Topology};
 use gantry_state::{Command, Outcome};
 use tracing::{debug, warn};
 
@@ -20,7 +23,7 @@ const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
 /// milliseconds, which must not starve the Raft loop and the API of CPU.
 const PASS_DUTY: u32 = 5;
 
-pub async fn run(engine: Engine, explanations: Explanations) {
+pub async fn run(engine: Engine, explanations: Explanations, topology: Arc<Topology>) {
     let mut applied = engine.subscribe();
     let mut role = engine.subscribe_role();
     loop {
@@ -37,7 +40,10 @@ pub async fn run(engine: Engine, explanations: Explanations) {
         }
         let pass_started = tokio::time::Instant::now();
         applied.borrow_and_update();
-        let view = engine.read(|s| s.cluster_view(now_ms()));
+        let view = ClusterView {
+            topology: topology.clone(),
+            ..engine.read(|s| s.cluster_view(now_ms()))
+        };
         let decisions = gantry_policies::schedule(&view);
         *explanations.write().unwrap_or_else(|p| p.into_inner()) = explain(&decisions, view.now_ms);
         let pass_time = pass_started.elapsed();

@@ -96,7 +96,11 @@ impl Scheduler {
         let liveness = Arc::new(Liveness::default());
 
         let tasks = [
-            tokio::spawn(scheduling::run(engine.clone(), explanations.clone())),
+            tokio::spawn(scheduling::run(
+                engine.clone(),
+                explanations.clone(),
+                config.fabric.clone(),
+            )),
             tokio::spawn(expire_silent_nodes(
                 engine.clone(),
                 liveness.clone(),

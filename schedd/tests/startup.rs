@@ -46,6 +46,19 @@ fn bad_settings_are_refused() {
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nsurprise = 1\n").unwrap();
     schedd_fails(&["--config", config.to_str().unwrap()], "surprise");
+    let topology = dir.path().join("topology.toml");
+    std::fs::write(
+        &topology,
+        "[[switch]]\nname = \"leaf\"\nparent = \"spine\"\n",
+    )
+    .unwrap();
+    let topology = topology.to_str().unwrap();
+    let mut args = with(&["--topology"]);
+    args.push(topology);
+    schedd_fails(&args, "unknown parent \"spine\"");
+    let mut args = with(&["--topology"]);
+    args.push("/nonexistent/topology.toml");
+    schedd_fails(&args, "topology file /nonexistent/topology.toml");
 }
 
 #[test]

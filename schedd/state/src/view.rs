@@ -58,6 +58,8 @@ impl StateMachine {
             config: self.config.clone(),
             usage: self.usage_at(now_ms),
             accounts: self.accounts.views(),
+            // Not state: the scheduler's configuration adds it.
+            topology: Default::default(),
         }
     }
 
