@@ -207,7 +207,9 @@ impl PolicyConfig {
                 self.profile = SchedulingProfile::parse(value).ok_or_else(|| {
                     bad(format!(
                         "a profile is one of {} (got {value:?})",
-                        SchedulingProfile::ALL.map(SchedulingProfile::as_str).join(", ")
+                        SchedulingProfile::ALL
+                            .map(SchedulingProfile::as_str)
+                            .join(", ")
                     ))
                 })?;
             }
@@ -348,7 +350,11 @@ mod tests {
         let before = config.clone();
         let cases = [
             ("weight.size", "-1", "a weight is a whole number"),
-            ("profile", "pbs", "a profile is one of gantry, slurm-like, fifo"),
+            (
+                "profile",
+                "pbs",
+                "a profile is one of gantry, slurm-like, fifo",
+            ),
             ("weight.size", "2000000", "a weight is a whole number"),
             ("fair_share.half_life", "0", "longer than 0"),
             ("fair_share.half_life", "soon", "expected a duration"),

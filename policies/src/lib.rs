@@ -16,9 +16,7 @@ mod reclaim;
 pub mod topology;
 pub mod view;
 
-pub use config::{
-    ConfigError, DEFAULT_QOS, PolicyConfig, QosLevel, SchedulingProfile, Weights,
-};
+pub use config::{ConfigError, DEFAULT_QOS, PolicyConfig, QosLevel, SchedulingProfile, Weights};
 pub use feasibility::{never_fits, none_fits};
 pub use placement::schedule;
 pub use priority::{Factors, Priority};

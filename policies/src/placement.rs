@@ -14,11 +14,11 @@ use std::collections::BTreeMap;
 use gantry_model::{Gpu, JobId, Shape};
 
 use crate::accounts::{GpuLedger, Tree};
+use crate::config::SchedulingProfile;
 use crate::feasibility::never_fits;
 use crate::priority::rank;
 use crate::profile::{Free, Profile, Share};
 use crate::reclaim::{Reclaimed, Reclaimer};
-use crate::config::SchedulingProfile;
 use crate::topology::Topology;
 use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use gantry_model::names::is_plain_name;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -142,12 +143,8 @@ impl Topology {
 }
 
 fn check_name(name: &str) -> Result<(), TopologyError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    ok.then_some(())
+    is_plain_name(name)
+        .then_some(())
         .ok_or_else(|| TopologyError::BadName(name.to_string()))
 }
 

@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod job;
+pub mod names;
 pub mod node;
 pub mod shape;
 #[cfg(any(test, feature = "testing"))]

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use gantry_model::names::is_plain_name;
 use gantry_policies::AccountView;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -91,12 +92,8 @@ impl Default for Accounts {
 }
 
 fn check_name(name: &str) -> Result<(), AccountError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    ok.then_some(())
+    is_plain_name(name)
+        .then_some(())
         .ok_or_else(|| AccountError::BadName(name.to_string()))
 }
 
