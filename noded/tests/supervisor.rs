@@ -399,7 +399,8 @@ fn start_job_with_children(key: JobKey) -> (Scratch, Child, u32) {
     wait_for("the job to start", || {
         read(&out).contains("started").then_some(())
     });
-    let pgid = scratch.dir.read_pid(JOB_PID_FILE).unwrap();
+    // The job may print before its supervisor has recorded its pid.
+    let pgid = wait_for("the job's pid file", || scratch.dir.read_pid(JOB_PID_FILE));
     let members = wait_for("the job's children", || {
         let n = fs::read_dir("/proc")
             .unwrap()

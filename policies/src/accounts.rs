@@ -40,8 +40,13 @@ impl Tree {
             .map(|j| &j.account)
             .chain(view.running.iter().map(|j| &j.account))
             .chain(view.usage.keys());
+        let mut last: Option<&String> = None;
         for account in named {
-            tree.adopt(account);
+            // Queues come in runs of one account: skip the lookups for a repeat.
+            if last != Some(account) {
+                tree.adopt(account);
+                last = Some(account);
+            }
         }
         tree
     }
@@ -92,6 +97,10 @@ impl Tree {
             .product()
     }
 
+    pub(crate) fn has_guarantees(&self) -> bool {
+        !self.guarantee.is_empty()
+    }
+
     pub(crate) fn guarantee(&self, account: &str) -> u32 {
         self.guarantee.get(account).copied().unwrap_or(0)
     }
@@ -99,6 +108,9 @@ impl Tree {
     /// The accounts on `account`'s path with a guarantee: `(account, guarantee)`, nearest
     /// first.
     pub(crate) fn guarantees<'a>(&'a self, account: &'a str) -> Vec<(&'a str, u32)> {
+        if self.guarantee.is_empty() {
+            return Vec::new();
+        }
         self.path(account)
             .into_iter()
             .filter_map(|a| self.guarantee.get(a).map(|g| (a, *g)))
@@ -107,6 +119,10 @@ impl Tree {
 
     /// The GPU limits on `account` and above it: `(account, limit)`, nearest first.
     pub(crate) fn limits<'a>(&'a self, account: &'a str) -> Vec<(&'a str, u32)> {
+        if self.max_gpus.is_empty() {
+            // The common case, and no walk up the tree for every job.
+            return Vec::new();
+        }
         self.path(account)
             .into_iter()
             .filter_map(|a| self.max_gpus.get(a).map(|max| (a, *max)))
@@ -149,7 +165,8 @@ impl GpuLedger {
         end: Option<u64>,
         gpus: u64,
     ) {
-        if gpus == 0 {
+        // Only caps read the ledger.
+        if gpus == 0 || tree.max_gpus.is_empty() {
             return;
         }
         for a in tree.path(account) {

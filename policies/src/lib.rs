@@ -9,6 +9,7 @@
 mod accounts;
 pub mod config;
 pub mod feasibility;
+mod fragmentation;
 pub mod placement;
 pub mod priority;
 mod profile;

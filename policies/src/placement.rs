@@ -16,6 +16,7 @@ use gantry_model::{Gpu, JobId, Shape};
 use crate::accounts::{GpuLedger, Tree};
 use crate::config::SchedulingProfile;
 use crate::feasibility::never_fits;
+use crate::fragmentation::Demand;
 use crate::priority::rank;
 use crate::profile::{Free, Profile, Share};
 use crate::reclaim::{Reclaimed, Reclaimer};
@@ -60,6 +61,11 @@ pub fn schedule(view: &ClusterView) -> Decisions {
         _ => job.shapes.len().min(1),
     };
     let tree = Tree::new(view);
+    let demand = match profile_kind {
+        SchedulingProfile::Gantry => Demand::of(&view.pending),
+        // The baselines place first fit.
+        _ => Demand::default(),
+    };
     let mut ledger = GpuLedger::new(view, &tree);
     let mut reclaimer = Reclaimer::new(view, &tree);
     for (index, priority) in rank(view, &tree) {
@@ -116,7 +122,13 @@ pub fn schedule(view: &ClusterView) -> Decisions {
                 continue;
             }
             let free_now = profile.free_during(now, end);
-            match place(shape, &view.nodes, &free_now, Pick::Start, &view.topology) {
+            match place(
+                shape,
+                &view.nodes,
+                &free_now,
+                Pick::Start(&demand),
+                &view.topology,
+            ) {
                 Some(picks) => options.push(Candidate {
                     shape: index,
                     start: now,
@@ -330,11 +342,13 @@ fn parts(shape: &Shape, nodes: &[NodeView], picks: Picks) -> Vec<PartPlan> {
         .collect()
 }
 
-/// How GPUs are chosen on a node.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pick {
-    /// For a start: inside one NVLink group when one has room (see [`choose_gpus`]).
-    Start,
+/// How nodes and GPUs are chosen.
+#[derive(Clone, Copy)]
+pub(crate) enum Pick<'d> {
+    /// For a start: a one-node job on the node where it grows fragmentation the least for the
+    /// sizes waiting (see [`crate::fragmentation`]); GPUs inside one NVLink group when one has
+    /// room (see [`choose_gpus`]).
+    Start(&'d Demand),
     /// For a reservation: the lowest free indices. Jobs placed later in the pass never
     /// take a reserved GPU, so the lowest ones stay the lowest, and the next pass reserves
     /// the very same GPUs (an NVLink-group choice could move as other GPUs fill up, and push
@@ -343,7 +357,8 @@ pub(crate) enum Pick {
 }
 
 /// Where a job of `shape` fits in `free`: `num_nodes` schedulable nodes with room, and the
-/// GPUs to use on each. A single node is the first with room. A gang goes under one leaf
+/// GPUs to use on each. A single node is, for a start, the one where it fragments least (the
+/// first such), for a reservation the first with room. A gang goes under one leaf
 /// switch when one has enough nodes with room (the one with the fewest, keeping larger
 /// groups whole), else under one switch a level up, and so on; without a topology, or when
 /// no switch has enough, it takes the first nodes with room.
@@ -355,6 +370,11 @@ pub(crate) fn place(
     topology: &Topology,
 ) -> Option<Picks> {
     let wanted = usize::try_from(shape.num_nodes).ok()?;
+    if let (1, Pick::Start(demand)) = (wanted, how)
+        && !demand.is_empty()
+    {
+        return least_fragmenting(shape, nodes, free, demand);
+    }
     let mut fitting = nodes
         .iter()
         .zip(free)
@@ -397,6 +417,30 @@ pub(crate) fn place(
     Some(fitting.into_iter().take(wanted).collect())
 }
 
+/// The node a one-node job fragments least, and its GPUs there.
+fn least_fragmenting(
+    shape: &Shape,
+    nodes: &[NodeView],
+    free: &[Free],
+    demand: &Demand,
+) -> Option<Picks> {
+    let mut candidates: Vec<(i128, usize)> = nodes
+        .iter()
+        .zip(free)
+        .enumerate()
+        .filter(|(_, (node, f))| node.schedulable && shape.per_node.fits_in(&f.res))
+        .map(|(i, (_, f))| {
+            let free_gpus = u32::try_from(f.gpus.len()).unwrap_or(u32::MAX);
+            (demand.growth(free_gpus, shape.per_node.gpus), i)
+        })
+        .collect();
+    candidates.sort_unstable();
+    candidates.into_iter().find_map(|(_, i)| {
+        let gpus = pick_gpus(&nodes[i], shape, &free[i].gpus, Pick::Start(demand))?;
+        Some(vec![(i, gpus)])
+    })
+}
+
 /// The free GPUs of `node` that `shape` may use.
 fn usable_free(node: &NodeView, shape: &Shape, free: &[u32]) -> Vec<u32> {
     if shape.gpu_model.is_none() {
@@ -411,7 +455,7 @@ fn usable_free(node: &NodeView, shape: &Shape, free: &[u32]) -> Vec<u32> {
 fn pick_gpus(node: &NodeView, shape: &Shape, free: &[u32], how: Pick) -> Option<Vec<u32>> {
     let usable = usable_free(node, shape, free);
     match how {
-        Pick::Start => choose_gpus(&node.gpus, &usable, shape.per_node.gpus),
+        Pick::Start(_) => choose_gpus(&node.gpus, &usable, shape.per_node.gpus),
         Pick::Reserve => {
             let count = usize::try_from(shape.per_node.gpus).ok()?;
             (usable.len() >= count).then(|| usable[..count].to_vec())

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gantry_model::{JobId, Shape};
 
 use crate::accounts::Tree;
+use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, total_gpus};
 use crate::profile::{Profile, Share};
 use crate::view::{ClusterView, RunningJob};
@@ -47,6 +48,10 @@ fn running_gpus(job: &RunningJob) -> u64 {
 /// GPUs held by running jobs that are not being stopped, per account subtree.
 fn held_now(view: &ClusterView, tree: &Tree) -> Held {
     let mut held = Held::default();
+    if !tree.has_guarantees() {
+        // Only guarantees read it.
+        return held;
+    }
     for job in view.running.iter().filter(|j| !j.stopping) {
         held.add(tree, &job.account, running_gpus(job));
     }
@@ -57,17 +62,18 @@ fn held_now(view: &ClusterView, tree: &Tree) -> Held {
 /// account above it (or itself) would hold no more than its guarantee with the job.
 pub(crate) fn within_guarantee(view: &ClusterView, tree: &Tree) -> impl Fn(&str, &Shape) -> bool {
     let held = held_now(view, tree);
-    let tree_guarantees: BTreeMap<String, Vec<(String, u32)>> = view
-        .pending
-        .iter()
-        .map(|j| {
+    let accounts: BTreeSet<&str> = view.pending.iter().map(|j| j.account.as_str()).collect();
+    let tree_guarantees: BTreeMap<String, Vec<(String, u32)>> = accounts
+        .into_iter()
+        .map(|account| {
             let g = tree
-                .guarantees(&j.account)
+                .guarantees(account)
                 .into_iter()
                 .map(|(a, g)| (a.to_string(), g))
                 .collect();
-            (j.account.clone(), g)
+            (account.to_string(), g)
         })
+        .filter(|(_, g): &(String, Vec<_>)| !g.is_empty())
         .collect();
     move |account: &str, shape: &Shape| {
         tree_guarantees.get(account).is_some_and(|gs| {
@@ -135,7 +141,9 @@ impl<'v> Reclaimer<'v> {
 
     /// A job of `account` that pass started (its GPUs count for its account).
     pub(crate) fn started(&mut self, tree: &Tree, account: &str, shape: &Shape) {
-        self.held.add(tree, account, total_gpus(shape));
+        if tree.has_guarantees() {
+            self.held.add(tree, account, total_gpus(shape));
+        }
     }
 
     /// For a job of `account` that cannot start now in `shape`: when an account on its path
@@ -164,7 +172,13 @@ impl<'v> Reclaimer<'v> {
             .collect();
         let try_place = |extra: &[Share]| {
             let free = profile.free_during_with(view.now_ms, end, extra);
-            place(shape, &view.nodes, &free, Pick::Start, &view.topology)
+            place(
+                shape,
+                &view.nodes,
+                &free,
+                Pick::Start(&Demand::default()),
+                &view.topology,
+            )
         };
         let mut victims: Vec<&RunningJob> = view
             .running

@@ -1,0 +1,61 @@
+//! Fragmentation-aware node choice, in the spirit of fragmentation-gradient descent (Weng et
+//! al., ATC '23) for whole GPUs: the free GPUs of a node are fragmented for a job size that no
+//! longer fits there. Weighting sizes by how many queued jobs want them, a one-node job goes
+//! where it grows fragmentation the least — usually the fullest node that holds it, keeping
+//! whole nodes whole for the larger jobs waiting.
+
+use std::collections::BTreeMap;
+
+use crate::view::PendingJob;
+
+/// How many waiting jobs want each number of GPUs per node.
+#[derive(Debug, Default)]
+pub(crate) struct Demand(BTreeMap<u32, u64>);
+
+impl Demand {
+    pub(crate) fn of(pending: &[PendingJob]) -> Demand {
+        let mut demand = Demand::default();
+        for shape in pending.iter().filter_map(|j| j.shapes.first()) {
+            if shape.per_node.gpus > 0 {
+                *demand.0.entry(shape.per_node.gpus).or_default() += 1;
+            }
+        }
+        demand
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Expected fragmented GPUs of a node with `free` GPUs free: for each size that does not
+    /// fit, all of them, weighted by the jobs that want that size.
+    fn fragmented(&self, free: u32) -> u64 {
+        self.0
+            .iter()
+            .filter(|(size, _)| **size > free)
+            .map(|(_, jobs)| jobs * u64::from(free))
+            .sum()
+    }
+
+    /// How much taking `gpus` of a node's `free` GPUs changes its fragmentation: the lower,
+    /// the better the fit.
+    pub(crate) fn growth(&self, free: u32, gpus: u32) -> i128 {
+        let after = self.fragmented(free.saturating_sub(gpus));
+        i128::from(after) - i128::from(self.fragmented(free))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_four_gpu_job_fills_a_half_free_node_rather_than_break_a_whole_one() {
+        let demand = Demand(BTreeMap::from([(4, 1), (8, 1)]));
+        // On a node with 4 free it closes the gap for the 8-GPU job: -4.
+        assert_eq!(demand.growth(4, 4), -4);
+        // On a whole node it leaves 4 that the 8-GPU job cannot use: +4.
+        assert_eq!(demand.growth(8, 4), 4);
+        assert!(Demand::default().is_empty());
+    }
+}
