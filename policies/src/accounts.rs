@@ -151,7 +151,9 @@ impl GpuLedger {
         };
         for job in &view.running {
             let gpus: u64 = job.parts.iter().map(|p| u64::from(p.res.gpus)).sum();
-            ledger.claim(tree, &job.account, view.now_ms, job.ends_at_ms, gpus);
+            // A job past its limit is being stopped: it holds its GPUs a little longer.
+            let end = job.ends_at_ms.map(|end| end.max(view.now_ms + 1));
+            ledger.claim(tree, &job.account, view.now_ms, end, gpus);
         }
         ledger
     }

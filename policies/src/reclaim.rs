@@ -83,13 +83,17 @@ pub(crate) fn within_guarantee(view: &ClusterView, tree: &Tree) -> impl Fn(&str,
     }
 }
 
-/// The account through which `borrower` borrows from `owed`: the child of their common
-/// ancestor on the borrower's side. `None` when the borrower is `owed` or above it.
-fn lender<'a>(tree: &'a Tree, owed: &str, borrower: &'a str) -> Option<&'a str> {
+/// The accounts through which `borrower` borrows from `owed`: the borrower's own and those
+/// above it, up to the child of their common ancestor. `None` when the borrower is `owed`,
+/// inside it (its jobs use the guarantee, they do not borrow from it) or above it.
+fn lenders<'a>(tree: &'a Tree, owed: &str, borrower: &'a str) -> Option<Vec<&'a str>> {
     let above: BTreeSet<&str> = tree.path(owed).into_iter().collect();
     let path = tree.path(borrower);
+    if path.contains(&owed) {
+        return None;
+    }
     let meet = path.iter().position(|a| above.contains(a))?;
-    meet.checked_sub(1).map(|i| path[i])
+    (meet > 0).then(|| path[..meet].to_vec())
 }
 
 /// What a waiting job gets from a reclaim: the GPUs it will take, and the borrowers to stop
@@ -184,7 +188,7 @@ impl<'v> Reclaimer<'v> {
             .running
             .iter()
             .filter(|r| !r.stopping && !self.taken.contains(&r.id))
-            .filter(|r| lender(tree, owed, &r.account).is_some())
+            .filter(|r| lenders(tree, owed, &r.account).is_some())
             .collect();
         victims.sort_by_key(|r| (Reverse(r.start_ms), Reverse(r.id)));
         let mut held = self.held.clone();
@@ -194,12 +198,16 @@ impl<'v> Reclaimer<'v> {
             if picks.is_some() || chosen.len() >= MAX_VICTIMS {
                 break;
             }
-            let Some(lender) = lender(tree, owed, &victim.account) else {
+            let Some(lenders) = lenders(tree, owed, &victim.account) else {
                 continue;
             };
-            // Only from a lender above its own guarantee: never take a guarantee to pay one.
+            // Only from lenders above their own guarantees, at every level: never take a
+            // guarantee to pay one.
             let gpus = running_gpus(victim);
-            if held.of(lender) < u64::from(tree.guarantee(lender)) + gpus {
+            if lenders
+                .iter()
+                .any(|a| held.of(a) < u64::from(tree.guarantee(a)) + gpus)
+            {
                 continue;
             }
             extra.extend(self.shares(victim));
@@ -346,6 +354,50 @@ mod tests {
         // nlp's guarantee is 2: it gives back the 2 above it, no more.
         assert_eq!(preempted(&view(Some(4), Some(2), 2)), [11]);
         assert!(preempted(&view(Some(4), Some(2), 4)).is_empty());
+    }
+
+    #[test]
+    fn jobs_inside_the_owed_account_and_lenders_at_their_guarantee_are_never_taken() {
+        // research (guarantee 4) holds 2 through vision; nlp, also under research, waits.
+        // Vision's job uses research's guarantee rather than borrowing from it; team's job is
+        // within team's and ops' own guarantees.
+        let mut v = view(None, None, 2);
+        v.accounts = vec![
+            account("root", None),
+            AccountView {
+                guarantee_gpus: Some(4),
+                ..account("research", None)
+            },
+            AccountView {
+                parent: Some("research".into()),
+                ..account("vision", None)
+            },
+            AccountView {
+                parent: Some("research".into()),
+                ..account("nlp", None)
+            },
+            AccountView {
+                guarantee_gpus: Some(2),
+                ..account("ops", None)
+            },
+            AccountView {
+                parent: Some("ops".into()),
+                guarantee_gpus: Some(2),
+                ..account("team", None)
+            },
+        ];
+        v.pending[0].account = "nlp".into();
+        // Job 11 (youngest) is vision's, inside research; job 10 is team's, at team's own
+        // guarantee of 2 although ops holds 2, at its own 2: nothing may be taken.
+        v.running[1].account = "vision".into();
+        v.running[0].account = "team".into();
+        assert!(preempted(&v).is_empty(), "{:?}", schedule(&v));
+        // Without team's guarantee, ops (guarantee 2, holds 2) still lends nothing.
+        v.accounts[5].guarantee_gpus = None;
+        assert!(preempted(&v).is_empty());
+        // Without ops' guarantee either, team's job is the borrower to take.
+        v.accounts[4].guarantee_gpus = None;
+        assert_eq!(preempted(&v), [10]);
     }
 
     #[test]

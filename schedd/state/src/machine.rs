@@ -603,10 +603,17 @@ impl StateMachine {
         if job.parts.iter().any(|p| p.exit.is_none()) {
             return;
         }
+        // A job that finished on its own before the stop reached it is done, not requeued.
+        let finished = job
+            .parts
+            .iter()
+            .all(|p| p.exit.as_ref().is_some_and(PartExit::succeeded));
+        let requeue = job.requeue.take();
         if !job.cancel_requested
-            && let Some(why) = job.requeue.take()
+            && !finished
+            && let Some(why) = requeue
         {
-            // Back in the queue as its next attempt; how the parts ended does not matter.
+            // Back in the queue as its next attempt, however its parts were stopped.
             job.state = JobState::Pending;
             job.attempt += 1;
             job.parts.clear();

@@ -759,4 +759,16 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
     });
     log.exit(other, "n1", ExitReason::Cancelled, None);
     assert_eq!(log.sm.job(other).unwrap().state, JobState::Cancelled);
+    // Finished with success before the stop reached it: done, not run again.
+    let quick = log.submit(1, 1);
+    assert_eq!(log.allocate(quick, "n1", vec![3]), Outcome::Applied);
+    log.apply(Command::Requeue {
+        job: quick,
+        attempt: 0,
+        reason: "r".into(),
+        now_ms: 8,
+    });
+    log.exit(quick, "n1", ExitReason::Exited, Some(0));
+    let job = log.sm.job(quick).unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Completed, 0));
 }
