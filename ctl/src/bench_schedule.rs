@@ -158,39 +158,6 @@ fn view(args: &ScheduleBench) -> ClusterView {
     }
 }
 
-/// The view after `decisions` started their jobs: the steady cluster an arrival lands in.
-fn after(view: &ClusterView, decisions: &gantry_policies::Decisions) -> ClusterView {
-    let mut next = view.clone();
-    for start in &decisions.starts {
-        let Some(at) = next.pending.iter().position(|j| j.id == start.job) else {
-            continue;
-        };
-        let job = next.pending.remove(at);
-        let shape = &job.shapes[start.shape as usize];
-        let mut parts = Vec::new();
-        for part in &start.parts {
-            if let Some(n) = next.nodes.iter_mut().find(|n| n.name == part.node) {
-                n.free = n.free.saturating_sub(&shape.per_node);
-                n.free_gpus.retain(|g| !part.gpus.contains(g));
-            }
-            parts.push(Held {
-                node: part.node.clone(),
-                res: shape.per_node,
-                gpus: part.gpus.clone(),
-            });
-        }
-        next.running.push(RunningJob {
-            id: job.id,
-            start_ms: 0,
-            stopping: false,
-            account: job.account.clone(),
-            ends_at_ms: shape.end_if_started(view.now_ms),
-            parts,
-        });
-    }
-    next
-}
-
 /// Milliseconds of each of `runs` calls of `f`, sorted.
 fn timed(runs: u32, mut f: impl FnMut()) -> Vec<f64> {
     let mut times: Vec<f64> = (0..runs)
@@ -214,7 +181,7 @@ pub fn run(args: &ScheduleBench) -> anyhow::Result<()> {
     let times = timed(args.passes, || {
         schedule(&view);
     });
-    let mut steady = after(&view, &decisions);
+    let mut steady = view.with_starts(&decisions);
     let next_id = steady.pending.iter().map(|j| j.id).max().unwrap_or(0) + 1;
     steady.pending.push(PendingJob::single(
         next_id,

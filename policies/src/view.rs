@@ -42,6 +42,45 @@ pub struct AccountView {
     pub max_gpus: Option<u32>,
 }
 
+impl ClusterView {
+    /// The view once `decisions` have started their jobs, as the state machine records them
+    /// (starting now, holding what they were given until their time limits): what the next
+    /// pass sees if nothing else happens. For benchmarks, tests and the simulator.
+    pub fn with_starts(&self, decisions: &Decisions) -> ClusterView {
+        let mut next = self.clone();
+        for start in &decisions.starts {
+            let Some(at) = next.pending.iter().position(|j| j.id == start.job) else {
+                continue;
+            };
+            let job = next.pending.remove(at);
+            let Some(shape) = job.shapes.get(start.shape as usize) else {
+                continue;
+            };
+            let mut parts = Vec::new();
+            for part in &start.parts {
+                if let Some(n) = next.nodes.iter_mut().find(|n| n.name == part.node) {
+                    n.free = n.free.saturating_sub(&shape.per_node);
+                    n.free_gpus.retain(|g| !part.gpus.contains(g));
+                }
+                parts.push(Held {
+                    node: part.node.clone(),
+                    res: shape.per_node,
+                    gpus: part.gpus.clone(),
+                });
+            }
+            next.running.push(RunningJob {
+                id: job.id,
+                account: job.account.clone(),
+                start_ms: self.now_ms,
+                stopping: false,
+                ends_at_ms: shape.end_if_started(self.now_ms),
+                parts,
+            });
+        }
+        next
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunningJob {
     pub id: JobId,

@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{Gpu, Resources, Shape};
 use gantry_policies::{
-    AccountView, ClusterView, Decisions, Held, NodeView, PendingJob, RunningJob, WaitReason,
-    schedule,
+    AccountView, ClusterView, Held, NodeView, PendingJob, RunningJob, WaitReason, schedule,
 };
 use proptest::prelude::*;
 
@@ -163,42 +162,6 @@ fn shape_of(view: &ClusterView, job: u64, shape: u32) -> &Shape {
     &job.shapes[shape as usize]
 }
 
-/// Moves the pass's starts into `running`, as the state machine would.
-fn apply_starts(view: &ClusterView, decisions: &Decisions) -> ClusterView {
-    let mut next = view.clone();
-    for start in &decisions.starts {
-        let shape = shape_of(view, start.job, start.shape).clone();
-        let account = view
-            .pending
-            .iter()
-            .find(|j| j.id == start.job)
-            .unwrap()
-            .account
-            .clone();
-        let mut parts = Vec::new();
-        for part in &start.parts {
-            let n = next.nodes.iter_mut().find(|n| n.name == part.node).unwrap();
-            n.free = n.free.saturating_sub(&shape.per_node);
-            n.free_gpus.retain(|g| !part.gpus.contains(g));
-            parts.push(Held {
-                node: part.node.clone(),
-                res: shape.per_node,
-                gpus: part.gpus.clone(),
-            });
-        }
-        next.running.push(RunningJob {
-            id: start.job,
-            start_ms: 0,
-            stopping: false,
-            account,
-            ends_at_ms: shape.end_if_started(view.now_ms),
-            parts,
-        });
-        next.pending.retain(|j| j.id != start.job);
-    }
-    next
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -265,7 +228,7 @@ proptest! {
             a.max_gpus = None;
         }
         let first = schedule(&view);
-        let next = apply_starts(&view, &first);
+        let next = view.with_starts(&first);
         let second = schedule(&next);
         let again: BTreeMap<u64, &WaitReason> = second.waiting.iter().map(|(j, w)| (*j, w)).collect();
         for (job, why) in &first.waiting {
