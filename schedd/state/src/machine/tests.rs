@@ -617,7 +617,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             node,
             now_ms: 6
         }),
-        prop::collection::vec(job, 1..3).prop_map(|jobs| Command::Cancel {
+        prop::collection::vec(job.clone(), 1..3).prop_map(|jobs| Command::Cancel {
             jobs,
             by: "ann".into(),
             admin: false,
@@ -639,6 +639,36 @@ fn arb_command() -> impl Strategy<Value = Command> {
             by: "root".into(),
             now_ms: 9
         }),
+        (job.clone(), 0u32..2).prop_map(|(job, attempt)| Command::Requeue {
+            job,
+            attempt,
+            reason: "reclaimed".into(),
+            now_ms: 10
+        }),
+        prop::sample::select(vec![
+            ("weight.age", "5"),
+            ("backfill.depth", "2"),
+            ("qos.urgent.priority", "900"),
+            ("weight.qos", "lots"),
+        ])
+        .prop_map(|(key, value)| Command::SetConfig {
+            key: key.into(),
+            value: value.into(),
+            by: "root".into(),
+            now_ms: 11
+        }),
+        prop::sample::select(vec![("vision", "root"), ("nlp", "vision"), ("x", "nosuch")])
+            .prop_map(|(name, parent)| Command::AddAccount {
+                account: crate::accounts::NewAccount {
+                    name: name.into(),
+                    parent: parent.into(),
+                    share: 1,
+                    guarantee_gpus: None,
+                    max_gpus: Some(4),
+                },
+                by: "root".into(),
+                now_ms: 12
+            }),
     ]
 }
 
