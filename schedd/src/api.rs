@@ -1,6 +1,5 @@
 //! The client API (`gantry.v1.Scheduler`): checks requests, proposes commands, reads state.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gantry_model::{JobId, JobState, Owner};
@@ -68,19 +67,7 @@ pub fn require_leader(engine: &Engine, config: &SchedConfig) -> Result<(), Statu
 /// The tree, parents before children (depth first, siblings by name), with GPUs in use.
 fn accounts_to_pb(state: &gantry_state::StateMachine) -> pb::AccountsResponse {
     let all: Vec<&Account> = state.accounts().iter().collect();
-    // Each account's GPUs count for it and every account above it.
-    let mut in_use: BTreeMap<&str, u64> = BTreeMap::new();
-    for (account, gpus) in state.gpus_held_by_account() {
-        let mut at = Some(account);
-        for _ in 0..=all.len() {
-            let Some(current) = at else { break };
-            *in_use.entry(current).or_default() += gpus;
-            at = state
-                .accounts()
-                .get(current)
-                .and_then(|a| a.parent.as_deref());
-        }
-    }
+    let in_use = state.gpus_in_use_by_account();
     let mut ordered = Vec::with_capacity(all.len());
     let mut stack: Vec<&Account> = all.iter().copied().filter(|a| a.parent.is_none()).collect();
     stack.reverse();

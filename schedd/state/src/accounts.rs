@@ -192,6 +192,20 @@ impl Accounts {
         })
     }
 
+    /// `name` and every account above it, nearest first (bounded, in case of a cycle).
+    pub fn path<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        let mut path = vec![name];
+        let mut at = name;
+        while let Some(parent) = self.by_name.get(at).and_then(|a| a.parent.as_deref()) {
+            if path.len() > self.by_name.len() {
+                break;
+            }
+            path.push(parent);
+            at = parent;
+        }
+        path
+    }
+
     fn children<'a>(&'a self, parent: &'a str) -> impl Iterator<Item = &'a Account> + 'a {
         self.by_name
             .values()

@@ -101,8 +101,8 @@ impl StateMachine {
         &self.accounts
     }
 
-    /// GPUs held by running jobs per account, the account's own only (not its sub-accounts').
-    pub fn gpus_held_by_account(&self) -> BTreeMap<&str, u64> {
+    /// GPUs held by running jobs per account, its sub-accounts' included.
+    pub fn gpus_in_use_by_account(&self) -> BTreeMap<&str, u64> {
         let mut held: BTreeMap<&str, u64> = BTreeMap::new();
         for job in self.active.iter().filter_map(|id| self.jobs.get(id)) {
             let gpus: u64 = job
@@ -111,7 +111,9 @@ impl StateMachine {
                 .filter(|p| p.exit.is_none())
                 .map(|p| p.gpus.len() as u64)
                 .sum();
-            *held.entry(job.spec.account.as_str()).or_default() += gpus;
+            for account in self.accounts.path(&job.spec.account) {
+                *held.entry(account).or_default() += gpus;
+            }
         }
         held
     }
