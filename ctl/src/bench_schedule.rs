@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use gantry_model::{Gpu, Resources, Shape};
-use gantry_policies::{ClusterView, Held, NodeView, PendingJob, RunningJob, WaitReason, schedule};
+use gantry_policies::synthetic::{Lcg, arrival, full_cluster, with_room};
+use gantry_policies::{ClusterView, Decisions, Plan, WaitReason, schedule};
 use serde::Serialize;
 
 use crate::output::Format;
@@ -47,115 +47,19 @@ struct ScheduleReport {
     pass_p50_ms: f64,
     pass_p99_ms: f64,
     pass_max_ms: f64,
-    /// A pass right after one more job arrived in the cluster the first pass left (its starts
-    /// applied): what deciding one arrival costs. Gantry has no incremental path: an arrival
-    /// costs a whole pass.
+    /// Deciding one more job arriving in the cluster the first pass left (its starts
+    /// applied), as the scheduler does: from the pass's plan, without a new pass.
     arrival_p50_ms: f64,
-}
-
-/// A small deterministic generator: the bench needs variety, not randomness.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below
-    }
-}
-
-const HOUR_MS: u64 = 3_600_000;
-
-/// Every node full of running jobs (1, 2 or 4 GPUs, limits up to 8 h), and a queue.
-fn view(args: &ScheduleBench) -> ClusterView {
-    let mut rng = Lcg(42);
-    let mut nodes = Vec::new();
-    let mut running = Vec::new();
-    for n in 0..args.nodes {
-        let name = format!("gpu{n:05}");
-        let capacity = Resources {
-            gpus: args.gpus,
-            cpus: args.gpus * 8,
-            mem_mib: u64::from(args.gpus) * 65_536,
-        };
-        let mut next_gpu = 0;
-        while next_gpu < args.gpus {
-            let size = [1, 2, 4][rng.next(3) as usize].min(args.gpus - next_gpu);
-            let gpus: Vec<u32> = (next_gpu..next_gpu + size).collect();
-            next_gpu += size;
-            running.push(RunningJob {
-                id: running.len() as u64 + 1,
-                start_ms: 0,
-                stopping: false,
-                account: "default".into(),
-                ends_at_ms: Some(1 + rng.next(8 * HOUR_MS)),
-                parts: vec![Held {
-                    node: name.clone(),
-                    res: Resources {
-                        gpus: size,
-                        cpus: size * 8,
-                        mem_mib: u64::from(size) * 65_536,
-                    },
-                    gpus,
-                }],
-            });
-        }
-        nodes.push(NodeView {
-            name,
-            schedulable: true,
-            unavailable_reason: None,
-            gpus: (0..args.gpus)
-                .map(|i| Gpu {
-                    index: i,
-                    model: "H100".into(),
-                    memory_mib: 81_920,
-                    nvlink_group: i / 4,
-                    numa_node: None,
-                    uuid: String::new(),
-                })
-                .collect(),
-            capacity,
-            free: Resources {
-                gpus: 0,
-                cpus: 0,
-                mem_mib: 0,
-            },
-            free_gpus: vec![],
-        });
-    }
-    let first_pending = running.len() as u64 + 1;
-    let pending = (0..u64::from(args.pending))
-        .map(|i| {
-            let gpus = [1, 2, 4, 8][rng.next(4) as usize].min(args.gpus);
-            let num_nodes = if i % 10 == 9 {
-                2 + 2 * (rng.next(2) as u32)
-            } else {
-                1
-            };
-            PendingJob::single(
-                first_pending + i,
-                Shape {
-                    num_nodes: num_nodes.min(args.nodes),
-                    per_node: Resources {
-                        gpus,
-                        cpus: gpus * 8,
-                        mem_mib: u64::from(gpus) * 65_536,
-                    },
-                    gpu_model: None,
-                    time_limit_ms: Some((1 + rng.next(24)) * HOUR_MS / 2),
-                },
-            )
-        })
-        .collect();
-    ClusterView {
-        now_ms: 0,
-        nodes,
-        pending,
-        running,
-        ..Default::default()
-    }
+    arrival_p99_ms: f64,
+    /// How many arrivals were timed, and how many of them the plan could not decide (they
+    /// rank ahead of a reservation, so they get a full pass, timed as part of them).
+    arrivals: usize,
+    arrivals_needing_a_pass: usize,
+    /// The same for the arrivals that start, in a cluster with every other node idle and
+    /// nothing queued: their placement looks at every node.
+    arrival_start_p50_ms: f64,
+    /// A whole pass over the queue with the arrival in it, for comparison.
+    arrival_full_pass_p50_ms: f64,
 }
 
 /// Milliseconds of each of `runs` calls of `f`, sorted.
@@ -171,33 +75,77 @@ fn timed(runs: u32, mut f: impl FnMut()) -> Vec<f64> {
     times
 }
 
+/// 0 for no figures.
 fn percentile(sorted: &[f64], p: usize) -> f64 {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+    let at = (sorted.len() * p / 100).min(sorted.len().saturating_sub(1));
+    sorted.get(at).copied().unwrap_or(0.0)
+}
+
+/// How deciding a run of arrivals went.
+struct Arrivals {
+    /// Milliseconds per arrival, sorted.
+    times: Vec<f64>,
+    /// Those of the arrivals that started, sorted.
+    start_times: Vec<f64>,
+    /// Arrivals the plan could not decide (they rank ahead of a reservation): each cost a
+    /// full pass and a new plan, as in the scheduler, and is timed as such.
+    full_passes: usize,
+}
+
+/// Decides `runs` arrivals one after another as the scheduler does: from the plan of the
+/// last pass, or, when the plan cannot decide one, by a new pass.
+fn arrivals(view: &ClusterView, runs: u32) -> Arrivals {
+    let mut now = view.clone();
+    let mut plan = Plan::new(view.clone());
+    let mut rng = Lcg(7);
+    let mut report = Arrivals {
+        times: Vec::new(),
+        start_times: Vec::new(),
+        full_passes: 0,
+    };
+    for n in 0..runs {
+        let job = arrival(view, u64::from(n), &mut rng);
+        let id = job.id;
+        now.pending.push(job.clone());
+        let next = now.clone();
+        let began = Instant::now();
+        let decisions = match plan.arrive(job, view.now_ms) {
+            Ok(arrival) => Decisions {
+                starts: arrival.start.into_iter().collect(),
+                ..Decisions::default()
+            },
+            Err(_) => {
+                plan = Plan::new(next);
+                report.full_passes += 1;
+                plan.decisions().clone()
+            }
+        };
+        let ms = began.elapsed().as_secs_f64() * 1000.0;
+        report.times.push(ms);
+        if decisions.starts.iter().any(|s| s.job == id) {
+            report.start_times.push(ms);
+        }
+        now = now.with_starts(&decisions);
+    }
+    report.times.sort_by(f64::total_cmp);
+    report.start_times.sort_by(f64::total_cmp);
+    report
 }
 
 pub fn run(args: &ScheduleBench) -> anyhow::Result<()> {
-    let view = view(args);
+    let view = full_cluster(args.nodes, args.gpus, args.pending);
     let decisions = schedule(&view);
     let times = timed(args.passes, || {
         schedule(&view);
     });
-    let mut steady = view.with_starts(&decisions);
-    let next_id = steady.pending.iter().map(|j| j.id).max().unwrap_or(0) + 1;
-    steady.pending.push(PendingJob::single(
-        next_id,
-        Shape {
-            num_nodes: 1,
-            per_node: Resources {
-                gpus: 1,
-                cpus: 8,
-                mem_mib: 65_536,
-            },
-            gpu_model: None,
-            time_limit_ms: Some(HOUR_MS),
-        },
-    ));
-    let arrivals = timed(args.passes, || {
-        schedule(&steady);
+    let steady = view.with_starts(&decisions);
+    let steady_arrivals = arrivals(&steady, args.passes.max(100));
+    let roomy = with_room(&steady);
+    let starting = arrivals(&roomy, args.passes.max(100));
+    let mut with_one_more = steady.clone();
+    with_one_more.pending.push(arrival(&steady, 0, &mut Lcg(7)));
+    let full_passes = timed(args.passes, || {
+        schedule(&with_one_more);
     });
     let report = ScheduleReport {
         nodes: args.nodes,
@@ -213,13 +161,18 @@ pub fn run(args: &ScheduleBench) -> anyhow::Result<()> {
         pass_p50_ms: percentile(&times, 50),
         pass_p99_ms: percentile(&times, 99),
         pass_max_ms: percentile(&times, 100),
-        arrival_p50_ms: percentile(&arrivals, 50),
+        arrival_p50_ms: percentile(&steady_arrivals.times, 50),
+        arrival_p99_ms: percentile(&steady_arrivals.times, 99),
+        arrivals: steady_arrivals.times.len(),
+        arrivals_needing_a_pass: steady_arrivals.full_passes,
+        arrival_start_p50_ms: percentile(&starting.start_times, 50),
+        arrival_full_pass_p50_ms: percentile(&full_passes, 50),
     };
     if args.json || args.format == Format::Json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} nodes x {} GPUs, {} running, {} pending: {} starts, {} reserved; pass p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; arrival p50 {:.2} ms",
+            "{} nodes x {} GPUs, {} running, {} pending: {} starts, {} reserved; pass p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; arrival p50 {:.3} ms, p99 {:.3} ms ({} of {} needed a pass), starting {:.3} ms (a full pass: {:.2} ms)",
             report.nodes,
             report.gpus_per_node,
             report.running,
@@ -229,7 +182,12 @@ pub fn run(args: &ScheduleBench) -> anyhow::Result<()> {
             report.pass_p50_ms,
             report.pass_p99_ms,
             report.pass_max_ms,
-            report.arrival_p50_ms
+            report.arrival_p50_ms,
+            report.arrival_p99_ms,
+            report.arrivals_needing_a_pass,
+            report.arrivals,
+            report.arrival_start_p50_ms,
+            report.arrival_full_pass_p50_ms
         );
     }
     Ok(())

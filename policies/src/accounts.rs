@@ -7,6 +7,7 @@ use crate::view::ClusterView;
 
 const ROOT: &str = "root";
 
+#[derive(Clone)]
 pub(crate) struct Tree {
     parent: BTreeMap<String, Option<String>>,
     share: BTreeMap<String, u32>,
@@ -132,6 +133,7 @@ impl Tree {
 
 /// GPUs held or promised per account, its sub-accounts' included, over time: what running
 /// jobs hold until their limits, what the pass starts, and what its reservations will take.
+#[derive(Clone)]
 pub(crate) struct GpuLedger {
     claims: BTreeMap<String, Vec<Claim>>,
 }

@@ -9,18 +9,37 @@ use std::collections::BTreeMap;
 use crate::view::PendingJob;
 
 /// How many waiting jobs want each number of GPUs per node.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Demand(BTreeMap<u32, u64>);
 
 impl Demand {
     pub(crate) fn of(pending: &[PendingJob]) -> Demand {
         let mut demand = Demand::default();
-        for shape in pending.iter().filter_map(|j| j.shapes.first()) {
-            if shape.per_node.gpus > 0 {
-                *demand.0.entry(shape.per_node.gpus).or_default() += 1;
-            }
+        for job in pending {
+            demand.add(job);
         }
         demand
+    }
+
+    /// Counts one more waiting job.
+    pub(crate) fn add(&mut self, job: &PendingJob) {
+        if let Some(shape) = job.shapes.first()
+            && shape.per_node.gpus > 0
+        {
+            *self.0.entry(shape.per_node.gpus).or_default() += 1;
+        }
+    }
+
+    /// Counts one waiting job less (it started).
+    pub(crate) fn remove(&mut self, job: &PendingJob) {
+        if let Some(shape) = job.shapes.first()
+            && let Some(jobs) = self.0.get_mut(&shape.per_node.gpus)
+        {
+            *jobs = jobs.saturating_sub(1);
+            if *jobs == 0 {
+                self.0.remove(&shape.per_node.gpus);
+            }
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -10,16 +10,20 @@ mod accounts;
 pub mod config;
 pub mod feasibility;
 mod fragmentation;
+mod pass;
 pub mod placement;
+mod plan;
 pub mod priority;
 mod profile;
 mod reclaim;
+pub mod synthetic;
 pub mod topology;
 pub mod view;
 
 pub use config::{ConfigError, DEFAULT_QOS, PolicyConfig, QosLevel, SchedulingProfile, Weights};
 pub use feasibility::{never_fits, none_fits};
-pub use placement::schedule;
+pub use pass::schedule;
+pub use plan::{Arrival, NeedsPass, Plan};
 pub use priority::{Factors, Priority};
 pub use topology::{Topology, TopologyError};
 pub use view::{

@@ -1,345 +1,22 @@
-//! Placement: in priority order, give each job the first nodes that fit it, with backfill.
-//!
-//! A job that cannot start now gets a reservation (up to `backfill.depth` of them per
-//! pass): the earliest moment, judged by the time limits of running jobs, at which it fits,
-//! and the very GPUs, CPUs and memory it will take then. A job behind it may start now only
-//! on resources no reservation needs during its own time limit (a job without a limit runs
-//! for ever, as far as anyone can plan), so backfill never delays a reserved job, and a big
-//! gang starts within a bounded time under a stream of small jobs. A blocked job that can
-//! get no reservation (what it waits for is held by jobs without time limits) blocks every
-//! job behind it, as without backfill.
+//! Placement: where a job goes, given what is free. One-node starts go where they fragment
+//! least (see [`crate::fragmentation`]); gangs under one leaf switch when one has room, then
+//! the fewest switches; GPUs inside one NVLink group, then one NUMA node. Reservations take
+//! the lowest free GPUs, so the next pass reserves the very same ones.
 
 use std::collections::BTreeMap;
 
-use gantry_model::{Gpu, JobId, Shape};
+use gantry_model::{Gpu, Shape};
 
-use crate::accounts::{GpuLedger, Tree};
-use crate::config::SchedulingProfile;
-use crate::feasibility::never_fits;
 use crate::fragmentation::Demand;
-use crate::priority::rank;
-use crate::profile::{Free, Profile, Share};
-use crate::reclaim::{Reclaimed, Reclaimer};
+use crate::profile::Free;
 use crate::topology::Topology;
-use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
+use crate::view::NodeView;
 
 /// Where a job goes: node indices, each with the GPUs it gets there.
 pub(crate) type Picks = Vec<(usize, Vec<u32>)>;
 
-/// One way to run a job, found in this pass: which shape, from when, until when, where.
-struct Candidate {
-    shape: usize,
-    start: u64,
-    end: Option<u64>,
-    picks: Picks,
-    /// Starts now only once these borrowers are stopped.
-    reclaim: Option<Reclaimed>,
-}
-
-/// One scheduling pass. Jobs that could never run on the known nodes block nothing. A job
-/// with alternatives runs in the shape that would finish first, judged by time limits.
-pub fn schedule(view: &ClusterView) -> Decisions {
-    let mut profile = Profile::new(view);
-    let mut decisions = Decisions::default();
-    let mut reserved: Vec<JobId> = Vec::new();
-    let mut blocked_by: Option<JobId> = None;
-    let mut cannot_start = CannotStartNow::default();
-    let mut feasibility = Feasibility::default();
-    let now = view.now_ms;
-    let profile_kind = view.config.profile;
-    let depth = match profile_kind {
-        SchedulingProfile::Gantry => {
-            usize::try_from(view.config.reservation_depth).unwrap_or(usize::MAX)
-        }
-        // EASY backfill: one reservation.
-        SchedulingProfile::SlurmLike => 1,
-        SchedulingProfile::Fifo => 0,
-    };
-    // The baselines know only the main request.
-    let shapes_of = |job: &'_ PendingJob| match profile_kind {
-        SchedulingProfile::Gantry => job.shapes.len(),
-        _ => job.shapes.len().min(1),
-    };
-    let tree = Tree::new(view);
-    let demand = match profile_kind {
-        SchedulingProfile::Gantry => Demand::of(&view.pending),
-        // The baselines place first fit.
-        _ => Demand::default(),
-    };
-    let mut ledger = GpuLedger::new(view, &tree);
-    let mut reclaimer = Reclaimer::new(view, &tree);
-    for (index, priority) in rank(view, &tree) {
-        let job = &view.pending[index];
-        decisions.ranked.push((job.id, priority));
-        let mut never = None;
-        let possible: Vec<(usize, &Shape)> = job
-            .shapes
-            .iter()
-            .take(shapes_of(job))
-            .enumerate()
-            .filter(
-                |(_, shape)| match feasibility.never_fits(&view.nodes, shape) {
-                    Some(why) => {
-                        never.get_or_insert(why);
-                        false
-                    }
-                    None => true,
-                },
-            )
-            .collect();
-        if possible.is_empty() {
-            let why = never.unwrap_or_else(|| "the job names no way to run".into());
-            decisions.waiting.push((job.id, WaitReason::NeverFits(why)));
-            continue;
-        }
-        if let Some(behind) = blocked_by {
-            decisions
-                .waiting
-                .push((job.id, WaitReason::Priority { behind }));
-            continue;
-        }
-        // A shape is a candidate only within its account's GPU caps over the time it would
-        // run, reservations included; a job held back by its caps alone waits without holding
-        // anyone else back (the cap, not the cluster, is what it waits for).
-        let mut over_limit = None;
-        let mut within_limits = |start: u64, shape: &Shape| {
-            let end = shape.end_if_started(start);
-            match ledger.over_limit(&tree, &job.account, start, end, total_gpus(shape)) {
-                Some(why) => {
-                    over_limit.get_or_insert(why);
-                    false
-                }
-                None => true,
-            }
-        };
-        let mut options: Vec<Candidate> = Vec::new();
-        for &(index, shape) in &possible {
-            if !within_limits(now, shape) {
-                continue;
-            }
-            let end = shape.end_if_started(now);
-            if cannot_start.known(shape, end) {
-                continue;
-            }
-            let free_now = profile.free_during(now, end);
-            match place(
-                shape,
-                &view.nodes,
-                &free_now,
-                Pick::Start(&demand),
-                &view.topology,
-            ) {
-                Some(picks) => options.push(Candidate {
-                    shape: index,
-                    start: now,
-                    end,
-                    picks,
-                    reclaim: None,
-                }),
-                None => cannot_start.record(shape, end),
-            }
-        }
-        // Below its account's guarantee, the main request can also start now on GPUs taken
-        // back from borrowers: one more candidate, chosen if it finishes first.
-        if profile_kind == SchedulingProfile::Gantry
-            && !options.iter().any(|o| o.shape == 0)
-            && possible.iter().any(|(index, _)| *index == 0)
-            && within_limits(now, &job.shapes[0])
-            && let Some(plan) = reclaimer.plan(&tree, &profile, &job.account, &job.shapes[0])
-        {
-            options.push(Candidate {
-                shape: 0,
-                start: now,
-                end: job.shapes[0].end_if_started(now),
-                picks: plan.picks.clone(),
-                reclaim: Some(plan),
-            });
-        }
-        let may_reserve = reserved.len() < depth;
-        // A later start may still finish first when the job has alternatives.
-        if may_reserve && (options.is_empty() || possible.len() > 1) {
-            for &(index, shape) in &possible {
-                if options.iter().any(|o| o.shape == index) {
-                    continue;
-                }
-                let later =
-                    earliest_later_start(shape, &view.nodes, &view.topology, &profile, |start| {
-                        within_limits(start, shape)
-                    });
-                if let Some((start, picks)) = later {
-                    options.push(Candidate {
-                        shape: index,
-                        start,
-                        end: shape.end_if_started(start),
-                        picks,
-                        reclaim: None,
-                    });
-                }
-            }
-        }
-        let best = options.into_iter().min_by_key(|o| {
-            let end = o.end.unwrap_or(u64::MAX);
-            (end, o.start, o.shape, o.reclaim.is_some())
-        });
-        match best {
-            Some(chosen) => {
-                let shape = &job.shapes[chosen.shape];
-                let held = if chosen.start > now && profile_kind == SchedulingProfile::SlurmLike {
-                    whole_nodes(&view.nodes, &chosen.picks)
-                } else {
-                    shares(shape, &chosen.picks)
-                };
-                profile.claim(shape, chosen.start, held);
-                let end = shape.end_if_started(chosen.start);
-                ledger.claim(&tree, &job.account, chosen.start, end, total_gpus(shape));
-                if let Some(plan) = chosen.reclaim {
-                    reclaimer.commit(&plan);
-                    for victim in &plan.victims {
-                        let why = format!(
-                            "account {} reclaims its guaranteed GPUs for job {}",
-                            plan.owed, job.id
-                        );
-                        decisions.preempt.push((*victim, why));
-                    }
-                    let why = WaitReason::Reclaiming {
-                        stopping: plan.victims,
-                    };
-                    decisions.waiting.push((job.id, why));
-                } else if chosen.start == now {
-                    reclaimer.started(&tree, &job.account, shape);
-                    decisions.starts.push(Start {
-                        job: job.id,
-                        shape: u32::try_from(chosen.shape).unwrap_or(u32::MAX),
-                        parts: parts(shape, &view.nodes, chosen.picks),
-                    });
-                } else {
-                    reserved.push(job.id);
-                    let why = WaitReason::Reserved {
-                        in_ms: chosen.start.saturating_sub(now),
-                    };
-                    decisions.waiting.push((job.id, why));
-                }
-            }
-            None => match (over_limit, reserved.first()) {
-                (Some(why), _) => decisions.waiting.push((job.id, WaitReason::Quota(why))),
-                (None, Some(&first)) if !may_reserve => decisions
-                    .waiting
-                    .push((job.id, WaitReason::Priority { behind: first })),
-                _ => {
-                    let (_, shape) = possible[0];
-                    let free_now = profile.free_during(now, shape.end_if_started(now));
-                    let why = shortage(shape, &view.nodes, &free_now);
-                    decisions.waiting.push((job.id, WaitReason::Resources(why)));
-                    blocked_by = Some(job.id);
-                }
-            },
-        }
-    }
-    decisions
-}
-
 pub(crate) fn total_gpus(shape: &Shape) -> u64 {
     u64::from(shape.num_nodes) * u64::from(shape.per_node.gpus)
-}
-
-/// Whether two shapes ask for the same resources (time limits aside).
-fn same_ask(a: &Shape, b: &Shape) -> bool {
-    a.num_nodes == b.num_nodes && a.per_node == b.per_node && a.gpu_model == b.gpu_model
-}
-
-/// Per shape: whether any known node could ever run it (a look at every node, done once per
-/// shape and pass).
-#[derive(Default)]
-struct Feasibility(Vec<(Shape, Option<String>)>);
-
-impl Feasibility {
-    fn never_fits(&mut self, nodes: &[NodeView], shape: &Shape) -> Option<String> {
-        if let Some((_, never)) = self.0.iter().find(|(known, _)| same_ask(known, shape)) {
-            return never.clone();
-        }
-        let never = never_fits(nodes, shape);
-        self.0.push((shape.clone(), never.clone()));
-        never
-    }
-}
-
-/// Shapes that cannot start now, each with the earliest end it was tried with. Within a
-/// pass claims are only ever added, so free resources only shrink: a shape that did not fit
-/// until some end fits no better until a later one, and need not be placed again. A long
-/// queue holds few shapes, so most jobs behind the reservations cost a lookup.
-#[derive(Default)]
-struct CannotStartNow(Vec<(Shape, Option<u64>)>);
-
-impl CannotStartNow {
-    fn known(&self, shape: &Shape, end: Option<u64>) -> bool {
-        self.0.iter().any(|(tried_shape, tried)| {
-            same_ask(tried_shape, shape)
-                && match (tried, end) {
-                    (_, None) => true,
-                    (None, Some(_)) => false,
-                    (Some(tried), Some(end)) => *tried <= end,
-                }
-        })
-    }
-
-    fn record(&mut self, shape: &Shape, end: Option<u64>) {
-        self.0.push((shape.clone(), end));
-    }
-}
-
-/// The first moment after now at which `shape` fits for its whole time limit and `allowed`
-/// (the account's caps) agrees, and where.
-fn earliest_later_start(
-    shape: &Shape,
-    nodes: &[NodeView],
-    topology: &Topology,
-    profile: &Profile,
-    mut allowed: impl FnMut(u64) -> bool,
-) -> Option<(u64, Picks)> {
-    profile.first_later(
-        shape.num_nodes,
-        shape.per_node.gpus,
-        |start| shape.end_if_started(start),
-        |start, free| {
-            let picks = place(shape, nodes, free, Pick::Reserve, topology)?;
-            allowed(start).then_some(picks)
-        },
-    )
-}
-
-fn shares(shape: &Shape, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
-    picks
-        .iter()
-        .map(|(node, gpus)| Share {
-            node: *node,
-            res: shape.per_node,
-            gpus: gpus.clone(),
-        })
-        .collect()
-}
-
-/// Slurm reserves whole nodes for a blocked job, not the GPUs it needs.
-fn whole_nodes(nodes: &[NodeView], picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
-    picks
-        .iter()
-        .map(|(node, _)| Share {
-            node: *node,
-            res: nodes[*node].capacity,
-            gpus: nodes[*node].gpus.iter().map(|g| g.index).collect(),
-        })
-        .collect()
-}
-
-fn parts(shape: &Shape, nodes: &[NodeView], picks: Picks) -> Vec<PartPlan> {
-    picks
-        .into_iter()
-        .map(|(i, gpus)| PartPlan {
-            node: nodes[i].name.clone(),
-            gpus,
-            cpus: shape.per_node.cpus,
-            mem_mib: shape.per_node.mem_mib,
-        })
-        .collect()
 }
 
 /// How nodes and GPUs are chosen.
@@ -417,28 +94,35 @@ pub(crate) fn place(
     Some(fitting.into_iter().take(wanted).collect())
 }
 
-/// The node a one-node job fragments least, and its GPUs there.
+/// The node a one-node job fragments least (the first such), and its GPUs there. One look
+/// at each node; the growth depends only on a node's free GPU count, so it is worked out
+/// once per count.
 fn least_fragmenting(
     shape: &Shape,
     nodes: &[NodeView],
     free: &[Free],
     demand: &Demand,
 ) -> Option<Picks> {
-    let mut candidates: Vec<(i128, usize)> = nodes
+    let wanted = shape.per_node.gpus;
+    let mut growth: BTreeMap<usize, i128> = BTreeMap::new();
+    let (best, _) = nodes
         .iter()
         .zip(free)
         .enumerate()
         .filter(|(_, (node, f))| node.schedulable && shape.per_node.fits_in(&f.res))
-        .map(|(i, (_, f))| {
-            let free_gpus = u32::try_from(f.gpus.len()).unwrap_or(u32::MAX);
-            (demand.growth(free_gpus, shape.per_node.gpus), i)
+        .filter(|(_, (node, f))| {
+            shape.gpu_model.is_none() || usable_free(node, shape, &f.gpus).len() >= wanted as usize
         })
-        .collect();
-    candidates.sort_unstable();
-    candidates.into_iter().find_map(|(_, i)| {
-        let gpus = pick_gpus(&nodes[i], shape, &free[i].gpus, Pick::Start(demand))?;
-        Some(vec![(i, gpus)])
-    })
+        .map(|(i, (_, f))| {
+            let count = f.gpus.len();
+            let g = *growth
+                .entry(count)
+                .or_insert_with(|| demand.growth(u32::try_from(count).unwrap_or(u32::MAX), wanted));
+            (i, g)
+        })
+        .min_by_key(|(i, g)| (*g, *i))?;
+    let gpus = pick_gpus(&nodes[best], shape, &free[best].gpus, Pick::Start(demand))?;
+    Some(vec![(best, gpus)])
 }
 
 /// The free GPUs of `node` that `shape` may use.
@@ -491,7 +175,7 @@ fn choose_gpus(gpus: &[Gpu], free: &[u32], count: u32) -> Option<Vec<u32>> {
 }
 
 /// Says what a blocked job waits for, in words a user understands.
-fn shortage(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> String {
+pub(crate) fn shortage(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> String {
     let ask = &shape.per_node;
     let schedulable = nodes.iter().filter(|n| n.schedulable).count();
     if schedulable < usize::try_from(shape.num_nodes).unwrap_or(usize::MAX) {
@@ -533,7 +217,8 @@ fn shortage(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::{Held, PendingJob, RunningJob};
+    use crate::schedule;
+    use crate::view::{ClusterView, Decisions, Held, PendingJob, RunningJob, WaitReason};
     use gantry_model::Resources;
 
     fn gpu(index: u32, group: u32) -> Gpu {

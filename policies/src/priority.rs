@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use gantry_model::{Resources, Shape};
+use gantry_model::{JobId, Resources, Shape};
 use serde::Serialize;
 
 use crate::accounts::Tree;
@@ -29,62 +29,91 @@ pub struct Priority {
     pub factors: Factors,
 }
 
-/// The pending jobs in the order they are served: jobs within their account's guarantee
-/// first, then highest priority first, then earliest submitted, then lowest id. Returns indices into `view.pending` with their priorities.
-pub(crate) fn rank(view: &ClusterView, tree: &Tree) -> Vec<(usize, Priority)> {
-    let fair = FairShare::new(view, tree);
+/// Where a job stands in the queue; lower keys are served first: jobs within their
+/// account's guarantee, then highest priority, then earliest submitted, then lowest id.
+pub(crate) type RankKey = (bool, std::cmp::Reverse<u64>, u64, JobId);
+
+/// Computes priorities and queue places, for the jobs of a view and for jobs arriving after
+/// it (judged at the view's time).
+#[derive(Clone)]
+pub(crate) struct Ranker {
+    fair: FairShare,
+    capacity: Resources,
+}
+
+impl Ranker {
+    pub(crate) fn new(view: &ClusterView, tree: &Tree) -> Ranker {
+        let capacity = view.nodes.iter().fold(Resources::default(), |sum, n| {
+            sum.saturating_add(&n.capacity)
+        });
+        Ranker {
+            fair: FairShare::new(view, tree),
+            capacity,
+        }
+    }
+
+    pub(crate) fn priority(&self, job: &PendingJob, view: &ClusterView, tree: &Tree) -> Priority {
+        let config = &view.config;
+        let now = view.now_ms;
+        let factors = Factors {
+            age: ratio(now.saturating_sub(job.submit_ms), config.age_max_ms),
+            fair_share: self.fair.factor(tree, &job.account),
+            qos: config.qos_priority(&job.qos).unwrap_or(0).min(FACTOR_MAX),
+            deadline: urgency(job, now, config),
+            size: job.shapes.first().map_or(0, |s| size(s, &self.capacity)),
+        };
+        let w = &config.weights;
+        let weighted = |weight: u32, factor: u32| u64::from(weight) * u64::from(factor);
+        let total = (weighted(w.age, factors.age)
+            + weighted(w.fair_share, factors.fair_share)
+            + weighted(w.qos, factors.qos)
+            + weighted(w.deadline, factors.deadline)
+            + weighted(w.size, factors.size))
+            / u64::from(FACTOR_MAX);
+        Priority { total, factors }
+    }
+}
+
+/// The key of `job` with `priority`; `covered`: within its account's guarantee.
+pub(crate) fn rank_key(
+    job: &PendingJob,
+    priority: &Priority,
+    covered: bool,
+    profile: SchedulingProfile,
+) -> RankKey {
+    let covered = covered && profile == SchedulingProfile::Gantry;
+    let priority = match profile {
+        SchedulingProfile::Fifo => 0,
+        _ => priority.total,
+    };
+    (!covered, std::cmp::Reverse(priority), job.submit_ms, job.id)
+}
+
+/// The pending jobs in the order they are served (see [`RankKey`]): indices into
+/// `view.pending` with their priorities and keys.
+pub(crate) fn rank(
+    view: &ClusterView,
+    tree: &Tree,
+    ranker: &Ranker,
+) -> Vec<(usize, Priority, RankKey)> {
     let guaranteed = within_guarantee(view, tree);
-    let capacity = view.nodes.iter().fold(Resources::default(), |sum, n| {
-        sum.saturating_add(&n.capacity)
-    });
-    let mut ranked: Vec<(usize, Priority)> = view
+    let mut ranked: Vec<(usize, Priority, RankKey)> = view
         .pending
         .iter()
         .enumerate()
-        .map(|(i, job)| (i, priority(job, view, &fair, &capacity)))
-        .collect();
-    let profile = view.config.profile;
-    // Jobs an account's guarantee covers go first: borrowers never hold them back.
-    ranked.sort_by_cached_key(|(i, p)| {
-        let job = &view.pending[*i];
-        let covered = profile == SchedulingProfile::Gantry
-            && job
+        .map(|(i, job)| {
+            let priority = ranker.priority(job, view, tree);
+            // Jobs an account's guarantee covers go first: borrowers never hold them back.
+            let covered = job
                 .shapes
                 .first()
                 .is_some_and(|shape| guaranteed(&job.account, shape));
-        let priority = match profile {
-            SchedulingProfile::Fifo => 0,
-            _ => p.total,
-        };
-        (!covered, std::cmp::Reverse(priority), job.submit_ms, job.id)
-    });
+            let key = rank_key(job, &priority, covered, view.config.profile);
+            (i, priority, key)
+        })
+        .collect();
+    ranked.sort_unstable_by_key(|r| r.2);
     ranked
-}
-
-fn priority(
-    job: &PendingJob,
-    view: &ClusterView,
-    fair: &FairShare,
-    capacity: &Resources,
-) -> Priority {
-    let config = &view.config;
-    let now = view.now_ms;
-    let factors = Factors {
-        age: ratio(now.saturating_sub(job.submit_ms), config.age_max_ms),
-        fair_share: fair.factor(&job.account),
-        qos: config.qos_priority(&job.qos).unwrap_or(0).min(FACTOR_MAX),
-        deadline: urgency(job, now, config),
-        size: job.shapes.first().map_or(0, |s| size(s, capacity)),
-    };
-    let w = &config.weights;
-    let weighted = |weight: u32, factor: u32| u64::from(weight) * u64::from(factor);
-    let total = (weighted(w.age, factors.age)
-        + weighted(w.fair_share, factors.fair_share)
-        + weighted(w.qos, factors.qos)
-        + weighted(w.deadline, factors.deadline)
-        + weighted(w.size, factors.size))
-        / u64::from(FACTOR_MAX);
-    Priority { total, factors }
 }
 
 /// `part / whole` in thousandths, at most 1000; a zero `whole` counts as reached.
@@ -132,7 +161,13 @@ fn size(shape: &Shape, capacity: &Resources) -> u32 {
 /// Fair share, Slurm's classic form over the account tree: factor = 2^(−U/S), where U is the
 /// account's (sub-accounts included) part of all recent usage, decayed by the half-life, and
 /// S its normalized share of the cluster (see [`Tree::normalized_share`]).
+#[derive(Clone)]
 struct FairShare {
+    /// Decayed usage of each account, its sub-accounts' included.
+    subtree: BTreeMap<String, f64>,
+    /// Of all accounts.
+    all: f64,
+    /// Per account with pending jobs, computed once.
     factors: BTreeMap<String, u32>,
 }
 
@@ -154,27 +189,38 @@ impl FairShare {
                 *subtree.entry(a).or_default() += used;
             }
         }
+        let subtree: BTreeMap<String, f64> = subtree
+            .into_iter()
+            .map(|(a, used)| (a.to_string(), used))
+            .collect();
+        let mut fair = FairShare {
+            subtree,
+            all,
+            factors: BTreeMap::new(),
+        };
         let mut accounts: Vec<&str> = view.pending.iter().map(|j| j.account.as_str()).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        let factors = accounts
+        fair.factors = accounts
             .into_iter()
-            .map(|account| {
-                let used = subtree.get(account).copied().unwrap_or(0.0);
-                let u = if all > 0.0 { used / all } else { 0.0 };
-                let share = tree.normalized_share(account).max(f64::MIN_POSITIVE);
-                let factor = (f64::from(FACTOR_MAX) * (-u / share).exp2()).round();
-                (
-                    account.to_string(),
-                    factor.clamp(0.0, f64::from(FACTOR_MAX)) as u32,
-                )
-            })
+            .map(|account| (account.to_string(), fair.compute(tree, account)))
             .collect();
-        FairShare { factors }
+        fair
     }
 
-    fn factor(&self, account: &str) -> u32 {
-        self.factors.get(account).copied().unwrap_or(FACTOR_MAX)
+    fn compute(&self, tree: &Tree, account: &str) -> u32 {
+        let used = self.subtree.get(account).copied().unwrap_or(0.0);
+        let u = if self.all > 0.0 { used / self.all } else { 0.0 };
+        let share = tree.normalized_share(account).max(f64::MIN_POSITIVE);
+        let factor = (f64::from(FACTOR_MAX) * (-u / share).exp2()).round();
+        factor.clamp(0.0, f64::from(FACTOR_MAX)) as u32
+    }
+
+    fn factor(&self, tree: &Tree, account: &str) -> u32 {
+        match self.factors.get(account) {
+            Some(factor) => *factor,
+            None => self.compute(tree, account),
+        }
     }
 }
 
@@ -184,6 +230,14 @@ mod tests {
     use crate::view::NodeView;
 
     const HOUR: u64 = 3_600_000;
+
+    fn rank_all(view: &ClusterView) -> Vec<(usize, Priority)> {
+        let tree = Tree::new(view);
+        rank(view, &tree, &Ranker::new(view, &tree))
+            .into_iter()
+            .map(|(i, p, _)| (i, p))
+            .collect()
+    }
 
     fn node() -> NodeView {
         let capacity = Resources {
@@ -228,7 +282,7 @@ mod tests {
     }
 
     fn order(view: &ClusterView) -> Vec<u64> {
-        rank(view, &Tree::new(view))
+        rank_all(view)
             .into_iter()
             .map(|(i, _)| view.pending[i].id)
             .collect()
@@ -241,7 +295,7 @@ mod tests {
         j.qos = "high".into();
         j.deadline_ms = Some(14 * HOUR); // slack 12 h of a 24 h horizon
         let v = view(84 * HOUR, vec![j]); // waited 3.5 days of 7
-        let p = rank(&v, &Tree::new(&v))[0].1;
+        let p = rank_all(&v)[0].1;
         assert_eq!(
             p.factors,
             Factors {
@@ -257,11 +311,7 @@ mod tests {
         let mut j = job(1, 8, Some(2));
         j.deadline_ms = Some(14 * HOUR);
         let v = view(0, vec![j]);
-        assert_eq!(
-            rank(&v, &Tree::new(&v))[0].1.factors.deadline,
-            500,
-            "12 h of slack"
-        );
+        assert_eq!(rank_all(&v)[0].1.factors.deadline, 500, "12 h of slack");
     }
 
     #[test]
@@ -294,7 +344,7 @@ mod tests {
         nlp.account = "nlp".into();
         let mut v = view(0, vec![vision, nlp]);
         v.usage.insert("vision".into(), vec![(0, 1_000_000)]);
-        let ranked = rank(&v, &Tree::new(&v));
+        let ranked = rank_all(&v);
         let factor = |id: u64| {
             ranked
                 .iter()
@@ -311,7 +361,7 @@ mod tests {
         v.now_ms = 7 * 24 * HOUR;
         v.usage
             .insert("nlp".into(), vec![(7 * 24 * HOUR, 1_000_000)]);
-        let ranked = rank(&v, &Tree::new(&v));
+        let ranked = rank_all(&v);
         let f: Vec<u32> = ranked.iter().map(|(_, p)| p.factors.fair_share).collect();
         // vision: U = 1/3 → 2^(-2/3) = 0.63; nlp: U = 2/3 → 2^(-4/3) = 0.397.
         assert_eq!(f, [630, 397]);
@@ -342,7 +392,7 @@ mod tests {
         // ops (1/4) far above it.
         v.usage.insert("vision".into(), vec![(0, 1_000)]);
         v.usage.insert("ops".into(), vec![(0, 1_000)]);
-        let ranked = rank(&v, &Tree::new(&v));
+        let ranked = rank_all(&v);
         let f: Vec<(u64, u32)> = ranked
             .iter()
             .map(|(i, p)| (v.pending[*i].id, p.factors.fair_share))

@@ -86,6 +86,7 @@ fn overlaps(a_start: u64, a_end: Option<u64>, b_start: u64, b_end: Option<u64>) 
     a_end.is_none_or(|end| b_start < end) && b_end.is_none_or(|end| a_start < end)
 }
 
+#[derive(Clone)]
 pub(crate) struct Profile {
     now_ms: u64,
     /// Free now, per node (in the view's node order).

@@ -1,7 +1,8 @@
 //! Properties of one scheduling pass over random clusters and queues: nothing is ever
 //! overcommitted, gangs are all or nothing, account caps hold, the same input gives the same
 //! decisions, backfill never delays a reserved start, and a big job under a stream of small
-//! ones starts by the time it was first promised.
+//! ones starts by the time it was first promised; a job arriving after a pass is decided by
+//! the pass's plan exactly as a new full pass would decide it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -9,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{Gpu, Resources, Shape};
 use gantry_policies::{
-    AccountView, ClusterView, Held, NodeView, PendingJob, RunningJob, WaitReason, schedule,
+    AccountView, ClusterView, Held, NodeView, PendingJob, Plan, RunningJob, WaitReason, schedule,
 };
 use proptest::prelude::*;
 
@@ -296,6 +297,52 @@ proptest! {
             schedule(&after).starts.iter().any(|s| s.job == *first),
             "job {} still waits once {:?} are gone", first, victims
         );
+    }
+
+    /// Jobs arrive one by one after a pass. Whatever the plan decides for one (start or
+    /// wait, where, why, rank and priority) is what a full pass over the queue with it
+    /// decides, and that pass starts nothing else. An arrival the plan cannot decide gets a
+    /// full pass, and a new plan.
+    #[test]
+    fn an_arrival_is_decided_as_a_full_pass_would(
+        view in arb_view(),
+        arrivals in prop::collection::vec((1u32..=2, 0u32..=8, prop::option::of(1u64..=30), 0usize..3, prop::bool::weighted(0.2)), 1..8),
+    ) {
+        let mut plan = Plan::new(view.clone());
+        let mut truth = view.with_starts(plan.decisions());
+        let mut decided = 0;
+        for (k, (num_nodes, gpus, limit, account, high)) in arrivals.into_iter().enumerate() {
+            let mut job = PendingJob::single(1_000 + k as u64, Shape {
+                num_nodes,
+                per_node: Resources { gpus, cpus: 2, mem_mib: 8_192 },
+                gpu_model: None,
+                time_limit_ms: limit.map(|l| l * 10_000),
+            });
+            job.account = ACCOUNTS[account].into();
+            job.submit_ms = view.now_ms;
+            if high {
+                job.qos = "high".into();
+            }
+            truth.pending.push(job.clone());
+            let full = schedule(&truth);
+            match plan.arrive(job.clone(), view.now_ms) {
+                Ok(arrival) => {
+                    decided += 1;
+                    let expected: Vec<_> = full.starts.iter().filter(|s| s.job == job.id).cloned().collect();
+                    prop_assert_eq!(&full.starts, &expected, "a full pass starts more than the arrival");
+                    prop_assert_eq!(arrival.start.into_iter().collect::<Vec<_>>(), expected);
+                    let why = full.waiting.iter().find(|(j, _)| *j == job.id).map(|(_, w)| w.clone());
+                    prop_assert_eq!(arrival.wait, why);
+                    let place = full.ranked.iter().position(|(j, _)| *j == job.id).unwrap();
+                    prop_assert_eq!(arrival.rank as usize, place + 1);
+                    prop_assert_eq!(arrival.priority, full.ranked[place].1);
+                }
+                Err(_) => plan = Plan::new(truth.clone()),
+            }
+            truth = truth.with_starts(&full);
+        }
+        // Not a vacuous property: most arrivals are decided by the plan.
+        prop_assume!(decided > 0);
     }
 
     /// A whole-cluster job arrives into a stream of 1-GPU jobs of random limits that would

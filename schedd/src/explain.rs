@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use gantry_model::JobId;
-use gantry_policies::{Decisions, Priority, WaitReason};
+use gantry_policies::{Arrival, Decisions, Priority, WaitReason};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
-    /// 1: the job the pass considered first.
+    /// Its place among the jobs left waiting, 1 for the first served.
     pub rank: u32,
     pub priority: Priority,
     /// `None` for a job the pass started.
@@ -29,17 +29,15 @@ pub fn explain(decisions: &Decisions, now_ms: u64) -> Vec<(JobId, Explanation)> 
         .iter()
         .map(|(id, why)| (*id, why))
         .collect();
+    let mut waiting_ahead = 0;
     let mut explained: Vec<(JobId, Explanation)> = decisions
         .ranked
         .iter()
-        .enumerate()
-        .map(|(place, (id, priority))| {
+        .map(|(id, priority)| {
             let wait = waits.get(id).map(|why| (*why).clone());
-            let estimated_start_ms = match &wait {
-                Some(WaitReason::Reserved { in_ms }) => Some(now_ms.saturating_add(*in_ms)),
-                None => Some(now_ms),
-                Some(_) => None,
-            };
+            let place = waiting_ahead;
+            waiting_ahead += usize::from(wait.is_some());
+            let estimated_start_ms = estimated_start(wait.as_ref(), now_ms);
             let explanation = Explanation {
                 rank: u32::try_from(place + 1).unwrap_or(u32::MAX),
                 priority: *priority,
@@ -51,6 +49,30 @@ pub fn explain(decisions: &Decisions, now_ms: u64) -> Vec<(JobId, Explanation)> 
         .collect();
     explained.sort_unstable_by_key(|(id, _)| *id);
     explained
+}
+
+/// Adds the explanation of a job decided after the pass, from its plan. Arrivals have ids
+/// above every job the pass knew, so the list stays in id order. (The ranks of the jobs
+/// behind it stay as the pass left them until the next pass.)
+pub fn arrived(explanations: &mut Vec<(JobId, Explanation)>, arrival: &Arrival, now_ms: u64) {
+    let explanation = Explanation {
+        rank: arrival.rank,
+        priority: arrival.priority,
+        wait: arrival.wait.clone(),
+        estimated_start_ms: estimated_start(arrival.wait.as_ref(), now_ms),
+    };
+    match explanations.binary_search_by_key(&arrival.job, |(job, _)| *job) {
+        Ok(at) => explanations[at].1 = explanation,
+        Err(at) => explanations.insert(at, (arrival.job, explanation)),
+    }
+}
+
+fn estimated_start(wait: Option<&WaitReason>, now_ms: u64) -> Option<u64> {
+    match wait {
+        Some(WaitReason::Reserved { in_ms }) => Some(now_ms.saturating_add(*in_ms)),
+        None => Some(now_ms),
+        Some(_) => None,
+    }
 }
 
 /// The explanation of job `id`, if the last pass gave one.
@@ -90,5 +112,32 @@ mod tests {
         let three = lookup(&explained, 3).unwrap();
         assert_eq!((three.rank, three.estimated_start_ms), (2, None));
         assert!(lookup(&explained, 5).is_none());
+    }
+
+    #[test]
+    fn ranks_count_waiting_jobs_and_arrivals_are_added_in_id_order() {
+        let decisions = Decisions {
+            starts: vec![],
+            waiting: vec![(3, WaitReason::Priority { behind: 1 })],
+            // Job 1 started: it is ahead of nobody.
+            ranked: vec![(1, Priority::default()), (3, Priority::default())],
+            preempt: vec![],
+        };
+        let mut explained = explain(&decisions, 1_000);
+        assert_eq!(lookup(&explained, 3).unwrap().rank, 1);
+        let arrival = Arrival {
+            job: 9,
+            priority: Priority::default(),
+            rank: 2,
+            start: None,
+            wait: Some(WaitReason::Reserved { in_ms: 50 }),
+        };
+        arrived(&mut explained, &arrival, 2_000);
+        let nine = lookup(&explained, 9).unwrap();
+        assert_eq!((nine.rank, nine.estimated_start_ms), (2, Some(2_050)));
+        assert_eq!(
+            explained.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [1, 3, 9]
+        );
     }
 }

@@ -16,6 +16,10 @@ use crate::usage::Usage;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMachine {
     applied_index: u64,
+    /// The index of the last command that changed anything but the queue's arrivals and their
+    /// starts: a scheduling plan made at or after it is still what a pass would make, give or
+    /// take the jobs submitted and started since.
+    changed_at: u64,
     /// Ids are handed out here, in log order, so one is never handed out twice.
     next_job_id: JobId,
     pub(crate) jobs: BTreeMap<JobId, Job>,
@@ -39,6 +43,7 @@ impl Default for StateMachine {
     fn default() -> Self {
         StateMachine {
             applied_index: 0,
+            changed_at: 0,
             next_job_id: 1,
             jobs: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -60,6 +65,12 @@ pub struct SnapshotError(#[from] postcard::Error);
 impl StateMachine {
     pub fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    /// See [`StateMachine::changed_at`]'s field: the scheduler compares it with the index its
+    /// plan was made at.
+    pub fn changed_at(&self) -> u64 {
+        self.changed_at
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {
@@ -149,6 +160,21 @@ impl StateMachine {
             return Outcome::Ignored(format!("entry {index} was applied already"));
         }
         self.applied_index = index;
+        let outcome = self.apply_command(index, command);
+        let arrival = matches!(
+            command,
+            Command::Submit { .. }
+                | Command::Allocate { .. }
+                | Command::JobStarted { .. }
+                | Command::ReplicaAddress { .. }
+        );
+        if !arrival && !matches!(outcome, Outcome::Ignored(_) | Outcome::Rejected(_)) {
+            self.changed_at = index;
+        }
+        outcome
+    }
+
+    fn apply_command(&mut self, index: u64, command: &Command) -> Outcome {
         match command {
             Command::Submit {
                 owner,

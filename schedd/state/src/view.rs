@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use gantry_model::Resources;
+use gantry_model::{JobId, Resources};
 use gantry_policies::{ClusterView, Held, NodeView, PendingJob, RunningJob};
 
 use crate::machine::StateMachine;
@@ -12,19 +12,7 @@ impl StateMachine {
     /// The snapshot the policies decide on: every node, and the pending jobs in priority
     /// order (submit order, for placement v0).
     pub fn cluster_view(&self, now_ms: u64) -> ClusterView {
-        let pending = self
-            .pending
-            .iter()
-            .filter_map(|id| self.jobs.get(id))
-            .map(|j| PendingJob {
-                id: j.id,
-                shapes: j.spec.shapes(),
-                submit_ms: j.submit_time_ms,
-                account: j.spec.account.clone(),
-                qos: j.spec.qos.clone(),
-                deadline_ms: j.spec.deadline_ms,
-            })
-            .collect();
+        let pending = self.pending_after(0);
         let running = self
             .active
             .iter()
@@ -61,6 +49,23 @@ impl StateMachine {
             // Not state: the scheduler's configuration adds it.
             topology: Default::default(),
         }
+    }
+
+    /// The pending jobs with ids above `id`, in id order, as the policies see them: the jobs
+    /// that arrived after a plan that knew the jobs up to `id`.
+    pub fn pending_after(&self, id: JobId) -> Vec<PendingJob> {
+        self.pending
+            .range(id.saturating_add(1)..)
+            .filter_map(|id| self.jobs.get(id))
+            .map(|j| PendingJob {
+                id: j.id,
+                shapes: j.spec.shapes(),
+                submit_ms: j.submit_time_ms,
+                account: j.spec.account.clone(),
+                qos: j.spec.qos.clone(),
+                deadline_ms: j.spec.deadline_ms,
+            })
+            .collect()
     }
 
     /// Fair-share charges: those recorded when parts ended, plus what running parts have

@@ -802,3 +802,27 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
     let job = log.sm.job(quick).unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Completed, 0));
 }
+
+/// The scheduler decides new jobs from its last plan while `changed_at` stays put: submits
+/// and starts leave it, anything else moves it, refusals do not.
+#[test]
+fn only_changes_other_than_arrivals_and_their_starts_move_changed_at() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let registered = log.sm.changed_at();
+    assert_eq!(registered, log.sm.applied_index());
+    let a = log.submit(1, 1);
+    let b = log.submit(1, 1);
+    assert_eq!(log.allocate(a, "n1", vec![0]), Outcome::Applied);
+    assert_eq!(log.sm.changed_at(), registered, "arrivals and starts");
+    assert!(matches!(
+        log.allocate(a, "n1", vec![1]),
+        Outcome::Rejected(_)
+    ));
+    log.exit(a, "n9", ExitReason::Exited, Some(0));
+    assert_eq!(log.sm.changed_at(), registered, "refused and ignored");
+    let pending: Vec<u64> = log.sm.pending_after(a).iter().map(|j| j.id).collect();
+    assert_eq!(pending, [b], "jobs after a plan that knew job {a}");
+    log.exit(a, "n1", ExitReason::Exited, Some(0));
+    assert_eq!(log.sm.changed_at(), log.sm.applied_index(), "an exit");
+}

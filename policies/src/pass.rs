@@ -1,0 +1,440 @@
+//! One scheduling pass: in priority order, give each job the first nodes that fit it, with
+//! backfill.
+//!
+//! A job that cannot start now gets a reservation (up to `backfill.depth` of them per
+//! pass): the earliest moment, judged by the time limits of running jobs, at which it fits,
+//! and the very GPUs, CPUs and memory it will take then. A job behind it may start now only
+//! on resources no reservation needs during its own time limit (a job without a limit runs
+//! for ever, as far as anyone can plan), so backfill never delays a reserved job, and a big
+//! gang starts within a bounded time under a stream of small jobs. A blocked job that can
+//! get no reservation (what it waits for is held by jobs without time limits) blocks every
+//! job behind it, as without backfill.
+
+use gantry_model::{JobId, Shape};
+
+use crate::accounts::{GpuLedger, Tree};
+use crate::config::SchedulingProfile;
+use crate::feasibility::never_fits;
+use crate::fragmentation::Demand;
+use crate::placement::{Pick, Picks, place, shortage, total_gpus};
+use crate::priority::{RankKey, Ranker, rank};
+use crate::profile::{Profile, Share};
+use crate::reclaim::{Reclaimed, Reclaimer};
+use crate::topology::Topology;
+use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
+
+/// One scheduling pass. Jobs that could never run on the known nodes block nothing. A job
+/// with alternatives runs in the shape that would finish first, judged by time limits.
+pub fn schedule(view: &ClusterView) -> Decisions {
+    full_pass(view).decisions
+}
+
+/// A pass over every pending job, and what it leaves behind for jobs arriving after it.
+#[derive(Clone)]
+pub(crate) struct FullPass {
+    pub(crate) decisions: Decisions,
+    pub(crate) pass: Pass,
+    pub(crate) ranker: Ranker,
+    /// The queue place of every job in `decisions.ranked`, in the same order.
+    pub(crate) keys: Vec<RankKey>,
+    /// The place of the last job that holds the ones behind it back: a reservation, a
+    /// reclaim, or a job blocked without one. A job ranked behind it sees the pass exactly
+    /// as it ended.
+    pub(crate) holds_back: Option<RankKey>,
+}
+
+/// How many arrivals the lists of a pass have room for (more only cost a copy).
+pub(crate) const ARRIVAL_ROOM: usize = 1024;
+
+pub(crate) fn full_pass(view: &ClusterView) -> FullPass {
+    let mut pass = Pass::new(view);
+    let ranker = Ranker::new(view, &pass.tree);
+    let mut reclaimer = Reclaimer::new(view, &pass.tree);
+    // Room for the jobs a plan decides after the pass, so the first of them does not copy
+    // the queue-long lists.
+    let room = view.pending.len() + ARRIVAL_ROOM;
+    let mut decisions = Decisions {
+        ranked: Vec::with_capacity(room),
+        waiting: Vec::with_capacity(room),
+        ..Decisions::default()
+    };
+    let mut keys = Vec::with_capacity(room);
+    let mut holds_back = None;
+    for (index, priority, key) in rank(view, &pass.tree, &ranker) {
+        let job = &view.pending[index];
+        decisions.ranked.push((job.id, priority));
+        keys.push(key);
+        if pass.consider(view, Some(&mut reclaimer), job, view.now_ms, &mut decisions) {
+            holds_back = Some(key);
+        }
+    }
+    FullPass {
+        decisions,
+        pass,
+        ranker,
+        keys,
+        holds_back,
+    }
+}
+
+/// One way to run a job, found in this pass: which shape, from when, until when, where.
+struct Candidate {
+    shape: usize,
+    start: u64,
+    end: Option<u64>,
+    picks: Picks,
+    /// Starts now only once these borrowers are stopped.
+    reclaim: Option<Reclaimed>,
+}
+
+/// What a pass has decided so far: the resources and quotas it has claimed over time, and
+/// whether a job already holds everything behind it back.
+#[derive(Clone)]
+pub(crate) struct Pass {
+    pub(crate) tree: Tree,
+    profile: Profile,
+    ledger: GpuLedger,
+    /// Sizes the queue wants, for fragmentation-aware starts.
+    pub(crate) demand: Demand,
+    feasibility: Feasibility,
+    cannot_start: CannotStartNow,
+    reserved: Vec<JobId>,
+    blocked_by: Option<JobId>,
+    depth: usize,
+    kind: SchedulingProfile,
+}
+
+impl Pass {
+    fn new(view: &ClusterView) -> Pass {
+        let kind = view.config.profile;
+        let depth = match kind {
+            SchedulingProfile::Gantry => {
+                usize::try_from(view.config.reservation_depth).unwrap_or(usize::MAX)
+            }
+            // EASY backfill: one reservation.
+            SchedulingProfile::SlurmLike => 1,
+            SchedulingProfile::Fifo => 0,
+        };
+        let tree = Tree::new(view);
+        let demand = match kind {
+            SchedulingProfile::Gantry => Demand::of(&view.pending),
+            // The baselines place first fit.
+            _ => Demand::default(),
+        };
+        Pass {
+            ledger: GpuLedger::new(view, &tree),
+            profile: Profile::new(view),
+            tree,
+            demand,
+            feasibility: Feasibility::default(),
+            cannot_start: CannotStartNow::default(),
+            reserved: Vec::new(),
+            blocked_by: None,
+            depth,
+            kind,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> SchedulingProfile {
+        self.kind
+    }
+
+    /// Decides `job` at `now`, after every job ranked before it, into `decisions` (its start,
+    /// or why it waits, and the borrowers stopped for it). Without a `reclaimer` no GPUs are
+    /// taken back for it. Returns whether it now holds the jobs behind it back (a reservation,
+    /// a reclaim, or a block).
+    pub(crate) fn consider(
+        &mut self,
+        view: &ClusterView,
+        mut reclaimer: Option<&mut Reclaimer>,
+        job: &PendingJob,
+        now: u64,
+        decisions: &mut Decisions,
+    ) -> bool {
+        let kind = self.kind;
+        // The baselines know only the main request.
+        let shapes = match kind {
+            SchedulingProfile::Gantry => job.shapes.len(),
+            _ => job.shapes.len().min(1),
+        };
+        let mut never = None;
+        let possible: Vec<(usize, &Shape)> = job
+            .shapes
+            .iter()
+            .take(shapes)
+            .enumerate()
+            .filter(
+                |(_, shape)| match self.feasibility.never_fits(&view.nodes, shape) {
+                    Some(why) => {
+                        never.get_or_insert(why);
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .collect();
+        if possible.is_empty() {
+            let why = never.unwrap_or_else(|| "the job names no way to run".into());
+            decisions.waiting.push((job.id, WaitReason::NeverFits(why)));
+            return false;
+        }
+        if let Some(behind) = self.blocked_by {
+            decisions
+                .waiting
+                .push((job.id, WaitReason::Priority { behind }));
+            return false;
+        }
+        let Pass {
+            tree,
+            profile,
+            ledger,
+            demand,
+            cannot_start,
+            ..
+        } = self;
+        // A shape is a candidate only within its account's GPU caps over the time it would
+        // run, reservations included; a job held back by its caps alone waits without holding
+        // anyone else back (the cap, not the cluster, is what it waits for).
+        let mut over_limit = None;
+        let mut within_limits = |start: u64, shape: &Shape| {
+            let end = shape.end_if_started(start);
+            match ledger.over_limit(tree, &job.account, start, end, total_gpus(shape)) {
+                Some(why) => {
+                    over_limit.get_or_insert(why);
+                    false
+                }
+                None => true,
+            }
+        };
+        let mut options: Vec<Candidate> = Vec::new();
+        for &(index, shape) in &possible {
+            if !within_limits(now, shape) {
+                continue;
+            }
+            let end = shape.end_if_started(now);
+            if cannot_start.known(shape, end) {
+                continue;
+            }
+            let free_now = profile.free_during(now, end);
+            match place(
+                shape,
+                &view.nodes,
+                &free_now,
+                Pick::Start(demand),
+                &view.topology,
+            ) {
+                Some(picks) => options.push(Candidate {
+                    shape: index,
+                    start: now,
+                    end,
+                    picks,
+                    reclaim: None,
+                }),
+                None => cannot_start.record(shape, end),
+            }
+        }
+        // Below its account's guarantee, the main request can also start now on GPUs taken
+        // back from borrowers: one more candidate, chosen if it finishes first.
+        if kind == SchedulingProfile::Gantry
+            && !options.iter().any(|o| o.shape == 0)
+            && possible.iter().any(|(index, _)| *index == 0)
+            && within_limits(now, &job.shapes[0])
+            && let Some(reclaimer) = reclaimer.as_deref_mut()
+            && let Some(plan) = reclaimer.plan(tree, profile, &job.account, &job.shapes[0])
+        {
+            options.push(Candidate {
+                shape: 0,
+                start: now,
+                end: job.shapes[0].end_if_started(now),
+                picks: plan.picks.clone(),
+                reclaim: Some(plan),
+            });
+        }
+        let may_reserve = self.reserved.len() < self.depth;
+        // A later start may still finish first when the job has alternatives.
+        if may_reserve && (options.is_empty() || possible.len() > 1) {
+            for &(index, shape) in &possible {
+                if options.iter().any(|o| o.shape == index) {
+                    continue;
+                }
+                let later =
+                    earliest_later_start(shape, &view.nodes, &view.topology, profile, |start| {
+                        within_limits(start, shape)
+                    });
+                if let Some((start, picks)) = later {
+                    options.push(Candidate {
+                        shape: index,
+                        start,
+                        end: shape.end_if_started(start),
+                        picks,
+                        reclaim: None,
+                    });
+                }
+            }
+        }
+        let best = options.into_iter().min_by_key(|o| {
+            let end = o.end.unwrap_or(u64::MAX);
+            (end, o.start, o.shape, o.reclaim.is_some())
+        });
+        let Some(chosen) = best else {
+            match (over_limit, self.reserved.first()) {
+                (Some(why), _) => decisions.waiting.push((job.id, WaitReason::Quota(why))),
+                (None, Some(&first)) if !may_reserve => decisions
+                    .waiting
+                    .push((job.id, WaitReason::Priority { behind: first })),
+                _ => {
+                    let (_, shape) = possible[0];
+                    let free_now = profile.free_during(now, shape.end_if_started(now));
+                    let why = shortage(shape, &view.nodes, &free_now);
+                    decisions.waiting.push((job.id, WaitReason::Resources(why)));
+                    self.blocked_by = Some(job.id);
+                    return true;
+                }
+            }
+            return false;
+        };
+        let shape = &job.shapes[chosen.shape];
+        let held = if chosen.start > now && kind == SchedulingProfile::SlurmLike {
+            whole_nodes(&view.nodes, &chosen.picks)
+        } else {
+            shares(shape, &chosen.picks)
+        };
+        profile.claim(shape, chosen.start, held);
+        let end = shape.end_if_started(chosen.start);
+        ledger.claim(tree, &job.account, chosen.start, end, total_gpus(shape));
+        if let Some(plan) = chosen.reclaim {
+            if let Some(reclaimer) = reclaimer {
+                reclaimer.commit(&plan);
+            }
+            for victim in &plan.victims {
+                let why = format!(
+                    "account {} reclaims its guaranteed GPUs for job {}",
+                    plan.owed, job.id
+                );
+                decisions.preempt.push((*victim, why));
+            }
+            let why = WaitReason::Reclaiming {
+                stopping: plan.victims,
+            };
+            decisions.waiting.push((job.id, why));
+            true
+        } else if chosen.start == now {
+            if let Some(reclaimer) = reclaimer {
+                reclaimer.started(tree, &job.account, shape);
+            }
+            decisions.starts.push(Start {
+                job: job.id,
+                shape: u32::try_from(chosen.shape).unwrap_or(u32::MAX),
+                parts: parts(shape, &view.nodes, chosen.picks),
+            });
+            false
+        } else {
+            self.reserved.push(job.id);
+            let why = WaitReason::Reserved {
+                in_ms: chosen.start.saturating_sub(now),
+            };
+            decisions.waiting.push((job.id, why));
+            true
+        }
+    }
+}
+
+/// Whether two shapes ask for the same resources (time limits aside).
+fn same_ask(a: &Shape, b: &Shape) -> bool {
+    a.num_nodes == b.num_nodes && a.per_node == b.per_node && a.gpu_model == b.gpu_model
+}
+
+/// Per shape: whether any known node could ever run it (a look at every node, done once per
+/// shape and pass).
+#[derive(Default, Clone)]
+struct Feasibility(Vec<(Shape, Option<String>)>);
+
+impl Feasibility {
+    fn never_fits(&mut self, nodes: &[NodeView], shape: &Shape) -> Option<String> {
+        if let Some((_, never)) = self.0.iter().find(|(known, _)| same_ask(known, shape)) {
+            return never.clone();
+        }
+        let never = never_fits(nodes, shape);
+        self.0.push((shape.clone(), never.clone()));
+        never
+    }
+}
+
+/// Shapes that cannot start now, each with the earliest end it was tried with. Within a
+/// pass claims are only ever added, so free resources only shrink: a shape that did not fit
+/// until some end fits no better until a later one, and need not be placed again. A long
+/// queue holds few shapes, so most jobs behind the reservations cost a lookup.
+#[derive(Default, Clone)]
+struct CannotStartNow(Vec<(Shape, Option<u64>)>);
+
+impl CannotStartNow {
+    fn known(&self, shape: &Shape, end: Option<u64>) -> bool {
+        self.0.iter().any(|(tried_shape, tried)| {
+            same_ask(tried_shape, shape)
+                && match (tried, end) {
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                    (Some(tried), Some(end)) => *tried <= end,
+                }
+        })
+    }
+
+    fn record(&mut self, shape: &Shape, end: Option<u64>) {
+        self.0.push((shape.clone(), end));
+    }
+}
+
+/// The first moment after now at which `shape` fits for its whole time limit and `allowed`
+/// (the account's caps) agrees, and where.
+fn earliest_later_start(
+    shape: &Shape,
+    nodes: &[NodeView],
+    topology: &Topology,
+    profile: &Profile,
+    mut allowed: impl FnMut(u64) -> bool,
+) -> Option<(u64, Picks)> {
+    profile.first_later(
+        shape.num_nodes,
+        shape.per_node.gpus,
+        |start| shape.end_if_started(start),
+        |start, free| {
+            let picks = place(shape, nodes, free, Pick::Reserve, topology)?;
+            allowed(start).then_some(picks)
+        },
+    )
+}
+
+fn shares(shape: &Shape, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
+    picks
+        .iter()
+        .map(|(node, gpus)| Share {
+            node: *node,
+            res: shape.per_node,
+            gpus: gpus.clone(),
+        })
+        .collect()
+}
+
+/// Slurm reserves whole nodes for a blocked job, not the GPUs it needs.
+fn whole_nodes(nodes: &[NodeView], picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
+    picks
+        .iter()
+        .map(|(node, _)| Share {
+            node: *node,
+            res: nodes[*node].capacity,
+            gpus: nodes[*node].gpus.iter().map(|g| g.index).collect(),
+        })
+        .collect()
+}
+
+fn parts(shape: &Shape, nodes: &[NodeView], picks: Picks) -> Vec<PartPlan> {
+    picks
+        .into_iter()
+        .map(|(i, gpus)| PartPlan {
+            node: nodes[i].name.clone(),
+            gpus,
+            cpus: shape.per_node.cpus,
+            mem_mib: shape.per_node.mem_mib,
+        })
+        .collect()
+}
