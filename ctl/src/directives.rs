@@ -27,10 +27,12 @@ pub enum Flag {
     Alternative,
     Qos,
     Deadline,
+    Partition,
+    Constraint,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 14] = [
+    pub const ALL: [Flag; 16] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -45,6 +47,8 @@ impl Flag {
         Flag::Alternative,
         Flag::Qos,
         Flag::Deadline,
+        Flag::Partition,
+        Flag::Constraint,
     ];
 
     pub fn short(self) -> Option<char> {
@@ -59,6 +63,8 @@ impl Flag {
             Flag::Error => Some('e'),
             Flag::Chdir => Some('D'),
             Flag::Qos => Some('q'),
+            Flag::Partition => Some('p'),
+            Flag::Constraint => Some('C'),
             Flag::Mem | Flag::Parsable | Flag::Alternative | Flag::Deadline => None,
         }
     }
@@ -79,6 +85,8 @@ impl Flag {
             Flag::Alternative => "alt",
             Flag::Qos => "qos",
             Flag::Deadline => "deadline",
+            Flag::Partition => "partition",
+            Flag::Constraint => "constraint",
         }
     }
 
@@ -87,6 +95,7 @@ impl Flag {
     pub fn aliases(self) -> &'static [&'static str] {
         match self {
             Flag::CpusPerNode => &["cpus-per-task"],
+            Flag::Partition => &["pool"],
             _ => &[],
         }
     }
@@ -428,18 +437,18 @@ mod tests {
     fn unknown_options_name_the_file_and_line() {
         let err = parse(
             "run.sh",
-            "#!/bin/sh\n#GANTRY -c 2\n#SBATCH --partition=gpu\nx\n",
+            "#!/bin/sh\n#GANTRY -c 2\n#SBATCH --gres=gpu:2\nx\n",
         )
         .unwrap_err();
         assert_eq!(err.file, "run.sh");
         assert_eq!(err.line, 3);
         assert_eq!(
             err.problem,
-            Problem::UnknownOption("--partition".into(), "#SBATCH")
+            Problem::UnknownOption("--gres".into(), "#SBATCH")
         );
         let text = err.to_string();
         assert!(
-            text.starts_with("run.sh:3: unknown option \"--partition\""),
+            text.starts_with("run.sh:3: unknown option \"--gres\""),
             "{text}"
         );
         assert!(text.contains("-c/--cpus-per-node"), "{text}");

@@ -347,6 +347,8 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
         ("attempt", row.attempt.to_string()),
         ("queue_position", row.queue_position.to_string()),
         ("qos", row.qos.clone()),
+        ("pool", or_dash(&row.pool)),
+        ("constraints", or_dash(&row.constraints.join("&"))),
         ("deadline", opt(row.deadline.clone())),
     ]);
     if let Some(e) = &row.explanation {
@@ -673,6 +675,8 @@ mod tests {
                 "attempt",
                 "queue_position",
                 "qos",
+                "pool",
+                "constraints",
                 "deadline"
             ]
         );

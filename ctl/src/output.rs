@@ -51,6 +51,9 @@ pub struct JobRow {
     pub attempt: u32,
     pub queue_position: u32,
     pub qos: String,
+    /// The node pool it runs in, and the labels its nodes must carry.
+    pub pool: String,
+    pub constraints: Vec<String>,
     pub deadline: Option<String>,
     /// For a pending job, why and where it stands as of the leader's last pass; null when
     /// not pending or not known (a `--stale` read from a follower).
@@ -124,6 +127,7 @@ pub struct NodeRow {
     pub state: String,
     pub reason: String,
     pub pool: String,
+    pub labels: Vec<String>,
     pub gpus_total: u32,
     pub gpus_allocated: u32,
     pub gpu_model: String,
@@ -205,6 +209,8 @@ impl From<&pb::Job> for JobRow {
             attempt: job.attempt,
             queue_position: job.queue_position,
             qos: job.qos.clone(),
+            pool: job.pool.clone(),
+            constraints: job.constraints.clone(),
             deadline: job.deadline_ms.and_then(timestamp),
             explanation: ExplanationRow::from_job(job),
         }
@@ -218,6 +224,7 @@ impl From<&pb::Node> for NodeRow {
             state: node_state_name(node.state).to_string(),
             reason: node.reason.clone(),
             pool: node.pool.clone(),
+            labels: node.labels.clone(),
             gpus_total: node.gpus_total,
             gpus_allocated: node.gpus_allocated,
             gpu_model: node.gpu_model.clone(),
@@ -365,6 +372,8 @@ mod tests {
             shape: 0,
             qos: "normal".into(),
             deadline_ms: None,
+            pool: "default".into(),
+            constraints: vec![],
             priority: 0,
             factors: None,
             rank: 0,
@@ -390,7 +399,7 @@ mod tests {
                  gpu_model, cpus_per_node, mem_per_node_mib, num_nodes, alternatives, shape, \
                  nodes, allocation, time_limit_s, \
                  submit_time, start_time, end_time, work_dir, stdout, stderr, command, attempt, \
-                 queue_position, qos, deadline, explanation"
+                 queue_position, qos, pool, constraints, deadline, explanation"
             )
         );
         assert_eq!(
@@ -450,7 +459,7 @@ mod tests {
         assert_eq!(
             keys(&value),
             set(
-                "name, state, reason, pool, gpus_total, gpus_allocated, gpu_model, cpus, \
+                "name, state, reason, pool, labels, gpus_total, gpus_allocated, gpu_model, cpus, \
                  cpus_allocated, mem, mem_allocated, gpus, jobs, switches"
             )
         );

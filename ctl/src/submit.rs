@@ -87,6 +87,18 @@ pub struct SubmitArgs {
     /// [default: normal]
     #[arg(short = 'q', long = "qos", value_name = "QOS")]
     pub qos: Option<String>,
+    /// Node pool (partition) to run in [default: the scheduler's default pool, `default`]
+    #[arg(
+        short = 'p',
+        long = "partition",
+        visible_alias = "pool",
+        value_name = "POOL"
+    )]
+    pub partition: Option<String>,
+    /// Labels every node of the job must carry, e.g. ib or ib&nvme (all of them; `,` works
+    /// as `&`)
+    #[arg(short = 'C', long = "constraint", value_name = "LABELS")]
+    pub constraint: Option<String>,
     /// When the job must have ended: now+6h, +30m, or ISO 8601 UTC (2026-12-01T09:00). The
     /// job grows more urgent as its slack (deadline − now − time limit) shrinks
     #[arg(long = "deadline", value_name = "TIME")]
@@ -381,6 +393,10 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
             .map(|s| s.value.to_string())
             .filter(|v| !v.is_empty())
     };
+    let constraints = match setting(&args.constraint, Flag::Constraint) {
+        Some(s) => constraints(&s)?,
+        None => vec![],
+    };
     let work_dir = match text(&args.chdir, Flag::Chdir) {
         Some(dir) => absolute(&ctx.cwd, Path::new(&dir)),
         None => ctx.cwd.clone(),
@@ -426,6 +442,8 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         alternatives,
         qos: text(&args.qos, Flag::Qos).unwrap_or_else(|| "normal".to_string()),
         deadline_ms,
+        pool: text(&args.partition, Flag::Partition).unwrap_or_default(),
+        constraints,
         cpus_per_node: cpus,
         mem_per_node_mib: mem,
         time_limit_ms,
@@ -564,6 +582,33 @@ fn memory(setting: &Setting<'_>) -> Result<u64, SubmitError> {
         Ok(mib) => Ok(mib),
         Err(e) => Err(setting.invalid(format!("{label}: {e}"))),
     }
+}
+
+/// Node labels that must all be present: `ib`, `ib&nvme` (Slurm's AND), `ib,nvme`. Slurm's
+/// OR (`|`) and counts (`*`) are refused rather than misread.
+fn constraints(setting: &Setting<'_>) -> Result<Vec<String>, SubmitError> {
+    let label = Flag::Constraint.label();
+    let text = setting.value.trim();
+    if text.contains(['|', '*', '[', ']', '(', ')']) {
+        return Err(setting.invalid(format!(
+            "{label}: only labels that must all be present are supported (ib&nvme), not \
+             alternatives or counts (got {text:?})"
+        )));
+    }
+    let labels: Vec<String> = text
+        .split(['&', ','])
+        .map(str::trim)
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = labels
+        .iter()
+        .find(|l| !gantry_model::names::is_plain_name(l))
+    {
+        return Err(setting.invalid(format!(
+            "{label}: {bad:?} is not a label: 1 to 64 letters, digits, '-', '_' or '.' (got {text:?})"
+        )));
+    }
+    Ok(labels)
 }
 
 /// The limit in ms, 0 meaning none. Slurm's words for no limit work; a zero duration is
@@ -940,14 +985,57 @@ mod tests {
 
         std::fs::write(
             dir.path().join("slurm.sh"),
-            "#!/bin/sh\n#SBATCH --partition=gpu\ntrue\n",
+            "#!/bin/sh\n#SBATCH --partition=gpu\n#SBATCH -C ib&nvme\n#SBATCH --gres=gpu:2\ntrue\n",
         )
         .unwrap();
         let args = SubmitArgs {
             program: vec!["slurm.sh".into()],
             ..Default::default()
         };
-        assert!(error(&args, dir.path()).starts_with("slurm.sh:2: unknown option \"--partition\""));
+        assert!(error(&args, dir.path()).starts_with("slurm.sh:4: unknown option \"--gres\""));
+    }
+
+    #[test]
+    fn pools_and_constraints_from_flags_and_directives() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("job.sh"),
+            "#!/bin/sh\n#SBATCH --partition=gpu\n#SBATCH -C ib&nvme\ntrue\n",
+        )
+        .unwrap();
+        let script = SubmitArgs {
+            program: vec!["job.sh".into()],
+            ..Default::default()
+        };
+        let spec = build_request(&script, &ctx(dir.path())).unwrap().spec;
+        assert_eq!(
+            (spec.pool.as_str(), spec.constraints),
+            ("gpu", vec!["ib".into(), "nvme".into()])
+        );
+        let flags = SubmitArgs {
+            partition: Some("debug".into()),
+            constraint: Some("ib,a100".into()),
+            ..script.clone()
+        };
+        let spec = build_request(&flags, &ctx(dir.path())).unwrap().spec;
+        assert_eq!(
+            (spec.pool.as_str(), spec.constraints),
+            ("debug", vec!["ib".into(), "a100".into()])
+        );
+        let or = SubmitArgs {
+            constraint: Some("ib|nvme".into()),
+            ..script.clone()
+        };
+        assert!(error(&or, dir.path()).contains("only labels that must all be present"));
+        let bad = SubmitArgs {
+            partition: Some("gpu pool".into()),
+            ..script
+        };
+        assert!(error(&bad, dir.path()).contains("pool \"gpu pool\" is not a name"));
+        let default = build_request(&command(&["true"]), &ctx(dir.path()))
+            .unwrap()
+            .spec;
+        assert_eq!((default.pool.as_str(), default.constraints.len()), ("", 0));
     }
 
     #[test]

@@ -471,3 +471,103 @@ fn a_gang_lands_under_one_leaf_switch_of_the_topology_file() {
         .collect();
     assert_eq!(nodes, ["n2", "n3"]);
 }
+
+/// Pools and labels: a job runs in its pool (`-p`, or the default pool) on nodes with every
+/// label it requires (`-C`); a pool or label no node has is refused at submit; a job waiting
+/// for its pool's busy nodes says so; the default pool is a setting.
+#[test]
+fn jobs_run_in_their_pool_on_nodes_with_their_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let wd = work.to_str().unwrap();
+    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
+    let url = schedd.url.as_str();
+    let common = ["--gpus", "2", "--cpus", "4", "--mem", "4G"];
+    let _plain = Noded::start(url, "plain", &dir.path().join("plain"), &common);
+    let mut gpu_args = common.to_vec();
+    gpu_args.extend(["--pool", "gpu", "--label", "ib,nvme"]);
+    let _fast = Noded::start(url, "fast", &dir.path().join("fast"), &gpu_args);
+    wait_nodes_up(url, 2);
+    let nodes: Value = serde_json::from_str(&gantry_ok(url, &["nodes", "-o", "json"])).unwrap();
+    let fast = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "fast")
+        .unwrap();
+    assert_eq!(
+        (&fast["pool"], &fast["labels"]),
+        (&Value::from("gpu"), &serde_json::json!(["ib", "nvme"]))
+    );
+    let node_of = |job: &Value| job["allocation"][0]["node"].as_str().unwrap().to_string();
+
+    let labelled = submit(
+        url,
+        &["-p", "gpu", "-C", "ib", "-G", "1", "-D", wd, "--", "true"],
+    );
+    let done = wait_state(url, labelled, "COMPLETED");
+    assert_eq!(node_of(&done), "fast");
+    assert_eq!(
+        (&done["pool"], &done["constraints"]),
+        (&Value::from("gpu"), &serde_json::json!(["ib"]))
+    );
+    let plain = submit(url, &["-G", "2", "-D", wd, "--", "true"]);
+    let done = wait_state(url, plain, "COMPLETED");
+    assert_eq!(node_of(&done), "plain");
+    assert_eq!(done["pool"], "default");
+
+    for (args, needle) in [
+        (
+            vec!["-p", "debug"],
+            "asks for pool debug; no node is in it (pools: default, gpu)",
+        ),
+        (
+            vec!["-p", "gpu", "-C", "a100"],
+            "asks for nodes with pool gpu, label(s) a100; none has them (labels there: ib, nvme)",
+        ),
+        (
+            vec!["-C", "ib"],
+            "asks for nodes with pool default, label(s) ib; none has them (labels there: none)",
+        ),
+    ] {
+        let mut argv = vec!["submit"];
+        argv.extend(args);
+        argv.extend(["-D", wd, "--", "true"]);
+        let out = gantry(url, &argv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(needle),
+            "{argv:?}: {stderr}"
+        );
+    }
+
+    // The gpu pool's node busy: a job of that pool waits for it, not for the idle plain node.
+    let holder = submit(
+        url,
+        &[
+            "-p", "gpu", "-G", "2", "-t", "5m", "-D", wd, "--", "sleep", "300",
+        ],
+    );
+    wait_state(url, holder, "RUNNING");
+    let waiting = submit(
+        url,
+        &["-p", "gpu", "-G", "1", "-t", "1m", "-D", wd, "--", "true"],
+    );
+    let reason = wait_for("the job of the busy pool to explain its wait", || {
+        let shown = job(url, waiting);
+        let reason = shown["reason"].as_str().unwrap_or_default().to_string();
+        reason.starts_with("Resources").then_some(reason)
+    });
+    assert!(reason.contains("reserved"), "{reason}");
+    let explained = gantry_ok(url, &["queue", "--explain"]);
+    assert!(explained.contains(&waiting.to_string()), "{explained}");
+
+    // Jobs without -p go to the default pool, a setting fixed at submit.
+    gantry_ok(url, &["admin", "config", "set", "pool.default", "gpu"]);
+    let moved = submit(url, &["-G", "1", "-D", wd, "--", "true"]);
+    assert_eq!(job(url, moved)["pool"], "gpu");
+    gantry_ok(url, &["cancel", &holder.to_string()]);
+    let done = wait_state(url, moved, "COMPLETED");
+    assert_eq!(node_of(&done), "fast");
+}

@@ -42,6 +42,10 @@ struct Cli {
     /// Pool (partition) of this node.
     #[arg(long, value_name = "POOL", default_value = "default")]
     pool: String,
+    /// A label jobs may require of this node (`gantry submit -C LABEL`), e.g. ib, nvme;
+    /// repeat the flag or separate with commas.
+    #[arg(long = "label", value_name = "LABEL", value_delimiter = ',')]
+    labels: Vec<String>,
     /// Time between SIGTERM and SIGKILL when a job is stopped, e.g. 10s, 500ms, 2m (a unit is
     /// required: a bare number would be minutes in Slurm's notation) [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = parse_interval_ms)]
@@ -94,7 +98,14 @@ fn config(cli: Cli) -> anyhow::Result<NodeConfig> {
         Some(dir) => dir,
         None => default_data_dir()?,
     };
-    let inventory = discover_inventory(&cli.inventory)?;
+    let mut inventory = discover_inventory(&cli.inventory)?;
+    for name in std::iter::once(&cli.pool).chain(&cli.labels) {
+        anyhow::ensure!(
+            gantry_model::names::is_plain_name(name),
+            "{name:?} is not a pool or label name: 1 to 64 letters, digits, '-', '_' or '.'"
+        );
+    }
+    inventory.labels = cli.labels.clone();
     let supervisor = SupervisorCommand::current_exe(&["supervise"])
         .context("cannot find the gantry-noded executable")?;
     Ok(NodeConfig {

@@ -208,6 +208,7 @@ impl<E: Executor> Node<E> {
         let register = pb::RegisterNode {
             name: self.name.clone(),
             pool: self.pool.clone(),
+            labels: self.inventory.labels.clone(),
             gpus: self
                 .inventory
                 .gpus

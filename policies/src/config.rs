@@ -86,7 +86,12 @@ pub struct PolicyConfig {
     /// How many blocked jobs get a reserved start per pass.
     pub reservation_depth: u32,
     pub qos: BTreeMap<String, QosLevel>,
+    /// The pool of jobs submitted without `-p`, fixed when each is accepted.
+    pub default_pool: String,
 }
+
+/// The pool nodes without `--pool` belong to, and the default pool out of the box.
+pub const DEFAULT_POOL: &str = "default";
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -115,6 +120,7 @@ impl Default for PolicyConfig {
                 (DEFAULT_QOS.to_string(), level(500, &["low"])),
                 ("high".to_string(), level(1000, &["low", "normal"])),
             ]),
+            default_pool: DEFAULT_POOL.to_string(),
         }
     }
 }
@@ -128,7 +134,7 @@ pub enum ConfigError {
 }
 
 /// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "profile",
     "weight.age",
     "weight.fair_share",
@@ -139,6 +145,7 @@ const KEYS: [&str; 10] = [
     "priority.age_max",
     "deadline.horizon",
     "backfill.depth",
+    "pool.default",
 ];
 
 impl PolicyConfig {
@@ -162,6 +169,7 @@ impl PolicyConfig {
                 format_duration_ms(self.deadline_horizon_ms),
             ),
             ("backfill.depth", self.reservation_depth.to_string()),
+            ("pool.default", self.default_pool.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -231,6 +239,14 @@ impl PolicyConfig {
                             "the depth is a whole number from 0 to {MAX_RESERVATION_DEPTH} (got {value:?})"
                         ))
                     })?;
+            }
+            "pool.default" => {
+                if !gantry_model::names::is_plain_name(value) {
+                    return Err(bad(format!(
+                        "a pool name is 1 to 64 letters, digits, '-', '_' or '.' (got {value:?})"
+                    )));
+                }
+                self.default_pool = value.to_string();
             }
             _ => return self.set_qos(key, value),
         }

@@ -13,6 +13,54 @@ pub fn never_fits(nodes: &[NodeView], shape: &Shape) -> Option<String> {
     if nodes.is_empty() {
         return None;
     }
+    let admitted: Vec<&NodeView> = nodes
+        .iter()
+        .filter(|n| shape.admits(&n.pool, &n.labels))
+        .collect();
+    if admitted.is_empty() {
+        return Some(no_node_admits(nodes, shape));
+    }
+    let why = never_fits_on(&admitted, shape)?;
+    Some(if admitted.len() < nodes.len() {
+        format!("{why} (among the nodes of {})", shape.nodes_text())
+    } else {
+        why
+    })
+}
+
+/// Why no node is of the pool and labels `shape` asks for.
+fn no_node_admits(nodes: &[NodeView], shape: &Shape) -> String {
+    let listed = |names: BTreeSet<&str>| {
+        let names: Vec<&str> = names.into_iter().collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    if let Some(pool) = &shape.pool
+        && !nodes.iter().any(|n| &n.pool == pool)
+    {
+        let pools = nodes.iter().map(|n| n.pool.as_str()).collect();
+        return format!(
+            "asks for pool {pool}; no node is in it (pools: {})",
+            listed(pools)
+        );
+    }
+    let in_pool = |n: &&NodeView| shape.pool.as_ref().is_none_or(|p| &n.pool == p);
+    let labels = nodes
+        .iter()
+        .filter(in_pool)
+        .flat_map(|n| n.labels.iter().map(String::as_str))
+        .collect();
+    format!(
+        "asks for nodes with {}; none has them (labels there: {})",
+        shape.nodes_text(),
+        listed(labels)
+    )
+}
+
+fn never_fits_on(nodes: &[&NodeView], shape: &Shape) -> Option<String> {
     let per_node = &shape.per_node;
     let usable_gpus = |n: &NodeView| u64::from(usable(n, shape));
     if let Some(model) = &shape.gpu_model
@@ -33,7 +81,7 @@ pub fn never_fits(nodes: &[NodeView], shape: &Shape) -> Option<String> {
             )
         });
     }
-    let largest = |f: &dyn Fn(&NodeView) -> u64| nodes.iter().map(f).max().unwrap_or(0);
+    let largest = |f: &dyn Fn(&NodeView) -> u64| nodes.iter().map(|n| f(n)).max().unwrap_or(0);
     let gpu_what = match &shape.gpu_model {
         Some(model) => format!("{model} GPUs"),
         None => "GPUs".to_string(),
@@ -136,6 +184,8 @@ mod tests {
             capacity,
             free: capacity,
             free_gpus: (0..gpus).collect(),
+            pool: "default".into(),
+            labels: vec![],
         }
     }
 
@@ -149,6 +199,8 @@ mod tests {
             },
             gpu_model: model.map(str::to_string),
             time_limit_ms: None,
+            pool: None,
+            labels: vec![],
         }
     }
 

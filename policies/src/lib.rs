@@ -20,7 +20,9 @@ pub mod synthetic;
 pub mod topology;
 pub mod view;
 
-pub use config::{ConfigError, DEFAULT_QOS, PolicyConfig, QosLevel, SchedulingProfile, Weights};
+pub use config::{
+    ConfigError, DEFAULT_POOL, DEFAULT_QOS, PolicyConfig, QosLevel, SchedulingProfile, Weights,
+};
 pub use feasibility::{never_fits, none_fits};
 pub use pass::schedule;
 pub use plan::{Arrival, NeedsPass, Plan};

@@ -339,9 +339,13 @@ impl Pass {
     }
 }
 
-/// Whether two shapes ask for the same resources (time limits aside).
+/// Whether two shapes ask for the same resources on the same nodes (time limits aside).
 fn same_ask(a: &Shape, b: &Shape) -> bool {
-    a.num_nodes == b.num_nodes && a.per_node == b.per_node && a.gpu_model == b.gpu_model
+    a.num_nodes == b.num_nodes
+        && a.per_node == b.per_node
+        && a.gpu_model == b.gpu_model
+        && a.pool == b.pool
+        && a.labels == b.labels
 }
 
 /// Per shape: whether any known node could ever run it (a look at every node, done once per

@@ -56,7 +56,7 @@ pub(crate) fn place(
         .iter()
         .zip(free)
         .enumerate()
-        .filter(|(_, (node, f))| node.schedulable && shape.per_node.fits_in(&f.res))
+        .filter(|(_, (node, f))| takes(node, shape) && shape.per_node.fits_in(&f.res))
         .filter_map(|(i, (node, f))| Some((i, pick_gpus(node, shape, &f.gpus, how)?)));
     if wanted <= 1 || topology.is_empty() {
         let picks: Picks = fitting.by_ref().take(wanted).collect();
@@ -109,7 +109,7 @@ fn least_fragmenting(
         .iter()
         .zip(free)
         .enumerate()
-        .filter(|(_, (node, f))| node.schedulable && shape.per_node.fits_in(&f.res))
+        .filter(|(_, (node, f))| takes(node, shape) && shape.per_node.fits_in(&f.res))
         .filter(|(_, (node, f))| {
             shape.gpu_model.is_none() || usable_free(node, shape, &f.gpus).len() >= wanted as usize
         })
@@ -123,6 +123,11 @@ fn least_fragmenting(
         .min_by_key(|(i, g)| (*g, *i))?;
     let gpus = pick_gpus(&nodes[best], shape, &free[best].gpus, Pick::Start(demand))?;
     Some(vec![(best, gpus)])
+}
+
+/// Whether `node` takes new work of `shape`: up, not drained, of its pool and labels.
+fn takes(node: &NodeView, shape: &Shape) -> bool {
+    node.schedulable && shape.admits(&node.pool, &node.labels)
 }
 
 /// The free GPUs of `node` that `shape` may use.
@@ -177,11 +182,18 @@ fn choose_gpus(gpus: &[Gpu], free: &[u32], count: u32) -> Option<Vec<u32>> {
 /// Says what a blocked job waits for, in words a user understands.
 pub(crate) fn shortage(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> String {
     let ask = &shape.per_node;
-    let schedulable = nodes.iter().filter(|n| n.schedulable).count();
+    let admitted = |n: &NodeView| shape.admits(&n.pool, &n.labels);
+    // Which nodes it may use, said when it may not use them all.
+    let among = if nodes.iter().all(admitted) {
+        String::new()
+    } else {
+        format!(" of {}", shape.nodes_text())
+    };
+    let schedulable = nodes.iter().filter(|n| takes(n, shape)).count();
     if schedulable < usize::try_from(shape.num_nodes).unwrap_or(usize::MAX) {
         let away: Vec<String> = nodes
             .iter()
-            .filter(|n| !n.schedulable)
+            .filter(|n| admitted(n) && !n.schedulable)
             .map(|n| {
                 format!(
                     "{} {}",
@@ -191,7 +203,7 @@ pub(crate) fn shortage(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> Stri
             })
             .collect();
         return format!(
-            "needs {} node(s) but only {schedulable} take work ({})",
+            "needs {} node(s){among} but only {schedulable} take work ({})",
             shape.num_nodes,
             away.join(", ")
         );
@@ -200,13 +212,13 @@ pub(crate) fn shortage(shape: &Shape, nodes: &[NodeView], free: &[Free]) -> Stri
         .iter()
         .zip(free)
         .filter(|(n, f)| {
-            n.schedulable
+            takes(n, shape)
                 && ask.fits_in(&f.res)
                 && pick_gpus(n, shape, &f.gpus, Pick::Reserve).is_some()
         })
         .count();
     format!(
-        "needs {} GPU(s), {} CPU(s) and {} MiB on each of {} node(s); {with_room} node(s) have that free",
+        "needs {} GPU(s), {} CPU(s) and {} MiB on each of {} node(s){among}; {with_room} node(s) have that free",
         shape.gpus_text(),
         ask.cpus,
         ask.mem_mib,
@@ -246,6 +258,8 @@ mod tests {
             capacity,
             free: capacity,
             free_gpus: (0..gpus).collect(),
+            pool: "default".into(),
+            labels: vec![],
         }
     }
 
@@ -267,6 +281,8 @@ mod tests {
             },
             gpu_model: model.map(str::to_string),
             time_limit_ms: limit_ms,
+            pool: None,
+            labels: vec![],
         }
     }
 

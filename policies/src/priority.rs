@@ -253,6 +253,8 @@ mod tests {
             capacity,
             free: capacity,
             free_gpus: (0..8).collect(),
+            pool: "default".into(),
+            labels: vec![],
         }
     }
 
@@ -268,6 +270,8 @@ mod tests {
                 },
                 gpu_model: None,
                 time_limit_ms: limit_h.map(|h| h * HOUR),
+                pool: None,
+                labels: vec![],
             },
         )
     }

@@ -184,10 +184,18 @@ impl<'v> Reclaimer<'v> {
                 &view.topology,
             )
         };
+        // Borrowers on nodes the job may not use free nothing for it.
+        let usable: BTreeSet<&str> = view
+            .nodes
+            .iter()
+            .filter(|n| shape.admits(&n.pool, &n.labels))
+            .map(|n| n.name.as_str())
+            .collect();
         let mut victims: Vec<&RunningJob> = view
             .running
             .iter()
             .filter(|r| !r.stopping && !self.taken.contains(&r.id))
+            .filter(|r| r.parts.iter().any(|p| usable.contains(p.node.as_str())))
             .filter(|r| lenders(tree, owed, &r.account).is_some())
             .collect();
         victims.sort_by_key(|r| (Reverse(r.start_ms), Reverse(r.id)));
@@ -288,6 +296,8 @@ mod tests {
                 per_node: res(gpus),
                 gpu_model: None,
                 time_limit_ms: None,
+                pool: None,
+                labels: vec![],
             },
         );
         job.account = "vision".into();
@@ -310,6 +320,8 @@ mod tests {
                 capacity,
                 free: capacity.saturating_sub(&res(4)),
                 free_gpus: vec![],
+                pool: "default".into(),
+                labels: vec![],
             }],
             pending: vec![job],
             running: vec![

@@ -79,6 +79,8 @@ pub fn full_cluster(nodes: u32, gpus: u32, pending: u32) -> ClusterView {
                 mem_mib: 0,
             },
             free_gpus: vec![],
+            pool: "default".into(),
+            labels: vec![],
         });
     }
     let first_pending = running.len() as u64 + 1;
@@ -131,6 +133,8 @@ fn queued(id: u64, num_nodes: u32, gpus: u32, rng: &mut Lcg) -> PendingJob {
             },
             gpu_model: None,
             time_limit_ms: Some((1 + rng.next(24)) * HOUR_MS / 2),
+            pool: None,
+            labels: vec![],
         },
     )
 }

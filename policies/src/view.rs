@@ -109,6 +109,10 @@ pub struct NodeView {
     pub schedulable: bool,
     /// Why the node takes no work, when it does not.
     pub unavailable_reason: Option<String>,
+    /// Its pool (partition): jobs of other pools never land on it.
+    pub pool: String,
+    /// What jobs may require of it (`-C`).
+    pub labels: Vec<String>,
     pub gpus: Vec<Gpu>,
     pub capacity: Resources,
     pub free: Resources,

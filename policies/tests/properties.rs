@@ -62,6 +62,8 @@ fn node(
         capacity,
         free: capacity.saturating_sub(&held),
         free_gpus: (held.gpus..count).collect(),
+        pool: if i % 3 == 2 { "p1" } else { "default" }.into(),
+        labels: vec![],
     };
     let running = (held.gpus > 0).then(|| RunningJob {
         id,
@@ -95,6 +97,7 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
             0usize..3,
             prop::bool::weighted(0.2),
             prop::option::of(prop::bool::ANY),
+            prop::option::of(prop::bool::ANY),
         ),
         0..25,
     );
@@ -115,9 +118,10 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
             view.nodes.push(n);
             view.running.extend(running);
         }
-        for (i, (num_nodes, gpus, limit, account, alternative, model)) in
+        for (i, (num_nodes, gpus, limit, account, alternative, model, pool)) in
             jobs.into_iter().enumerate()
         {
+            let pool = pool.map(|p1| if p1 { "p1" } else { "default" }.to_string());
             let shape =
                 |num_nodes: u32, gpus: u32, model: Option<&str>, limit: Option<u64>| Shape {
                     num_nodes,
@@ -128,6 +132,8 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
                     },
                     gpu_model: model.map(str::to_string),
                     time_limit_ms: limit,
+                    pool: pool.clone(),
+                    labels: vec![],
                 };
             let model = model.map(|h100| if h100 { "h100" } else { "a100" });
             let mut shapes = vec![shape(num_nodes, gpus, model, limit)];
@@ -182,6 +188,7 @@ proptest! {
             prop_assert_eq!(start.parts.len() as u32, shape.num_nodes, "half a gang: {:?}", start);
             for part in &start.parts {
                 let node = view.nodes.iter().find(|n| n.name == part.node).unwrap();
+                prop_assert!(shape.admits(&node.pool, &node.labels), "{} is not in pool {:?}", node.name, shape.pool);
                 prop_assert_eq!(part.gpus.len() as u32, shape.per_node.gpus);
                 let entry = taken.entry(node.name.as_str()).or_default();
                 entry.0 = entry.0.saturating_add(&shape.per_node);
@@ -317,6 +324,8 @@ proptest! {
                 per_node: Resources { gpus, cpus: 2, mem_mib: 8_192 },
                 gpu_model: None,
                 time_limit_ms: limit.map(|l| l * 10_000),
+                pool: None,
+                labels: vec![],
             });
             job.account = ACCOUNTS[account].into();
             job.submit_ms = view.now_ms;
@@ -366,6 +375,8 @@ proptest! {
             per_node: Resources { gpus, cpus: 1, mem_mib: 1 },
             gpu_model: None,
             time_limit_ms: Some(limit),
+            pool: None,
+            labels: vec![],
         });
         while started.is_none() && now < 2_000_000 {
             running.retain(|(_, _, end, _)| *end > now);

@@ -46,6 +46,14 @@ struct Node {
     nvlink_group_size: Option<u32>,
     /// GPUs per NUMA node (none by default).
     numa_size: Option<u32>,
+    #[serde(default = "default_pool")]
+    pool: String,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+fn default_pool() -> String {
+    "default".into()
 }
 
 fn default_model() -> String {
@@ -87,6 +95,11 @@ struct Job {
     deadline_in: Option<String>,
     /// How long ago it was submitted.
     submitted_ago: Option<String>,
+    /// Only nodes of this pool (any when absent).
+    pool: Option<String>,
+    /// Only nodes with all these labels.
+    #[serde(default)]
+    labels: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -174,6 +187,8 @@ fn view(s: &Scenario) -> ClusterView {
                 capacity,
                 free: capacity,
                 free_gpus: (0..n.gpus).collect(),
+                pool: n.pool.clone(),
+                labels: n.labels.clone(),
             }
         })
         .collect();
@@ -221,6 +236,8 @@ fn view(s: &Scenario) -> ClusterView {
                     },
                     gpu_model: j.model.clone(),
                     time_limit_ms: j.limit.as_deref().map(ms),
+                    pool: j.pool.clone(),
+                    labels: j.labels.clone(),
                 },
             );
             job.account = j.account.clone();

@@ -213,6 +213,8 @@ fn job_to_pb(
         shape: job.shape,
         qos: job.spec.qos.clone(),
         deadline_ms: job.spec.deadline_ms,
+        pool: job.spec.pool.clone().unwrap_or_default(),
+        constraints: job.spec.constraints.clone(),
         priority: explained.map_or(0, |e| e.priority.total),
         factors: explained.map(|e| {
             let f = &e.priority.factors;
@@ -289,6 +291,7 @@ pub fn node_to_pb(node: &Node, topology: &Topology) -> pb::Node {
         registered_time_ms: node.registered_time_ms,
         jobs: node.jobs.iter().copied().collect(),
         switches: topology.switches_of(&node.name).to_vec(),
+        labels: node.inventory.labels.clone(),
     }
 }
 

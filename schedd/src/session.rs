@@ -93,6 +93,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             } else {
                 register.pool.clone()
             },
+            labels: register.labels.clone(),
         };
         let running = register
             .running

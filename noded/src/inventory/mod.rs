@@ -149,6 +149,7 @@ pub fn discover_inventory(args: &InventoryArgs) -> Result<NodeInventory, Invento
         cpus,
         mem_mib,
         pool: String::new(),
+        labels: vec![],
     })
 }
 

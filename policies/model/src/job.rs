@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::names::is_plain_name;
 use crate::node::Resources;
 use crate::shape::{
     Alternative, MAX_ALTERNATIVES, MAX_SPEED, MIN_SPEED, Shape, check_model_name, format_speed,
@@ -64,6 +65,11 @@ pub struct JobSpec {
     pub qos: String,
     /// When it must have ended, wall clock (`--deadline`).
     pub deadline_ms: Option<u64>,
+    /// The node pool it runs in (`-p`); `None`: the scheduler's default pool, filled in when
+    /// the job is accepted.
+    pub pool: Option<String>,
+    /// Labels every node it runs on must carry (`-C`, `--constraint`).
+    pub constraints: Vec<String>,
     pub program: Program,
     pub work_dir: String,
     /// Output path templates (`%j` is the job id); `None` means `gantry-%j.out`.
@@ -110,7 +116,14 @@ pub enum SpecError {
     BadAlternative { index: usize, why: String },
     #[error("a job may name at most {MAX_ALTERNATIVES} alternatives (got {0})")]
     TooManyAlternatives(usize),
+    #[error("{what} {name:?} is not a name: 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadName { what: &'static str, name: String },
+    #[error("a job may require at most {MAX_CONSTRAINTS} node labels (got {0})")]
+    TooManyConstraints(usize),
 }
+
+/// More required labels than this is a script gone wrong, not a request.
+pub const MAX_CONSTRAINTS: usize = 16;
 
 impl JobSpec {
     /// Resources the job holds on each of its nodes.
@@ -129,6 +142,8 @@ impl JobSpec {
             per_node: self.per_node(),
             gpu_model: self.gpu_model.clone(),
             time_limit_ms: self.time_limit_ms,
+            pool: self.pool.clone(),
+            labels: self.constraints.clone(),
         }
     }
 
@@ -144,6 +159,8 @@ impl JobSpec {
                 },
                 gpu_model: alt.gpu_model.clone(),
                 time_limit_ms: self.time_limit_ms.map(|l| scaled_limit(l, alt.speed)),
+                pool: self.pool.clone(),
+                labels: self.constraints.clone(),
             }))
             .collect()
     }
@@ -229,6 +246,19 @@ impl JobSpec {
         for (i, alt) in self.alternatives.iter().enumerate() {
             check_alternative(alt)
                 .map_err(|why| SpecError::BadAlternative { index: i + 1, why })?;
+        }
+        if self.constraints.len() > MAX_CONSTRAINTS {
+            return Err(SpecError::TooManyConstraints(self.constraints.len()));
+        }
+        let names = self.pool.iter().map(|p| ("pool", p));
+        let names = names.chain(self.constraints.iter().map(|c| ("node label", c)));
+        for (what, name) in names {
+            if !is_plain_name(name) {
+                return Err(SpecError::BadName {
+                    what,
+                    name: name.clone(),
+                });
+            }
         }
         match &self.program {
             Program::Command { argv } if argv.is_empty() || argv[0].is_empty() => {

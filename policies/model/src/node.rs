@@ -42,6 +42,8 @@ pub struct NodeInventory {
     pub cpus: u32,
     pub mem_mib: u64,
     pub pool: String,
+    /// What jobs may require of it (`-C`): `ib`, `nvme`, ...
+    pub labels: Vec<String>,
 }
 
 impl NodeInventory {

@@ -36,12 +36,30 @@ pub struct Shape {
     pub gpu_model: Option<String>,
     /// The time limit at this shape's speed; `None`: no limit.
     pub time_limit_ms: Option<u64>,
+    /// Only nodes of this pool; any pool when `None`.
+    pub pool: Option<String>,
+    /// Only nodes carrying every one of these labels.
+    pub labels: Vec<String>,
 }
 
 impl Shape {
     /// When it would end at the latest if it started at `start` (`None`: no limit).
     pub fn end_if_started(&self, start: u64) -> Option<u64> {
         self.time_limit_ms.map(|limit| start.saturating_add(limit))
+    }
+
+    /// Whether a node of `pool` with `labels` may serve this shape.
+    pub fn admits(&self, pool: &str, labels: &[String]) -> bool {
+        self.pool.as_deref().is_none_or(|wanted| wanted == pool)
+            && self.labels.iter().all(|l| labels.contains(l))
+    }
+
+    /// Which nodes it may use, in words (`pool gpu, labels ib, nvme`); empty for any.
+    pub fn nodes_text(&self) -> String {
+        let pool = self.pool.iter().map(|p| format!("pool {p}"));
+        let labels =
+            (!self.labels.is_empty()).then(|| format!("label(s) {}", self.labels.join(", ")));
+        pool.chain(labels).collect::<Vec<_>>().join(", ")
     }
 
     /// Whether `gpu` may serve this shape.

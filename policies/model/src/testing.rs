@@ -18,6 +18,8 @@ pub fn job_spec(num_nodes: u32, gpus_per_node: u32) -> JobSpec {
         time_limit_ms: None,
         qos: "normal".into(),
         deadline_ms: None,
+        pool: None,
+        constraints: vec![],
         program: Program::Command {
             argv: vec!["true".into()],
         },

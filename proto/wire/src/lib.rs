@@ -32,6 +32,8 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
             spec.qos.clone()
         },
         deadline_ms: (spec.deadline_ms > 0).then_some(spec.deadline_ms),
+        pool: non_empty(&spec.pool),
+        constraints: spec.constraints.clone(),
         cpus_per_node: spec.cpus_per_node,
         mem_per_node_mib: spec.mem_per_node_mib,
         time_limit_ms: (spec.time_limit_ms > 0).then_some(spec.time_limit_ms),
@@ -106,6 +108,8 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         alternatives: spec.alternatives.iter().map(alternative_to_pb).collect(),
         qos: spec.qos.clone(),
         deadline_ms: spec.deadline_ms.unwrap_or(0),
+        pool: spec.pool.clone().unwrap_or_default(),
+        constraints: spec.constraints.clone(),
     }
 }
 
@@ -219,6 +223,8 @@ mod tests {
             }],
             qos: "high".into(),
             deadline_ms: Some(1_800_000_000_000),
+            pool: Some("gpu".into()),
+            constraints: vec!["ib".into(), "nvme".into()],
             cpus_per_node: 16,
             mem_per_node_mib: 4096,
             time_limit_ms: Some(60_000),

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use gantry_model::names::is_plain_name;
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner};
 use gantry_policies::{PartPlan, PolicyConfig, none_fits};
 use serde::{Deserialize, Serialize};
@@ -280,6 +281,11 @@ impl StateMachine {
         if let Err(e) = spec.validate() {
             return Outcome::Rejected(e.into());
         }
+        // The default pool is the one of the time of submission.
+        let mut spec = spec.clone();
+        spec.pool
+            .get_or_insert_with(|| self.config.default_pool.clone());
+        let spec = &spec;
         if let Err(e) = self.accounts.admit(&owner.user, &spec.account) {
             return Outcome::Rejected(e.into());
         }
@@ -510,6 +516,12 @@ impl StateMachine {
             return Outcome::Rejected(Rejection::BadRegistration(
                 "a node needs at least 1 CPU and some memory".into(),
             ));
+        }
+        let names = std::iter::once(&inventory.pool).chain(&inventory.labels);
+        if let Some(bad) = names.into_iter().find(|n| !is_plain_name(n)) {
+            return Outcome::Rejected(Rejection::BadRegistration(format!(
+                "pool or label {bad:?} is not a name: 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
         }
         match self.nodes.get_mut(name) {
             Some(node) => {

@@ -108,6 +108,8 @@ impl StateMachine {
                     capacity: n.inventory.capacity(),
                     free: n.free(),
                     free_gpus: n.free_gpus(),
+                    pool: n.inventory.pool.clone(),
+                    labels: n.inventory.labels.clone(),
                 }
             })
             .collect()

@@ -35,6 +35,7 @@ fn inventory(gpus: u32) -> NodeInventory {
         cpus: 8,
         mem_mib: 4096,
         pool: "default".into(),
+        labels: vec![],
     }
 }
 
