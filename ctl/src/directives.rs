@@ -29,10 +29,11 @@ pub enum Flag {
     Deadline,
     Partition,
     Constraint,
+    Dependency,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 16] = [
+    pub const ALL: [Flag; 17] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -49,6 +50,7 @@ impl Flag {
         Flag::Deadline,
         Flag::Partition,
         Flag::Constraint,
+        Flag::Dependency,
     ];
 
     pub fn short(self) -> Option<char> {
@@ -65,6 +67,7 @@ impl Flag {
             Flag::Qos => Some('q'),
             Flag::Partition => Some('p'),
             Flag::Constraint => Some('C'),
+            Flag::Dependency => Some('d'),
             Flag::Mem | Flag::Parsable | Flag::Alternative | Flag::Deadline => None,
         }
     }
@@ -87,6 +90,7 @@ impl Flag {
             Flag::Deadline => "deadline",
             Flag::Partition => "partition",
             Flag::Constraint => "constraint",
+            Flag::Dependency => "dependency",
         }
     }
 

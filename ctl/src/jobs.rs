@@ -349,6 +349,7 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
         ("qos", row.qos.clone()),
         ("pool", or_dash(&row.pool)),
         ("constraints", or_dash(&row.constraints.join("&"))),
+        ("dependencies", or_dash(&row.dependencies.join(","))),
         ("deadline", opt(row.deadline.clone())),
     ]);
     if let Some(e) = &row.explanation {
@@ -677,6 +678,7 @@ mod tests {
                 "qos",
                 "pool",
                 "constraints",
+                "dependencies",
                 "deadline"
             ]
         );

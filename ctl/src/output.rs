@@ -54,6 +54,8 @@ pub struct JobRow {
     /// The node pool it runs in, and the labels its nodes must carry.
     pub pool: String,
     pub constraints: Vec<String>,
+    /// `afterok:12`: jobs that must have ended, as each says, before it may start.
+    pub dependencies: Vec<String>,
     pub deadline: Option<String>,
     /// For a pending job, why and where it stands as of the leader's last pass; null when
     /// not pending or not known (a `--stale` read from a follower).
@@ -211,6 +213,11 @@ impl From<&pb::Job> for JobRow {
             qos: job.qos.clone(),
             pool: job.pool.clone(),
             constraints: job.constraints.clone(),
+            dependencies: job
+                .dependencies
+                .iter()
+                .map(|d| format!("{}:{}", d.condition, d.job_id))
+                .collect(),
             deadline: job.deadline_ms.and_then(timestamp),
             explanation: ExplanationRow::from_job(job),
         }
@@ -374,6 +381,7 @@ mod tests {
             deadline_ms: None,
             pool: "default".into(),
             constraints: vec![],
+            dependencies: vec![],
             priority: 0,
             factors: None,
             rank: 0,
@@ -399,7 +407,7 @@ mod tests {
                  gpu_model, cpus_per_node, mem_per_node_mib, num_nodes, alternatives, shape, \
                  nodes, allocation, time_limit_s, \
                  submit_time, start_time, end_time, work_dir, stdout, stderr, command, attempt, \
-                 queue_position, qos, pool, constraints, deadline, explanation"
+                 queue_position, qos, pool, constraints, dependencies, deadline, explanation"
             )
         );
         assert_eq!(

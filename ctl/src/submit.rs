@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use gantry_model::SpecError;
+use gantry_model::dependency::parse_dependencies;
 use gantry_model::units::{parse_duration_ms, parse_size_mib};
 use gantry_proto as pb;
 use thiserror::Error;
@@ -99,6 +100,10 @@ pub struct SubmitArgs {
     /// as `&`)
     #[arg(short = 'C', long = "constraint", value_name = "LABELS")]
     pub constraint: Option<String>,
+    /// Jobs that must have ended first: afterok:ID[:ID...] (completed successfully),
+    /// afterany:ID (ended), afternotok:ID (ended without success); several joined by `,`
+    #[arg(short = 'd', long = "dependency", value_name = "DEPS")]
+    pub dependency: Option<String>,
     /// When the job must have ended: now+6h, +30m, or ISO 8601 UTC (2026-12-01T09:00). The
     /// job grows more urgent as its slack (deadline − now − time limit) shrinks
     #[arg(long = "deadline", value_name = "TIME")]
@@ -397,6 +402,14 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         Some(s) => constraints(&s)?,
         None => vec![],
     };
+    let dependencies = match setting(&args.dependency, Flag::Dependency) {
+        Some(s) => parse_dependencies(s.value)
+            .map_err(|e| s.invalid(format!("{}: {e}", Flag::Dependency.label())))?
+            .iter()
+            .map(gantry_wire::dependency_to_pb)
+            .collect(),
+        None => vec![],
+    };
     let work_dir = match text(&args.chdir, Flag::Chdir) {
         Some(dir) => absolute(&ctx.cwd, Path::new(&dir)),
         None => ctx.cwd.clone(),
@@ -444,6 +457,7 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         deadline_ms,
         pool: text(&args.partition, Flag::Partition).unwrap_or_default(),
         constraints,
+        dependencies,
         cpus_per_node: cpus,
         mem_per_node_mib: mem,
         time_limit_ms,
@@ -455,7 +469,7 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         stderr_path: output_path(text(&args.error, Flag::Error))?,
         env: gantry_wire::env_to_pb(&ctx.env),
     };
-    gantry_wire::spec_from_pb(&spec).validate()?;
+    gantry_wire::spec_from_pb(&spec)?.validate()?;
     let parsable = args.parsable || directives.last(Flag::Parsable).is_some();
     Ok(Request { spec, parsable })
 }

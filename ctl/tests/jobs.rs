@@ -571,3 +571,88 @@ fn jobs_run_in_their_pool_on_nodes_with_their_labels() {
     let done = wait_state(url, moved, "COMPLETED");
     assert_eq!(node_of(&done), "fast");
 }
+
+/// Dependencies, Slurm's way: a job waits for the jobs it depends on (its reason says which),
+/// starts once they have ended as it asks, and is cancelled, saying why, when they cannot.
+#[test]
+fn a_job_starts_after_its_dependencies_or_is_cancelled_when_they_fail() {
+    let c = cluster(2);
+    let url = c.schedd.url.as_str();
+    let wd = work_dir(&c);
+    let gate = c.work.join("gate");
+    let gate_path = gate.to_str().unwrap();
+    // Runs until the test creates the gate file.
+    let first = submit(
+        url,
+        &[
+            "-D",
+            wd,
+            "--",
+            "sh",
+            "-c",
+            &format!("while [ ! -e {gate_path} ]; do sleep 0.05; done"),
+        ],
+    );
+    wait_state(url, first, "RUNNING");
+    let after_ok = submit(
+        url,
+        &["-d", &format!("afterok:{first}"), "-D", wd, "--", "true"],
+    );
+    let failing = submit(url, &["-D", wd, "--", "false"]);
+    let after_failing = submit(
+        url,
+        &["-d", &format!("afterok:{failing}"), "-D", wd, "--", "true"],
+    );
+    let on_failure = submit(
+        url,
+        &[
+            "-d",
+            &format!("afternotok:{failing}"),
+            "-D",
+            wd,
+            "--",
+            "true",
+        ],
+    );
+
+    let reason = wait_for("the dependent job to explain its wait", || {
+        let reason = job(url, after_ok)["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        reason.starts_with("Dependency").then_some(reason)
+    });
+    assert_eq!(reason, format!("Dependency: waits for afterok:{first}"));
+    assert_eq!(
+        job(url, after_ok)["dependencies"],
+        serde_json::json!([format!("afterok:{first}")])
+    );
+
+    let cancelled = wait_state(url, after_failing, "CANCELLED");
+    assert_eq!(
+        cancelled["reason"],
+        format!("dependency afterok:{failing} can never be met: job {failing} ended FAILED")
+    );
+    wait_state(url, on_failure, "COMPLETED");
+    assert_eq!(job(url, after_ok)["state"], "PENDING");
+
+    fs::write(&gate, "").unwrap();
+    wait_state(url, first, "COMPLETED");
+    wait_state(url, after_ok, "COMPLETED");
+
+    for (deps, needle) in [
+        ("afterok:9999", "job 9999 does not exist"),
+        (
+            &format!("afterok:{failing}") as &str,
+            "can never be met: job",
+        ),
+        ("after:1", "is not a dependency type"),
+    ] {
+        let out = gantry(url, &["submit", "-d", deps, "-D", wd, "--", "true"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(needle),
+            "{deps}: {stderr}"
+        );
+    }
+}

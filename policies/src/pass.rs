@@ -178,6 +178,13 @@ impl Pass {
             decisions.waiting.push((job.id, WaitReason::NeverFits(why)));
             return false;
         }
+        if !job.waiting_on.is_empty() {
+            let why = WaitReason::Dependency {
+                on: job.waiting_on.clone(),
+            };
+            decisions.waiting.push((job.id, why));
+            return false;
+        }
         if let Some(behind) = self.blocked_by {
             decisions
                 .waiting

@@ -334,6 +334,31 @@ mod tests {
     }
 
     #[test]
+    fn a_job_waiting_on_a_dependency_holds_nothing_and_nobody_back() {
+        let mut waits = job(1, 1, 4);
+        waits.submit_ms = 0;
+        waits.waiting_on = vec![gantry_model::Dependency {
+            condition: gantry_model::Condition::AfterOk,
+            job: 9,
+        }];
+        let mut behind = job(2, 1, 4);
+        behind.submit_ms = 1;
+        let view = ClusterView {
+            now_ms: 0,
+            nodes: vec![node("a", 4)],
+            pending: vec![waits, behind],
+            ..Default::default()
+        };
+        let d = schedule(&view);
+        assert_eq!(d.starts.iter().map(|s| s.job).collect::<Vec<_>>(), [2]);
+        assert_eq!(d.waiting.len(), 1);
+        assert_eq!(
+            d.waiting[0].1.to_string(),
+            "Dependency: waits for afterok:9"
+        );
+    }
+
+    #[test]
     fn a_blocked_job_blocks_the_jobs_behind_it() {
         let mut n = node("a", 8);
         n.free = Resources {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gantry_model::{Gpu, JobId, Resources, Shape};
+use gantry_model::{Dependency, Gpu, JobId, Resources, Shape};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DEFAULT_QOS, PolicyConfig};
@@ -131,6 +131,8 @@ pub struct PendingJob {
     pub qos: String,
     /// When it must have ended, wall clock.
     pub deadline_ms: Option<u64>,
+    /// Its dependencies on jobs that have not ended yet: it waits for them.
+    pub waiting_on: Vec<Dependency>,
 }
 
 impl PendingJob {
@@ -143,6 +145,7 @@ impl PendingJob {
             account: "default".into(),
             qos: DEFAULT_QOS.into(),
             deadline_ms: None,
+            waiting_on: vec![],
         }
     }
 
@@ -196,6 +199,8 @@ pub enum WaitReason {
     NeverFits(String),
     /// Starting it would take its account (or one above) past its GPU limit.
     Quota(String),
+    /// Jobs it depends on have not ended yet.
+    Dependency { on: Vec<Dependency> },
     /// Its account is below its guarantee: GPUs are being taken back for it from borrowers,
     /// these jobs (none: jobs already being stopped free enough).
     Reclaiming { stopping: Vec<JobId> },
@@ -215,6 +220,10 @@ impl std::fmt::Display for WaitReason {
             }
             WaitReason::NeverFits(why) => write!(f, "Unsatisfiable: {why}"),
             WaitReason::Quota(why) => write!(f, "Quota: {why}"),
+            WaitReason::Dependency { on } => {
+                let on: Vec<String> = on.iter().map(Dependency::to_string).collect();
+                write!(f, "Dependency: waits for {}", on.join(", "))
+            }
             WaitReason::Reclaiming { stopping } if stopping.is_empty() => write!(
                 f,
                 "Reclaiming: its account's guaranteed GPUs free up as jobs being stopped end"

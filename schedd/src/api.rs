@@ -119,6 +119,7 @@ fn rejection_status(r: Rejection) -> Status {
         | Rejection::BadRegistration(_)
         | Rejection::UnknownQos { .. }
         | Rejection::DeadlinePassed
+        | Rejection::DependencyNeverMet { .. }
         | Rejection::BadConfig(_) => Status::invalid_argument(message),
         Rejection::Account(AccountError::NotAMember { .. }) => Status::permission_denied(message),
         Rejection::Account(AccountError::Unknown(_)) => Status::not_found(message),
@@ -215,6 +216,12 @@ fn job_to_pb(
         deadline_ms: job.spec.deadline_ms,
         pool: job.spec.pool.clone().unwrap_or_default(),
         constraints: job.spec.constraints.clone(),
+        dependencies: job
+            .spec
+            .dependencies
+            .iter()
+            .map(convert::dependency_to_pb)
+            .collect(),
         priority: explained.map_or(0, |e| e.priority.total),
         factors: explained.map(|e| {
             let f = &e.priority.factors;
@@ -315,8 +322,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .spec
             .as_ref()
             .map(convert::spec_from_pb)
-            .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?;
-        spec.validate()
+            .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?
+            .and_then(|spec| spec.validate().map(|()| spec))
             .map_err(|e| Status::invalid_argument(format!("invalid job: {e}")))?;
         match self
             .propose(Command::Submit {

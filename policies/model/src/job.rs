@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::dependency::{Dependency, MAX_DEPENDENCIES};
 use crate::names::is_plain_name;
 use crate::node::Resources;
 use crate::shape::{
@@ -70,6 +71,8 @@ pub struct JobSpec {
     pub pool: Option<String>,
     /// Labels every node it runs on must carry (`-C`, `--constraint`).
     pub constraints: Vec<String>,
+    /// Jobs that must have ended, as each says, before it may start (`-d`).
+    pub dependencies: Vec<Dependency>,
     pub program: Program,
     pub work_dir: String,
     /// Output path templates (`%j` is the job id); `None` means `gantry-%j.out`.
@@ -120,6 +123,10 @@ pub enum SpecError {
     BadName { what: &'static str, name: String },
     #[error("a job may require at most {MAX_CONSTRAINTS} node labels (got {0})")]
     TooManyConstraints(usize),
+    #[error("a job may name at most {MAX_DEPENDENCIES} dependencies (got {0})")]
+    TooManyDependencies(usize),
+    #[error("dependency: {0}")]
+    BadDependency(String),
 }
 
 /// More required labels than this is a script gone wrong, not a request.
@@ -246,6 +253,14 @@ impl JobSpec {
         for (i, alt) in self.alternatives.iter().enumerate() {
             check_alternative(alt)
                 .map_err(|why| SpecError::BadAlternative { index: i + 1, why })?;
+        }
+        if self.dependencies.len() > MAX_DEPENDENCIES {
+            return Err(SpecError::TooManyDependencies(self.dependencies.len()));
+        }
+        if let Some(zero) = self.dependencies.iter().find(|d| d.job == 0) {
+            return Err(SpecError::BadDependency(format!(
+                "{zero}: 0 is not a job id"
+            )));
         }
         if self.constraints.len() > MAX_CONSTRAINTS {
             return Err(SpecError::TooManyConstraints(self.constraints.len()));

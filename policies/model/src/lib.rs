@@ -3,6 +3,7 @@
 //! Pure data and validation: no I/O, no clock reads, no async runtime.
 
 pub mod address;
+pub mod dependency;
 pub mod job;
 pub mod names;
 pub mod node;
@@ -11,6 +12,7 @@ pub mod shape;
 pub mod testing;
 pub mod units;
 
+pub use dependency::{Condition, Dependency};
 pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, SpecError};
 pub use node::{Gpu, NodeInventory, Resources};
 pub use shape::{Alternative, Shape};

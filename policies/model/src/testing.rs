@@ -20,6 +20,7 @@ pub fn job_spec(num_nodes: u32, gpus_per_node: u32) -> JobSpec {
         deadline_ms: None,
         pool: None,
         constraints: vec![],
+        dependencies: vec![],
         program: Program::Command {
             argv: vec!["true".into()],
         },

@@ -4,9 +4,10 @@
 use gantry_model::{self as model, ExitReason, JobState};
 use gantry_proto as pb;
 
-/// A wire job spec into the domain one. Structural problems (no program) are reported by
+/// A wire job spec into the domain one; `Err` only for what the domain cannot hold (an
+/// unknown dependency type). Other problems (no program) are reported by
 /// [`model::JobSpec::validate`], which callers run next.
-pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
+pub fn spec_from_pb(spec: &pb::JobSpec) -> Result<model::JobSpec, model::SpecError> {
     let program = match spec.program.as_ref().and_then(|p| p.kind.as_ref()) {
         Some(pb::program::Kind::Script(s)) => model::Program::Script {
             path: s.path.clone(),
@@ -19,7 +20,12 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
         None => model::Program::Command { argv: vec![] },
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    model::JobSpec {
+    let dependencies = spec
+        .dependencies
+        .iter()
+        .map(dependency_from_pb)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(model::JobSpec {
         name: spec.name.clone(),
         account: spec.account.clone(),
         num_nodes: spec.num_nodes,
@@ -34,6 +40,7 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
         deadline_ms: (spec.deadline_ms > 0).then_some(spec.deadline_ms),
         pool: non_empty(&spec.pool),
         constraints: spec.constraints.clone(),
+        dependencies,
         cpus_per_node: spec.cpus_per_node,
         mem_per_node_mib: spec.mem_per_node_mib,
         time_limit_ms: (spec.time_limit_ms > 0).then_some(spec.time_limit_ms),
@@ -46,6 +53,26 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> model::JobSpec {
             .iter()
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect(),
+    })
+}
+
+pub fn dependency_from_pb(dep: &pb::Dependency) -> Result<model::Dependency, model::SpecError> {
+    let condition = model::Condition::parse(&dep.condition).ok_or_else(|| {
+        model::SpecError::BadDependency(format!(
+            "{:?} is not a dependency type (afterok, afterany, afternotok)",
+            dep.condition
+        ))
+    })?;
+    Ok(model::Dependency {
+        condition,
+        job: dep.job_id,
+    })
+}
+
+pub fn dependency_to_pb(dep: &model::Dependency) -> pb::Dependency {
+    pb::Dependency {
+        condition: dep.condition.as_str().to_string(),
+        job_id: dep.job,
     }
 }
 
@@ -110,6 +137,7 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         deadline_ms: spec.deadline_ms.unwrap_or(0),
         pool: spec.pool.clone().unwrap_or_default(),
         constraints: spec.constraints.clone(),
+        dependencies: spec.dependencies.iter().map(dependency_to_pb).collect(),
     }
 }
 
@@ -225,6 +253,10 @@ mod tests {
             deadline_ms: Some(1_800_000_000_000),
             pool: Some("gpu".into()),
             constraints: vec!["ib".into(), "nvme".into()],
+            dependencies: vec![model::Dependency {
+                condition: model::Condition::AfterNotOk,
+                job: 7,
+            }],
             cpus_per_node: 16,
             mem_per_node_mib: 4096,
             time_limit_ms: Some(60_000),
@@ -238,7 +270,7 @@ mod tests {
             stderr_path: None,
             env: vec![("A".into(), "1".into())],
         };
-        assert_eq!(spec_from_pb(&spec_to_pb(&spec)), spec);
+        assert_eq!(spec_from_pb(&spec_to_pb(&spec)), Ok(spec));
     }
 
     #[test]

@@ -160,6 +160,11 @@ pub enum Rejection {
     UnknownJob(JobId),
     #[error("job {0} has already ended ({1})")]
     AlreadyEnded(JobId, JobState),
+    #[error("dependency {dependency} can never be met: job {} ended {}", .dependency.job, .ended.as_str())]
+    DependencyNeverMet {
+        dependency: gantry_model::Dependency,
+        ended: JobState,
+    },
     #[error("job {job} belongs to {owner}; only its owner or an admin may cancel it")]
     NotOwner { job: JobId, owner: String },
     #[error("node {0:?} does not exist")]

@@ -38,6 +38,8 @@ pub struct StateMachine {
     /// What each account has used, for fair share.
     pub(crate) usage: Usage,
     pub(crate) accounts: Accounts,
+    /// Per job not yet ended, the pending jobs that depend on it: settled when it ends.
+    dependents: BTreeMap<JobId, BTreeSet<JobId>>,
 }
 
 impl Default for StateMachine {
@@ -55,6 +57,7 @@ impl Default for StateMachine {
             config: PolicyConfig::default(),
             usage: Usage::default(),
             accounts: Accounts::default(),
+            dependents: BTreeMap::new(),
         }
     }
 }
@@ -301,6 +304,18 @@ impl StateMachine {
         if let Some(why) = self.never_fits(spec) {
             return Outcome::Rejected(Rejection::Unsatisfiable(why));
         }
+        for dependency in &spec.dependencies {
+            match self.jobs.get(&dependency.job) {
+                None => return Outcome::Rejected(Rejection::UnknownJob(dependency.job)),
+                Some(on) if on.state.is_terminal() && !dependency.condition.met_by(on.state) => {
+                    return Outcome::Rejected(Rejection::DependencyNeverMet {
+                        dependency: *dependency,
+                        ended: on.state,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         let id = self.next_job_id;
         self.next_job_id += 1;
         if let Some(key) = key {
@@ -328,6 +343,18 @@ impl StateMachine {
                 first_failure: None,
             },
         );
+        for dependency in &spec.dependencies {
+            if self
+                .jobs
+                .get(&dependency.job)
+                .is_some_and(|on| !on.state.is_terminal())
+            {
+                self.dependents
+                    .entry(dependency.job)
+                    .or_default()
+                    .insert(id);
+            }
+        }
         self.pending.insert(id);
         Outcome::Submitted(id)
     }
@@ -355,12 +382,15 @@ impl StateMachine {
                 continue;
             };
             match job.state {
+                // Cancelled a moment ago with a job it depended on.
+                state if state.is_terminal() => cancelled.push(*id),
                 JobState::Pending => {
                     job.state = JobState::Cancelled;
                     job.reason = format!("cancelled by {by}");
                     job.end_time_ms = Some(now_ms);
                     self.pending.remove(id);
                     cancelled.push(*id);
+                    self.settle_dependents(*id, now_ms);
                 }
                 _ => {
                     if !job.cancel_requested {
@@ -684,6 +714,42 @@ impl StateMachine {
         }
         job.end_time_ms = Some(now_ms);
         self.active.remove(&id);
+        self.settle_dependents(id, now_ms);
+    }
+
+    /// Once job `ended` has ended: the pending jobs whose dependency on it can now never be
+    /// met are cancelled, saying why (and so on down their own dependents). Those it met
+    /// start once their other dependencies are met too.
+    fn settle_dependents(&mut self, ended: JobId, now_ms: u64) {
+        let mut ends = vec![ended];
+        while let Some(ended) = ends.pop() {
+            let Some(state) = self.jobs.get(&ended).map(|j| j.state) else {
+                continue;
+            };
+            for id in self.dependents.remove(&ended).unwrap_or_default() {
+                if !self.pending.contains(&id) {
+                    continue;
+                }
+                let Some(job) = self.jobs.get_mut(&id) else {
+                    continue;
+                };
+                let unmet = job
+                    .spec
+                    .dependencies
+                    .iter()
+                    .find(|d| d.job == ended && !d.condition.met_by(state));
+                if let Some(dependency) = unmet {
+                    job.state = JobState::Cancelled;
+                    job.reason = format!(
+                        "dependency {dependency} can never be met: job {ended} ended {}",
+                        state.as_str()
+                    );
+                    job.end_time_ms = Some(now_ms);
+                    self.pending.remove(&id);
+                    ends.push(id);
+                }
+            }
+        }
     }
 
     fn node_lost(&mut self, name: &str, reason: &str, now_ms: u64) -> Outcome {

@@ -64,6 +64,17 @@ impl StateMachine {
                 account: j.spec.account.clone(),
                 qos: j.spec.qos.clone(),
                 deadline_ms: j.spec.deadline_ms,
+                waiting_on: j
+                    .spec
+                    .dependencies
+                    .iter()
+                    .filter(|d| {
+                        self.jobs
+                            .get(&d.job)
+                            .is_some_and(|on| !on.state.is_terminal())
+                    })
+                    .copied()
+                    .collect(),
             })
             .collect()
     }

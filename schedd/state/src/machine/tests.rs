@@ -1,6 +1,6 @@
 //! Given state + command ⇒ outcome + new state.
 
-use gantry_model::{Gpu, JobSpec, JobState, NodeInventory, Owner};
+use gantry_model::{Condition, Dependency, Gpu, JobSpec, JobState, NodeInventory, Owner};
 use gantry_policies::PartPlan;
 use proptest::prelude::*;
 
@@ -567,13 +567,21 @@ fn arb_command() -> impl Strategy<Value = Command> {
             1u32..3,
             0u32..5,
             0u64..1000,
-            prop::option::of(prop::sample::select(vec!["a", "b"]))
+            prop::option::of(prop::sample::select(vec!["a", "b"])),
+            prop::option::of((job.clone(), prop::sample::select(Condition::ALL.to_vec())))
         )
-            .prop_map(|(n, g, t, key)| Command::Submit {
-                owner: owner("ann"),
-                spec: Box::new(spec(n, g)),
-                key: key.map(String::from),
-                now_ms: t
+            .prop_map(|(n, g, t, key, dependency)| {
+                let mut spec = spec(n, g);
+                spec.dependencies = dependency
+                    .map(|(job, condition)| Dependency { condition, job })
+                    .into_iter()
+                    .collect();
+                Command::Submit {
+                    owner: owner("ann"),
+                    spec: Box::new(spec),
+                    key: key.map(String::from),
+                    now_ms: t,
+                }
             }),
         (node.clone(), 0u32..9).prop_map(|(name, g)| Command::RegisterNode {
             name,
@@ -826,4 +834,103 @@ fn only_changes_other_than_arrivals_and_their_starts_move_changed_at() {
     assert_eq!(pending, [b], "jobs after a plan that knew job {a}");
     log.exit(a, "n1", ExitReason::Exited, Some(0));
     assert_eq!(log.sm.changed_at(), log.sm.applied_index(), "an exit");
+}
+
+/// A job waits for the jobs it depends on; when one ends so that the dependency can never be
+/// met, it is cancelled saying why, and so are the jobs depending on it in turn.
+#[test]
+fn dependencies_are_checked_at_submit_and_settled_when_jobs_end() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let first = log.submit(1, 1);
+    let submit_after = |log: &mut Log, condition, job| {
+        let mut spec = spec(1, 1);
+        spec.dependencies = vec![Dependency { condition, job }];
+        log.apply(Command::Submit {
+            owner: owner("ann"),
+            spec: Box::new(spec),
+            key: None,
+            now_ms: 3,
+        })
+    };
+    assert_eq!(
+        submit_after(&mut log, Condition::AfterOk, 99),
+        Outcome::Rejected(Rejection::UnknownJob(99))
+    );
+    let Outcome::Submitted(ok) = submit_after(&mut log, Condition::AfterOk, first) else {
+        panic!("afterok on a pending job is accepted");
+    };
+    let Outcome::Submitted(chained) = submit_after(&mut log, Condition::AfterAny, ok) else {
+        panic!("afterany on a pending job is accepted");
+    };
+    let Outcome::Submitted(not_ok) = submit_after(&mut log, Condition::AfterNotOk, first) else {
+        panic!("afternotok on a pending job is accepted");
+    };
+    let view = log.sm.cluster_view(4);
+    let waiting = |id: u64| {
+        view.pending
+            .iter()
+            .find(|j| j.id == id)
+            .unwrap()
+            .waiting_on
+            .clone()
+    };
+    assert_eq!(
+        waiting(ok),
+        [Dependency {
+            condition: Condition::AfterOk,
+            job: first
+        }]
+    );
+    assert!(waiting(first).is_empty());
+
+    log.allocate(first, "n1", vec![0]);
+    log.exit(first, "n1", ExitReason::Exited, Some(3));
+    assert_eq!(log.sm.job(first).unwrap().state, JobState::Failed);
+    let ok_job = log.sm.job(ok).unwrap();
+    assert_eq!(ok_job.state, JobState::Cancelled);
+    assert_eq!(
+        ok_job.reason,
+        format!("dependency afterok:{first} can never be met: job {first} ended FAILED")
+    );
+    // afterany on the cancelled job is met: the chained job waits for nothing now.
+    assert_eq!(log.sm.job(chained).unwrap().state, JobState::Pending);
+    assert_eq!(log.sm.job(not_ok).unwrap().state, JobState::Pending);
+    assert!(
+        log.sm
+            .cluster_view(5)
+            .pending
+            .iter()
+            .all(|j| j.waiting_on.is_empty())
+    );
+    assert_eq!(
+        submit_after(&mut log, Condition::AfterOk, first),
+        Outcome::Rejected(Rejection::DependencyNeverMet {
+            dependency: Dependency {
+                condition: Condition::AfterOk,
+                job: first
+            },
+            ended: JobState::Failed
+        })
+    );
+
+    // Cancelling a job and its dependent together cancels both, once.
+    let a = log.submit(1, 1);
+    let Outcome::Submitted(b) = submit_after(&mut log, Condition::AfterOk, a) else {
+        panic!("accepted");
+    };
+    let out = log.apply(Command::Cancel {
+        jobs: vec![a, b],
+        by: "ann".into(),
+        admin: false,
+        now_ms: 6,
+    });
+    assert_eq!(
+        out,
+        Outcome::Cancelled {
+            cancelled: vec![a, b],
+            signalled: vec![]
+        }
+    );
+    assert_eq!(log.sm.job(b).unwrap().state, JobState::Cancelled);
 }
