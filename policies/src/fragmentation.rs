@@ -1,44 +1,44 @@
 //! Fragmentation-aware node choice, in the spirit of fragmentation-gradient descent (Weng et
 //! al., ATC '23) for whole GPUs: the free GPUs of a node are fragmented for a job size that no
-//! longer fits there. Weighting sizes by how many queued jobs want them, a one-node job goes
-//! where it grows fragmentation the least — usually the fullest node that holds it, keeping
-//! whole nodes whole for the larger jobs waiting.
+//! longer fits there. Weighting sizes by how many jobs want them — those queued, and those
+//! running, which stand for the sizes seen recently — a job goes where it grows fragmentation
+//! the least: usually the fullest node that holds it, keeping whole nodes whole for the larger
+//! jobs.
 
 use std::collections::BTreeMap;
 
-use crate::view::PendingJob;
+use crate::view::{ClusterView, PendingJob};
 
-/// How many waiting jobs want each number of GPUs per node.
+/// How many jobs want each number of GPUs per node.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Demand(BTreeMap<u32, u64>);
 
 impl Demand {
-    pub(crate) fn of(pending: &[PendingJob]) -> Demand {
+    /// The sizes of the queued jobs (their main requests) and of the running ones. A job
+    /// starting moves from one to the other, so starts leave the demand as it was.
+    pub(crate) fn of(view: &ClusterView) -> Demand {
         let mut demand = Demand::default();
-        for job in pending {
+        for job in &view.pending {
             demand.add(job);
+        }
+        for job in &view.running {
+            if let Some(part) = job.parts.first() {
+                demand.count(part.res.gpus);
+            }
         }
         demand
     }
 
     /// Counts one more waiting job.
     pub(crate) fn add(&mut self, job: &PendingJob) {
-        if let Some(shape) = job.shapes.first()
-            && shape.per_node.gpus > 0
-        {
-            *self.0.entry(shape.per_node.gpus).or_default() += 1;
+        if let Some(shape) = job.shapes.first() {
+            self.count(shape.per_node.gpus);
         }
     }
 
-    /// Counts one waiting job less (it started).
-    pub(crate) fn remove(&mut self, job: &PendingJob) {
-        if let Some(shape) = job.shapes.first()
-            && let Some(jobs) = self.0.get_mut(&shape.per_node.gpus)
-        {
-            *jobs = jobs.saturating_sub(1);
-            if *jobs == 0 {
-                self.0.remove(&shape.per_node.gpus);
-            }
+    fn count(&mut self, gpus_per_node: u32) {
+        if gpus_per_node > 0 {
+            *self.0.entry(gpus_per_node).or_default() += 1;
         }
     }
 

@@ -117,7 +117,7 @@ impl Pass {
         };
         let tree = Tree::new(view);
         let demand = match kind {
-            SchedulingProfile::Gantry => Demand::of(&view.pending),
+            SchedulingProfile::Gantry => Demand::of(view),
             // The baselines place first fit.
             _ => Demand::default(),
         };

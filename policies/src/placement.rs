@@ -38,7 +38,8 @@ pub(crate) enum Pick<'d> {
 /// first such), for a reservation the first with room. A gang goes under one leaf
 /// switch when one has enough nodes with room (the one with the fewest, keeping larger
 /// groups whole), else under one switch a level up, and so on; without a topology, or when
-/// no switch has enough, it takes the first nodes with room.
+/// no switch has enough, anywhere. Within that, a starting gang takes the nodes where it
+/// fragments least, a reserved one the first nodes with room.
 pub(crate) fn place(
     shape: &Shape,
     nodes: &[NodeView],
@@ -58,13 +59,31 @@ pub(crate) fn place(
         .enumerate()
         .filter(|(_, (node, f))| takes(node, shape) && shape.per_node.fits_in(&f.res))
         .filter_map(|(i, (node, f))| Some((i, pick_gpus(node, shape, &f.gpus, how)?)));
-    if wanted <= 1 || topology.is_empty() {
+    let demand = match how {
+        Pick::Start(demand) if !demand.is_empty() => Some(demand),
+        _ => None,
+    };
+    if wanted <= 1 || (topology.is_empty() && demand.is_none()) {
         let picks: Picks = fitting.by_ref().take(wanted).collect();
         return (picks.len() == wanted).then_some(picks);
     }
-    let fitting: Picks = fitting.collect();
+    let mut fitting: Picks = fitting.collect();
     if fitting.len() < wanted {
         return None;
+    }
+    // A gang that starts takes, among equals, the nodes where it fragments least.
+    if let Some(demand) = demand {
+        let mut growth: BTreeMap<usize, i128> = BTreeMap::new();
+        fitting.sort_by_cached_key(|(i, _)| {
+            let count = free[*i].gpus.len();
+            let g = *growth.entry(count).or_insert_with(|| {
+                demand.growth(
+                    u32::try_from(count).unwrap_or(u32::MAX),
+                    shape.per_node.gpus,
+                )
+            });
+            (g, *i)
+        });
     }
     let levels = fitting
         .iter()

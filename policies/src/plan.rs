@@ -74,14 +74,9 @@ impl Clone for Plan {
 impl Plan {
     /// Runs a full pass over `view`.
     pub fn new(view: ClusterView) -> Plan {
-        let mut full = full_pass(&view);
-        // Jobs the pass starts run from now on: they no longer shape the demand arrivals
-        // are placed for.
+        let full = full_pass(&view);
         let started: std::collections::BTreeSet<JobId> =
             full.decisions.starts.iter().map(|s| s.job).collect();
-        for job in view.pending.iter().filter(|j| started.contains(&j.id)) {
-            full.pass.demand.remove(job);
-        }
         let mut waiting: Vec<RankKey> = Vec::with_capacity(full.keys.capacity());
         waiting.extend(full.keys.iter().filter(|key| !started.contains(&key.3)));
         let newest = view.pending.iter().map(|j| j.id).max().unwrap_or(0);

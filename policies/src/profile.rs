@@ -111,7 +111,8 @@ impl Profile {
                 free
             })
             .collect();
-        let index: std::collections::BTreeMap<&str, usize> = view
+        // Looked up once per part of every running job: hashed, not compared along a tree.
+        let index: std::collections::HashMap<&str, usize> = view
             .nodes
             .iter()
             .enumerate()
