@@ -1,0 +1,153 @@
+//! `gantry-sim run` and `gantry-sim compare`: see docs/simulation.md.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use gantry_model::units::parse_duration_ms;
+use gantry_policies::{PolicyConfig, SchedulingProfile};
+use gantry_sim::cluster::Cluster;
+use gantry_sim::engine::Settings;
+use gantry_sim::trace::{self, Format, ReadOptions};
+use gantry_sim::{metrics, run_profile, write_outputs};
+
+#[derive(Parser)]
+#[command(
+    name = "gantry-sim",
+    version,
+    about = "Replays GPU-cluster job traces through Gantry's own scheduling policies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a trace under one profile
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// gantry, slurm-like or fifo
+        #[arg(long, default_value = "gantry")]
+        profile: String,
+    },
+    /// Replay a trace under several profiles and print one row per profile
+    Compare {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated profiles
+        #[arg(long, default_value = "gantry,slurm-like,fifo", value_delimiter = ',')]
+        profiles: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// The trace file
+    #[arg(long)]
+    trace: PathBuf,
+    /// Its format
+    #[arg(long, value_enum, default_value = "gantry")]
+    format: Format,
+    /// A cluster TOML file, or NODESxGPUS[:MODEL] for a uniform one (e.g. 32x8:V100)
+    #[arg(long)]
+    cluster: String,
+    /// Seed for what the trace leaves open (users of traces without a user column)
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Replay only the first N jobs (by submit time)
+    #[arg(long, value_name = "N")]
+    limit_jobs: Option<usize>,
+    /// Fail on the first malformed row instead of skipping it
+    #[arg(long)]
+    strict: bool,
+    /// Jobs without a time limit get their duration times this (1: exact estimates); `none`:
+    /// no limit
+    #[arg(long, default_value = "1")]
+    limit_factor: String,
+    /// What restarting a preempted job costs, e.g. 2m
+    #[arg(long, default_value = "0s")]
+    restart_cost: String,
+    /// Schedule every DUR instead of at every arrival and end, e.g. 60s
+    #[arg(long, value_name = "DUR")]
+    round: Option<String>,
+    /// Where metrics.json, table.txt and the timelines go
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let (common, profiles) = match cli.command {
+        Command::Run { common, profile } => (common, vec![profile]),
+        Command::Compare { common, profiles } => (common, profiles),
+    };
+    let profiles = profiles
+        .iter()
+        .map(|p| {
+            SchedulingProfile::parse(p).with_context(|| {
+                format!(
+                    "unknown profile {p:?} (profiles: {})",
+                    SchedulingProfile::ALL
+                        .map(SchedulingProfile::as_str)
+                        .join(", ")
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cluster = Cluster::load(&common.cluster)?;
+    let options = ReadOptions {
+        strict: common.strict,
+        seed: common.seed,
+        gpus_per_node: cluster.largest_node_gpus(),
+        limit_jobs: common.limit_jobs,
+    };
+    let trace = trace::read(&common.trace, common.format, &options)?;
+    for skipped in &trace.skipped {
+        eprintln!("skipped: {skipped}");
+    }
+    if trace.jobs.is_empty() {
+        bail!("the trace has no job to replay");
+    }
+    let duration = |flag: &str, text: &str| {
+        parse_duration_ms(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+    };
+    let limit_factor = match common.limit_factor.as_str() {
+        "none" => None,
+        text => Some(
+            text.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f >= 1.0)
+                .with_context(|| {
+                    format!("--limit-factor: expected a number ≥ 1 or none (got {text:?})")
+                })?,
+        ),
+    };
+    let settings = Settings {
+        config: PolicyConfig::default(),
+        limit_factor,
+        restart_cost_ms: duration("--restart-cost", &common.restart_cost)?,
+        round_ms: common
+            .round
+            .as_deref()
+            .map(|r| duration("--round", r))
+            .transpose()?,
+    };
+    let runs: Vec<_> = profiles
+        .into_iter()
+        .map(|profile| run_profile(&trace.jobs, &cluster, profile, &settings))
+        .collect();
+    let rows: Vec<_> = runs.iter().map(|(_, m)| m.clone()).collect();
+    print!("{}", metrics::table(&rows));
+    if let Some(dir) = &common.out {
+        write_outputs(dir, &runs)?;
+    }
+    Ok(())
+}
