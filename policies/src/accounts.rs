@@ -52,6 +52,11 @@ impl Tree {
         tree
     }
 
+    /// Whether `account` is in the tree (a view's job or usage names it, or the view's tree).
+    pub(crate) fn knows(&self, account: &str) -> bool {
+        self.parent.contains_key(account)
+    }
+
     fn adopt(&mut self, account: &str) {
         if !self.parent.contains_key(ROOT) {
             self.parent.insert(ROOT.to_string(), None);

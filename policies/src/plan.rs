@@ -52,6 +52,8 @@ pub enum NeedsPass {
     Guarantee(JobId),
     #[error("job {0} is in the plan already")]
     Known(JobId),
+    #[error("job {job}'s account {account} is new to the plan: its fair share changes the tree")]
+    NewAccount { job: JobId, account: String },
 }
 
 /// A copy with room for arrivals, as a new plan has.
@@ -110,6 +112,12 @@ impl Plan {
         let full = &mut self.full;
         if job.id <= self.newest && full.decisions.ranked.iter().any(|(id, _)| *id == job.id) {
             return Err(NeedsPass::Known(job.id));
+        }
+        if !full.pass.tree.knows(&job.account) {
+            return Err(NeedsPass::NewAccount {
+                job: job.id,
+                account: job.account,
+            });
         }
         let kind = full.pass.kind();
         if kind == SchedulingProfile::Gantry && !full.pass.tree.guarantees(&job.account).is_empty()
