@@ -57,23 +57,80 @@ pub struct Cluster {
 const MAX_NODES: u64 = 100_000;
 
 impl Cluster {
-    /// `text` is a path to a TOML file when one exists there, else the shorthand.
+    /// `text` is a path to a file when one exists there — an Alibaba node list when it ends in
+    /// `.csv`, else TOML — or the shorthand.
     pub fn load(text: &str) -> Result<Cluster, ClusterError> {
         let path = Path::new(text);
-        if path.is_file() {
-            let body = std::fs::read_to_string(path).map_err(|source| ClusterError::Io {
-                path: text.to_string(),
-                source,
-            })?;
-            let file = |why: String| ClusterError::File {
-                path: text.to_string(),
-                why,
-            };
-            let cluster: Cluster = toml::from_str(&body).map_err(|e| file(e.to_string()))?;
-            cluster.check().map_err(file)?;
-            return Ok(cluster);
+        if !path.is_file() {
+            return Cluster::shorthand(text);
         }
-        Cluster::shorthand(text)
+        let body = std::fs::read_to_string(path).map_err(|source| ClusterError::Io {
+            path: text.to_string(),
+            source,
+        })?;
+        let file = |why: String| ClusterError::File {
+            path: text.to_string(),
+            why,
+        };
+        let cluster = if text.ends_with(".csv") {
+            Cluster::node_list(&body).map_err(file)?
+        } else {
+            toml::from_str(&body).map_err(|e| file(e.to_string()))?
+        };
+        cluster.check().map_err(file)?;
+        Ok(cluster)
+    }
+
+    /// An Alibaba node list (`sn,cpu_milli,memory_mib,gpu,model`): one pool per kind of node,
+    /// named after its model and GPU count (`V100M16-8g`), in the order kinds first appear.
+    fn node_list(body: &str) -> Result<Cluster, String> {
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(body.as_bytes());
+        let header = reader.headers().map_err(|e| format!("line 1: {e}"))?;
+        if header
+            .iter()
+            .ne(["sn", "cpu_milli", "memory_mib", "gpu", "model"])
+        {
+            return Err("line 1: expected the header sn,cpu_milli,memory_mib,gpu,model".into());
+        }
+        let mut pools: Vec<Pool> = Vec::new();
+        for (i, record) in reader.records().enumerate() {
+            let line = i + 2;
+            let record = record.map_err(|e| format!("line {line}: {e}"))?;
+            let number = |at: usize| -> Result<u64, String> {
+                let v = record.get(at).unwrap_or("");
+                v.parse()
+                    .map_err(|_| format!("line {line}: {v:?} is not a whole number"))
+            };
+            let gpus =
+                u32::try_from(number(3)?).map_err(|_| format!("line {line}: too many GPUs"))?;
+            let cpus = u32::try_from(number(1)? / 1000)
+                .map_err(|_| format!("line {line}: too many CPUs"))?;
+            let mem_gib = number(2)? / 1024;
+            let model = record.get(4).unwrap_or("").to_string();
+            let name = format!("{}-{gpus}g", if model.is_empty() { "cpu" } else { &model });
+            match pools
+                .iter_mut()
+                .find(|p| p.name == name && p.cpus == Some(cpus) && p.mem_gib == Some(mem_gib))
+            {
+                Some(pool) => pool.nodes += 1,
+                None => pools.push(Pool {
+                    name,
+                    nodes: 1,
+                    gpus,
+                    model: if model.is_empty() {
+                        default_model()
+                    } else {
+                        model
+                    },
+                    nvlink_group_size: None,
+                    cpus: Some(cpus.max(1)),
+                    mem_gib: Some(mem_gib.max(1)),
+                }),
+            }
+        }
+        Ok(Cluster { pools })
     }
 
     fn shorthand(text: &str) -> Result<Cluster, ClusterError> {
@@ -182,5 +239,23 @@ mod tests {
         for bad in ["4x", "x8", "4*8", "0x8", "4x8:", "4x100"] {
             assert!(Cluster::load(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_alibaba_node_list_becomes_pools_of_like_nodes() {
+        let c = Cluster::node_list(
+            "sn,cpu_milli,memory_mib,gpu,model\n\
+             n0,64000,262144,2,P100\nn1,64000,262144,2,P100\nn2,96000,786432,8,V100M16\n",
+        )
+        .unwrap();
+        let pools: Vec<_> = c
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.nodes, p.gpus))
+            .collect();
+        assert_eq!(pools, [("P100-2g", 2, 2), ("V100M16-8g", 1, 8)]);
+        assert_eq!((c.pools[1].cpus, c.pools[1].mem_gib), (Some(96), Some(768)));
+        assert!(Cluster::node_list("sn,gpu\nn0,2\n").is_err());
+        assert!(Cluster::node_list("sn,cpu_milli,memory_mib,gpu,model\nn0,x,1,2,P\n").is_err());
     }
 }

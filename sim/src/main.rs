@@ -47,7 +47,7 @@ struct Common {
     /// The trace file
     #[arg(long)]
     trace: PathBuf,
-    /// Its format
+    /// Its format: gantry (docs/simulation.md), philly or alibaba
     #[arg(long, value_enum, default_value = "gantry")]
     format: Format,
     /// A cluster TOML file, or NODESxGPUS[:MODEL] for a uniform one (e.g. 32x8:V100)
@@ -110,8 +110,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         limit_jobs: common.limit_jobs,
     };
     let trace = trace::read(&common.trace, common.format, &options)?;
-    for skipped in &trace.skipped {
+    const SHOWN: usize = 10;
+    for skipped in trace.skipped.iter().take(SHOWN) {
         eprintln!("skipped: {skipped}");
+    }
+    if trace.skipped.len() > SHOWN {
+        eprintln!("skipped: ... and {} more rows", trace.skipped.len() - SHOWN);
     }
     if trace.jobs.is_empty() {
         bail!("the trace has no job to replay");

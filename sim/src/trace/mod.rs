@@ -2,6 +2,7 @@
 //! submit time. A malformed row is reported with its file and line and skipped, or, in strict
 //! mode, fails the read; a reader never panics on its input.
 
+mod alibaba;
 mod gantry;
 mod philly;
 
@@ -34,6 +35,8 @@ pub enum Format {
     Gantry,
     /// The Philly job table as the Pollux authors flattened it.
     Philly,
+    /// Alibaba's "openb" GPU pod lists (v2023).
+    Alibaba,
 }
 
 /// How a read went: the jobs, and the rows skipped with why.
@@ -77,6 +80,7 @@ pub fn read(path: &Path, format: Format, options: &ReadOptions) -> Result<Trace,
     let mut trace = match format {
         Format::Gantry => gantry::parse(&name, &text, options)?,
         Format::Philly => philly::parse(&name, &text, options)?,
+        Format::Alibaba => alibaba::parse(&name, &text, options)?,
     };
     trace.jobs.sort_by_key(|j| (j.submit_ms, j.id));
     if let Some(limit) = options.limit_jobs {
