@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod engine;
 pub mod metrics;
+pub mod plots;
 pub mod trace;
 
 use std::path::Path;
@@ -36,7 +37,8 @@ pub fn run_profile(
 }
 
 /// Writes `metrics.json` (one object per profile), `table.txt` and, per profile,
-/// `timeline-PROFILE.csv` (utilization, queue and fragmentation over time) into `dir`.
+/// `timeline-PROFILE.csv` (utilization, queue and fragmentation over time) and the plots
+/// (`utilization.svg`, `queue.svg`, `jct_cdf.svg`) into `dir`.
 pub fn write_outputs(dir: &Path, runs: &[(Run, Metrics)]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let metrics: Vec<&Metrics> = runs.iter().map(|(_, m)| m).collect();
@@ -62,6 +64,7 @@ pub fn write_outputs(dir: &Path, runs: &[(Run, Metrics)]) -> anyhow::Result<()> 
         }
         write(dir, &format!("timeline-{}.csv", m.profile), &csv)?;
     }
+    plots::write_plots(dir, runs)?;
     Ok(())
 }
 

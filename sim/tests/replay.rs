@@ -160,7 +160,16 @@ fn the_same_inputs_give_byte_identical_outputs() {
             .collect()
     };
     let first = files(dirs[0].path());
-    assert!(first.contains_key("metrics.json") && first.contains_key("timeline-gantry.csv"));
+    for name in [
+        "metrics.json",
+        "table.txt",
+        "timeline-gantry.csv",
+        "utilization.svg",
+        "queue.svg",
+        "jct_cdf.svg",
+    ] {
+        assert!(first.contains_key(name), "{name} missing");
+    }
     assert_eq!(first, files(dirs[1].path()));
 }
 
@@ -194,6 +203,16 @@ fn the_cli_compares_profiles_and_refuses_bad_input() {
         serde_json::from_str(&std::fs::read_to_string(out.path().join("metrics.json")).unwrap())
             .unwrap();
     assert_eq!(metrics[0]["jct_avg_s"], 113.0);
+    // Each plot has a legend entry (and so a line) per profile.
+    for plot in ["utilization.svg", "queue.svg", "jct_cdf.svg"] {
+        let svg = std::fs::read_to_string(out.path().join(plot)).unwrap();
+        for profile in ["gantry", "slurm-like", "fifo"] {
+            assert!(
+                svg.contains(&format!("\n{profile}\n</text>")),
+                "{plot}: {profile}"
+            );
+        }
+    }
     for (args, needle) in [
         (
             vec!["run", "--cluster", "4x", "--trace"],
