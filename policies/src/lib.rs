@@ -27,7 +27,7 @@ pub use feasibility::{never_fits, none_fits};
 pub use pass::schedule;
 pub use plan::{Arrival, NeedsPass, Plan};
 pub use priority::{Factors, Priority};
-pub use topology::{Topology, TopologyError};
+pub use topology::{Switch, Topology, TopologyError};
 pub use view::{
     AccountView, ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, RunningJob, Start,
     WaitReason,

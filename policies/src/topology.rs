@@ -45,13 +45,16 @@ struct File {
     switches: Vec<Switch>,
 }
 
-#[derive(Deserialize)]
+/// One `[[switch]]` table: a topology file is a list of them (so is the simulator's
+/// cluster file).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Switch {
-    name: String,
-    parent: Option<String>,
+pub struct Switch {
+    pub name: String,
+    pub parent: Option<String>,
+    /// The nodes hanging off it (`gpu[01-16]` ranges allowed).
     #[serde(default)]
-    nodes: Vec<String>,
+    pub nodes: Vec<String>,
 }
 
 impl Topology {
@@ -68,8 +71,13 @@ impl Topology {
     /// ```
     pub fn from_toml(text: &str) -> Result<Topology, TopologyError> {
         let file: File = toml::from_str(text).map_err(|e| TopologyError::Syntax(e.to_string()))?;
+        Topology::from_switches(&file.switches)
+    }
+
+    /// The topology the switches describe.
+    pub fn from_switches(switches: &[Switch]) -> Result<Topology, TopologyError> {
         let mut parents: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for s in &file.switches {
+        for s in switches {
             check_name(&s.name)?;
             if parents.insert(s.name.clone(), s.parent.clone()).is_some() {
                 return Err(TopologyError::Duplicate(s.name.clone()));
@@ -93,7 +101,7 @@ impl Topology {
             topology.switch_path(switch)?;
         }
         let mut leaf_of: BTreeMap<String, String> = BTreeMap::new();
-        for s in &file.switches {
+        for s in switches {
             for pattern in &s.nodes {
                 for node in expand(pattern)? {
                     if let Some(first) = leaf_of.insert(node.clone(), s.name.clone()) {

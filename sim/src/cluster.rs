@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use gantry_model::{Gpu, Resources};
-use gantry_policies::NodeView;
+use gantry_policies::{NodeView, Switch, Topology};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -51,6 +51,9 @@ fn default_model() -> String {
 pub struct Cluster {
     #[serde(rename = "pool")]
     pub pools: Vec<Pool>,
+    /// The switch tree, as in the scheduler's topology file; node names are `POOL-0001`...
+    #[serde(default, rename = "switch")]
+    pub switches: Vec<Switch>,
 }
 
 /// The largest cluster the simulator builds: beyond it, a typo.
@@ -130,7 +133,10 @@ impl Cluster {
                 }),
             }
         }
-        Ok(Cluster { pools })
+        Ok(Cluster {
+            pools,
+            switches: Vec::new(),
+        })
     }
 
     fn shorthand(text: &str) -> Result<Cluster, ClusterError> {
@@ -151,6 +157,7 @@ impl Cluster {
                 cpus: None,
                 mem_gib: None,
             }],
+            switches: Vec::new(),
         };
         cluster.check().map_err(|_| bad())?;
         Ok(cluster)
@@ -169,7 +176,20 @@ impl Cluster {
         if let Some(p) = self.pools.iter().find(|p| p.gpus > 64) {
             return Err(format!("pool {}: at most 64 GPUs per node", p.name));
         }
+        let topology = Topology::from_switches(&self.switches).map_err(|e| e.to_string())?;
+        let nodes: std::collections::BTreeSet<String> =
+            self.nodes().into_iter().map(|n| n.name).collect();
+        if let Some(stranger) = topology.nodes().find(|n| !nodes.contains(*n)) {
+            return Err(format!(
+                "switch tree names node {stranger:?}, which no pool has (nodes are POOL-0001, ...)"
+            ));
+        }
         Ok(())
+    }
+
+    /// The switch tree; empty when the file has none. Checked when the file was loaded.
+    pub fn topology(&self) -> Topology {
+        Topology::from_switches(&self.switches).unwrap_or_default()
     }
 
     pub fn total_gpus(&self) -> u64 {
@@ -224,6 +244,37 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_file_carries_its_switch_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let write = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Cluster::load(path.to_str().unwrap())
+        };
+        let pools = "[[pool]]\nnodes = 4\ngpus = 8\n";
+        let c = write(&format!(
+            "{pools}[[switch]]\nname = \"spine\"\n\
+             [[switch]]\nname = \"leaf-a\"\nparent = \"spine\"\nnodes = [\"default-[0001-0002]\"]\n\
+             [[switch]]\nname = \"leaf-b\"\nparent = \"spine\"\nnodes = [\"default-[0003-0004]\"]\n"
+        ))
+        .unwrap();
+        let topology = c.topology();
+        assert_eq!(topology.switches_of("default-0003"), ["leaf-b", "spine"]);
+        let err = write(&format!(
+            "{pools}[[switch]]\nname = \"leaf\"\nnodes = [\"gpu-0001\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"gpu-0001\", which no pool has"), "{err}");
+        let err = write(&format!(
+            "{pools}[[switch]]\nname = \"leaf\"\nparent = \"nowhere\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown parent"), "{err}");
+    }
 
     #[test]
     fn shorthand_and_its_errors() {

@@ -78,6 +78,8 @@ pub struct Run {
 struct Tracked {
     trace: TraceJob,
     remaining_ms: u64,
+    /// Work kept by its last checkpoint before a preemption.
+    saved_ms: u64,
     limit_ms: Option<u64>,
     first_start_ms: Option<u64>,
     run_ms: u64,
@@ -91,7 +93,12 @@ struct Running {
     parts: Vec<Held>,
 }
 
-pub fn simulate(trace: &[TraceJob], nodes: Vec<NodeView>, settings: &Settings) -> Run {
+pub fn simulate(
+    trace: &[TraceJob],
+    nodes: Vec<NodeView>,
+    topology: Topology,
+    settings: &Settings,
+) -> Run {
     let capacity_gpus: u64 = nodes.iter().map(|n| u64::from(n.capacity.gpus)).sum();
     let nodes_capacity = nodes.iter().fold(Resources::default(), |sum, n| {
         sum.saturating_add(&n.capacity)
@@ -110,7 +117,7 @@ pub fn simulate(trace: &[TraceJob], nodes: Vec<NodeView>, settings: &Settings) -
         capacity_gpus,
         capacity: nodes_capacity,
         passes: 0,
-        topology: std::sync::Arc::new(Topology::default()),
+        topology: std::sync::Arc::new(topology),
         plan: None,
     };
     let mut arrivals = trace.iter().peekable();
@@ -194,6 +201,7 @@ impl Engine<'_> {
         let tracked = Tracked {
             trace: job.clone(),
             remaining_ms: job.duration_ms,
+            saved_ms: 0,
             limit_ms,
             first_start_ms: None,
             run_ms: 0,
@@ -400,8 +408,9 @@ impl Engine<'_> {
         });
     }
 
-    /// Stops a running job and queues it again: without checkpoints its work so far is lost,
-    /// and restarting costs more.
+    /// Stops a running job and queues it again. It keeps the work up to its last checkpoint
+    /// (every `checkpoint_interval` of work; none without one); the rest of this attempt,
+    /// restart cost included, is lost, and the next attempt pays the restart cost again.
     fn preempt(&mut self, id: JobId, now: u64) {
         let Some(run) = self.release(id, now) else {
             return;
@@ -410,9 +419,17 @@ impl Engine<'_> {
         if let Some(job) = self.tracked.get_mut(&id) {
             let ran = now - run.start_ms;
             let gpus: u64 = run.parts.iter().map(|p| u64::from(p.res.gpus)).sum();
+            let overhead = if job.preemptions > 0 { restart } else { 0 };
+            let progress = (job.saved_ms + ran.saturating_sub(overhead)).min(job.trace.duration_ms);
+            let saved = match job.trace.checkpoint_interval_ms {
+                Some(every) if every > 0 => progress - progress % every,
+                _ => 0,
+            }
+            .max(job.saved_ms);
             job.preemptions += 1;
-            job.lost_gpu_ms += ran * gpus;
-            job.remaining_ms = job.trace.duration_ms + restart;
+            job.lost_gpu_ms += (ran - (saved - job.saved_ms).min(ran)) * gpus;
+            job.saved_ms = saved;
+            job.remaining_ms = job.trace.duration_ms - saved + restart;
             self.pending.push(id);
         }
     }

@@ -31,7 +31,7 @@ pub fn run_profile(
         config,
         ..settings.clone()
     };
-    let run = simulate(trace, cluster.nodes(), &settings);
+    let run = simulate(trace, cluster.nodes(), cluster.topology(), &settings);
     let metrics = measure(&run, profile.as_str());
     (run, metrics)
 }
