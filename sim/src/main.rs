@@ -47,12 +47,16 @@ struct Common {
     /// The trace file
     #[arg(long)]
     trace: PathBuf,
-    /// Its format: gantry (docs/simulation.md), philly or alibaba
+    /// Its format: gantry (docs/simulation.md), philly, alibaba or pollux
     #[arg(long, value_enum, default_value = "gantry")]
     format: Format,
     /// A cluster TOML file, or NODESxGPUS[:MODEL] for a uniform one (e.g. 32x8:V100)
     #[arg(long)]
     cluster: String,
+    /// The Pollux applications' throughput profiles (`<app>/placements.csv`, ...), for
+    /// `--format pollux`; found beside or above the trace when not given
+    #[arg(long, value_name = "DIR")]
+    app_profiles: Option<PathBuf>,
     /// Seed for what the trace leaves open (users of traces without a user column)
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -108,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         seed: common.seed,
         gpus_per_node: cluster.largest_node_gpus(),
         limit_jobs: common.limit_jobs,
+        app_profiles: common.app_profiles.clone(),
     };
     let trace = trace::read(&common.trace, common.format, &options)?;
     const SHOWN: usize = 10;

@@ -27,6 +27,7 @@ fn fixture() -> Vec<TraceJob> {
         seed: 0,
         gpus_per_node: 4,
         limit_jobs: None,
+        app_profiles: None,
     };
     trace::read(&path, Format::Gantry, &options).unwrap().jobs
 }

@@ -130,6 +130,7 @@ openb-pod-0004,6000,12288,x,1000,,LS,Running,40,50,40
             seed: 0,
             gpus_per_node: 8,
             limit_jobs: None,
+            app_profiles: None,
         };
         let trace = parse("a.csv", text, &options).unwrap();
         let shapes: Vec<_> = trace

@@ -154,6 +154,7 @@ mod tests {
             seed: 1,
             gpus_per_node: 8,
             limit_jobs: None,
+            app_profiles: None,
         }
     }
 

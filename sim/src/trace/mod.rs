@@ -5,11 +5,15 @@
 mod alibaba;
 mod gantry;
 mod philly;
+mod pollux;
+pub mod throughput;
 
 use std::path::Path;
 
 use gantry_model::JobId;
 use thiserror::Error;
+
+use crate::trace::throughput::Profiles;
 
 /// One job of a trace, in simulator units (ms from the start of the trace).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +41,9 @@ pub enum Format {
     Philly,
     /// Alibaba's "openb" GPU pod lists (v2023).
     Alibaba,
+    /// The Pollux (OSDI'21) and Sia (SOSP'23) benchmark workloads, timed by the
+    /// applications' throughput profiles.
+    Pollux,
 }
 
 /// How a read went: the jobs, and the rows skipped with why.
@@ -55,6 +62,8 @@ pub enum TraceError {
     },
     #[error("{0}")]
     Malformed(String),
+    #[error("{0}")]
+    Profiles(String),
 }
 
 /// What the readers need beyond the file.
@@ -69,6 +78,9 @@ pub struct ReadOptions {
     pub gpus_per_node: u32,
     /// Keep only the first this many jobs (by submit time).
     pub limit_jobs: Option<usize>,
+    /// Where the Pollux applications' throughput profiles are (found near the trace when
+    /// `None`).
+    pub app_profiles: Option<std::path::PathBuf>,
 }
 
 pub fn read(path: &Path, format: Format, options: &ReadOptions) -> Result<Trace, TraceError> {
@@ -81,6 +93,12 @@ pub fn read(path: &Path, format: Format, options: &ReadOptions) -> Result<Trace,
         Format::Gantry => gantry::parse(&name, &text, options)?,
         Format::Philly => philly::parse(&name, &text, options)?,
         Format::Alibaba => alibaba::parse(&name, &text, options)?,
+        Format::Pollux => {
+            let dir = Profiles::find(path, options.app_profiles.as_deref())
+                .map_err(TraceError::Profiles)?;
+            let profiles = Profiles::load(&dir).map_err(TraceError::Profiles)?;
+            pollux::parse(&name, &text, &profiles, options)?
+        }
     };
     trace.jobs.sort_by_key(|j| (j.submit_ms, j.id));
     if let Some(limit) = options.limit_jobs {

@@ -119,6 +119,7 @@ mod tests {
             seed: 3,
             gpus_per_node: 8,
             limit_jobs: None,
+            app_profiles: None,
         };
         let trace = parse("p.csv", text, &options).unwrap();
         assert_eq!(trace.jobs.len(), 2);

@@ -1,0 +1,143 @@
+//! The Pollux (OSDI'21) and Sia (SOSP'23) benchmark workloads: `name,time,application,
+//! num_replicas,batch_size`. The jobs carry no duration: each runs as long as its
+//! application's measured throughput says it takes with the GPUs and batch size it asks for
+//! (see `throughput`), plus the artifact's 30 s to start. No users or tenants: users come from
+//! the seed, and each user is its own account.
+
+use super::throughput::Profiles;
+use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang};
+
+const HEADER: [&str; 5] = ["name", "time", "application", "num_replicas", "batch_size"];
+
+/// What every (re)start costs in the Pollux artifact (`rescale_time`).
+pub const START_COST_MS: u64 = 30_000;
+
+pub(super) fn parse(
+    file: &str,
+    text: &str,
+    profiles: &Profiles,
+    options: &ReadOptions,
+) -> Result<Trace, TraceError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| TraceError::Malformed(format!("{file}:1: {e}")))?;
+    if header.iter().ne(HEADER) {
+        return Err(TraceError::Malformed(format!(
+            "{file}:1: expected the header {}",
+            HEADER.join(",")
+        )));
+    }
+    let mut rows = Rows::new(file, options);
+    let mut jobs = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index as u64 + 2;
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                rows.bad(line, e)?;
+                continue;
+            }
+        };
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        match job(&record, index as u64, profiles, options) {
+            Ok(job) => jobs.push(job),
+            Err(why) => rows.bad(line, why)?,
+        }
+    }
+    Ok(rows.finish(jobs))
+}
+
+fn job(
+    record: &csv::StringRecord,
+    index: u64,
+    profiles: &Profiles,
+    options: &ReadOptions,
+) -> Result<TraceJob, String> {
+    if record.len() != HEADER.len() {
+        return Err(format!(
+            "expected {} fields, found {}",
+            HEADER.len(),
+            record.len()
+        ));
+    }
+    let field = |i: usize| record.get(i).unwrap_or("");
+    let number = |i: usize| -> Result<u32, String> {
+        field(i)
+            .parse()
+            .map_err(|_| format!("{} {:?} is not a whole number", HEADER[i], field(i)))
+    };
+    let submit_s: u64 = field(1)
+        .parse()
+        .map_err(|_| format!("time {:?} is not whole seconds", field(1)))?;
+    let app_name = field(2);
+    let app = profiles
+        .app(app_name)
+        .ok_or_else(|| format!("unknown application {app_name:?} (no profile for it)"))?;
+    let (replicas, batch) = (number(3)?, number(4)?);
+    let (num_nodes, gpus_per_node) = gang(replicas, options.gpus_per_node);
+    let run_s = app
+        .run_time_s(num_nodes * gpus_per_node, gpus_per_node, batch)
+        .map_err(|why| format!("{app_name} with {replicas} GPUs, batch {batch}: {why}"))?;
+    let user = assigned_user(options.seed, index);
+    Ok(TraceJob {
+        id: index + 1,
+        submit_ms: submit_s.saturating_mul(1000),
+        account: user.clone(),
+        user,
+        num_nodes,
+        gpus_per_node,
+        gpu_model: None,
+        duration_ms: START_COST_MS + (run_s * 1000.0).round() as u64,
+        time_limit_ms: None,
+        deadline_ms: None,
+        qos: "normal".into(),
+        checkpoint_interval_ms: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn jobs_are_timed_by_their_profiles_and_bad_rows_are_reported() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pollux");
+        let profiles = Profiles::load(&dir.join("profiles")).unwrap();
+        let text = std::fs::read_to_string(dir.join("workload.csv")).unwrap();
+        let options = ReadOptions {
+            strict: false,
+            seed: 3,
+            gpus_per_node: 4,
+            limit_jobs: None,
+            app_profiles: None,
+        };
+        let trace = parse("w.csv", &text, &profiles, &options).unwrap();
+        let got: Vec<_> = trace
+            .jobs
+            .iter()
+            .map(|j| (j.id, j.submit_ms, j.num_nodes, j.gpus_per_node))
+            .collect();
+        assert_eq!(got, [(1, 53_000, 2, 4), (4, 368_000, 4, 4)]);
+        // 30 s to start, then 869 s and 479 s of training.
+        assert_eq!(trace.jobs[0].duration_ms, START_COST_MS + 868_992);
+        assert_eq!(trace.jobs[1].duration_ms, START_COST_MS + 478_906);
+        assert_eq!(trace.jobs[0].account, trace.jobs[0].user);
+        assert_eq!(trace.skipped.len(), 2, "{:?}", trace.skipped);
+        assert!(trace.skipped[0].starts_with("w.csv:3: time \"x\""));
+        assert!(trace.skipped[1].starts_with("w.csv:4: unknown application \"bert\""));
+        let strict = ReadOptions {
+            strict: true,
+            ..options
+        };
+        assert!(parse("w.csv", &text, &profiles, &strict).is_err());
+        assert!(parse("w.csv", "name,time\n", &profiles, &strict).is_err());
+    }
+}
