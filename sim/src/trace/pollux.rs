@@ -4,6 +4,7 @@
 //! (see `throughput`), plus the artifact's 30 s to start. No users or tenants: users come from
 //! the seed, and each user is its own account.
 
+use super::gantry::seconds_ms;
 use super::throughput::Profiles;
 use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang};
 
@@ -72,9 +73,9 @@ fn job(
             .parse()
             .map_err(|_| format!("{} {:?} is not a whole number", HEADER[i], field(i)))
     };
-    let submit_s: u64 = field(1)
-        .parse()
-        .map_err(|_| format!("time {:?} is not whole seconds", field(1)))?;
+    // Sia's workloads write `401.0`.
+    let submit_ms =
+        seconds_ms(field(1)).ok_or_else(|| format!("time {:?} is not seconds", field(1)))?;
     let app_name = field(2);
     let app = profiles
         .app(app_name)
@@ -87,7 +88,7 @@ fn job(
     let user = assigned_user(options.seed, index);
     Ok(TraceJob {
         id: index + 1,
-        submit_ms: submit_s.saturating_mul(1000),
+        submit_ms,
         account: user.clone(),
         user,
         num_nodes,
