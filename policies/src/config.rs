@@ -88,12 +88,49 @@ pub struct PolicyConfig {
     pub qos: BTreeMap<String, QosLevel>,
     /// The pool of jobs submitted without `-p`, fixed when each is accepted.
     pub default_pool: String,
+    pub preemption: Preemption,
+}
+
+/// How jobs are chosen and spared when a higher QoS preempts (`preempt.*` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preemption {
+    /// A job runs at least this long before a higher QoS may preempt it: no thrashing.
+    pub min_runtime_ms: u64,
+    /// What stopping a job takes (its checkpoint signal's lead, then the stop): a job whose
+    /// time limit ends within it is left to finish.
+    pub grace_ms: u64,
+    /// What restarting a preempted job costs (loading its checkpoint), counted as lost work.
+    pub restart_cost_ms: u64,
+    pub victims: VictimOrder,
+}
+
+/// Which running jobs a preemption stops first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VictimOrder {
+    /// The fewest GPU-seconds lost: work since each job's last checkpoint (since its start
+    /// without one) plus its restart cost, per GPU freed.
+    CheckpointAware,
+    /// The most recently started first (what Kubernetes schedulers and Slurm's usual setup
+    /// do), for comparison.
+    Youngest,
+}
+
+impl VictimOrder {
+    pub const ALL: [VictimOrder; 2] = [VictimOrder::CheckpointAware, VictimOrder::Youngest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VictimOrder::CheckpointAware => "checkpoint-aware",
+            VictimOrder::Youngest => "youngest",
+        }
+    }
 }
 
 /// The pool nodes without `--pool` belong to, and the default pool out of the box.
 pub const DEFAULT_POOL: &str = "default";
 
-const HOUR_MS: u64 = 3_600_000;
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
 const DAY_MS: u64 = 24 * HOUR_MS;
 
 impl Default for PolicyConfig {
@@ -121,6 +158,12 @@ impl Default for PolicyConfig {
                 ("high".to_string(), level(1000, &["low", "normal"])),
             ]),
             default_pool: DEFAULT_POOL.to_string(),
+            preemption: Preemption {
+                min_runtime_ms: 10 * MINUTE_MS,
+                grace_ms: 2 * MINUTE_MS,
+                restart_cost_ms: MINUTE_MS,
+                victims: VictimOrder::CheckpointAware,
+            },
         }
     }
 }
@@ -134,7 +177,7 @@ pub enum ConfigError {
 }
 
 /// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 15] = [
     "profile",
     "weight.age",
     "weight.fair_share",
@@ -146,6 +189,10 @@ const KEYS: [&str; 11] = [
     "deadline.horizon",
     "backfill.depth",
     "pool.default",
+    "preempt.min_runtime",
+    "preempt.grace",
+    "preempt.restart_cost",
+    "preempt.victims",
 ];
 
 impl PolicyConfig {
@@ -170,6 +217,22 @@ impl PolicyConfig {
             ),
             ("backfill.depth", self.reservation_depth.to_string()),
             ("pool.default", self.default_pool.clone()),
+            (
+                "preempt.min_runtime",
+                format_duration_ms(self.preemption.min_runtime_ms),
+            ),
+            (
+                "preempt.grace",
+                format_duration_ms(self.preemption.grace_ms),
+            ),
+            (
+                "preempt.restart_cost",
+                format_duration_ms(self.preemption.restart_cost_ms),
+            ),
+            (
+                "preempt.victims",
+                self.preemption.victims.as_str().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -210,7 +273,29 @@ impl PolicyConfig {
                     ))
                 })
         };
+        // Zero allowed: no minimum runtime, an instant stop, a free restart.
+        let any_duration = || -> Result<u64, ConfigError> {
+            parse_duration_ms(value).map_err(|_| {
+                bad(format!(
+                    "expected a duration such as 0s, 2m or 1h (got {value:?})"
+                ))
+            })
+        };
         match key {
+            "preempt.min_runtime" => self.preemption.min_runtime_ms = any_duration()?,
+            "preempt.grace" => self.preemption.grace_ms = any_duration()?,
+            "preempt.restart_cost" => self.preemption.restart_cost_ms = any_duration()?,
+            "preempt.victims" => {
+                self.preemption.victims = VictimOrder::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == value)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "one of {} (got {value:?})",
+                            VictimOrder::ALL.map(VictimOrder::as_str).join(", ")
+                        ))
+                    })?;
+            }
             "profile" => {
                 self.profile = SchedulingProfile::parse(value).ok_or_else(|| {
                     bad(format!(

@@ -21,7 +21,8 @@ pub mod topology;
 pub mod view;
 
 pub use config::{
-    ConfigError, DEFAULT_POOL, DEFAULT_QOS, PolicyConfig, QosLevel, SchedulingProfile, Weights,
+    ConfigError, DEFAULT_POOL, DEFAULT_QOS, PolicyConfig, Preemption, QosLevel, SchedulingProfile,
+    VictimOrder, Weights,
 };
 pub use feasibility::{never_fits, none_fits};
 pub use pass::schedule;

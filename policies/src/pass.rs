@@ -19,7 +19,7 @@ use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, shortage, total_gpus};
 use crate::priority::{RankKey, Ranker, rank};
 use crate::profile::{Profile, Share};
-use crate::reclaim::{Reclaimed, Reclaimer};
+use crate::reclaim::{Claim, Reclaimed, Reclaimer};
 use crate::topology::Topology;
 use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
 
@@ -64,7 +64,8 @@ pub(crate) fn full_pass(view: &ClusterView) -> FullPass {
         let job = &view.pending[index];
         decisions.ranked.push((job.id, priority));
         keys.push(key);
-        if pass.consider(view, Some(&mut reclaimer), job, view.now_ms, &mut decisions) {
+        let take_back = TakeBack::From(&mut reclaimer);
+        if pass.consider(view, take_back, job, view.now_ms, &mut decisions) == Some(true) {
             holds_back = Some(key);
         }
     }
@@ -75,6 +76,17 @@ pub(crate) fn full_pass(view: &ClusterView) -> FullPass {
         keys,
         holds_back,
     }
+}
+
+/// Whether GPUs may be taken back from running jobs for the job considered.
+pub(crate) enum TakeBack<'r, 'v> {
+    /// Yes, by this reclaimer (a full pass).
+    From(&'r mut Reclaimer<'v>),
+    /// No; `consider` returns `None` when the job could not start now and its QoS might
+    /// preempt others (an arrival decided from a plan: a full pass must decide it).
+    Ask,
+    /// No, and it would not be needed.
+    Never,
 }
 
 /// One way to run a job, found in this pass: which shape, from when, until when, where.
@@ -140,17 +152,17 @@ impl Pass {
     }
 
     /// Decides `job` at `now`, after every job ranked before it, into `decisions` (its start,
-    /// or why it waits, and the borrowers stopped for it). Without a `reclaimer` no GPUs are
-    /// taken back for it. Returns whether it now holds the jobs behind it back (a reservation,
-    /// a reclaim, or a block).
+    /// or why it waits, and the jobs stopped for it). Returns whether it now holds the jobs
+    /// behind it back (a reservation, a reclaim, or a block), or `None` when `take_back` asks
+    /// and it would need GPUs taken back (the pass is then spent).
     pub(crate) fn consider(
         &mut self,
         view: &ClusterView,
-        mut reclaimer: Option<&mut Reclaimer>,
+        mut take_back: TakeBack,
         job: &PendingJob,
         now: u64,
         decisions: &mut Decisions,
-    ) -> bool {
+    ) -> Option<bool> {
         let kind = self.kind;
         // The baselines know only the main request.
         let shapes = match kind {
@@ -176,20 +188,20 @@ impl Pass {
         if possible.is_empty() {
             let why = never.unwrap_or_else(|| "the job names no way to run".into());
             decisions.waiting.push((job.id, WaitReason::NeverFits(why)));
-            return false;
+            return Some(false);
         }
         if !job.waiting_on.is_empty() {
             let why = WaitReason::Dependency {
                 on: job.waiting_on.clone(),
             };
             decisions.waiting.push((job.id, why));
-            return false;
+            return Some(false);
         }
         if let Some(behind) = self.blocked_by {
             decisions
                 .waiting
                 .push((job.id, WaitReason::Priority { behind }));
-            return false;
+            return Some(false);
         }
         let Pass {
             tree,
@@ -240,22 +252,29 @@ impl Pass {
                 None => cannot_start.record(shape, end),
             }
         }
-        // Below its account's guarantee, the main request can also start now on GPUs taken
-        // back from borrowers: one more candidate, chosen if it finishes first.
+        // Below its account's guarantee, or with a QoS that preempts others', the main
+        // request can also start now on GPUs taken back: one more candidate, chosen if it
+        // finishes first.
         if kind == SchedulingProfile::Gantry
             && !options.iter().any(|o| o.shape == 0)
             && possible.iter().any(|(index, _)| *index == 0)
             && within_limits(now, &job.shapes[0])
-            && let Some(reclaimer) = reclaimer.as_deref_mut()
-            && let Some(plan) = reclaimer.plan(tree, profile, &job.account, &job.shapes[0])
         {
-            options.push(Candidate {
-                shape: 0,
-                start: now,
-                end: job.shapes[0].end_if_started(now),
-                picks: plan.picks.clone(),
-                reclaim: Some(plan),
-            });
+            match &mut take_back {
+                TakeBack::From(reclaimer) => {
+                    if let Some(plan) = reclaimer.plan(tree, profile, job, &job.shapes[0]) {
+                        options.push(Candidate {
+                            shape: 0,
+                            start: now,
+                            end: job.shapes[0].end_if_started(now),
+                            picks: plan.picks.clone(),
+                            reclaim: Some(plan),
+                        });
+                    }
+                }
+                TakeBack::Ask => return None,
+                TakeBack::Never => {}
+            }
         }
         let may_reserve = self.reserved.len() < self.depth;
         // A later start may still finish first when the job has alternatives.
@@ -295,10 +314,10 @@ impl Pass {
                     let why = shortage(shape, &view.nodes, &free_now);
                     decisions.waiting.push((job.id, WaitReason::Resources(why)));
                     self.blocked_by = Some(job.id);
-                    return true;
+                    return Some(true);
                 }
             }
-            return false;
+            return Some(false);
         };
         let shape = &job.shapes[chosen.shape];
         let held = if chosen.start > now && kind == SchedulingProfile::SlurmLike {
@@ -310,23 +329,34 @@ impl Pass {
         let end = shape.end_if_started(chosen.start);
         ledger.claim(tree, &job.account, chosen.start, end, total_gpus(shape));
         if let Some(plan) = chosen.reclaim {
-            if let Some(reclaimer) = reclaimer {
+            if let TakeBack::From(reclaimer) = take_back {
                 reclaimer.commit(&plan);
             }
             for victim in &plan.victims {
-                let why = format!(
-                    "account {} reclaims its guaranteed GPUs for job {}",
-                    plan.owed, job.id
-                );
+                let why = match &plan.claim {
+                    Claim::Guarantee(owed) => {
+                        format!(
+                            "account {owed} reclaims its guaranteed GPUs for job {}",
+                            job.id
+                        )
+                    }
+                    Claim::Qos(qos) => format!("preempted for job {} of QoS {qos}", job.id),
+                };
                 decisions.preempt.push((*victim, why));
             }
-            let why = WaitReason::Reclaiming {
-                stopping: plan.victims,
+            let why = match plan.claim {
+                Claim::Guarantee(_) => WaitReason::Reclaiming {
+                    stopping: plan.victims,
+                },
+                Claim::Qos(qos) => WaitReason::Preempting {
+                    stopping: plan.victims,
+                    qos,
+                },
             };
             decisions.waiting.push((job.id, why));
-            true
+            Some(true)
         } else if chosen.start == now {
-            if let Some(reclaimer) = reclaimer {
+            if let TakeBack::From(reclaimer) = take_back {
                 reclaimer.started(tree, &job.account, shape);
             }
             decisions.starts.push(Start {
@@ -334,14 +364,14 @@ impl Pass {
                 shape: u32::try_from(chosen.shape).unwrap_or(u32::MAX),
                 parts: parts(shape, &view.nodes, chosen.picks),
             });
-            false
+            Some(false)
         } else {
             self.reserved.push(job.id);
             let why = WaitReason::Reserved {
                 in_ms: chosen.start.saturating_sub(now),
             };
             decisions.waiting.push((job.id, why));
-            true
+            Some(true)
         }
     }
 }

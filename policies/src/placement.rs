@@ -333,6 +333,8 @@ mod tests {
                 res,
                 gpus: gpus.to_vec(),
             }],
+            qos: crate::DEFAULT_QOS.to_string(),
+            checkpointed_ms: None,
         }
     }
 

@@ -12,10 +12,12 @@
 //! before a reservation) at the time it is decided. A plan is only as fresh as its pass:
 //! the caller makes a new one when anything but arrivals changed.
 
+use std::collections::BTreeSet;
+
 use gantry_model::JobId;
 
 use crate::config::SchedulingProfile;
-use crate::pass::{ARRIVAL_ROOM, FullPass, full_pass};
+use crate::pass::{ARRIVAL_ROOM, FullPass, TakeBack, full_pass};
 use crate::priority::{Priority, RankKey, rank_key};
 use crate::view::{ClusterView, Decisions, PendingJob, Start, WaitReason};
 
@@ -28,6 +30,9 @@ pub struct Plan {
     waiting: Vec<RankKey>,
     /// The highest pending job id of the view: arrivals above it cannot be known already.
     newest: JobId,
+    /// The QoS levels of the jobs running, started by the pass or by arrivals: an arrival
+    /// whose QoS preempts one of them needs a full pass.
+    running_qos: BTreeSet<String>,
 }
 
 /// What the plan decided for an arrival.
@@ -50,6 +55,8 @@ pub enum NeedsPass {
     RanksAhead { job: JobId, ahead_of: JobId },
     #[error("job {0} is in an account with a guarantee: GPUs may be taken back for it")]
     Guarantee(JobId),
+    #[error("job {0} cannot start at once and its QoS preempts running jobs")]
+    Preempts(JobId),
     #[error("job {0} is in the plan already")]
     Known(JobId),
     #[error("job {job}'s account {account} is new to the plan: its fair share changes the tree")]
@@ -64,6 +71,7 @@ impl Clone for Plan {
             full: self.full.clone(),
             waiting: self.waiting.clone(),
             newest: self.newest,
+            running_qos: self.running_qos.clone(),
         };
         copy.waiting.reserve(ARRIVAL_ROOM);
         copy.full.keys.reserve(ARRIVAL_ROOM);
@@ -77,8 +85,18 @@ impl Plan {
     /// Runs a full pass over `view`.
     pub fn new(view: ClusterView) -> Plan {
         let full = full_pass(&view);
-        let started: std::collections::BTreeSet<JobId> =
-            full.decisions.starts.iter().map(|s| s.job).collect();
+        let started: BTreeSet<JobId> = full.decisions.starts.iter().map(|s| s.job).collect();
+        let running_qos = view
+            .running
+            .iter()
+            .map(|r| r.qos.clone())
+            .chain(
+                view.pending
+                    .iter()
+                    .filter(|j| started.contains(&j.id))
+                    .map(|j| j.qos.clone()),
+            )
+            .collect();
         let mut waiting: Vec<RankKey> = Vec::with_capacity(full.keys.capacity());
         waiting.extend(full.keys.iter().filter(|key| !started.contains(&key.3)));
         let newest = view.pending.iter().map(|j| j.id).max().unwrap_or(0);
@@ -87,6 +105,7 @@ impl Plan {
             full,
             waiting,
             newest,
+            running_qos,
         }
     }
 
@@ -107,7 +126,8 @@ impl Plan {
 
     /// Decides `job`, which arrived after the pass, at `now_ms` (the pass's time if
     /// earlier); its decision is also added to [`Plan::decisions`]. Deciding arrivals one
-    /// after another decides each after the ones before it.
+    /// after another decides each after the ones before it. After an `Err` the plan is
+    /// spent: a full pass decides from there.
     pub fn arrive(&mut self, job: PendingJob, now_ms: u64) -> Result<Arrival, NeedsPass> {
         let full = &mut self.full;
         if job.id <= self.newest && full.decisions.ranked.iter().any(|(id, _)| *id == job.id) {
@@ -139,19 +159,37 @@ impl Plan {
         }
         let mut decided = Decisions::default();
         let now = now_ms.max(self.view.now_ms);
-        if full
+        // A job that cannot start at once may preempt others when its QoS allows: only a
+        // full pass may decide that.
+        let may_preempt =
+            kind == SchedulingProfile::Gantry
+                && self.view.config.qos.get(&job.qos).is_some_and(|level| {
+                    level.preempts.iter().any(|q| self.running_qos.contains(q))
+                });
+        let take_back = if may_preempt {
+            TakeBack::Ask
+        } else {
+            TakeBack::Never
+        };
+        match full
             .pass
-            .consider(&self.view, None, &job, now, &mut decided)
+            .consider(&self.view, take_back, &job, now, &mut decided)
         {
-            full.holds_back = Some(key);
+            None => return Err(NeedsPass::Preempts(job.id)),
+            Some(true) => full.holds_back = Some(key),
+            Some(false) => {}
         }
         let at = full.keys.partition_point(|k| *k < key);
         full.keys.insert(at, key);
         full.decisions.ranked.insert(at, (job.id, priority));
         let place = self.waiting.partition_point(|k| *k < key);
         let start = decided.starts.pop();
-        if start.is_none() {
-            self.waiting.insert(place, key);
+        match &start {
+            None => self.waiting.insert(place, key),
+            Some(_) if !self.running_qos.contains(&job.qos) => {
+                self.running_qos.insert(job.qos.clone());
+            }
+            Some(_) => {}
         }
         let wait = decided.waiting.pop().map(|(_, why)| why);
         full.decisions.starts.extend(start.clone());

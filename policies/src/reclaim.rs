@@ -1,7 +1,15 @@
-//! Guarantees: an account may always reach its guaranteed GPUs. While it does not use them
-//! others may borrow them; when one of its jobs waits and the account holds less than its
-//! guarantee, the pass takes GPUs back from borrowers — the youngest jobs first, so the least
-//! work is lost — and emits them as preemptions (the scheduler requeues them).
+//! Taking GPUs back from running jobs, emitted as preemptions (the scheduler requeues them):
+//!
+//! - Guarantees: an account may always reach its guaranteed GPUs. While it does not use them
+//!   others may borrow them; when one of its jobs waits and the account holds less than its
+//!   guarantee, the pass takes GPUs back from borrowers.
+//! - QoS: a waiting job whose QoS level preempts others' (`qos.NAME.preempts`) may stop their
+//!   jobs — only those that have run their minimum runtime and would not end by themselves
+//!   before the stop would.
+//!
+//! Victims are chosen so the least work is lost (`preempt.victims`): by default the jobs with
+//! the fewest GPU-seconds since their last checkpoint, plus their restart cost, per GPU freed;
+//! then any victim the job turns out not to need is spared.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,10 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use gantry_model::{JobId, Shape};
 
 use crate::accounts::Tree;
+use crate::config::{Preemption, VictimOrder};
 use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, total_gpus};
 use crate::profile::{Profile, Share};
-use crate::view::{ClusterView, RunningJob};
+use crate::view::{ClusterView, PendingJob, RunningJob};
 
 /// At most this many jobs are preempted for one waiting job in one pass.
 const MAX_VICTIMS: usize = 64;
@@ -43,6 +52,19 @@ impl Held {
 
 fn running_gpus(job: &RunningJob) -> u64 {
     job.parts.iter().map(|p| u64::from(p.res.gpus)).sum()
+}
+
+/// Puts the jobs a preemption should stop first first: the least work lost per GPU freed
+/// (since the last checkpoint, or the start, plus the restart cost), or the youngest.
+fn order_victims(jobs: &mut [&RunningJob], now: u64, rules: &Preemption) {
+    match rules.victims {
+        VictimOrder::Youngest => jobs.sort_by_key(|r| (Reverse(r.start_ms), Reverse(r.id))),
+        VictimOrder::CheckpointAware => jobs.sort_by_key(|r| {
+            let since = r.checkpointed_ms.unwrap_or(r.start_ms).max(r.start_ms);
+            let lost_per_gpu = now.saturating_sub(since) + rules.restart_cost_ms;
+            (lost_per_gpu, Reverse(r.start_ms), Reverse(r.id))
+        }),
+    }
 }
 
 /// GPUs held by running jobs that are not being stopped, per account subtree.
@@ -96,11 +118,19 @@ fn lenders<'a>(tree: &'a Tree, owed: &str, borrower: &'a str) -> Option<Vec<&'a 
     (meet > 0).then(|| path[..meet].to_vec())
 }
 
-/// What a waiting job gets from a reclaim: the GPUs it will take, and the borrowers to stop
+/// Why GPUs are taken back for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The guarantee of this account.
+    Guarantee(String),
+    /// The job's QoS level preempts the victims'.
+    Qos(String),
+}
+
+/// What a waiting job gets from a reclaim: the GPUs it will take, and the jobs to stop
 /// for them (none when jobs being stopped already free enough).
 pub(crate) struct Reclaimed {
-    /// The account whose guarantee it is.
-    pub(crate) owed: String,
+    pub(crate) claim: Claim,
     pub(crate) picks: Picks,
     pub(crate) victims: Vec<JobId>,
     /// What accounts hold once the victims are gone and the job runs.
@@ -150,32 +180,89 @@ impl<'v> Reclaimer<'v> {
         }
     }
 
-    /// For a job of `account` that cannot start now in `shape`: when an account on its path
-    /// holds less than its guarantee even with the job, the GPUs it can have now from jobs
-    /// being stopped and, if those are not enough, from borrowers, youngest first. Changes
-    /// nothing until [`Reclaimer::commit`].
+    /// For a job that cannot start now in `shape`: GPUs taken back for it, when an account on
+    /// its path holds less than its guarantee even with the job (from borrowers), or else when
+    /// its QoS preempts others' (from their jobs). Changes nothing until
+    /// [`Reclaimer::commit`].
     pub(crate) fn plan(
         &self,
         tree: &Tree,
         profile: &Profile,
-        account: &str,
+        job: &PendingJob,
         shape: &Shape,
     ) -> Option<Reclaimed> {
-        let view = self.view;
         let need = total_gpus(shape);
-        let (owed, _) = tree
-            .guarantees(account)
+        if let Some((owed, _)) = tree
+            .guarantees(&job.account)
             .into_iter()
-            .find(|(a, g)| self.held.of(a) + need <= u64::from(*g))?;
+            .find(|(a, g)| self.held.of(a) + need <= u64::from(*g))
+        {
+            // Only from lenders above their own guarantees, at every level: never take a
+            // guarantee to pay one.
+            let may_take = |held: &Held, victim: &RunningJob| {
+                lenders(tree, owed, &victim.account).is_some_and(|lenders| {
+                    let gpus = running_gpus(victim);
+                    lenders
+                        .iter()
+                        .all(|a| held.of(a) >= u64::from(tree.guarantee(a)) + gpus)
+                })
+            };
+            return self.take(
+                tree,
+                profile,
+                job,
+                shape,
+                Claim::Guarantee(owed.into()),
+                may_take,
+            );
+        }
+        let preempts = &self.view.config.qos.get(&job.qos)?.preempts;
+        if preempts.is_empty() {
+            return None;
+        }
+        let rules = self.view.config.preemption;
+        let now = self.view.now_ms;
+        let may_take = |_: &Held, victim: &RunningJob| {
+            preempts.contains(&victim.qos)
+                && now.saturating_sub(victim.start_ms) >= rules.min_runtime_ms
+                && victim
+                    .ends_at_ms
+                    .is_none_or(|end| end > now.saturating_add(rules.grace_ms))
+        };
+        self.take(
+            tree,
+            profile,
+            job,
+            shape,
+            Claim::Qos(job.qos.clone()),
+            may_take,
+        )
+    }
+
+    /// The GPUs `job` can have now in `shape` from jobs being stopped and, if those are not
+    /// enough, from running jobs `may_take` allows, cheapest first; victims it does not
+    /// need after all are spared.
+    fn take(
+        &self,
+        tree: &Tree,
+        profile: &Profile,
+        job: &PendingJob,
+        shape: &Shape,
+        claim: Claim,
+        may_take: impl Fn(&Held, &RunningJob) -> bool,
+    ) -> Option<Reclaimed> {
+        let view = self.view;
         let end = shape.end_if_started(view.now_ms);
-        let mut extra: Vec<Share> = view
+        let stopping: Vec<Share> = view
             .running
             .iter()
             .filter(|j| j.stopping)
             .flat_map(|j| self.shares(j))
             .collect();
-        let try_place = |extra: &[Share]| {
-            let free = profile.free_during_with(view.now_ms, end, extra);
+        let try_place = |victims: &[&RunningJob]| {
+            let mut extra = stopping.clone();
+            extra.extend(victims.iter().flat_map(|v| self.shares(v)));
+            let free = profile.free_during_with(view.now_ms, end, &extra);
             place(
                 shape,
                 &view.nodes,
@@ -184,51 +271,52 @@ impl<'v> Reclaimer<'v> {
                 &view.topology,
             )
         };
-        // Borrowers on nodes the job may not use free nothing for it.
+        // Jobs on nodes the job may not use free nothing for it.
         let usable: BTreeSet<&str> = view
             .nodes
             .iter()
             .filter(|n| shape.admits(&n.pool, &n.labels))
             .map(|n| n.name.as_str())
             .collect();
-        let mut victims: Vec<&RunningJob> = view
+        let mut candidates: Vec<&RunningJob> = view
             .running
             .iter()
             .filter(|r| !r.stopping && !self.taken.contains(&r.id))
             .filter(|r| r.parts.iter().any(|p| usable.contains(p.node.as_str())))
-            .filter(|r| lenders(tree, owed, &r.account).is_some())
             .collect();
-        victims.sort_by_key(|r| (Reverse(r.start_ms), Reverse(r.id)));
+        order_victims(&mut candidates, view.now_ms, &view.config.preemption);
         let mut held = self.held.clone();
-        let mut chosen = Vec::new();
-        let mut picks = try_place(&extra);
-        for victim in victims {
+        let mut chosen: Vec<&RunningJob> = Vec::new();
+        let mut picks = try_place(&chosen);
+        for victim in candidates {
             if picks.is_some() || chosen.len() >= MAX_VICTIMS {
                 break;
             }
-            let Some(lenders) = lenders(tree, owed, &victim.account) else {
-                continue;
-            };
-            // Only from lenders above their own guarantees, at every level: never take a
-            // guarantee to pay one.
-            let gpus = running_gpus(victim);
-            if lenders
-                .iter()
-                .any(|a| held.of(a) < u64::from(tree.guarantee(a)) + gpus)
-            {
+            if !may_take(&held, victim) {
                 continue;
             }
-            extra.extend(self.shares(victim));
-            held.remove(tree, &victim.account, gpus);
-            chosen.push(victim.id);
-            picks = try_place(&extra);
+            held.remove(tree, &victim.account, running_gpus(victim));
+            chosen.push(victim);
+            picks = try_place(&chosen);
         }
-        let picks = picks?;
-        held.add(tree, account, need);
+        let mut picks = picks?;
+        // The last victim made it fit; an earlier one may not be needed with it.
+        let mut i = chosen.len().saturating_sub(1);
+        while i > 0 {
+            i -= 1;
+            let mut without = chosen.clone();
+            let spared = without.remove(i);
+            if let Some(p) = try_place(&without) {
+                held.add(tree, &spared.account, running_gpus(spared));
+                chosen = without;
+                picks = p;
+            }
+        }
+        held.add(tree, &job.account, total_gpus(shape));
         Some(Reclaimed {
-            owed: owed.to_string(),
+            claim,
             picks,
-            victims: chosen,
+            victims: chosen.iter().map(|v| v.id).collect(),
             held,
         })
     }
@@ -279,6 +367,8 @@ mod tests {
                 res: res(gpus.len() as u32),
                 gpus: gpus.to_vec(),
             }],
+            qos: crate::DEFAULT_QOS.to_string(),
+            checkpointed_ms: None,
         }
     }
 
@@ -339,6 +429,99 @@ mod tests {
 
     fn preempted(view: &ClusterView) -> Vec<JobId> {
         schedule(view).preempt.into_iter().map(|(j, _)| j).collect()
+    }
+
+    const MIN: u64 = 60_000;
+
+    /// Node a at minute 60: low-QoS jobs 10 (started at minute 0, checkpointed at minute
+    /// 55) and 11 (started at minute 30, never checkpointed), 2 GPUs each; job 1 of QoS
+    /// `qos` waits for `gpus`. No guarantees.
+    fn qos_view(qos: &str, gpus: u32) -> ClusterView {
+        let mut v = view(None, None, gpus);
+        v.now_ms = 60 * MIN;
+        v.pending[0].qos = qos.into();
+        v.running = vec![
+            RunningJob {
+                qos: "low".into(),
+                checkpointed_ms: Some(55 * MIN),
+                ..running(10, "nlp", 0, &[0, 1])
+            },
+            RunningJob {
+                qos: "low".into(),
+                ..running(11, "nlp", 30 * MIN, &[2, 3])
+            },
+        ];
+        v
+    }
+
+    #[test]
+    fn a_higher_qos_stops_the_job_that_loses_least_since_its_checkpoint() {
+        // Job 10 loses 5 minutes of work, job 11 30 minutes: 10 goes, though it is older.
+        let d = schedule(&qos_view("high", 2));
+        assert!(d.starts.is_empty());
+        assert_eq!(
+            d.preempt,
+            [(10, "preempted for job 1 of QoS high".to_string())]
+        );
+        assert_eq!(
+            d.waiting[0].1.to_string(),
+            "Preempting: QoS high stops lower-QoS job 10 for it"
+        );
+        // Youngest first, as others do: job 11 and its 30 minutes.
+        let mut v = qos_view("high", 2);
+        v.config.set("preempt.victims", "youngest").unwrap();
+        assert_eq!(preempted(&v), [11]);
+        // Both when it needs all four GPUs; none for a QoS that preempts nothing.
+        assert_eq!(preempted(&qos_view("high", 4)), [10, 11]);
+        assert!(preempted(&qos_view("low", 2)).is_empty());
+        // `normal` preempts `low` by default.
+        assert_eq!(preempted(&qos_view("normal", 2)), [10]);
+    }
+
+    #[test]
+    fn jobs_within_their_minimum_runtime_or_about_to_end_are_spared() {
+        let mut v = qos_view("high", 2);
+        v.config.set("preempt.min_runtime", "45m").unwrap();
+        // Job 11 has run 30 minutes only.
+        assert_eq!(preempted(&v), [10]);
+        v.config.set("preempt.min_runtime", "2h").unwrap();
+        assert!(preempted(&v).is_empty());
+        // Job 10 reaches its time limit within the 2-minute grace: it ends by itself.
+        let mut v = qos_view("high", 2);
+        v.running[0].ends_at_ms = Some(61 * MIN);
+        assert_eq!(preempted(&v), [11]);
+        v.config.set("preempt.grace", "30s").unwrap();
+        assert_eq!(preempted(&v), [10]);
+    }
+
+    #[test]
+    fn a_victim_the_job_does_not_need_is_spared() {
+        // Cheapest first: 12 (1 GPU, a minute lost), 10 (1 GPU, 2 minutes), 11 (2 GPUs,
+        // 10 minutes).
+        let mut v = qos_view("high", 2);
+        v.running = vec![
+            RunningJob {
+                qos: "low".into(),
+                checkpointed_ms: Some(59 * MIN),
+                ..running(12, "nlp", 0, &[0])
+            },
+            RunningJob {
+                qos: "low".into(),
+                checkpointed_ms: Some(58 * MIN),
+                ..running(10, "nlp", 0, &[1])
+            },
+            RunningJob {
+                qos: "low".into(),
+                checkpointed_ms: Some(50 * MIN),
+                ..running(11, "nlp", 0, &[2, 3])
+            },
+        ];
+        // 12 and 10 free GPUs 0 and 1: enough, and both needed.
+        assert_eq!(preempted(&v), [12, 10]);
+        // With a job that needs 3, 12 and 10 are not enough; with 11 they are, and 10 is
+        // then not needed: 12 + 11 make 3.
+        v.pending[0].shapes[0].per_node = res(3);
+        assert_eq!(preempted(&v), [12, 11]);
     }
 
     #[test]

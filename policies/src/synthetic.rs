@@ -56,6 +56,8 @@ pub fn full_cluster(nodes: u32, gpus: u32, pending: u32) -> ClusterView {
                     },
                     gpus,
                 }],
+                qos: crate::DEFAULT_QOS.to_string(),
+                checkpointed_ms: None,
             });
         }
         node_views.push(NodeView {

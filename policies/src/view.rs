@@ -71,6 +71,8 @@ impl ClusterView {
             next.running.push(RunningJob {
                 id: job.id,
                 account: job.account.clone(),
+                qos: job.qos.clone(),
+                checkpointed_ms: None,
                 start_ms: self.now_ms,
                 stopping: false,
                 ends_at_ms: shape.end_if_started(self.now_ms),
@@ -91,6 +93,11 @@ pub struct RunningJob {
     pub stopping: bool,
     /// Start plus time limit; `None`: no limit.
     pub ends_at_ms: Option<u64>,
+    /// Its QoS level: who may preempt it.
+    pub qos: String,
+    /// When it last reported a completed checkpoint (this run); `None`: never, so stopping
+    /// it loses everything since its start.
+    pub checkpointed_ms: Option<u64>,
     /// What it holds on each node it still runs on.
     pub parts: Vec<Held>,
 }
@@ -204,6 +211,8 @@ pub enum WaitReason {
     /// Its account is below its guarantee: GPUs are being taken back for it from borrowers,
     /// these jobs (none: jobs already being stopped free enough).
     Reclaiming { stopping: Vec<JobId> },
+    /// Its QoS preempts the jobs being stopped for it.
+    Preempting { stopping: Vec<JobId>, qos: String },
 }
 
 impl std::fmt::Display for WaitReason {
@@ -228,6 +237,18 @@ impl std::fmt::Display for WaitReason {
                 f,
                 "Reclaiming: its account's guaranteed GPUs free up as jobs being stopped end"
             ),
+            WaitReason::Preempting { stopping, qos } if stopping.is_empty() => write!(
+                f,
+                "Preempting: QoS {qos} starts it as the jobs being stopped end"
+            ),
+            WaitReason::Preempting { stopping, qos } => {
+                let ids: Vec<String> = stopping.iter().map(u64::to_string).collect();
+                write!(
+                    f,
+                    "Preempting: QoS {qos} stops lower-QoS job {} for it",
+                    ids.join(", ")
+                )
+            }
             WaitReason::Reclaiming { stopping } => {
                 let ids: Vec<String> = stopping.iter().map(u64::to_string).collect();
                 write!(

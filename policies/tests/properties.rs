@@ -76,6 +76,9 @@ fn node(
             res: held,
             gpus: held_gpus,
         }],
+        // Every level, some checkpointed: higher QoS levels preempt them.
+        qos: ["low", "normal", "high"][(id / 3 % 3) as usize].into(),
+        checkpointed_ms: id.is_multiple_of(2).then_some(id * 7_000 % 1_000_000),
     });
     (view, running)
 }
@@ -406,6 +409,8 @@ proptest! {
                         account: "default".into(),
                         ends_at_ms: Some(*end),
                         parts: vec![Held { node: name.clone(), res, gpus: gpus.clone() }],
+                        qos: gantry_policies::DEFAULT_QOS.to_string(),
+                        checkpointed_ms: None,
                     });
                 }
                 view.nodes.push(n);

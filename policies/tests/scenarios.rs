@@ -218,6 +218,8 @@ fn view(s: &Scenario) -> ClusterView {
                 stopping: false,
                 ends_at_ms: r.ends_in.as_deref().map(|t| NOW + ms(t)),
                 parts,
+                qos: gantry_policies::DEFAULT_QOS.to_string(),
+                checkpointed_ms: None,
             }
         })
         .collect();

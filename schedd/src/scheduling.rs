@@ -178,7 +178,7 @@ async fn propose(engine: &Engine, decisions: &Decisions) -> Proposed {
     let commands: Vec<Command> = engine.read(|s| {
         let attempt = |job| s.job(job).map_or(0, |j| j.attempt);
         let requeues = decisions.preempt.iter().map(|(job, reason)| {
-            tracing::info!(job, %reason, "requeueing a borrower");
+            tracing::info!(job, %reason, "preempting");
             Command::Requeue {
                 job: *job,
                 attempt: attempt(*job),

@@ -87,6 +87,24 @@ struct Tracked {
     lost_gpu_ms: u64,
 }
 
+impl Tracked {
+    /// Its last checkpoint in the run that started at `start`, if it took one: the work it
+    /// keeps, and when. It checkpoints every `checkpoint_interval` of work, which starts after
+    /// the restart cost on a restart.
+    fn last_checkpoint(&self, start: u64, now: u64, restart_cost: u64) -> Option<(u64, u64)> {
+        let every = self.trace.checkpoint_interval_ms.filter(|e| *e > 0)?;
+        let overhead = if self.preemptions > 0 {
+            restart_cost
+        } else {
+            0
+        };
+        let worked = now.saturating_sub(start).saturating_sub(overhead);
+        let progress = (self.saved_ms + worked).min(self.trace.duration_ms);
+        let kept = progress - progress % every;
+        (kept > self.saved_ms).then(|| (kept, start + overhead + (kept - self.saved_ms)))
+    }
+}
+
 struct Running {
     start_ms: u64,
     end_ms: u64,
@@ -277,21 +295,18 @@ impl Engine<'_> {
         let running = self
             .running
             .iter()
-            .map(|(id, run)| RunningJob {
+            .filter_map(|(id, run)| Some((id, run, self.tracked.get(id)?)))
+            .map(|(id, run, job)| RunningJob {
                 id: *id,
-                account: self
-                    .tracked
-                    .get(id)
-                    .map(|j| j.trace.account.clone())
-                    .unwrap_or_default(),
+                account: job.trace.account.clone(),
                 start_ms: run.start_ms,
                 stopping: false,
-                ends_at_ms: self
-                    .tracked
-                    .get(id)
-                    .and_then(|j| j.limit_ms)
-                    .map(|limit| run.start_ms + limit),
+                ends_at_ms: job.limit_ms.map(|limit| run.start_ms + limit),
                 parts: run.parts.clone(),
+                qos: job.trace.qos.clone(),
+                checkpointed_ms: job
+                    .last_checkpoint(run.start_ms, now, self.settings.restart_cost_ms)
+                    .map(|(_, at)| at),
             })
             .collect();
         ClusterView {
@@ -306,17 +321,26 @@ impl Engine<'_> {
         }
     }
 
+    /// Full passes at `now`: after one that preempts, another starts the jobs the victims
+    /// made room for (victims stop at once: the simulator has no stop delay).
     fn schedule(&mut self, now: u64) {
-        self.passes += 1;
-        let plan = Plan::new(self.view(now));
-        let decisions = plan.decisions();
-        let (preempt, starts) = (decisions.preempt.clone(), decisions.starts.clone());
-        // A plan stands only while nothing but arrivals happens: not past a preemption.
-        self.plan = preempt.is_empty().then_some(plan);
-        for (victim, _) in &preempt {
-            self.preempt(*victim, now);
+        // Bounds a cycle of QoS levels preempting each other with no minimum runtime.
+        const PASSES_PER_MOMENT: usize = 4;
+        for _ in 0..PASSES_PER_MOMENT {
+            self.passes += 1;
+            let plan = Plan::new(self.view(now));
+            let decisions = plan.decisions();
+            let (preempt, starts) = (decisions.preempt.clone(), decisions.starts.clone());
+            // A plan stands only while nothing but arrivals happens: not past a preemption.
+            self.plan = preempt.is_empty().then_some(plan);
+            for (victim, _) in &preempt {
+                self.preempt(*victim, now);
+            }
+            self.start_all(starts, now);
+            if preempt.is_empty() || self.pending.is_empty() {
+                break;
+            }
         }
-        self.start_all(starts, now);
     }
 
     fn start_all(&mut self, starts: Vec<Start>, now: u64) {
@@ -419,13 +443,9 @@ impl Engine<'_> {
         if let Some(job) = self.tracked.get_mut(&id) {
             let ran = now - run.start_ms;
             let gpus: u64 = run.parts.iter().map(|p| u64::from(p.res.gpus)).sum();
-            let overhead = if job.preemptions > 0 { restart } else { 0 };
-            let progress = (job.saved_ms + ran.saturating_sub(overhead)).min(job.trace.duration_ms);
-            let saved = match job.trace.checkpoint_interval_ms {
-                Some(every) if every > 0 => progress - progress % every,
-                _ => 0,
-            }
-            .max(job.saved_ms);
+            let saved = job
+                .last_checkpoint(run.start_ms, now, restart)
+                .map_or(job.saved_ms, |(saved, _)| saved);
             job.preemptions += 1;
             job.lost_gpu_ms += (ran - (saved - job.saved_ms).min(ran)) * gpus;
             job.saved_ms = saved;

@@ -8,7 +8,7 @@ use gantry_model::units::parse_duration_ms;
 use gantry_policies::{PolicyConfig, SchedulingProfile};
 use gantry_sim::cluster::Cluster;
 use gantry_sim::engine::Settings;
-use gantry_sim::trace::{self, Format, ReadOptions};
+use gantry_sim::trace::{self, Additions, Format, ReadOptions};
 use gantry_sim::{metrics, run_profile, write_outputs};
 
 #[derive(Parser)]
@@ -73,6 +73,17 @@ struct Common {
     /// What restarting a preempted job costs, e.g. 2m
     #[arg(long, default_value = "0s")]
     restart_cost: String,
+    /// Give every job a QoS level drawn from the seed by weight, e.g. low=3,normal=5,high=2
+    /// (the level must exist: low, normal, high, or one made with --set qos.NAME.priority=P)
+    #[arg(long, value_name = "LEVEL=WEIGHT,...")]
+    qos_mix: Option<String>,
+    /// Jobs without a checkpoint interval checkpoint every DUR of work, e.g. 30m
+    #[arg(long, value_name = "DUR")]
+    checkpoint_every: Option<String>,
+    /// A policy setting, as `gantry admin config set` takes it (repeatable), e.g.
+    /// `--set preempt.victims=youngest`
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
     /// Schedule every DUR instead of at every arrival and end, e.g. 60s
     #[arg(long, value_name = "DUR")]
     round: Option<String>,
@@ -114,7 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         limit_jobs: common.limit_jobs,
         app_profiles: common.app_profiles.clone(),
     };
-    let trace = trace::read(&common.trace, common.format, &options)?;
+    let mut trace = trace::read(&common.trace, common.format, &options)?;
     const SHOWN: usize = 10;
     for skipped in trace.skipped.iter().take(SHOWN) {
         eprintln!("skipped: {skipped}");
@@ -128,6 +139,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let duration = |flag: &str, text: &str| {
         parse_duration_ms(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
     };
+    let additions = Additions {
+        qos_mix: common
+            .qos_mix
+            .as_deref()
+            .map(Additions::parse_qos_mix)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--qos-mix: {e}"))?
+            .unwrap_or_default(),
+        checkpoint_every_ms: common
+            .checkpoint_every
+            .as_deref()
+            .map(|d| duration("--checkpoint-every", d))
+            .transpose()?
+            .filter(|ms| *ms > 0),
+    };
+    additions.apply(&mut trace.jobs, common.seed);
     let limit_factor = match common.limit_factor.as_str() {
         "none" => None,
         text => Some(
@@ -139,10 +166,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })?,
         ),
     };
+    let mut config = PolicyConfig::default();
+    for setting in &common.settings {
+        let (key, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--set: expected KEY=VALUE (got {setting:?})"))?;
+        config
+            .set(key.trim(), value)
+            .with_context(|| format!("--set {setting}"))?;
+    }
+    if let Some((level, _)) = additions
+        .qos_mix
+        .iter()
+        .find(|(level, _)| !config.qos.contains_key(level))
+    {
+        bail!("--qos-mix: no QoS level {level:?} (add it with --set qos.{level}.priority=P)");
+    }
+    let restart_cost_ms = duration("--restart-cost", &common.restart_cost)?;
+    // The policies weigh the restart cost the simulator charges.
+    config.preemption.restart_cost_ms = restart_cost_ms;
     let settings = Settings {
-        config: PolicyConfig::default(),
+        config,
         limit_factor,
-        restart_cost_ms: duration("--restart-cost", &common.restart_cost)?,
+        restart_cost_ms,
         round_ms: common
             .round
             .as_deref()

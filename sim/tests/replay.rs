@@ -136,6 +136,90 @@ fn every_job_ends_once_and_gpu_time_is_conserved() {
     }
 }
 
+/// With preemptions (a third of the jobs `high`, a third `low`, some checkpointing), every
+/// GPU-millisecond is accounted for: what the trace asks, plus the work preemptions lost,
+/// plus the restart cost of each job's last start after a preemption.
+#[test]
+fn preempted_work_is_lost_only_back_to_the_last_checkpoint_and_accounted_for() {
+    let cluster = Cluster::load("4x8").unwrap();
+    let mut trace = synthetic(300);
+    for (i, job) in trace.iter_mut().enumerate() {
+        job.qos = ["low", "normal", "high"][i % 3].into();
+        job.checkpoint_interval_ms = i.is_multiple_of(2).then_some(60_000);
+    }
+    let restart = 30_000;
+    let mut settings = settings();
+    // Room in each attempt's limit for the restart cost: no timeouts.
+    settings.limit_factor = Some(2.0);
+    settings.restart_cost_ms = restart;
+    settings.config.preemption.restart_cost_ms = restart;
+    settings.config.set("preempt.min_runtime", "0s").unwrap();
+    let (run, m) = run_profile(&trace, &cluster, SchedulingProfile::Gantry, &settings);
+    assert_eq!(run.jobs.len(), 300);
+    assert!(m.preemptions > 10, "{m:?}");
+    let by_jobs: u64 = run.jobs.iter().map(|j| j.gpus * j.run_ms).sum();
+    let asked: u64 = run.jobs.iter().map(|j| j.gpus * j.duration_ms).sum();
+    let lost: u64 = run.jobs.iter().map(|j| j.lost_gpu_ms).sum();
+    let restarts: u64 = run
+        .jobs
+        .iter()
+        .filter(|j| j.preemptions > 0)
+        .map(|j| j.gpus * restart)
+        .sum();
+    assert!(run.jobs.iter().all(|j| !j.timed_out));
+    assert_eq!(by_jobs, asked + lost + restarts);
+}
+
+/// One node of 4 GPUs. Low-QoS job 1 (2 GPUs, checkpoints every 100 s) starts at 0, low-QoS
+/// job 2 (2 GPUs, no checkpoints) at 1500 s; high-QoS job 3 (2 GPUs, 1000 s) arrives at
+/// 2550 s. Job 1 loses 50 s since its checkpoint at 2500 s, job 2 all its 1050 s: the
+/// checkpoint-aware choice stops job 1, youngest-first job 2.
+#[test]
+fn checkpoint_aware_preemption_loses_less_than_youngest_first() {
+    let job = |id, submit_s: u64, qos: &str, checkpoint_s: Option<u64>| TraceJob {
+        id,
+        submit_ms: submit_s * 1000,
+        user: "u".into(),
+        account: "a".into(),
+        num_nodes: 1,
+        gpus_per_node: 2,
+        gpu_model: None,
+        duration_ms: if qos == "high" { 1_000_000 } else { 10_000_000 },
+        time_limit_ms: None,
+        deadline_ms: None,
+        qos: qos.into(),
+        checkpoint_interval_ms: checkpoint_s.map(|s| s * 1000),
+    };
+    let trace = [
+        job(1, 0, "low", Some(100)),
+        job(2, 1500, "low", None),
+        job(3, 2550, "high", None),
+    ];
+    let cluster = Cluster::load("1x4").unwrap();
+    let run = |victims: &str| {
+        let mut settings = settings();
+        settings.config.set("preempt.victims", victims).unwrap();
+        let (run, m) = run_profile(&trace, &cluster, SchedulingProfile::Gantry, &settings);
+        let ends: BTreeMap<u64, (u64, u32)> = run
+            .jobs
+            .iter()
+            .map(|j| (j.id, (j.end_ms / 1000, j.preemptions)))
+            .collect();
+        (ends, m.gpu_hours_lost * 3600.0)
+    };
+    let (ends, lost_s) = run("checkpoint-aware");
+    // Job 3 runs 2550–3550; job 1 resumes from 2500 s of work and ends at 3550 + 7500.
+    assert_eq!(ends[&3], (3550, 0));
+    assert_eq!(ends[&1], (11_050, 1));
+    assert_eq!(ends[&2], (11_500, 0));
+    assert!((lost_s - 100.0).abs() < 1e-6, "{lost_s}");
+    let (ends, lost_s) = run("youngest");
+    // Job 2 starts over at 3550 and ends at 13550.
+    assert_eq!(ends[&2], (13_550, 1));
+    assert_eq!(ends[&1], (10_000, 0));
+    assert!((lost_s - 2100.0).abs() < 1e-6, "{lost_s}");
+}
+
 #[test]
 fn the_same_inputs_give_byte_identical_outputs() {
     let cluster = Cluster::load("4x8").unwrap();

@@ -85,7 +85,7 @@ pub enum Command {
         by: String,
         now_ms: u64,
     },
-    /// The scheduler takes a running job's resources back (quota reclaim): its parts are
+    /// The scheduler takes a running job's resources back (guarantee reclaim, QoS): its parts are
     /// stopped and it goes back to the queue. Ignored unless `attempt` is still running.
     Requeue {
         job: JobId,

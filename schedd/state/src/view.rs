@@ -36,6 +36,8 @@ impl StateMachine {
                         gpus: p.gpus.clone(),
                     })
                     .collect(),
+                qos: j.spec.qos.clone(),
+                checkpointed_ms: None,
             })
             .collect();
         ClusterView {

@@ -154,12 +154,66 @@ pub(crate) fn gang(gpus: u32, per_node: u32) -> (u32, u32) {
 
 /// A user for job `index` of a trace without users, from the seed: one of 32.
 pub(crate) fn assigned_user(seed: u64, index: u64) -> String {
-    // SplitMix64: a fixed, well-mixed function of the seed and the index.
+    format!("user{:02}", draw(seed, index) % 32)
+}
+
+/// SplitMix64: a fixed, well-mixed function of the seed and the index.
+fn draw(seed: u64, index: u64) -> u64 {
     let mut z = seed.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    format!("user{:02}", z % 32)
+    z ^ (z >> 31)
+}
+
+/// What a run may add to a trace that lacks it (`--qos-mix`, `--checkpoint-every`).
+#[derive(Debug, Clone, Default)]
+pub struct Additions {
+    /// QoS levels and their weights: every job gets one, drawn from the seed and its id.
+    pub qos_mix: Vec<(String, u32)>,
+    /// The checkpoint interval of jobs that have none.
+    pub checkpoint_every_ms: Option<u64>,
+}
+
+impl Additions {
+    /// `low=3,normal=5,high=2`: levels with whole-number weights.
+    pub fn parse_qos_mix(text: &str) -> Result<Vec<(String, u32)>, String> {
+        let mix =
+            text.split(',')
+                .map(|item| {
+                    let (name, weight) = item.split_once('=').ok_or_else(|| {
+                        format!("expected LEVEL=WEIGHT, e.g. low=3,normal=5,high=2 (got {item:?})")
+                    })?;
+                    let weight = weight.trim().parse::<u32>().map_err(|_| {
+                        format!("the weight of {} is not a whole number", name.trim())
+                    })?;
+                    Ok((name.trim().to_string(), weight))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+        if mix.iter().map(|(_, w)| u64::from(*w)).sum::<u64>() == 0 {
+            return Err("the weights add up to 0".into());
+        }
+        Ok(mix)
+    }
+
+    pub fn apply(&self, jobs: &mut [TraceJob], seed: u64) {
+        let total: u64 = self.qos_mix.iter().map(|(_, w)| u64::from(*w)).sum();
+        for job in jobs {
+            if total > 0 {
+                // Its own stream (seed + 1), so the levels do not follow the users.
+                let mut at = draw(seed.wrapping_add(1), job.id) % total;
+                for (name, weight) in &self.qos_mix {
+                    if at < u64::from(*weight) {
+                        job.qos = name.clone();
+                        break;
+                    }
+                    at -= u64::from(*weight);
+                }
+            }
+            if job.checkpoint_interval_ms.is_none() {
+                job.checkpoint_interval_ms = self.checkpoint_every_ms;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +228,43 @@ mod tests {
         assert_eq!(gang(12, 8), (2, 6));
         assert_eq!(gang(24, 8), (3, 8));
         assert_eq!(gang(3, 0), (3, 1));
+    }
+
+    #[test]
+    fn additions_draw_levels_by_weight_and_fill_missing_intervals() {
+        let mix = Additions::parse_qos_mix("low=1, high=3").unwrap();
+        assert_eq!(mix, [("low".into(), 1), ("high".into(), 3)]);
+        for bad in ["low", "low=x", "low=0,high=0"] {
+            assert!(Additions::parse_qos_mix(bad).is_err(), "{bad}");
+        }
+        let job = |id| TraceJob {
+            id,
+            submit_ms: 0,
+            user: "u".into(),
+            account: "a".into(),
+            num_nodes: 1,
+            gpus_per_node: 1,
+            gpu_model: None,
+            duration_ms: 1,
+            time_limit_ms: None,
+            deadline_ms: None,
+            qos: "normal".into(),
+            checkpoint_interval_ms: (id == 1).then_some(5),
+        };
+        let mut jobs: Vec<TraceJob> = (1..=4000).map(job).collect();
+        let additions = Additions {
+            qos_mix: mix,
+            checkpoint_every_ms: Some(60_000),
+        };
+        additions.apply(&mut jobs, 9);
+        let high = jobs.iter().filter(|j| j.qos == "high").count();
+        assert!((2800..3200).contains(&high), "{high}");
+        assert!(jobs.iter().all(|j| j.qos == "high" || j.qos == "low"));
+        assert_eq!(jobs[0].checkpoint_interval_ms, Some(5));
+        assert_eq!(jobs[1].checkpoint_interval_ms, Some(60_000));
+        let mut again: Vec<TraceJob> = (1..=4000).map(job).collect();
+        additions.apply(&mut again, 9);
+        assert_eq!(jobs, again);
     }
 
     #[test]
