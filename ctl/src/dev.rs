@@ -191,6 +191,7 @@ async fn serve(args: DevArgs) -> Result<()> {
             inventory: inventory.clone(),
             supervisor: supervisor.clone(),
             kill_grace_ms: args.kill_grace,
+            checkpoint_root: None,
         };
         nodes.push((
             name,

@@ -30,10 +30,12 @@ pub enum Flag {
     Partition,
     Constraint,
     Dependency,
+    Checkpoint,
+    CheckpointInterval,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 17] = [
+    pub const ALL: [Flag; 19] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -51,6 +53,8 @@ impl Flag {
         Flag::Partition,
         Flag::Constraint,
         Flag::Dependency,
+        Flag::Checkpoint,
+        Flag::CheckpointInterval,
     ];
 
     pub fn short(self) -> Option<char> {
@@ -68,7 +72,12 @@ impl Flag {
             Flag::Partition => Some('p'),
             Flag::Constraint => Some('C'),
             Flag::Dependency => Some('d'),
-            Flag::Mem | Flag::Parsable | Flag::Alternative | Flag::Deadline => None,
+            Flag::Mem
+            | Flag::Parsable
+            | Flag::Alternative
+            | Flag::Deadline
+            | Flag::Checkpoint
+            | Flag::CheckpointInterval => None,
         }
     }
 
@@ -91,6 +100,8 @@ impl Flag {
             Flag::Partition => "partition",
             Flag::Constraint => "constraint",
             Flag::Dependency => "dependency",
+            Flag::Checkpoint => "checkpoint",
+            Flag::CheckpointInterval => "checkpoint-interval",
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use gantry_model::JobState;
-use gantry_model::units::{format_size_mib, parse_duration_ms};
+use gantry_model::units::{format_duration_ms, format_size_mib, parse_duration_ms};
 use gantry_proto as pb;
 use gantry_wire::{state_from_pb, state_to_pb};
 
@@ -351,6 +351,17 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
         ("constraints", or_dash(&row.constraints.join("&"))),
         ("dependencies", or_dash(&row.dependencies.join(","))),
         ("deadline", opt(row.deadline.clone())),
+        (
+            "checkpoint",
+            row.checkpoint
+                .as_ref()
+                .map_or("-".into(), |c| match c.interval_s {
+                    Some(every) => {
+                        format!("{} every {}", c.signal, format_duration_ms(every * 1000))
+                    }
+                    None => c.signal.clone(),
+                }),
+        ),
     ]);
     if let Some(e) = &row.explanation {
         lines.extend([
@@ -679,7 +690,8 @@ mod tests {
                 "pool",
                 "constraints",
                 "dependencies",
-                "deadline"
+                "deadline",
+                "checkpoint"
             ]
         );
         assert!(text.contains("state: FAILED\n"));

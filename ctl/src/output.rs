@@ -57,9 +57,19 @@ pub struct JobRow {
     /// `afterok:12`: jobs that must have ended, as each says, before it may start.
     pub dependencies: Vec<String>,
     pub deadline: Option<String>,
+    /// `SIGUSR1@120s`, and how often it checkpoints on its own; null without one.
+    pub checkpoint: Option<CheckpointRow>,
     /// For a pending job, why and where it stands as of the leader's last pass; null when
     /// not pending or not known (a `--stale` read from a follower).
     pub explanation: Option<ExplanationRow>,
+}
+
+/// A job's checkpoint contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointRow {
+    /// `SIGUSR1@120s`: the signal, and how long before a stop it comes.
+    pub signal: String,
+    pub interval_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -219,6 +229,10 @@ impl From<&pb::Job> for JobRow {
                 .map(|d| format!("{}:{}", d.condition, d.job_id))
                 .collect(),
             deadline: job.deadline_ms.and_then(timestamp),
+            checkpoint: job.checkpoint.as_ref().map(|c| CheckpointRow {
+                signal: gantry_wire::checkpoint_from_pb(c).to_string(),
+                interval_s: (c.interval_ms > 0).then_some(c.interval_ms / 1000),
+            }),
             explanation: ExplanationRow::from_job(job),
         }
     }
@@ -386,6 +400,7 @@ mod tests {
             factors: None,
             rank: 0,
             estimated_start_ms: None,
+            checkpoint: None,
         }
     }
 
@@ -407,7 +422,8 @@ mod tests {
                  gpu_model, cpus_per_node, mem_per_node_mib, num_nodes, alternatives, shape, \
                  nodes, allocation, time_limit_s, \
                  submit_time, start_time, end_time, work_dir, stdout, stderr, command, attempt, \
-                 queue_position, qos, pool, constraints, dependencies, deadline, explanation"
+                 queue_position, qos, pool, constraints, dependencies, deadline, checkpoint, \
+                 explanation"
             )
         );
         assert_eq!(

@@ -5,9 +5,9 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use gantry_model::SpecError;
 use gantry_model::dependency::parse_dependencies;
 use gantry_model::units::{parse_duration_ms, parse_size_mib};
+use gantry_model::{Checkpoint, SpecError};
 use gantry_proto as pb;
 use thiserror::Error;
 
@@ -104,6 +104,15 @@ pub struct SubmitArgs {
     /// afterany:ID (ended), afternotok:ID (ended without success); several joined by `,`
     #[arg(short = 'd', long = "dependency", value_name = "DEPS")]
     pub dependency: Option<String>,
+    /// Warn the job with SIGNAL, LEAD before it is preempted or reaches its time limit, so it
+    /// can checkpoint (e.g. SIGUSR1@120s, the defaults); it gets GANTRY_CHECKPOINT_DIR, kept
+    /// across its restarts, and a preempted run is requeued to resume from it
+    #[arg(long = "checkpoint", value_name = "SIGNAL@LEAD")]
+    pub checkpoint: Option<String>,
+    /// How often the job checkpoints on its own, e.g. 30m (implies --checkpoint with its
+    /// defaults): preemption prefers jobs that lose the least since their last checkpoint
+    #[arg(long = "checkpoint-interval", value_name = "DUR")]
+    pub checkpoint_interval: Option<String>,
     /// When the job must have ended: now+6h, +30m, or ISO 8601 UTC (2026-12-01T09:00). The
     /// job grows more urgent as its slack (deadline − now − time limit) shrinks
     #[arg(long = "deadline", value_name = "TIME")]
@@ -410,6 +419,28 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
             .collect(),
         None => vec![],
     };
+    let mut checkpoint = match setting(&args.checkpoint, Flag::Checkpoint) {
+        Some(s) => Some(
+            Checkpoint::parse(s.value)
+                .map_err(|e| s.invalid(format!("{}: {e}", Flag::Checkpoint.label())))?,
+        ),
+        None => None,
+    };
+    if let Some(s) = setting(&args.checkpoint_interval, Flag::CheckpointInterval) {
+        let label = Flag::CheckpointInterval.label();
+        let every = parse_duration_ms(s.value)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                s.invalid(format!(
+                    "{label}: expected a duration longer than 0 such as 30m (got {:?})",
+                    s.value
+                ))
+            })?;
+        checkpoint
+            .get_or_insert_with(Checkpoint::default)
+            .interval_ms = Some(every);
+    }
     let work_dir = match text(&args.chdir, Flag::Chdir) {
         Some(dir) => absolute(&ctx.cwd, Path::new(&dir)),
         None => ctx.cwd.clone(),
@@ -458,6 +489,7 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         pool: text(&args.partition, Flag::Partition).unwrap_or_default(),
         constraints,
         dependencies,
+        checkpoint: checkpoint.as_ref().map(gantry_wire::checkpoint_to_pb),
         cpus_per_node: cpus,
         mem_per_node_mib: mem,
         time_limit_ms,
@@ -1050,6 +1082,57 @@ mod tests {
             .unwrap()
             .spec;
         assert_eq!((default.pool.as_str(), default.constraints.len()), ("", 0));
+    }
+
+    #[test]
+    fn checkpoint_contracts_from_flags_and_directives() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("job.sh"),
+            "#!/bin/sh\n#SBATCH --checkpoint=USR2@5m\ntrue\n",
+        )
+        .unwrap();
+        let script = SubmitArgs {
+            program: vec!["job.sh".into()],
+            ..Default::default()
+        };
+        let contract = |args: &SubmitArgs| {
+            build_request(args, &ctx(dir.path()))
+                .unwrap()
+                .spec
+                .checkpoint
+                .map(|c| (c.signal, c.lead_ms, c.interval_ms))
+        };
+        assert_eq!(contract(&script), Some(("SIGUSR2".into(), 300_000, 0)));
+        // An interval alone brings the default signal and lead.
+        let interval = SubmitArgs {
+            checkpoint_interval: Some("30m".into()),
+            ..command(&["true"])
+        };
+        assert_eq!(
+            contract(&interval),
+            Some(("SIGUSR1".into(), 120_000, 1_800_000))
+        );
+        assert_eq!(contract(&command(&["true"])), None);
+        for (args, needle) in [
+            (
+                SubmitArgs {
+                    checkpoint: Some("SIGKILL@1m".into()),
+                    ..command(&["true"])
+                },
+                "--checkpoint: checkpoint signal \"SIGKILL\" is not one of",
+            ),
+            (
+                SubmitArgs {
+                    checkpoint_interval: Some("0s".into()),
+                    ..command(&["true"])
+                },
+                "--checkpoint-interval: expected a duration longer than 0",
+            ),
+        ] {
+            let err = error(&args, dir.path());
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

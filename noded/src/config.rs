@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub inventory: NodeInventory,
     pub supervisor: SupervisorCommand,
     pub kill_grace_ms: u64,
+    /// Where jobs that checkpoint get `GANTRY_CHECKPOINT_DIR` (`<root>/<job id>`); `None`:
+    /// `<data-dir>/checkpoints`. Shared storage lets a job resume on another node.
+    pub checkpoint_root: Option<PathBuf>,
 }
 
 impl NodeConfig {

@@ -155,6 +155,20 @@ pub struct LaunchRecord {
     /// lease runs out. Records written before fencing existed have none.
     #[serde(default)]
     pub contact_lease: Option<PathBuf>,
+    /// The job's checkpoint contract and dir, when it declared one.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointRecord>,
+}
+
+/// How the supervisor warns the job before stopping it, and where it checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// `SIGUSR1`, ...
+    pub signal: String,
+    /// How long before SIGTERM (or the time limit) the signal comes.
+    pub lead_ms: u64,
+    /// `GANTRY_CHECKPOINT_DIR`.
+    pub dir: PathBuf,
 }
 
 impl LaunchRecord {
@@ -245,6 +259,7 @@ impl LaunchRecord {
             submit_dir: launch.submit_dir.clone(),
             kill_grace_ms,
             contact_lease: None,
+            checkpoint: None,
         })
     }
 
@@ -498,6 +513,7 @@ mod tests {
             node_rank: 0,
             nodes: vec![],
             submit_dir: "/home/ada".into(),
+            checkpoint: None,
         }
     }
 

@@ -50,6 +50,10 @@ struct Cli {
     /// required: a bare number would be minutes in Slurm's notation) [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = parse_interval_ms)]
     kill_grace: Option<u64>,
+    /// Where checkpointing jobs get `GANTRY_CHECKPOINT_DIR` (`DIR/<job id>`; default
+    /// `<data-dir>/checkpoints`): shared storage lets a requeued job resume on another node
+    #[arg(long, value_name = "DIR")]
+    checkpoint_root: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -116,6 +120,7 @@ fn config(cli: Cli) -> anyhow::Result<NodeConfig> {
         inventory,
         supervisor,
         kill_grace_ms: cli.kill_grace.unwrap_or(DEFAULT_KILL_GRACE_MS),
+        checkpoint_root: cli.checkpoint_root.clone(),
     })
 }
 

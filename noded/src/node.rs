@@ -47,6 +47,10 @@ pub async fn run_node(
         supervisor: config.supervisor.clone(),
         kill_grace_ms: config.kill_grace_ms,
         contact_lease: data_dir.join(contact::FILE),
+        checkpoint_root: config
+            .checkpoint_root
+            .clone()
+            .unwrap_or_else(|| data_dir.join("checkpoints")),
     });
     let span = info_span!("node", node = %config.name);
     let mut node = Node::new(

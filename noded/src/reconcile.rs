@@ -89,10 +89,12 @@ pub fn reconcile(local: &BTreeMap<JobKey, LocalJob>, assignments: &pb::Assignmen
                 message: NO_RECORD_MESSAGE.to_string(),
             }),
             (Some(LocalJob::Running { stopping: false }), _) if assignment.cancel => {
-                actions.push(Action::Stop {
-                    key,
-                    reason: ExitReason::Cancelled,
-                });
+                let reason = if assignment.preempt {
+                    ExitReason::Preempted
+                } else {
+                    ExitReason::Cancelled
+                };
+                actions.push(Action::Stop { key, reason });
             }
             // Running as it should, being stopped already, or ended and reported already.
             (Some(_), _) => {}
@@ -141,6 +143,7 @@ mod tests {
             epoch: 1,
             cancel,
             launch,
+            preempt: false,
         }
     }
 
@@ -230,6 +233,21 @@ mod tests {
             vec![]
         );
         assert_eq!(run(&[(K1, ended())], cancel), vec![]);
+    }
+
+    #[test]
+    fn a_preemption_stops_the_job_as_preempted() {
+        let preempt = vec![pb::Assignment {
+            preempt: true,
+            ..assign(1, 0, None, true)
+        }];
+        assert_eq!(
+            run(&[(K1, LocalJob::Running { stopping: false })], preempt),
+            vec![Action::Stop {
+                key: K1,
+                reason: ExitReason::Preempted
+            }]
+        );
     }
 
     #[test]

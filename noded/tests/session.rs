@@ -240,6 +240,7 @@ fn launch(work: &Path, job_id: u64, argv: &[&str]) -> pb::Launch {
         node_rank: 0,
         nodes: vec!["n1".into()],
         submit_dir: work.to_str().unwrap().into(),
+        checkpoint: None,
     }
 }
 
@@ -250,6 +251,7 @@ fn assignment(job_id: u64, launch: Option<pb::Launch>, cancel: bool) -> pb::Assi
         epoch: 7,
         cancel,
         launch,
+        preempt: false,
     }
 }
 
@@ -574,6 +576,7 @@ async fn in_process_shutdown_stops_or_leaves_the_jobs() {
             args: vec!["supervise".into()],
         },
         kill_grace_ms: 2_000,
+        checkpoint_root: None,
     };
 
     // LeaveJobs: run_node returns, the job keeps running.
@@ -659,6 +662,7 @@ async fn two_daemons_cannot_share_a_data_dir() {
             args: vec!["supervise".into()],
         },
         kill_grace_ms: 1_000,
+        checkpoint_root: None,
     };
     let (stop, shutdown) = watch::channel(None);
     let first = tokio::spawn(run_node(config.clone(), shutdown.clone()));

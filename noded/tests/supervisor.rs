@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use gantry_noded::contact::{self, ContactLease};
 use gantry_noded::jobdir::{
-    ExitReason, JOB_PID_FILE, JobDir, JobKey, JobStatus, LaunchRecord, STATUS_FILE,
-    SUPERVISOR_PID_FILE,
+    CheckpointRecord, ExitReason, JOB_PID_FILE, JobDir, JobKey, JobStatus, LaunchRecord,
+    STATUS_FILE, SUPERVISOR_PID_FILE,
 };
 use gantry_proto as pb;
 use gantry_testkit::{kill_leftovers, wait_for};
@@ -69,6 +69,7 @@ fn launch(work: &Path, argv: &[&str]) -> pb::Launch {
         node_rank: 0,
         nodes: vec![],
         submit_dir: "/submit/here".into(),
+        checkpoint: None,
     }
 }
 
@@ -418,6 +419,75 @@ fn start_job_with_children(key: JobKey) -> (Scratch, Child, u32) {
     });
     assert!(members >= 3);
     (scratch, child, pgid)
+}
+
+/// A job declaring `SIGUSR1@LEAD` gets SIGUSR1 that long before its time limit, and ends
+/// `TIMEOUT` at the limit; the signal reaches the whole group.
+#[test]
+fn the_checkpoint_signal_comes_its_lead_before_the_time_limit() {
+    let scratch = prepare(JobKey::new(15, 0), 5_000, |work| pb::Launch {
+        time_limit_ms: 1_500,
+        program: script(
+            "#!/bin/sh
+trap 'echo warned > warned' USR1
+while true; do sleep 0.05; done
+",
+            &[],
+        ),
+        ..launch(work, &[])
+    });
+    let mut record = scratch.dir.read_launch().unwrap();
+    record.checkpoint = Some(CheckpointRecord {
+        signal: "SIGUSR1".into(),
+        lead_ms: 1_000,
+        dir: scratch.work.clone(),
+    });
+    scratch.dir.write_record(&record).unwrap();
+    let status = run_to_end(&scratch);
+    assert_eq!(status.reason, ExitReason::Timeout, "{status:?}");
+    assert_eq!(read(&scratch.work.join("warned")), "warned\n");
+}
+
+/// A stop for a preemption warns a job with a checkpoint signal and lets it end by itself:
+/// it was preempted, whatever its exit code.
+#[test]
+fn a_preemption_warns_the_job_and_its_own_exit_counts_as_preempted() {
+    let scratch = prepare(JobKey::new(16, 0), 5_000, |work| pb::Launch {
+        program: script(
+            "#!/bin/sh
+trap 'echo saved > saved; exit 0' USR2
+echo up > up
+             while true; do sleep 0.05; done
+",
+            &[],
+        ),
+        ..launch(work, &[])
+    });
+    let mut record = scratch.dir.read_launch().unwrap();
+    record.checkpoint = Some(CheckpointRecord {
+        signal: "SIGUSR2".into(),
+        lead_ms: 60_000,
+        dir: scratch.work.clone(),
+    });
+    scratch.dir.write_record(&record).unwrap();
+    let mut child = supervise(&scratch.dir);
+    wait_for("the job to start", || {
+        scratch.work.join("up").exists().then_some(())
+    });
+    scratch
+        .dir
+        .write_stop_reason(ExitReason::Preempted)
+        .unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(wait_exit(&mut child).success());
+    let status = status(&scratch.dir);
+    assert_eq!(
+        (status.reason, status.exit_code),
+        (ExitReason::Preempted, Some(0)),
+        "{status:?}"
+    );
+    assert_eq!(status.message, "preempted: exited with code 0");
+    assert_eq!(read(&scratch.work.join("saved")), "saved\n");
 }
 
 #[test]

@@ -216,6 +216,7 @@ fn job_to_pb(
         deadline_ms: job.spec.deadline_ms,
         pool: job.spec.pool.clone().unwrap_or_default(),
         constraints: job.spec.constraints.clone(),
+        checkpoint: job.spec.checkpoint.as_ref().map(convert::checkpoint_to_pb),
         dependencies: job
             .spec
             .dependencies

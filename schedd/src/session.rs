@@ -230,6 +230,8 @@ fn desired(
             epoch: job.epoch,
             cancel,
             launch,
+            // Stopped to be requeued, and not cancelled meanwhile: warn it to checkpoint.
+            preempt: job.requeue.is_some() && !job.cancel_requested,
         });
     }
     (keys, pb::Assignments { jobs })
@@ -265,6 +267,7 @@ fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
         node_rank: u32::try_from(rank).unwrap_or(u32::MAX),
         nodes: job.node_names(),
         submit_dir,
+        checkpoint: job.spec.checkpoint.as_ref().map(convert::checkpoint_to_pb),
     })
 }
 

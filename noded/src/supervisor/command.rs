@@ -61,6 +61,13 @@ pub fn job_env(record: &LaunchRecord) -> Vec<(String, String)> {
         ours.into_iter()
             .map(|(name, value)| (name.to_string(), value)),
     );
+    if let Some(checkpoint) = &record.checkpoint {
+        env.push((
+            "GANTRY_CHECKPOINT_DIR".into(),
+            checkpoint.dir.to_string_lossy().into_owned(),
+        ));
+        env.push(("GANTRY_CHECKPOINT_SIGNAL".into(), checkpoint.signal.clone()));
+    }
     env
 }
 

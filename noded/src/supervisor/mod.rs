@@ -124,11 +124,15 @@ fn run_job(
     let limits = Limits {
         time_limit: (record.time_limit_ms > 0).then(|| Duration::from_millis(record.time_limit_ms)),
         grace: Duration::from_millis(record.kill_grace_ms),
+        warning: record.checkpoint.as_ref().and_then(|c| {
+            let signal = c.signal.parse::<Signal>().ok()?;
+            Some((signal, Duration::from_millis(c.lead_ms)))
+        }),
         subreaper,
         contact_lease: record.contact_lease.clone(),
     };
     let stop_reason = || match dir.read_stop_reason() {
-        Some(ExitReason::NodeShutdown) => ExitReason::NodeShutdown,
+        Some(reason @ (ExitReason::NodeShutdown | ExitReason::Preempted)) => reason,
         _ => ExitReason::Cancelled,
     };
     let end = watch_job(
@@ -203,6 +207,10 @@ fn status_of(end: &JobEnd, record: &LaunchRecord, start_ms: u64, end_ms: u64) ->
                  GPUs may have been given to other jobs: {how}{escalation}"
             ),
         ),
+        Some(ExitReason::Preempted) => (
+            ExitReason::Preempted,
+            format!("preempted: {how}{escalation}"),
+        ),
         Some(reason) => (reason, format!("cancelled: {how}{escalation}")),
     };
     JobStatus {
@@ -245,6 +253,7 @@ mod tests {
             submit_dir: "/".into(),
             kill_grace_ms: 10_000,
             contact_lease: None,
+            checkpoint: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct JobEnd {
 pub struct Limits {
     pub time_limit: Option<Duration>,
     pub grace: Duration,
+    /// The job's checkpoint signal and its lead: sent that long before the time limit, and
+    /// that long before SIGTERM when the job is preempted.
+    pub warning: Option<(Signal, Duration)>,
     /// The supervisor is a child subreaper: the job's orphans are its children.
     pub subreaper: bool,
     /// The node's contact lease file: the job is stopped when it runs out.
@@ -91,14 +94,30 @@ fn reap(job: Pid) -> Result<Reap, String> {
 
 /// Waits for the job (pid `job`, also its process group) to end. On the time limit or on
 /// SIGTERM/SIGINT: SIGTERM to the group, SIGKILL after the grace period. `stop_reason` says
-/// why a SIGTERM came (the daemon leaves a `stop-reason` file before signalling).
+/// why a SIGTERM came (the daemon leaves a `stop-reason` file before signalling). A job with
+/// a checkpoint signal gets it its lead before the time limit, and on a preemption its lead
+/// before the SIGTERM.
 pub fn watch_job(
     job: Pid,
     limits: Limits,
     signals: &SignalWatch,
     stop_reason: impl Fn() -> ExitReason,
 ) -> JobEnd {
-    let limit_at = limits.time_limit.map(|d| Instant::now() + d);
+    let started = Instant::now();
+    let limit_at = limits.time_limit.map(|d| started + d);
+    // When the checkpoint signal is due before the limit (at once for a limit shorter than
+    // the lead); `None` once sent or without one.
+    let mut warn_at = match (limits.warning, limit_at) {
+        (Some((_, lead)), Some(limit)) => Some(limit.checked_sub(lead).unwrap_or(started)),
+        _ => None,
+    };
+    let warn = |signal: Signal| {
+        let _ = killpg(job, signal);
+    };
+    // A preemption: warned now, SIGTERM at this instant.
+    let mut term_at: Option<Instant> = None;
+    // Whatever the job does once warned of a preemption, it was preempted.
+    let mut preempting = false;
     let mut stopped: Option<(ExitReason, Instant)> = None;
     let mut killed = false;
     let mut lease_read_at: Option<Instant> = None;
@@ -114,8 +133,21 @@ pub fn watch_job(
             Err(e) => break Err(e),
         }
         let now = Instant::now();
+        if let (Some(at), Some((signal, _))) = (warn_at, limits.warning)
+            && now >= at
+            && stopped.is_none()
+            && term_at.is_none()
+        {
+            warn(signal);
+            warn_at = None;
+        }
         if stopped.is_none() && limit_at.is_some_and(|at| now >= at) {
+            term_at = None;
             stopped = Some(begin_stop(ExitReason::Timeout));
+        }
+        if stopped.is_none() && term_at.is_some_and(|at| now >= at) {
+            term_at = None;
+            stopped = Some(begin_stop(ExitReason::Preempted));
         }
         if let Some(path) = &limits.contact_lease
             && !killed
@@ -136,7 +168,7 @@ pub fn watch_job(
             killed = true;
         }
         let next_deadline = match stopped {
-            None => limit_at,
+            None => [limit_at, warn_at, term_at].into_iter().flatten().min(),
             Some((_, kill_at)) if !killed => Some(kill_at),
             Some(_) => None,
         };
@@ -150,14 +182,26 @@ pub fn watch_job(
         // SIGCHLD wakes us when the job ends; a signal that came meanwhile returns at once.
         if signals.wait(next_deadline.map(|at| at.saturating_duration_since(now)))
             && stopped.is_none()
+            && term_at.is_none()
         {
-            stopped = Some(begin_stop(stop_reason()));
+            match (stop_reason(), limits.warning) {
+                // Checkpoint first; the SIGTERM follows after the lead.
+                (ExitReason::Preempted, Some((signal, lead))) => {
+                    warn(signal);
+                    warn_at = None;
+                    term_at = Some(Instant::now() + lead);
+                    preempting = true;
+                }
+                (reason, _) => stopped = Some(begin_stop(reason)),
+            }
         }
     };
     kill_leftovers(job, limits.subreaper);
     JobEnd {
         process,
-        stopped: stopped.map(|(reason, _)| reason),
+        stopped: stopped
+            .map(|(reason, _)| reason)
+            .or(preempting.then_some(ExitReason::Preempted)),
         killed,
     }
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::checkpoint::Checkpoint;
 use crate::dependency::{Dependency, MAX_DEPENDENCIES};
 use crate::names::is_plain_name;
 use crate::node::Resources;
@@ -73,6 +74,9 @@ pub struct JobSpec {
     pub constraints: Vec<String>,
     /// Jobs that must have ended, as each says, before it may start (`-d`).
     pub dependencies: Vec<Dependency>,
+    /// How it is warned before a stop so it can checkpoint (`--checkpoint`); `None`: it is
+    /// not, and a preempted run starts over.
+    pub checkpoint: Option<Checkpoint>,
     pub program: Program,
     pub work_dir: String,
     /// Output path templates (`%j` is the job id); `None` means `gantry-%j.out`.
@@ -127,6 +131,8 @@ pub enum SpecError {
     TooManyDependencies(usize),
     #[error("dependency: {0}")]
     BadDependency(String),
+    #[error("{0}")]
+    BadCheckpoint(String),
 }
 
 /// More required labels than this is a script gone wrong, not a request.
@@ -262,6 +268,9 @@ impl JobSpec {
                 "{zero}: 0 is not a job id"
             )));
         }
+        if let Some(checkpoint) = &self.checkpoint {
+            checkpoint.check().map_err(SpecError::BadCheckpoint)?;
+        }
         if self.constraints.len() > MAX_CONSTRAINTS {
             return Err(SpecError::TooManyConstraints(self.constraints.len()));
         }
@@ -357,10 +366,13 @@ pub enum ExitReason {
     /// Stopped because the node lost contact with the scheduler for so long that the leader
     /// may have declared it lost (see the node daemon's contact lease).
     Fenced,
+    /// Stopped so that it can be requeued (preemption): warned with its checkpoint signal
+    /// first when it declared one.
+    Preempted,
 }
 
 impl ExitReason {
-    pub const ALL: [ExitReason; 7] = [
+    pub const ALL: [ExitReason; 8] = [
         ExitReason::Exited,
         ExitReason::Cancelled,
         ExitReason::Timeout,
@@ -368,6 +380,7 @@ impl ExitReason {
         ExitReason::Lost,
         ExitReason::NodeShutdown,
         ExitReason::Fenced,
+        ExitReason::Preempted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -379,6 +392,7 @@ impl ExitReason {
             ExitReason::Lost => "LOST",
             ExitReason::NodeShutdown => "NODE_SHUTDOWN",
             ExitReason::Fenced => "FENCED",
+            ExitReason::Preempted => "PREEMPTED",
         }
     }
 

@@ -3,6 +3,7 @@
 //! Pure data and validation: no I/O, no clock reads, no async runtime.
 
 pub mod address;
+pub mod checkpoint;
 pub mod dependency;
 pub mod job;
 pub mod names;
@@ -12,6 +13,7 @@ pub mod shape;
 pub mod testing;
 pub mod units;
 
+pub use checkpoint::Checkpoint;
 pub use dependency::{Condition, Dependency};
 pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, SpecError};
 pub use node::{Gpu, NodeInventory, Resources};

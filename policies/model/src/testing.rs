@@ -28,5 +28,6 @@ pub fn job_spec(num_nodes: u32, gpus_per_node: u32) -> JobSpec {
         stdout_path: None,
         stderr_path: None,
         env: vec![],
+        checkpoint: None,
     }
 }

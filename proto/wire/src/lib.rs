@@ -53,7 +53,24 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> Result<model::JobSpec, model::SpecErr
             .iter()
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect(),
+        checkpoint: spec.checkpoint.as_ref().map(checkpoint_from_pb),
     })
+}
+
+pub fn checkpoint_from_pb(c: &pb::Checkpoint) -> model::Checkpoint {
+    model::Checkpoint {
+        signal: c.signal.clone(),
+        lead_ms: c.lead_ms,
+        interval_ms: (c.interval_ms > 0).then_some(c.interval_ms),
+    }
+}
+
+pub fn checkpoint_to_pb(c: &model::Checkpoint) -> pb::Checkpoint {
+    pb::Checkpoint {
+        signal: c.signal.clone(),
+        lead_ms: c.lead_ms,
+        interval_ms: c.interval_ms.unwrap_or(0),
+    }
 }
 
 pub fn dependency_from_pb(dep: &pb::Dependency) -> Result<model::Dependency, model::SpecError> {
@@ -138,6 +155,7 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         pool: spec.pool.clone().unwrap_or_default(),
         constraints: spec.constraints.clone(),
         dependencies: spec.dependencies.iter().map(dependency_to_pb).collect(),
+        checkpoint: spec.checkpoint.as_ref().map(checkpoint_to_pb),
     }
 }
 
@@ -189,6 +207,7 @@ pub fn exit_reason_to_pb(reason: ExitReason) -> pb::ExitReason {
         ExitReason::Lost => pb::ExitReason::Lost,
         ExitReason::NodeShutdown => pb::ExitReason::NodeShutdown,
         ExitReason::Fenced => pb::ExitReason::Fenced,
+        ExitReason::Preempted => pb::ExitReason::Preempted,
     }
 }
 
@@ -202,6 +221,7 @@ pub fn exit_reason_from_pb(reason: i32) -> ExitReason {
         Ok(pb::ExitReason::Lost) => ExitReason::Lost,
         Ok(pb::ExitReason::NodeShutdown) => ExitReason::NodeShutdown,
         Ok(pb::ExitReason::Fenced) => ExitReason::Fenced,
+        Ok(pb::ExitReason::Preempted) => ExitReason::Preempted,
         Ok(pb::ExitReason::Exited | pb::ExitReason::Unspecified) | Err(_) => ExitReason::Exited,
     }
 }
@@ -269,6 +289,11 @@ mod tests {
             stdout_path: Some("out-%j".into()),
             stderr_path: None,
             env: vec![("A".into(), "1".into())],
+            checkpoint: Some(model::Checkpoint {
+                signal: "SIGUSR2".into(),
+                lead_ms: 30_000,
+                interval_ms: Some(600_000),
+            }),
         };
         assert_eq!(spec_from_pb(&spec_to_pb(&spec)), Ok(spec));
     }

@@ -127,7 +127,8 @@ impl PartExit {
         match self.reason {
             _ if self.succeeded() => JobState::Completed,
             ExitReason::Exited | ExitReason::LaunchFailed => JobState::Failed,
-            ExitReason::Cancelled => JobState::Cancelled,
+            // Preempted parts requeue the job; one alone (its requeue gone) ends it cancelled.
+            ExitReason::Cancelled | ExitReason::Preempted => JobState::Cancelled,
             ExitReason::Timeout => JobState::Timeout,
             ExitReason::Lost | ExitReason::NodeShutdown | ExitReason::Fenced => JobState::NodeFail,
         }

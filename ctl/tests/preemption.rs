@@ -1,0 +1,151 @@
+//! Checkpoint-aware preemption end to end: a higher-QoS job preempts a running one, which is
+//! warned with its checkpoint signal, saves its progress to `GANTRY_CHECKPOINT_DIR`, is
+//! requeued, and resumes from it; one that ignores the warning is stopped after its lead.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::fs;
+
+use gantry_testkit::{OneNode, gantry_ok, job, submit, wait_for, wait_state};
+
+/// Counts to 40, one step at a time, each step appended to `steps`; on SIGUSR1 saves its
+/// count to the checkpoint dir and exits 0. Its first run stops at 20 until `release` exists;
+/// a later run resumes from the saved count.
+fn counter(work: &std::path::Path) -> String {
+    let steps = work.join("steps");
+    let release = work.join("release");
+    let runs = work.join("runs");
+    format!(
+        r#"#!/bin/sh
+dir="$GANTRY_CHECKPOINT_DIR"
+n=0
+[ -f "$dir/count" ] && n=$(cat "$dir/count")
+echo "run $GANTRY_RESTART_COUNT from $n" >> {runs}
+trap 'echo $n > "$dir/count.tmp" && mv "$dir/count.tmp" "$dir/count"; exit 0' USR1
+while [ $n -lt 40 ]; do
+  n=$((n + 1))
+  echo $n >> {steps}
+  while [ $n -eq 20 ] && [ ! -e {release} ]; do sleep 0.05; done
+done
+echo done >> {runs}
+"#,
+        runs = runs.display(),
+        steps = steps.display(),
+        release = release.display(),
+    )
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
+    let c = OneNode::start(&["--gpus", "1", "--cpus", "4", "--mem", "4G"]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    gantry_ok(
+        url,
+        &["admin", "config", "set", "preempt.min_runtime", "0s"],
+    );
+    let script = work.join("count.sh");
+    fs::write(&script, counter(work)).unwrap();
+    let script = script.to_str().unwrap();
+
+    let low = submit(
+        url,
+        &[
+            "-G",
+            "1",
+            "-t",
+            "1h",
+            "-q",
+            "low",
+            "--checkpoint",
+            "SIGUSR1@60s",
+            "-D",
+            wd,
+            script,
+        ],
+    );
+    let shown = gantry_ok(url, &["show", &low.to_string()]);
+    assert!(shown.contains("\ncheckpoint: SIGUSR1@60s\n"), "{shown}");
+    let steps = work.join("steps");
+    wait_for("the low job to count to 20", || {
+        (lines(&steps).len() >= 20).then_some(())
+    });
+
+    // The only GPU is the low job's: a high-QoS job preempts it.
+    let high = submit(
+        url,
+        &["-G", "1", "-t", "10m", "-q", "high", "-D", wd, "--", "true"],
+    );
+    wait_state(url, high, "COMPLETED");
+    let done = wait_state(url, low, "COMPLETED");
+    assert_eq!(done["attempt"], 1, "{done}");
+
+    // It ran twice: from 0, then from its checkpoint at 20, and never repeated a step.
+    assert_eq!(
+        lines(&work.join("runs")),
+        ["run 0 from 0", "run 1 from 20", "done"]
+    );
+    let counted: Vec<String> = (1..=40).map(|n| n.to_string()).collect();
+    assert_eq!(lines(&steps), counted);
+    let high = job(url, high);
+    assert_eq!(high["attempt"], 0, "{high}");
+}
+
+#[test]
+fn a_job_that_ignores_its_checkpoint_signal_is_stopped_after_its_lead_and_requeued() {
+    let c = OneNode::start(&[
+        "--gpus",
+        "1",
+        "--cpus",
+        "4",
+        "--mem",
+        "4G",
+        "--kill-grace",
+        "1s",
+    ]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    gantry_ok(
+        url,
+        &["admin", "config", "set", "preempt.min_runtime", "0s"],
+    );
+    let runs = work.join("runs");
+    // Ignores SIGUSR1 and SIGTERM: only SIGKILL ends it. Its second run ends at once.
+    let body = format!(
+        "#!/bin/sh\ntrap '' USR1 TERM\necho \"run $GANTRY_RESTART_COUNT\" >> {runs}\n\
+         [ \"$GANTRY_RESTART_COUNT\" -gt 0 ] && exit 0\nwhile true; do sleep 0.05; done\n",
+        runs = runs.display()
+    );
+    let script = work.join("stubborn.sh");
+    fs::write(&script, body).unwrap();
+    let low = submit(
+        url,
+        &[
+            "-G",
+            "1",
+            "-t",
+            "1h",
+            "-q",
+            "low",
+            "--checkpoint",
+            "SIGUSR1@1s",
+            "-D",
+            wd,
+            script.to_str().unwrap(),
+        ],
+    );
+    wait_for("the stubborn job to run", || {
+        (lines(&runs).len() == 1).then_some(())
+    });
+    let high = submit(url, &["-G", "1", "-q", "high", "-D", wd, "--", "true"]);
+    wait_state(url, high, "COMPLETED");
+    let done = wait_state(url, low, "COMPLETED");
+    assert_eq!(done["attempt"], 1, "{done}");
+    assert_eq!(lines(&runs), ["run 0", "run 1"]);
+}
