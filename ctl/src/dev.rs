@@ -191,7 +191,8 @@ async fn serve(args: DevArgs) -> Result<()> {
             inventory: inventory.clone(),
             supervisor: supervisor.clone(),
             kill_grace_ms: args.kill_grace,
-            checkpoint_root: None,
+            // One machine: every node shares it, so a requeued job resumes on any of them.
+            checkpoint_root: Some(data_dir.join("checkpoints")),
         };
         nodes.push((
             name,

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use gantry_model::Shape;
+
 use crate::view::{ClusterView, PendingJob};
 
 /// How many jobs want each number of GPUs per node.
@@ -36,9 +38,29 @@ impl Demand {
         }
     }
 
+    /// A waiting job starts in `shape`: it now counts as running in that size, as the next
+    /// pass will count it (it differs from its main request when it starts as an alternative).
+    pub(crate) fn started(&mut self, job: &PendingJob, shape: &Shape) {
+        if let Some(main) = job.shapes.first()
+            && main.per_node.gpus != shape.per_node.gpus
+        {
+            self.uncount(main.per_node.gpus);
+            self.count(shape.per_node.gpus);
+        }
+    }
+
     fn count(&mut self, gpus_per_node: u32) {
         if gpus_per_node > 0 {
             *self.0.entry(gpus_per_node).or_default() += 1;
+        }
+    }
+
+    fn uncount(&mut self, gpus_per_node: u32) {
+        if let Some(jobs) = self.0.get_mut(&gpus_per_node) {
+            *jobs -= 1;
+            if *jobs == 0 {
+                self.0.remove(&gpus_per_node);
+            }
         }
     }
 

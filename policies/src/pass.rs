@@ -359,6 +359,7 @@ impl Pass {
             if let TakeBack::From(reclaimer) = take_back {
                 reclaimer.started(tree, &job.account, shape);
             }
+            self.demand.started(job, shape);
             decisions.starts.push(Start {
                 job: job.id,
                 shape: u32::try_from(chosen.shape).unwrap_or(u32::MAX),

@@ -57,6 +57,8 @@ pub enum NeedsPass {
     Guarantee(JobId),
     #[error("job {0} cannot start at once and its QoS preempts running jobs")]
     Preempts(JobId),
+    #[error("the pass preempted jobs: the cluster is not what the plan left")]
+    PassPreempted,
     #[error("job {0} is in the plan already")]
     Known(JobId),
     #[error("job {job}'s account {account} is new to the plan: its fair share changes the tree")]
@@ -130,6 +132,11 @@ impl Plan {
     /// spent: a full pass decides from there.
     pub fn arrive(&mut self, job: PendingJob, now_ms: u64) -> Result<Arrival, NeedsPass> {
         let full = &mut self.full;
+        // Its victims are still running as far as the view goes, and the jobs they made room
+        // for hold claims a later pass would place anew.
+        if !full.decisions.preempt.is_empty() {
+            return Err(NeedsPass::PassPreempted);
+        }
         if job.id <= self.newest && full.decisions.ranked.iter().any(|(id, _)| *id == job.id) {
             return Err(NeedsPass::Known(job.id));
         }

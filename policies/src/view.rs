@@ -43,11 +43,17 @@ pub struct AccountView {
 }
 
 impl ClusterView {
-    /// The view once `decisions` have started their jobs, as the state machine records them
-    /// (starting now, holding what they were given until their time limits): what the next
-    /// pass sees if nothing else happens. For benchmarks, tests and the simulator.
+    /// The view once `decisions` have started their jobs and begun stopping the ones they
+    /// preempt, as the state machine records them (starting now, holding what they were given
+    /// until their time limits; victims `stopping`): what the next pass sees if nothing else
+    /// happens. For benchmarks and tests.
     pub fn with_starts(&self, decisions: &Decisions) -> ClusterView {
         let mut next = self.clone();
+        for (victim, _) in &decisions.preempt {
+            if let Some(job) = next.running.iter_mut().find(|j| j.id == *victim) {
+                job.stopping = true;
+            }
+        }
         for start in &decisions.starts {
             let Some(at) = next.pending.iter().position(|j| j.id == start.job) else {
                 continue;

@@ -76,9 +76,8 @@ fn node(
             res: held,
             gpus: held_gpus,
         }],
-        // Every level, some checkpointed: higher QoS levels preempt them.
-        qos: ["low", "normal", "high"][(id / 3 % 3) as usize].into(),
-        checkpointed_ms: id.is_multiple_of(2).then_some(id * 7_000 % 1_000_000),
+        qos: gantry_policies::DEFAULT_QOS.to_string(),
+        checkpointed_ms: None,
     });
     (view, running)
 }
@@ -245,6 +244,8 @@ proptest! {
         for (job, why) in &first.waiting {
             if let WaitReason::Reserved { in_ms } = why {
                 match again.get(job) {
+                    // It starts on GPUs being freed for it, as soon as they are.
+                    Some(WaitReason::Preempting { .. } | WaitReason::Reclaiming { .. }) => {}
                     Some(WaitReason::Reserved { in_ms: later }) => prop_assert!(
                         later <= in_ms,
                         "job {} was promised {} ms, now {} ms\nfirst {:?}\nsecond {:?}\npending {:?}\ncaps {:?}\nfree {:?}\nrunning {:?}", job, in_ms, later, first, second, view.pending.iter().map(|j| (j.id, j.account.clone(), j.shapes.iter().map(|s| (s.num_nodes, s.per_node.gpus, s.gpu_model.clone(), s.time_limit_ms)).collect::<Vec<_>>())).collect::<Vec<_>>(), view.accounts.iter().map(|a| (a.name.clone(), a.max_gpus)).collect::<Vec<_>>(), view.nodes.iter().map(|n| (n.name.clone(), n.free_gpus.clone(), n.gpus.iter().map(|g| g.model.clone()).collect::<Vec<_>>())).collect::<Vec<_>>(), view.running.iter().map(|r| (r.id, r.account.clone(), r.ends_at_ms, r.parts.iter().map(|p| (p.node.clone(), p.gpus.clone())).collect::<Vec<_>>())).collect::<Vec<_>>()
@@ -318,6 +319,12 @@ proptest! {
         view in arb_view(),
         arrivals in prop::collection::vec((1u32..=2, 0u32..=8, prop::option::of(1u64..=30), 0usize..4, prop::bool::weighted(0.2)), 1..8),
     ) {
+        let mut view = view;
+        // Every level, some checkpointed: higher QoS levels preempt them.
+        for (i, job) in view.running.iter_mut().enumerate() {
+            job.qos = ["low", "normal", "high"][i % 3].into();
+            job.checkpointed_ms = (i % 2 == 0).then_some(view.now_ms / 2);
+        }
         let mut plan = Plan::new(view.clone());
         let mut truth = view.with_starts(plan.decisions());
         let mut decided = 0;
