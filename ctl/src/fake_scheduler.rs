@@ -215,6 +215,14 @@ impl Scheduler for Fake {
         self.enter()?;
         Ok(Response::new(pb::AccountsResponse::default()))
     }
+
+    async fn checkpoint_done(
+        &self,
+        _request: Request<pb::CheckpointDoneRequest>,
+    ) -> Result<Response<pb::CheckpointDoneResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::CheckpointDoneResponse {}))
+    }
 }
 
 /// A fake serving on an OS-picked port; stopped when dropped.

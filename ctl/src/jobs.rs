@@ -362,6 +362,7 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
                     None => c.signal.clone(),
                 }),
         ),
+        ("last_checkpoint", last_checkpoint(&row)),
     ]);
     if let Some(e) = &row.explanation {
         lines.extend([
@@ -393,6 +394,18 @@ fn shell_words(words: &[String]) -> String {
 
 /// Cancels each job on its own, so one unknown id does not hide what happened to the others.
 /// Returns the exit code: 1 if any job could not be cancelled.
+/// `2026-11-22T12:00:00.000Z (progress 20)`, or `-` before any.
+fn last_checkpoint(row: &JobRow) -> String {
+    let Some(c) = &row.checkpoint else {
+        return "-".into();
+    };
+    match (&c.last, c.progress) {
+        (Some(at), Some(progress)) => format!("{at} (progress {progress})"),
+        (Some(at), None) => at.clone(),
+        (None, _) => "-".into(),
+    }
+}
+
 pub async fn cancel(args: CancelArgs, scheduler: &mut Scheduler) -> anyhow::Result<u8> {
     let who = caller();
     let mut code = 0;
@@ -691,7 +704,8 @@ mod tests {
                 "constraints",
                 "dependencies",
                 "deadline",
-                "checkpoint"
+                "checkpoint",
+                "last_checkpoint"
             ]
         );
         assert!(text.contains("state: FAILED\n"));

@@ -4,6 +4,7 @@ mod accounts;
 mod admin;
 mod bench;
 mod bench_schedule;
+mod checkpoint;
 mod client;
 mod dev;
 mod directives;
@@ -72,6 +73,8 @@ enum Command {
     Cancel(Client<jobs::CancelArgs>),
     /// Wait until jobs end; exit 0 only if every one COMPLETED
     Wait(Client<jobs::WaitArgs>),
+    /// From inside a job: report a completed checkpoint
+    Checkpoint(Client<CheckpointArgs>),
     /// List nodes and what is allocated on them (like sinfo -N)
     Nodes(Client<nodes::NodesArgs>),
     /// Stop scheduling new jobs on nodes (like scontrol update state=drain)
@@ -92,6 +95,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         job_dir: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct CheckpointArgs {
+    #[command(subcommand)]
+    command: checkpoint::CheckpointCommand,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -140,6 +149,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Show(c) => c.run(async |args, s| jobs::show(args, s).await.map(done)),
         Command::Cancel(c) => c.run(jobs::cancel),
         Command::Wait(c) => c.run(jobs::wait),
+        Command::Checkpoint(c) => {
+            c.run(async |args, s| checkpoint::run(args.command, s).await.map(done))
+        }
         Command::Nodes(c) => c.run(async |args, s| nodes::nodes(args, s).await.map(done)),
         Command::Drain(c) => c.run(async |args, s| nodes::drain(args, s).await.map(done)),
         Command::Resume(c) => c.run(async |args, s| nodes::resume(args, s).await.map(done)),

@@ -70,6 +70,10 @@ pub struct CheckpointRow {
     /// `SIGUSR1@120s`: the signal, and how long before a stop it comes.
     pub signal: String,
     pub interval_s: Option<u64>,
+    /// When the job last reported a completed checkpoint (`gantry checkpoint done`), and
+    /// the progress it reported.
+    pub last: Option<String>,
+    pub progress: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -232,6 +236,12 @@ impl From<&pb::Job> for JobRow {
             checkpoint: job.checkpoint.as_ref().map(|c| CheckpointRow {
                 signal: gantry_wire::checkpoint_from_pb(c).to_string(),
                 interval_s: (c.interval_ms > 0).then_some(c.interval_ms / 1000),
+                last: (job.last_checkpoint_ms > 0)
+                    .then_some(job.last_checkpoint_ms)
+                    .and_then(timestamp),
+                progress: job
+                    .has_checkpoint_progress
+                    .then_some(job.checkpoint_progress),
             }),
             explanation: ExplanationRow::from_job(job),
         }
@@ -401,6 +411,9 @@ mod tests {
             rank: 0,
             estimated_start_ms: None,
             checkpoint: None,
+            last_checkpoint_ms: 0,
+            has_checkpoint_progress: false,
+            checkpoint_progress: 0,
         }
     }
 

@@ -6,7 +6,9 @@
 
 use std::fs;
 
-use gantry_testkit::{OneNode, gantry_ok, job, submit, wait_for, wait_state};
+use std::process::Command;
+
+use gantry_testkit::{OneNode, bin, gantry_ok, job, submit, wait_for, wait_state};
 
 /// Counts to 40, one step at a time, each step appended to `steps`; on SIGUSR1 saves its
 /// count to the checkpoint dir and exits 0. Its first run stops at 20 until `release` exists;
@@ -21,7 +23,7 @@ dir="$GANTRY_CHECKPOINT_DIR"
 n=0
 [ -f "$dir/count" ] && n=$(cat "$dir/count")
 echo "run $GANTRY_RESTART_COUNT from $n" >> {runs}
-trap 'echo $n > "$dir/count.tmp" && mv "$dir/count.tmp" "$dir/count"; exit 0' USR1
+trap 'echo $n > "$dir/count.tmp" && mv "$dir/count.tmp" "$dir/count" && {gantry} checkpoint done --progress $n; exit 0' USR1
 while [ $n -lt 40 ]; do
   n=$((n + 1))
   echo $n >> {steps}
@@ -32,6 +34,7 @@ echo done >> {runs}
         runs = runs.display(),
         steps = steps.display(),
         release = release.display(),
+        gantry = bin("gantry").display(),
     )
 }
 
@@ -78,6 +81,22 @@ fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
         (lines(&steps).len() >= 20).then_some(())
     });
 
+    // Only the job itself may report its checkpoints: a made-up token is refused.
+    let forged = Command::new(bin("gantry"))
+        .args(["checkpoint", "done", "--progress", "99"])
+        .env("GANTRY_SERVER", url)
+        .env("GANTRY_JOB_ID", low.to_string())
+        .env("GANTRY_RESTART_COUNT", "0")
+        .env("GANTRY_JOB_TOKEN", "0123456789abcdef")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&forged.stderr);
+    assert!(
+        !forged.status.success() && stderr.contains("the token is not this run's"),
+        "{stderr}"
+    );
+    assert!(job(url, low)["checkpoint"]["last"].is_null());
+
     // The only GPU is the low job's: a high-QoS job preempts it.
     let high = submit(
         url,
@@ -96,6 +115,10 @@ fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
     assert_eq!(lines(&steps), counted);
     let high = job(url, high);
     assert_eq!(high["attempt"], 0, "{high}");
+    // Its first run reported the checkpoint it saved when warned.
+    let checkpoint = &job(url, low)["checkpoint"];
+    assert_eq!(checkpoint["progress"], 20, "{checkpoint}");
+    assert!(checkpoint["last"].is_string(), "{checkpoint}");
 }
 
 #[test]

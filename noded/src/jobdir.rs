@@ -158,6 +158,12 @@ pub struct LaunchRecord {
     /// The job's checkpoint contract and dir, when it declared one.
     #[serde(default)]
     pub checkpoint: Option<CheckpointRecord>,
+    /// The run's secret (`GANTRY_JOB_TOKEN`) and the schedulers to report to
+    /// (`GANTRY_SERVER`, when the job's environment has none).
+    #[serde(default)]
+    pub job_token: String,
+    #[serde(default)]
+    pub servers: String,
 }
 
 /// How the supervisor warns the job before stopping it, and where it checkpoints.
@@ -260,6 +266,8 @@ impl LaunchRecord {
             kill_grace_ms,
             contact_lease: None,
             checkpoint: None,
+            job_token: launch.job_token.clone(),
+            servers: String::new(),
         })
     }
 
@@ -514,6 +522,7 @@ mod tests {
             nodes: vec![],
             submit_dir: "/home/ada".into(),
             checkpoint: None,
+            job_token: String::new(),
         }
     }
 

@@ -51,6 +51,7 @@ pub async fn run_node(
             .checkpoint_root
             .clone()
             .unwrap_or_else(|| data_dir.join("checkpoints")),
+        servers: servers.join(","),
     });
     let span = info_span!("node", node = %config.name);
     let mut node = Node::new(

@@ -241,6 +241,7 @@ fn launch(work: &Path, job_id: u64, argv: &[&str]) -> pb::Launch {
         nodes: vec!["n1".into()],
         submit_dir: work.to_str().unwrap().into(),
         checkpoint: None,
+        job_token: String::new(),
     }
 }
 

@@ -70,6 +70,7 @@ fn launch(work: &Path, argv: &[&str]) -> pb::Launch {
         nodes: vec![],
         submit_dir: "/submit/here".into(),
         checkpoint: None,
+        job_token: String::new(),
     }
 }
 
@@ -488,6 +489,46 @@ echo up > up
     );
     assert_eq!(status.message, "preempted: exited with code 0");
     assert_eq!(read(&scratch.work.join("saved")), "saved\n");
+}
+
+/// A preempted job that reports its checkpoint done (the file `gantry checkpoint done`
+/// touches) but keeps running gets SIGTERM then, not at the end of its lead.
+#[test]
+fn a_checkpoint_done_during_a_preemption_ends_the_wait_for_it() {
+    let scratch = prepare(JobKey::new(17, 0), 5_000, |work| pb::Launch {
+        program: script(
+            "#!/bin/sh\ntrap 'touch .gantry-checkpoint-done' USR1\necho up > up\n\
+             while true; do sleep 0.05; done\n",
+            &[],
+        ),
+        ..launch(work, &[])
+    });
+    let mut record = scratch.dir.read_launch().unwrap();
+    record.checkpoint = Some(CheckpointRecord {
+        signal: "SIGUSR1".into(),
+        lead_ms: 600_000,
+        dir: scratch.work.clone(),
+    });
+    scratch.dir.write_record(&record).unwrap();
+    let mut child = supervise(&scratch.dir);
+    wait_for("the job to start", || {
+        scratch.work.join("up").exists().then_some(())
+    });
+    let started = Instant::now();
+    scratch
+        .dir
+        .write_stop_reason(ExitReason::Preempted)
+        .unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(wait_exit(&mut child).success());
+    // Well before the 10-minute lead.
+    assert!(started.elapsed() < Duration::from_secs(120));
+    let status = status(&scratch.dir);
+    assert_eq!(
+        (status.reason, status.signal),
+        (ExitReason::Preempted, Some(Signal::SIGTERM as i32)),
+        "{status:?}"
+    );
 }
 
 #[test]

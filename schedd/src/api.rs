@@ -129,7 +129,7 @@ fn rejection_status(r: Rejection) -> Status {
         Rejection::AlreadyEnded(..) | Rejection::Stale { .. } => {
             Status::failed_precondition(message)
         }
-        Rejection::NotOwner { .. } => Status::permission_denied(message),
+        Rejection::NotOwner { .. } | Rejection::BadToken(_) => Status::permission_denied(message),
     }
 }
 
@@ -217,6 +217,9 @@ fn job_to_pb(
         pool: job.spec.pool.clone().unwrap_or_default(),
         constraints: job.spec.constraints.clone(),
         checkpoint: job.spec.checkpoint.as_ref().map(convert::checkpoint_to_pb),
+        last_checkpoint_ms: job.last_checkpoint_ms.unwrap_or(0),
+        has_checkpoint_progress: job.checkpoint_progress.is_some(),
+        checkpoint_progress: job.checkpoint_progress.unwrap_or(0),
         dependencies: job
             .spec
             .dependencies
@@ -369,6 +372,30 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             })),
             other => Err(Status::internal(format!(
                 "unexpected outcome of a cancel: {other:?}"
+            ))),
+        }
+    }
+
+    async fn checkpoint_done(
+        &self,
+        request: Request<pb::CheckpointDoneRequest>,
+    ) -> Result<Response<pb::CheckpointDoneResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        self.engine
+            .read(|s| s.token_matches(request.job_id, request.attempt, &request.token))
+            .map_err(rejection_status)?;
+        let command = Command::CheckpointDone {
+            job: request.job_id,
+            attempt: request.attempt,
+            progress: request.has_progress.then_some(request.progress),
+            now_ms: now_ms(),
+        };
+        match self.propose(command).await? {
+            Outcome::Applied => Ok(Response::new(pb::CheckpointDoneResponse {})),
+            Outcome::Ignored(why) => Err(Status::failed_precondition(why)),
+            other => Err(Status::internal(format!(
+                "unexpected outcome of a checkpoint report: {other:?}"
             ))),
         }
     }

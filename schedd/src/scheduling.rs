@@ -170,6 +170,21 @@ enum Proposed {
     Stopped,
 }
 
+/// A fresh secret for one run of a job: 128 bits from the OS, as hex. Drawn by the leader
+/// before proposing, so applying the command stays deterministic.
+fn run_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(e) => {
+            // No secret: the job simply cannot report checkpoints (an empty token never matches).
+            tracing::warn!(error = %e, "cannot read /dev/urandom for a job token");
+            String::new()
+        }
+    }
+}
+
 /// Proposes the requeues and starts of `decisions` and waits for them to be applied.
 async fn propose(engine: &Engine, decisions: &Decisions) -> Proposed {
     if decisions.starts.is_empty() && decisions.preempt.is_empty() {
@@ -191,6 +206,7 @@ async fn propose(engine: &Engine, decisions: &Decisions) -> Proposed {
             attempt: attempt(start.job),
             shape: start.shape,
             parts: start.parts.clone(),
+            token: run_token(),
             now_ms: now_ms(),
         });
         requeues.chain(allocations).collect()

@@ -268,6 +268,7 @@ fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
         nodes: job.node_names(),
         submit_dir,
         checkpoint: job.spec.checkpoint.as_ref().map(convert::checkpoint_to_pb),
+        job_token: job.token.clone(),
     })
 }
 

@@ -60,6 +60,8 @@ pub struct LocalExecutorConfig {
     pub contact_lease: PathBuf,
     /// Checkpoint dirs are `<checkpoint_root>/<job id>`.
     pub checkpoint_root: PathBuf,
+    /// The schedulers, as `GANTRY_SERVER` takes them: jobs report checkpoints there.
+    pub servers: String,
 }
 
 pub struct LocalExecutor {
@@ -234,6 +236,7 @@ impl Executor for LocalExecutor {
         ) {
             Ok(record) => LaunchRecord {
                 contact_lease: Some(self.config.contact_lease.clone()),
+                servers: self.config.servers.clone(),
                 ..record
             },
             Err(message) => return Self::failed(&dir, key, message),

@@ -61,6 +61,12 @@ pub fn job_env(record: &LaunchRecord) -> Vec<(String, String)> {
         ours.into_iter()
             .map(|(name, value)| (name.to_string(), value)),
     );
+    if !record.job_token.is_empty() {
+        env.push(("GANTRY_JOB_TOKEN".into(), record.job_token.clone()));
+    }
+    if !record.servers.is_empty() && !env.iter().any(|(name, _)| name == "GANTRY_SERVER") {
+        env.push(("GANTRY_SERVER".into(), record.servers.clone()));
+    }
     if let Some(checkpoint) = &record.checkpoint {
         env.push((
             "GANTRY_CHECKPOINT_DIR".into(),

@@ -128,6 +128,10 @@ fn run_job(
             let signal = c.signal.parse::<Signal>().ok()?;
             Some((signal, Duration::from_millis(c.lead_ms)))
         }),
+        checkpoint_done: record
+            .checkpoint
+            .as_ref()
+            .map(|c| c.dir.join(gantry_model::checkpoint::DONE_FILE)),
         subreaper,
         contact_lease: record.contact_lease.clone(),
     };
@@ -254,6 +258,8 @@ mod tests {
             kill_grace_ms: 10_000,
             contact_lease: None,
             checkpoint: None,
+            job_token: String::new(),
+            servers: String::new(),
         }
     }
 

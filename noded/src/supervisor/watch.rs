@@ -40,6 +40,9 @@ pub struct Limits {
     /// The job's checkpoint signal and its lead: sent that long before the time limit, and
     /// that long before SIGTERM when the job is preempted.
     pub warning: Option<(Signal, Duration)>,
+    /// Touched by `gantry checkpoint done` in the job: once touched after a preemption's
+    /// warning, the SIGTERM comes at once instead of at the end of the lead.
+    pub checkpoint_done: Option<PathBuf>,
     /// The supervisor is a child subreaper: the job's orphans are its children.
     pub subreaper: bool,
     /// The node's contact lease file: the job is stopped when it runs out.
@@ -67,6 +70,13 @@ fn lease_ran_out(path: &Path, now: Instant, warned: &mut bool) -> Option<Instant
             None
         }
     }
+}
+
+/// Whether the job touched `path` at or after `since` (`gantry checkpoint done`).
+fn checkpointed_since(path: Option<&Path>, since: std::time::SystemTime) -> bool {
+    path.and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|m| m.modified().ok())
+        .is_some_and(|at| at >= since)
 }
 
 enum Reap {
@@ -118,6 +128,7 @@ pub fn watch_job(
     let mut term_at: Option<Instant> = None;
     // Whatever the job does once warned of a preemption, it was preempted.
     let mut preempting = false;
+    let mut warned_at = std::time::SystemTime::now();
     let mut stopped: Option<(ExitReason, Instant)> = None;
     let mut killed = false;
     let mut lease_read_at: Option<Instant> = None;
@@ -144,6 +155,9 @@ pub fn watch_job(
         if stopped.is_none() && limit_at.is_some_and(|at| now >= at) {
             term_at = None;
             stopped = Some(begin_stop(ExitReason::Timeout));
+        }
+        if term_at.is_some() && checkpointed_since(limits.checkpoint_done.as_deref(), warned_at) {
+            term_at = Some(now);
         }
         if stopped.is_none() && term_at.is_some_and(|at| now >= at) {
             term_at = None;
@@ -174,7 +188,9 @@ pub fn watch_job(
         };
         let lease_check = lease_read_at
             .filter(|_| limits.contact_lease.is_some() && !killed)
-            .map(|at| at + LEASE_POLL);
+            .map(|at| at + LEASE_POLL)
+            // While a preempted job checkpoints, look for its word as often.
+            .or_else(|| term_at.map(|_| now + LEASE_POLL));
         let next_deadline = match (next_deadline, lease_check) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -187,6 +203,7 @@ pub fn watch_job(
             match (stop_reason(), limits.warning) {
                 // Checkpoint first; the SIGTERM follows after the lead.
                 (ExitReason::Preempted, Some((signal, lead))) => {
+                    warned_at = std::time::SystemTime::now();
                     warn(signal);
                     warn_at = None;
                     term_at = Some(Instant::now() + lead);

@@ -13,6 +13,9 @@ pub const SIGNALS: [&str; 7] = [
     "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGURG",
 ];
 pub const DEFAULT_SIGNAL: &str = "SIGUSR1";
+/// Touched in `GANTRY_CHECKPOINT_DIR` by `gantry checkpoint done`: the job's supervisor, waiting
+/// for the job to checkpoint before a preemption's SIGTERM, stops waiting when it sees it.
+pub const DONE_FILE: &str = ".gantry-checkpoint-done";
 pub const DEFAULT_LEAD_MS: u64 = 120_000;
 /// A longer warning than this is a typo: the stop it announces would wait that long.
 pub const MAX_LEAD_MS: u64 = 3_600_000;

@@ -34,6 +34,18 @@ pub enum Command {
         /// Which of the job's shapes (0: its main request).
         shape: u32,
         parts: Vec<PartPlan>,
+        /// A secret the leader draws for this run: the job presents it (`GANTRY_JOB_TOKEN`)
+        /// to report its checkpoints.
+        token: String,
+        now_ms: u64,
+    },
+    /// The job's run `attempt` reports a completed checkpoint (`gantry checkpoint done`);
+    /// the proposer has checked its token.
+    CheckpointDone {
+        job: JobId,
+        attempt: u32,
+        /// How far the job got, in its own units.
+        progress: Option<u64>,
         now_ms: u64,
     },
     /// A node daemon (re)connected, with what it offers and which jobs it still runs.
@@ -172,6 +184,10 @@ pub enum Rejection {
     UnknownNode(String),
     #[error("invalid node registration: {0}")]
     BadRegistration(String),
+    #[error(
+        "job {0}: the token is not this run's (only the job itself may report its checkpoints)"
+    )]
+    BadToken(JobId),
     #[error("stale decision for job {job}: {why}")]
     Stale { job: JobId, why: String },
     #[error("unknown QoS {qos:?} (levels: {known})")]

@@ -34,6 +34,11 @@ pub struct Job {
     /// The first part that ended badly, and its node; the other parts are being stopped
     /// and the job will end the way this one did.
     pub first_failure: Option<(String, PartExit)>,
+    /// The secret of the current run (see `Command::Allocate`); never shown.
+    pub token: String,
+    /// When its last checkpoint completed, in any run, and how far it had got.
+    pub last_checkpoint_ms: Option<u64>,
+    pub checkpoint_progress: Option<u64>,
 }
 
 /// The share of a running job on one node.
@@ -62,6 +67,12 @@ impl Job {
     /// Whether its node should be stopping it now.
     pub fn stopping(&self) -> bool {
         self.cancel_requested || self.first_failure.is_some() || self.requeue.is_some()
+    }
+
+    /// When the current run last checkpointed; `None` when it has not yet.
+    pub fn checkpointed_this_run(&self) -> Option<u64> {
+        let start = self.start_time_ms?;
+        self.last_checkpoint_ms.filter(|at| *at >= start)
     }
 
     pub fn part_on(&self, node: &str) -> Option<&Part> {

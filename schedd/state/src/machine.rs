@@ -170,6 +170,8 @@ impl StateMachine {
             Command::Submit { .. }
                 | Command::Allocate { .. }
                 | Command::JobStarted { .. }
+                // Victim order may change; the plan it affects is at most a second old.
+                | Command::CheckpointDone { .. }
                 | Command::ReplicaAddress { .. }
         );
         if !arrival && !matches!(outcome, Outcome::Ignored(_) | Outcome::Rejected(_)) {
@@ -197,8 +199,23 @@ impl StateMachine {
                 attempt,
                 shape,
                 parts,
+                token,
                 now_ms,
-            } => self.allocate(index, *job, *attempt, *shape, parts, *now_ms),
+            } => {
+                let outcome = self.allocate(index, *job, *attempt, *shape, parts, *now_ms);
+                if outcome == Outcome::Applied
+                    && let Some(job) = self.jobs.get_mut(job)
+                {
+                    job.token = token.clone();
+                }
+                outcome
+            }
+            Command::CheckpointDone {
+                job,
+                attempt,
+                progress,
+                now_ms,
+            } => self.checkpoint_done(*job, *attempt, *progress, *now_ms),
             Command::RegisterNode {
                 name,
                 inventory,
@@ -341,6 +358,9 @@ impl StateMachine {
                 parts: vec![],
                 cancel_requested: false,
                 first_failure: None,
+                token: String::new(),
+                last_checkpoint_ms: None,
+                checkpoint_progress: None,
             },
         );
         for dependency in &spec.dependencies {
@@ -596,6 +616,38 @@ impl StateMachine {
             }
         }
         Outcome::Applied
+    }
+
+    fn checkpoint_done(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        progress: Option<u64>,
+        now_ms: u64,
+    ) -> Outcome {
+        match self.jobs.get_mut(&id) {
+            Some(job) if job.state == JobState::Running && job.attempt == attempt => {
+                job.last_checkpoint_ms = Some(now_ms);
+                job.checkpoint_progress = progress.or(job.checkpoint_progress);
+                Outcome::Applied
+            }
+            _ => Outcome::Ignored(format!("job {id}.{attempt} is not running")),
+        }
+    }
+
+    /// Whether `token` is the secret of job `id`'s run `attempt`, which is running.
+    pub fn token_matches(&self, id: JobId, attempt: u32, token: &str) -> Result<(), Rejection> {
+        let job = self.jobs.get(&id).ok_or(Rejection::UnknownJob(id))?;
+        if job.state != JobState::Running || job.attempt != attempt {
+            return Err(Rejection::Stale {
+                job: id,
+                why: format!("run {attempt} is not running"),
+            });
+        }
+        if job.token.is_empty() || job.token != token {
+            return Err(Rejection::BadToken(id));
+        }
+        Ok(())
     }
 
     fn job_started(&mut self, id: JobId, attempt: u32, node: &str) -> Outcome {

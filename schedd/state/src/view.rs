@@ -37,7 +37,7 @@ impl StateMachine {
                     })
                     .collect(),
                 qos: j.spec.qos.clone(),
-                checkpointed_ms: None,
+                checkpointed_ms: j.checkpointed_this_run(),
             })
             .collect();
         ClusterView {

@@ -89,6 +89,7 @@ impl Log {
             attempt: 0,
             parts,
             now_ms: 3,
+            token: String::new(),
         })
     }
     fn exit(&mut self, job: u64, node: &str, reason: ExitReason, code: Option<i32>) -> Outcome {
@@ -301,6 +302,7 @@ fn an_allocation_must_match_the_shape_it_names_gpu_model_included() {
                 mem_mib: 256,
             }],
             now_ms: 3,
+            token: String::new(),
         })
     };
     let stale = |out: Outcome| match out {
@@ -449,7 +451,8 @@ fn a_multi_node_job_ends_when_all_parts_end_and_the_first_failure_decides() {
             job: a,
             attempt: 0,
             parts,
-            now_ms: 3
+            now_ms: 3,
+            token: String::new(),
         }),
         Outcome::Applied
     );
@@ -561,6 +564,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         ExitReason::Timeout,
         ExitReason::LaunchFailed,
         ExitReason::Lost,
+        ExitReason::Preempted,
     ]);
     prop_oneof![
         (
@@ -587,7 +591,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             name,
             inventory: inventory(g),
             running: vec![],
-            now_ms: 1
+            now_ms: 1,
         }),
         (
             job.clone(),
@@ -604,7 +608,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     cpus: 1,
                     mem_mib: 256
                 }],
-                now_ms: 5
+                now_ms: 5,
+                token: String::new(),
             }),
         (job.clone(), node.clone(), reason, prop::option::of(0i32..3)).prop_map(
             |(job, node, reason, exit_code)| Command::JobExited {
@@ -617,42 +622,50 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     signal: None,
                     message: String::new()
                 },
-                now_ms: 7
+                now_ms: 7,
             }
         ),
         (job.clone(), node.clone()).prop_map(|(job, node)| Command::JobStarted {
             job,
             attempt: 0,
             node,
-            now_ms: 6
+            now_ms: 6,
         }),
         prop::collection::vec(job.clone(), 1..3).prop_map(|jobs| Command::Cancel {
             jobs,
             by: "ann".into(),
             admin: false,
-            now_ms: 8
+            now_ms: 8,
         }),
         node.clone().prop_map(|node| Command::NodeLost {
             node,
             reason: "timeout".into(),
-            now_ms: 9
+            now_ms: 9,
         }),
         node.clone().prop_map(|n| Command::Drain {
             nodes: vec![n],
             reason: "r".into(),
             by: "root".into(),
-            now_ms: 9
+            now_ms: 9,
         }),
         node.prop_map(|n| Command::Resume {
             nodes: vec![n],
             by: "root".into(),
-            now_ms: 9
+            now_ms: 9,
         }),
         (job.clone(), 0u32..2).prop_map(|(job, attempt)| Command::Requeue {
             job,
             attempt,
             reason: "reclaimed".into(),
-            now_ms: 10
+            now_ms: 10,
+        }),
+        (job.clone(), 0u32..2, prop::option::of(0u64..100)).prop_map(|(job, attempt, progress)| {
+            Command::CheckpointDone {
+                job,
+                attempt,
+                progress,
+                now_ms: 11,
+            }
         }),
         prop::sample::select(vec![
             ("weight.age", "5"),
@@ -664,7 +677,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             key: key.into(),
             value: value.into(),
             by: "root".into(),
-            now_ms: 11
+            now_ms: 11,
         }),
         prop::sample::select(vec![("vision", "root"), ("nlp", "vision"), ("x", "nosuch")])
             .prop_map(|(name, parent)| Command::AddAccount {
@@ -676,7 +689,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     max_gpus: Some(4),
                 },
                 by: "root".into(),
-                now_ms: 12
+                now_ms: 12,
             }),
     ]
 }
@@ -810,6 +823,69 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
     log.exit(quick, "n1", ExitReason::Exited, Some(0));
     let job = log.sm.job(quick).unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Completed, 0));
+}
+
+/// A preempted job that saved its checkpoint and exited 0 is requeued, not COMPLETED; its
+/// reported checkpoint is what the policies see, and only its run's token may report one.
+#[test]
+fn checkpoints_are_reported_with_the_runs_token_and_a_preempted_exit_requeues() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let id = log.submit(1, 2);
+    let parts = vec![PartPlan {
+        node: "n1".into(),
+        gpus: vec![0, 1],
+        cpus: 1,
+        mem_mib: 256,
+    }];
+    log.apply(Command::Allocate {
+        shape: 0,
+        job: id,
+        attempt: 0,
+        parts,
+        now_ms: 3,
+        token: "s3cret".into(),
+    });
+    assert_eq!(log.sm.token_matches(id, 0, "s3cret"), Ok(()));
+    assert_eq!(
+        log.sm.token_matches(id, 0, "guess"),
+        Err(Rejection::BadToken(id))
+    );
+    assert!(matches!(
+        log.sm.token_matches(id, 1, "s3cret"),
+        Err(Rejection::Stale { .. })
+    ));
+    assert_eq!(
+        log.sm.token_matches(99, 0, "s3cret"),
+        Err(Rejection::UnknownJob(99))
+    );
+    let done = |attempt, at| Command::CheckpointDone {
+        job: id,
+        attempt,
+        progress: Some(20),
+        now_ms: at,
+    };
+    assert!(matches!(log.apply(done(1, 4)), Outcome::Ignored(_)));
+    assert_eq!(log.apply(done(0, 4)), Outcome::Applied);
+    let view = log.sm.cluster_view(5);
+    assert_eq!(view.running[0].checkpointed_ms, Some(4));
+    log.apply(Command::Requeue {
+        job: id,
+        attempt: 0,
+        reason: "preempted for job 9 of QoS high".into(),
+        now_ms: 5,
+    });
+    // It saved and left with code 0 when warned: preempted all the same.
+    log.exit(id, "n1", ExitReason::Preempted, Some(0));
+    let job = log.sm.job(id).unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Pending, 1));
+    assert_eq!(
+        (job.last_checkpoint_ms, job.checkpoint_progress),
+        (Some(4), Some(20))
+    );
+    // A new run has not checkpointed yet, whatever earlier runs did.
+    assert_eq!(job.checkpointed_this_run(), None);
+    assert!(log.sm.token_matches(id, 0, "s3cret").is_err());
 }
 
 /// The scheduler decides new jobs from its last plan while `changed_at` stays put: submits
