@@ -223,6 +223,14 @@ impl Scheduler for Fake {
         self.enter()?;
         Ok(Response::new(pb::CheckpointDoneResponse {}))
     }
+
+    async fn control(
+        &self,
+        _request: Request<pb::ControlRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ControlResponse {}))
+    }
 }
 
 /// A fake serving on an OS-picked port; stopped when dropped.

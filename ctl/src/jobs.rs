@@ -394,6 +394,39 @@ fn shell_words(words: &[String]) -> String {
 
 /// Cancels each job on its own, so one unknown id does not hide what happened to the others.
 /// Returns the exit code: 1 if any job could not be cancelled.
+/// `gantry hold|release|requeue|preempt JOB...`: all the jobs or none, as one request.
+pub async fn control(
+    args: CancelArgs,
+    scheduler: &mut Scheduler,
+    action: pb::ControlAction,
+) -> anyhow::Result<u8> {
+    let job_ids = unique(&args.jobs);
+    let request = pb::ControlRequest {
+        caller: Some(caller()),
+        job_ids: job_ids.clone(),
+        action: action as i32,
+    };
+    scheduler
+        .call(|mut client| {
+            let request = request.clone();
+            async move { client.control(request).await }
+        })
+        .await?;
+    let done = match action {
+        pb::ControlAction::Hold => "held: it is not scheduled until released",
+        pb::ControlAction::Release => "released",
+        pb::ControlAction::Requeue => "being requeued: stopped, then pending again",
+        pb::ControlAction::Preempt => "being preempted: stopped, then pending again",
+        pb::ControlAction::Unspecified => "unchanged",
+    };
+    let text: String = job_ids
+        .iter()
+        .map(|id| format!("Job {id} {done}\n"))
+        .collect();
+    emit(&text)?;
+    Ok(0)
+}
+
 /// `2026-11-22T12:00:00.000Z (progress 20)`, or `-` before any.
 fn last_checkpoint(row: &JobRow) -> String {
     let Some(c) = &row.checkpoint else {

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gantry_proto as pb;
 
 use crate::client::{Scheduler, ServerArgs};
 
@@ -73,6 +74,15 @@ enum Command {
     Cancel(Client<jobs::CancelArgs>),
     /// Wait until jobs end; exit 0 only if every one COMPLETED
     Wait(Client<jobs::WaitArgs>),
+    /// Keep pending jobs from being scheduled (like scontrol hold)
+    Hold(Client<jobs::CancelArgs>),
+    /// Let held jobs be scheduled again (like scontrol release)
+    Release(Client<jobs::CancelArgs>),
+    /// Stop running jobs and queue them again as their next run (like scontrol requeue);
+    /// jobs with a checkpoint contract are warned first
+    Requeue(Client<jobs::CancelArgs>),
+    /// Preempt running jobs (admins): as requeue, recorded as a preemption
+    Preempt(Client<jobs::CancelArgs>),
     /// From inside a job: report a completed checkpoint
     Checkpoint(Client<CheckpointArgs>),
     /// List nodes and what is allocated on them (like sinfo -N)
@@ -149,6 +159,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Show(c) => c.run(async |args, s| jobs::show(args, s).await.map(done)),
         Command::Cancel(c) => c.run(jobs::cancel),
         Command::Wait(c) => c.run(jobs::wait),
+        Command::Hold(c) => c.run(async |a, s| jobs::control(a, s, pb::ControlAction::Hold).await),
+        Command::Release(c) => {
+            c.run(async |a, s| jobs::control(a, s, pb::ControlAction::Release).await)
+        }
+        Command::Requeue(c) => {
+            c.run(async |a, s| jobs::control(a, s, pb::ControlAction::Requeue).await)
+        }
+        Command::Preempt(c) => {
+            c.run(async |a, s| jobs::control(a, s, pb::ControlAction::Preempt).await)
+        }
         Command::Checkpoint(c) => {
             c.run(async |args, s| checkpoint::run(args.command, s).await.map(done))
         }

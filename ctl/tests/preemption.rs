@@ -8,7 +8,7 @@ use std::fs;
 
 use std::process::Command;
 
-use gantry_testkit::{OneNode, bin, gantry_ok, job, submit, wait_for, wait_state};
+use gantry_testkit::{OneNode, bin, gantry, gantry_ok, job, submit, wait_for, wait_state};
 
 /// Counts to 40, one step at a time, each step appended to `steps`; on SIGUSR1 saves its
 /// count to the checkpoint dir and exits 0. Its first run stops at 20 until `release` exists;
@@ -171,4 +171,76 @@ fn a_job_that_ignores_its_checkpoint_signal_is_stopped_after_its_lead_and_requeu
     let done = wait_state(url, low, "COMPLETED");
     assert_eq!(done["attempt"], 1, "{done}");
     assert_eq!(lines(&runs), ["run 0", "run 1"]);
+}
+
+#[test]
+fn jobs_are_held_released_requeued_and_preempted_by_hand() {
+    let c = OneNode::start(&["--gpus", "1", "--cpus", "4", "--mem", "4G"]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    let runs = work.join("runs");
+    let release = work.join("release");
+    let body = format!(
+        "#!/bin/sh\necho \"run $GANTRY_RESTART_COUNT\" >> {runs}\n\
+         while [ ! -e {release} ]; do sleep 0.05; done\n",
+        runs = runs.display(),
+        release = release.display()
+    );
+    let script = work.join("wait.sh");
+    fs::write(&script, body).unwrap();
+    let a = submit(
+        url,
+        &["-G", "1", "-t", "1h", "-D", wd, script.to_str().unwrap()],
+    );
+    wait_for("job a's first run", || {
+        (lines(&runs).len() == 1).then_some(())
+    });
+    let b = submit(url, &["-G", "1", "-D", wd, "--", "true"]);
+    let (a_id, b_id) = (a.to_string(), b.to_string());
+
+    let held = gantry_ok(url, &["hold", &b_id]);
+    assert_eq!(
+        held,
+        format!("Job {b} held: it is not scheduled until released\n")
+    );
+    assert_eq!(job(url, b)["reason"], "held by root");
+    // Requeued by hand: stopped, then (b being held) run again at once.
+    gantry_ok(url, &["requeue", &a_id]);
+    wait_for("job a's second run", || {
+        (lines(&runs).len() == 2).then_some(())
+    });
+    gantry_ok(url, &["preempt", &a_id]);
+    wait_for("job a's third run", || {
+        (lines(&runs).len() == 3).then_some(())
+    });
+    assert_eq!(lines(&runs), ["run 0", "run 1", "run 2"]);
+    assert_eq!(wait_state(url, a, "RUNNING")["attempt"], 2);
+    assert_eq!(job(url, b)["state"], "PENDING");
+
+    // Wrong asks are refused with the reason, and change nothing.
+    for (args, needle) in [
+        (vec!["hold", a_id.as_str()], "only pending jobs can be held"),
+        (
+            vec!["release", a_id.as_str()],
+            &*format!("job {a} is not held"),
+        ),
+        (
+            vec!["requeue", b_id.as_str()],
+            "only running jobs can be requeued",
+        ),
+        (vec!["hold", "999"], "job 999 does not exist"),
+        (vec!["hold", b_id.as_str(), "999"], "job 999 does not exist"),
+    ] {
+        let out = gantry(url, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(job(url, b)["reason"], "held by root");
+
+    gantry_ok(url, &["release", &b_id]);
+    fs::write(&release, "").unwrap();
+    wait_state(url, a, "COMPLETED");
+    wait_state(url, b, "COMPLETED");
 }

@@ -6,7 +6,7 @@ use gantry_model::{JobId, JobState, Owner};
 use gantry_policies::Topology;
 use gantry_proto as pb;
 use gantry_state::accounts::{self, Account, AccountError, NewAccount};
-use gantry_state::{Command, Job, Node, NodeState, Outcome, Rejection};
+use gantry_state::{Command, Control, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
 
 use crate::clock::now_ms;
@@ -129,7 +129,13 @@ fn rejection_status(r: Rejection) -> Status {
         Rejection::AlreadyEnded(..) | Rejection::Stale { .. } => {
             Status::failed_precondition(message)
         }
-        Rejection::NotOwner { .. } | Rejection::BadToken(_) => Status::permission_denied(message),
+        Rejection::NotOwner { .. } | Rejection::BadToken(_) | Rejection::AdminOnly(_) => {
+            Status::permission_denied(message)
+        }
+        Rejection::NotPending { .. }
+        | Rejection::NotHeld(_)
+        | Rejection::NotRunning { .. }
+        | Rejection::Stopping(_) => Status::failed_precondition(message),
     }
 }
 
@@ -178,9 +184,11 @@ fn job_to_pb(
     explained: Option<&Explanation>,
     summary: bool,
 ) -> pb::Job {
-    let explained = explained.filter(|_| job.state == JobState::Pending);
+    // A held job is out of the passes: an explanation would be from before the hold.
+    let explained = explained.filter(|_| job.state == JobState::Pending && job.held_by.is_none());
     let wait = explained.and_then(|e| e.wait.as_ref());
     let reason = match (job.state, wait) {
+        (JobState::Pending, _) if job.held_by.is_some() => job.reason.clone(),
         (JobState::Pending, Some(why)) => why.to_string(),
         (JobState::Pending, None) => "Scheduling".to_string(),
         _ => job.reason.clone(),
@@ -372,6 +380,50 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             })),
             other => Err(Status::internal(format!(
                 "unexpected outcome of a cancel: {other:?}"
+            ))),
+        }
+    }
+
+    async fn control(
+        &self,
+        request: Request<pb::ControlRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        let action = match pb::ControlAction::try_from(request.action) {
+            Ok(pb::ControlAction::Hold) => Control::Hold,
+            Ok(pb::ControlAction::Release) => Control::Release,
+            Ok(pb::ControlAction::Requeue) => Control::Requeue,
+            Ok(pb::ControlAction::Preempt) => Control::Preempt,
+            Ok(pb::ControlAction::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action {}: hold, release, requeue or preempt",
+                    request.action
+                )));
+            }
+        };
+        if request.job_ids.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "name at least one job to {}",
+                action.as_str()
+            )));
+        }
+        if action == Control::Preempt {
+            self.require_admin(&who, "preempt jobs")?;
+        }
+        let command = Command::Control {
+            jobs: request.job_ids,
+            action,
+            admin: self.config.is_admin(&who.user),
+            by: who.user,
+            now_ms: now_ms(),
+        };
+        match self.propose(command).await? {
+            Outcome::Applied => Ok(Response::new(pb::ControlResponse {})),
+            other => Err(Status::internal(format!(
+                "unexpected outcome of a {}: {other:?}",
+                action.as_str()
             ))),
         }
     }

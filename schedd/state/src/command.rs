@@ -39,6 +39,15 @@ pub enum Command {
         token: String,
         now_ms: u64,
     },
+    /// A user's or admin's hand on jobs (`gantry hold|release|requeue|preempt`): all or
+    /// nothing, like a cancel. `admin` was checked by the proposer.
+    Control {
+        jobs: Vec<JobId>,
+        action: Control,
+        by: String,
+        admin: bool,
+        now_ms: u64,
+    },
     /// The job's run `attempt` reports a completed checkpoint (`gantry checkpoint done`);
     /// the proposer has checked its token.
     CheckpointDone {
@@ -120,6 +129,30 @@ pub enum Command {
     },
 }
 
+/// What `Command::Control` does to each job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// A pending job is not scheduled until released.
+    Hold,
+    Release,
+    /// A running job is stopped (warned first, with a checkpoint contract) and queued again
+    /// as its next run; its owner or an admin.
+    Requeue,
+    /// The same, by an admin, recorded as a preemption.
+    Preempt,
+}
+
+impl Control {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Hold => "hold",
+            Control::Release => "release",
+            Control::Requeue => "requeue",
+            Control::Preempt => "preempt",
+        }
+    }
+}
+
 /// How the part of a job on one node ended, as its node reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartExit {
@@ -184,6 +217,20 @@ pub enum Rejection {
     UnknownNode(String),
     #[error("invalid node registration: {0}")]
     BadRegistration(String),
+    #[error("job {id} is {}: only pending jobs can be held", state.as_str())]
+    NotPending { id: JobId, state: JobState },
+    #[error("job {0} is not held")]
+    NotHeld(JobId),
+    #[error("job {id} is {}: only running jobs can be {what}", state.as_str())]
+    NotRunning {
+        id: JobId,
+        state: JobState,
+        what: &'static str,
+    },
+    #[error("job {0} is being stopped already")]
+    Stopping(JobId),
+    #[error("only admins may {0}")]
+    AdminOnly(&'static str),
     #[error(
         "job {0}: the token is not this run's (only the job itself may report its checkpoints)"
     )]

@@ -34,6 +34,8 @@ pub struct Job {
     /// The first part that ended badly, and its node; the other parts are being stopped
     /// and the job will end the way this one did.
     pub first_failure: Option<(String, PartExit)>,
+    /// Who holds it back from scheduling (`gantry hold`), while pending.
+    pub held_by: Option<String>,
     /// The secret of the current run (see `Command::Allocate`); never shown.
     pub token: String,
     /// When its last checkpoint completed, in any run, and how far it had got.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::accounts::Accounts;
-use crate::command::{Command, ExitReason, Outcome, PartExit, Rejection};
+use crate::command::{Command, Control, ExitReason, Outcome, PartExit, Rejection};
 use crate::job::{Job, Part};
 use crate::node::{Drain, Node};
 use crate::usage::Usage;
@@ -216,6 +216,13 @@ impl StateMachine {
                 progress,
                 now_ms,
             } => self.checkpoint_done(*job, *attempt, *progress, *now_ms),
+            Command::Control {
+                jobs,
+                action,
+                by,
+                admin,
+                ..
+            } => self.control(jobs, *action, by, *admin),
             Command::RegisterNode {
                 name,
                 inventory,
@@ -358,6 +365,7 @@ impl StateMachine {
                 parts: vec![],
                 cancel_requested: false,
                 first_failure: None,
+                held_by: None,
                 token: String::new(),
                 last_checkpoint_ms: None,
                 checkpoint_progress: None,
@@ -425,6 +433,71 @@ impl StateMachine {
             cancelled,
             signalled,
         }
+    }
+
+    fn control(&mut self, ids: &[JobId], action: Control, by: &str, admin: bool) -> Outcome {
+        if action == Control::Preempt && !admin {
+            return Outcome::Rejected(Rejection::AdminOnly("preempt jobs"));
+        }
+        // Check every job first: a request naming one bad id changes nothing.
+        for id in ids {
+            let Some(job) = self.jobs.get(id) else {
+                return Outcome::Rejected(Rejection::UnknownJob(*id));
+            };
+            if job.state.is_terminal() {
+                return Outcome::Rejected(Rejection::AlreadyEnded(*id, job.state));
+            }
+            if !admin && job.owner.user != by {
+                return Outcome::Rejected(Rejection::NotOwner {
+                    job: *id,
+                    owner: job.owner.user.clone(),
+                });
+            }
+            let stopped = if action == Control::Preempt {
+                "preempted"
+            } else {
+                "requeued"
+            };
+            let refusal = match action {
+                Control::Hold if job.state != JobState::Pending => Some(Rejection::NotPending {
+                    id: *id,
+                    state: job.state,
+                }),
+                Control::Release if job.held_by.is_none() => Some(Rejection::NotHeld(*id)),
+                Control::Requeue | Control::Preempt if job.state != JobState::Running => {
+                    Some(Rejection::NotRunning {
+                        id: *id,
+                        state: job.state,
+                        what: stopped,
+                    })
+                }
+                Control::Requeue | Control::Preempt if job.stopping() => {
+                    Some(Rejection::Stopping(*id))
+                }
+                _ => None,
+            };
+            if let Some(refusal) = refusal {
+                return Outcome::Rejected(refusal);
+            }
+        }
+        for id in ids {
+            let Some(job) = self.jobs.get_mut(id) else {
+                continue;
+            };
+            match action {
+                Control::Hold => {
+                    job.held_by = Some(by.to_string());
+                    job.reason = format!("held by {by}");
+                }
+                Control::Release => {
+                    job.held_by = None;
+                    job.reason = String::new();
+                }
+                Control::Requeue => job.requeue = Some(format!("by {by}")),
+                Control::Preempt => job.requeue = Some(format!("preempted by {by}")),
+            }
+        }
+        Outcome::Applied
     }
 
     fn allocate(

@@ -54,11 +54,12 @@ impl StateMachine {
     }
 
     /// The pending jobs with ids above `id`, in id order, as the policies see them: the jobs
-    /// that arrived after a plan that knew the jobs up to `id`.
+    /// that arrived after a plan that knew the jobs up to `id`. Held jobs are not there.
     pub fn pending_after(&self, id: JobId) -> Vec<PendingJob> {
         self.pending
             .range(id.saturating_add(1)..)
             .filter_map(|id| self.jobs.get(id))
+            .filter(|j| j.held_by.is_none())
             .map(|j| PendingJob {
                 id: j.id,
                 shapes: j.spec.shapes(),

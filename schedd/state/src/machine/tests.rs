@@ -5,7 +5,7 @@ use gantry_policies::PartPlan;
 use proptest::prelude::*;
 
 use super::StateMachine;
-use crate::command::{Command, ExitReason, Outcome, PartExit, Rejection};
+use crate::command::{Command, Control, ExitReason, Outcome, PartExit, Rejection};
 use crate::node::NodeState;
 
 fn owner(user: &str) -> Owner {
@@ -659,6 +659,23 @@ fn arb_command() -> impl Strategy<Value = Command> {
             reason: "reclaimed".into(),
             now_ms: 10,
         }),
+        (
+            prop::collection::vec(job.clone(), 1..3),
+            prop::sample::select(vec![
+                Control::Hold,
+                Control::Release,
+                Control::Requeue,
+                Control::Preempt
+            ]),
+            any::<bool>()
+        )
+            .prop_map(|(jobs, action, admin)| Command::Control {
+                jobs,
+                action,
+                by: "ann".into(),
+                admin,
+                now_ms: 12,
+            }),
         (job.clone(), 0u32..2, prop::option::of(0u64..100)).prop_map(|(job, attempt, progress)| {
             Command::CheckpointDone {
                 job,
@@ -1009,4 +1026,78 @@ fn dependencies_are_checked_at_submit_and_settled_when_jobs_end() {
         }
     );
     assert_eq!(log.sm.job(b).unwrap().state, JobState::Cancelled);
+}
+
+/// Hold and release pending jobs, requeue and preempt running ones: owners or admins, all
+/// or nothing, and only in the states they make sense in.
+#[test]
+fn jobs_are_held_released_and_requeued_by_their_owners_or_admins() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let running = log.submit(1, 2);
+    assert_eq!(log.allocate(running, "n1", vec![0, 1]), Outcome::Applied);
+    let pending = log.submit(1, 4);
+    let control = |jobs: Vec<u64>, action, by: &str, admin| Command::Control {
+        jobs,
+        action,
+        by: by.into(),
+        admin,
+        now_ms: 4,
+    };
+    let refused = |outcome: Outcome| match outcome {
+        Outcome::Rejected(r) => r.to_string(),
+        other => panic!("not refused: {other:?}"),
+    };
+    assert!(
+        refused(log.apply(control(vec![pending], Control::Hold, "bob", false)))
+            .contains("only its owner or an admin")
+    );
+    assert_eq!(
+        refused(log.apply(control(vec![running], Control::Hold, "ann", false))),
+        format!("job {running} is RUNNING: only pending jobs can be held")
+    );
+    assert_eq!(
+        refused(log.apply(control(vec![pending, 99], Control::Hold, "ann", false))),
+        "job 99 does not exist"
+    );
+    assert_eq!(log.sm.job(pending).unwrap().held_by, None, "all or nothing");
+    assert_eq!(
+        log.apply(control(vec![pending], Control::Hold, "ann", false)),
+        Outcome::Applied
+    );
+    assert!(
+        log.sm.pending_after(0).is_empty(),
+        "held jobs are not scheduled"
+    );
+    assert_eq!(log.sm.job(pending).unwrap().reason, "held by ann");
+    assert_eq!(
+        log.apply(control(vec![pending], Control::Release, "root", true)),
+        Outcome::Applied
+    );
+    assert_eq!(log.sm.pending_after(0).len(), 1);
+    assert_eq!(
+        refused(log.apply(control(vec![pending], Control::Release, "ann", false))),
+        format!("job {pending} is not held")
+    );
+    assert_eq!(
+        refused(log.apply(control(vec![pending], Control::Requeue, "ann", false))),
+        format!("job {pending} is PENDING: only running jobs can be requeued")
+    );
+    assert_eq!(
+        refused(log.apply(control(vec![running], Control::Preempt, "ann", false))),
+        "only admins may preempt jobs"
+    );
+    assert_eq!(
+        log.apply(control(vec![running], Control::Requeue, "ann", false)),
+        Outcome::Applied
+    );
+    assert!(log.sm.job(running).unwrap().stopping());
+    assert_eq!(
+        refused(log.apply(control(vec![running], Control::Preempt, "root", true))),
+        format!("job {running} is being stopped already")
+    );
+    log.exit(running, "n1", ExitReason::Preempted, None);
+    let job = log.sm.job(running).unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Pending, 1));
+    assert_eq!(job.reason, "requeued: by ann");
 }
