@@ -374,7 +374,24 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
     if job.cancel_requested {
         lines.push(("cancel_requested", "yes".to_string()));
     }
-    lines.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+    let mut text: String = lines.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    // Every ended run: `run 0: PREEMPTED on node1:0 from ... to ... (why)`.
+    for a in &row.attempts {
+        let why = if a.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", a.reason)
+        };
+        text.push_str(&format!(
+            "run {}: {} on {} from {} to {}{why}\n",
+            a.attempt,
+            a.outcome,
+            a.allocation.join(" "),
+            opt(a.start_time.clone()),
+            opt(a.end_time.clone()),
+        ));
+    }
+    text
 }
 
 /// A command line as it could be typed back: words with blanks or quotes are quoted.
@@ -392,8 +409,6 @@ fn shell_words(words: &[String]) -> String {
     words.iter().map(quote).collect::<Vec<_>>().join(" ")
 }
 
-/// Cancels each job on its own, so one unknown id does not hide what happened to the others.
-/// Returns the exit code: 1 if any job could not be cancelled.
 /// `gantry hold|release|requeue|preempt JOB...`: all the jobs or none, as one request.
 pub async fn control(
     args: CancelArgs,
@@ -439,6 +454,8 @@ fn last_checkpoint(row: &JobRow) -> String {
     }
 }
 
+/// Cancels each job on its own, so one unknown id does not hide what happened to the others.
+/// Returns the exit code: 1 if any job could not be cancelled.
 pub async fn cancel(args: CancelArgs, scheduler: &mut Scheduler) -> anyhow::Result<u8> {
     let who = caller();
     let mut code = 0;

@@ -59,9 +59,24 @@ pub struct JobRow {
     pub deadline: Option<String>,
     /// `SIGUSR1@120s`, and how often it checkpoints on its own; null without one.
     pub checkpoint: Option<CheckpointRow>,
+    /// Its runs that have ended, oldest first.
+    pub attempts: Vec<AttemptRow>,
     /// For a pending job, why and where it stands as of the leader's last pass; null when
     /// not pending or not known (a `--stale` read from a follower).
     pub explanation: Option<ExplanationRow>,
+}
+
+/// One run of a job that has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    /// `node:gpu,gpu` per node.
+    pub allocation: Vec<String>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    /// `PREEMPTED`, `REQUEUED`, or the state the job ended in.
+    pub outcome: String,
+    pub reason: String,
 }
 
 /// A job's checkpoint contract.
@@ -243,6 +258,18 @@ impl From<&pb::Job> for JobRow {
                     .has_checkpoint_progress
                     .then_some(job.checkpoint_progress),
             }),
+            attempts: job
+                .attempts
+                .iter()
+                .map(|a| AttemptRow {
+                    attempt: a.attempt,
+                    allocation: a.allocation.clone(),
+                    start_time: timestamp(a.start_ms),
+                    end_time: timestamp(a.end_ms),
+                    outcome: a.outcome.clone(),
+                    reason: a.reason.clone(),
+                })
+                .collect(),
             explanation: ExplanationRow::from_job(job),
         }
     }
@@ -414,6 +441,7 @@ mod tests {
             last_checkpoint_ms: 0,
             has_checkpoint_progress: false,
             checkpoint_progress: 0,
+            attempts: vec![],
         }
     }
 
@@ -436,7 +464,7 @@ mod tests {
                  nodes, allocation, time_limit_s, \
                  submit_time, start_time, end_time, work_dir, stdout, stderr, command, attempt, \
                  queue_position, qos, pool, constraints, dependencies, deadline, checkpoint, \
-                 explanation"
+                 attempts, explanation"
             )
         );
         assert_eq!(

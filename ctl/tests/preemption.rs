@@ -119,6 +119,35 @@ fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
     let checkpoint = &job(url, low)["checkpoint"];
     assert_eq!(checkpoint["progress"], 20, "{checkpoint}");
     assert!(checkpoint["last"].is_string(), "{checkpoint}");
+    // Both runs are in its history.
+    let runs = job(url, low)["attempts"].clone();
+    let outcomes: Vec<(&str, &str)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (
+                "PREEMPTED",
+                &*format!("preempted for job {} of QoS high", high["id"])
+            ),
+            ("COMPLETED", "")
+        ]
+    );
+    assert_eq!(runs[0]["allocation"][0], "node1:0");
+    let shown = gantry_ok(url, &["show", &low.to_string()]);
+    assert!(
+        shown.contains("\nrun 0: PREEMPTED on node1:0 from "),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -241,6 +270,14 @@ fn jobs_are_held_released_requeued_and_preempted_by_hand() {
 
     gantry_ok(url, &["release", &b_id]);
     fs::write(&release, "").unwrap();
-    wait_state(url, a, "COMPLETED");
+    let done = wait_state(url, a, "COMPLETED");
+    let outcomes: Vec<&str> = done["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["REQUEUED", "PREEMPTED", "COMPLETED"], "{done}");
+    assert_eq!(done["attempts"][1]["reason"], "preempted by root");
     wait_state(url, b, "COMPLETED");
 }

@@ -228,6 +228,25 @@ fn job_to_pb(
         last_checkpoint_ms: job.last_checkpoint_ms.unwrap_or(0),
         has_checkpoint_progress: job.checkpoint_progress.is_some(),
         checkpoint_progress: job.checkpoint_progress.unwrap_or(0),
+        attempts: job
+            .attempts
+            .iter()
+            .map(|a| pb::Attempt {
+                attempt: a.attempt,
+                allocation: a
+                    .parts
+                    .iter()
+                    .map(|(node, gpus)| {
+                        let gpus: Vec<String> = gpus.iter().map(u32::to_string).collect();
+                        format!("{node}:{}", gpus.join(","))
+                    })
+                    .collect(),
+                start_ms: a.start_ms,
+                end_ms: a.end_ms,
+                outcome: a.outcome.clone(),
+                reason: a.reason.clone(),
+            })
+            .collect(),
         dependencies: job
             .spec
             .dependencies

@@ -72,11 +72,10 @@ fn lease_ran_out(path: &Path, now: Instant, warned: &mut bool) -> Option<Instant
     }
 }
 
-/// Whether the job touched `path` at or after `since` (`gantry checkpoint done`).
-fn checkpointed_since(path: Option<&Path>, since: std::time::SystemTime) -> bool {
+/// When the job last touched `path` (`gantry checkpoint done`); `None` if it never did.
+fn touched(path: Option<&Path>) -> Option<std::time::SystemTime> {
     path.and_then(|p| std::fs::metadata(p).ok())
         .and_then(|m| m.modified().ok())
-        .is_some_and(|at| at >= since)
 }
 
 enum Reap {
@@ -128,7 +127,9 @@ pub fn watch_job(
     let mut term_at: Option<Instant> = None;
     // Whatever the job does once warned of a preemption, it was preempted.
     let mut preempting = false;
-    let mut warned_at = std::time::SystemTime::now();
+    // The done file as it was when the warning went out: any change after is the job's word.
+    // (Compared with the file's own earlier time, not the clock: file times are coarse.)
+    let mut done_before: Option<Option<std::time::SystemTime>> = None;
     let mut stopped: Option<(ExitReason, Instant)> = None;
     let mut killed = false;
     let mut lease_read_at: Option<Instant> = None;
@@ -156,7 +157,10 @@ pub fn watch_job(
             term_at = None;
             stopped = Some(begin_stop(ExitReason::Timeout));
         }
-        if term_at.is_some() && checkpointed_since(limits.checkpoint_done.as_deref(), warned_at) {
+        if term_at.is_some()
+            && let Some(before) = done_before
+            && touched(limits.checkpoint_done.as_deref()) != before
+        {
             term_at = Some(now);
         }
         if stopped.is_none() && term_at.is_some_and(|at| now >= at) {
@@ -203,7 +207,7 @@ pub fn watch_job(
             match (stop_reason(), limits.warning) {
                 // Checkpoint first; the SIGTERM follows after the lead.
                 (ExitReason::Preempted, Some((signal, lead))) => {
-                    warned_at = std::time::SystemTime::now();
+                    done_before = Some(touched(limits.checkpoint_done.as_deref()));
                     warn(signal);
                     warn_at = None;
                     term_at = Some(Instant::now() + lead);

@@ -28,12 +28,14 @@ pub struct Job {
     /// alternative N.
     pub shape: u32,
     pub cancel_requested: bool,
-    /// Set when the scheduler takes the job's resources back (quota reclaim): its parts are
-    /// stopped, and once all have ended the job is pending again, as its next attempt.
-    pub requeue: Option<String>,
+    /// Set when the job is to run again (a preemption, a reclaim, `gantry requeue`): its
+    /// parts are stopped, and once all have ended the job is pending again, as its next run.
+    pub requeue: Option<Requeue>,
     /// The first part that ended badly, and its node; the other parts are being stopped
     /// and the job will end the way this one did.
     pub first_failure: Option<(String, PartExit)>,
+    /// Its runs that have ended, oldest first.
+    pub attempts: Vec<Attempt>,
     /// Who holds it back from scheduling (`gantry hold`), while pending.
     pub held_by: Option<String>,
     /// The secret of the current run (see `Command::Allocate`); never shown.
@@ -41,6 +43,27 @@ pub struct Job {
     /// When its last checkpoint completed, in any run, and how far it had got.
     pub last_checkpoint_ms: Option<u64>,
     pub checkpoint_progress: Option<u64>,
+}
+
+/// Why a running job is being stopped to run again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requeue {
+    pub why: String,
+    /// For another job (a preemption or reclaim), rather than by hand.
+    pub preempted: bool,
+}
+
+/// One run of a job that has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    /// Each node it ran on, with the GPUs it held there.
+    pub parts: Vec<(String, Vec<u32>)>,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// `PREEMPTED`, `REQUEUED`, or the state the job ended in.
+    pub outcome: String,
+    pub reason: String,
 }
 
 /// The share of a running job on one node.

@@ -15,6 +15,6 @@ pub mod usage;
 mod view;
 
 pub use command::{Command, Control, ExitReason, Outcome, PartExit, Rejection};
-pub use job::{Job, Part};
+pub use job::{Attempt, Job, Part, Requeue};
 pub use machine::{SnapshotError, StateMachine};
 pub use node::{Drain, Node, NodeState};

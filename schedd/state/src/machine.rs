@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::accounts::Accounts;
 use crate::command::{Command, Control, ExitReason, Outcome, PartExit, Rejection};
-use crate::job::{Job, Part};
+use crate::job::{Attempt, Job, Part, Requeue};
 use crate::node::{Drain, Node};
 use crate::usage::Usage;
 
@@ -293,7 +293,10 @@ impl StateMachine {
             Some(job)
                 if job.state == JobState::Running && job.attempt == attempt && !job.stopping() =>
             {
-                job.requeue = Some(reason.to_string());
+                job.requeue = Some(Requeue {
+                    why: reason.to_string(),
+                    preempted: true,
+                });
                 Outcome::Applied
             }
             _ => Outcome::Ignored(format!("job {id}.{attempt} is not running unstopped")),
@@ -365,6 +368,7 @@ impl StateMachine {
                 parts: vec![],
                 cancel_requested: false,
                 first_failure: None,
+                attempts: Vec::new(),
                 held_by: None,
                 token: String::new(),
                 last_checkpoint_ms: None,
@@ -493,8 +497,18 @@ impl StateMachine {
                     job.held_by = None;
                     job.reason = String::new();
                 }
-                Control::Requeue => job.requeue = Some(format!("by {by}")),
-                Control::Preempt => job.requeue = Some(format!("preempted by {by}")),
+                Control::Requeue => {
+                    job.requeue = Some(Requeue {
+                        why: format!("by {by}"),
+                        preempted: false,
+                    });
+                }
+                Control::Preempt => {
+                    job.requeue = Some(Requeue {
+                        why: format!("preempted by {by}"),
+                        preempted: true,
+                    });
+                }
             }
         }
         Outcome::Applied
@@ -806,8 +820,16 @@ impl StateMachine {
         let requeue = job.requeue.take();
         if !job.cancel_requested
             && !finished
-            && let Some(why) = requeue
+            && let Some(requeue) = requeue
         {
+            let outcome = if requeue.preempted {
+                "PREEMPTED"
+            } else {
+                "REQUEUED"
+            };
+            let why = requeue.why;
+            job.attempts
+                .push(attempt_record(job, now_ms, outcome, &why));
             // Back in the queue as its next attempt, however its parts were stopped.
             job.state = JobState::Pending;
             job.attempt += 1;
@@ -838,6 +860,8 @@ impl StateMachine {
             job.reason = describe_exit(&decisive, on_node);
         }
         job.end_time_ms = Some(now_ms);
+        let record = attempt_record(job, now_ms, job.state.as_str(), &job.reason);
+        job.attempts.push(record);
         self.active.remove(&id);
         self.settle_dependents(id, now_ms);
     }
@@ -952,6 +976,22 @@ fn describe_exit(exit: &PartExit, failed_node: Option<&str>) -> String {
     match failed_node {
         Some(node) if !what.is_empty() => format!("{what} on node {node}"),
         _ => what,
+    }
+}
+
+/// The record of job's current run, ending at `end_ms`.
+fn attempt_record(job: &Job, end_ms: u64, outcome: &str, reason: &str) -> Attempt {
+    Attempt {
+        attempt: job.attempt,
+        parts: job
+            .parts
+            .iter()
+            .map(|p| (p.node.clone(), p.gpus.clone()))
+            .collect(),
+        start_ms: job.start_time_ms.unwrap_or(end_ms),
+        end_ms,
+        outcome: outcome.to_string(),
+        reason: reason.to_string(),
     }
 }
 

@@ -900,6 +900,12 @@ fn checkpoints_are_reported_with_the_runs_token_and_a_preempted_exit_requeues() 
         (job.last_checkpoint_ms, job.checkpoint_progress),
         (Some(4), Some(20))
     );
+    let run = &job.attempts[0];
+    assert_eq!(
+        (run.attempt, run.outcome.as_str(), run.reason.as_str()),
+        (0, "PREEMPTED", "preempted for job 9 of QoS high")
+    );
+    assert_eq!(run.parts, [("n1".to_string(), vec![0, 1])]);
     // A new run has not checkpointed yet, whatever earlier runs did.
     assert_eq!(job.checkpointed_this_run(), None);
     assert!(log.sm.token_matches(id, 0, "s3cret").is_err());
@@ -1100,4 +1106,5 @@ fn jobs_are_held_released_and_requeued_by_their_owners_or_admins() {
     let job = log.sm.job(running).unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Pending, 1));
     assert_eq!(job.reason, "requeued: by ann");
+    assert_eq!(job.attempts[0].outcome, "REQUEUED");
 }
