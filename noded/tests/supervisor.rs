@@ -422,6 +422,18 @@ fn start_job_with_children(key: JobKey) -> (Scratch, Child, u32) {
     (scratch, child, pgid)
 }
 
+/// Gives the job a checkpoint contract (as the daemon does for `--checkpoint`), its work dir
+/// as checkpoint dir.
+fn with_checkpoint(scratch: &Scratch, signal: &str, lead_ms: u64) {
+    let mut record = scratch.dir.read_launch().unwrap();
+    record.checkpoint = Some(CheckpointRecord {
+        signal: signal.into(),
+        lead_ms,
+        dir: scratch.work.clone(),
+    });
+    scratch.dir.write_record(&record).unwrap();
+}
+
 /// A job declaring `SIGUSR1@LEAD` gets SIGUSR1 that long before its time limit, and ends
 /// `TIMEOUT` at the limit; the signal reaches the whole group.
 #[test]
@@ -437,13 +449,7 @@ while true; do sleep 0.05; done
         ),
         ..launch(work, &[])
     });
-    let mut record = scratch.dir.read_launch().unwrap();
-    record.checkpoint = Some(CheckpointRecord {
-        signal: "SIGUSR1".into(),
-        lead_ms: 1_000,
-        dir: scratch.work.clone(),
-    });
-    scratch.dir.write_record(&record).unwrap();
+    with_checkpoint(&scratch, "SIGUSR1", 1_000);
     let status = run_to_end(&scratch);
     assert_eq!(status.reason, ExitReason::Timeout, "{status:?}");
     assert_eq!(read(&scratch.work.join("warned")), "warned\n");
@@ -464,13 +470,7 @@ echo up > up
         ),
         ..launch(work, &[])
     });
-    let mut record = scratch.dir.read_launch().unwrap();
-    record.checkpoint = Some(CheckpointRecord {
-        signal: "SIGUSR2".into(),
-        lead_ms: 60_000,
-        dir: scratch.work.clone(),
-    });
-    scratch.dir.write_record(&record).unwrap();
+    with_checkpoint(&scratch, "SIGUSR2", 60_000);
     let mut child = supervise(&scratch.dir);
     wait_for("the job to start", || {
         scratch.work.join("up").exists().then_some(())
@@ -503,13 +503,7 @@ fn a_checkpoint_done_during_a_preemption_ends_the_wait_for_it() {
         ),
         ..launch(work, &[])
     });
-    let mut record = scratch.dir.read_launch().unwrap();
-    record.checkpoint = Some(CheckpointRecord {
-        signal: "SIGUSR1".into(),
-        lead_ms: 600_000,
-        dir: scratch.work.clone(),
-    });
-    scratch.dir.write_record(&record).unwrap();
+    with_checkpoint(&scratch, "SIGUSR1", 600_000);
     let mut child = supervise(&scratch.dir);
     wait_for("the job to start", || {
         scratch.work.join("up").exists().then_some(())

@@ -5,7 +5,7 @@
 //! tenant) and maps to a QoS level (BE → low, Guaranteed → high, others normal).
 
 use super::gantry::seconds_ms;
-use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang};
+use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang, read_rows};
 
 const HEADER: [&str; 11] = [
     "name",
@@ -22,49 +22,14 @@ const HEADER: [&str; 11] = [
 ];
 
 pub(super) fn parse(file: &str, text: &str, options: &ReadOptions) -> Result<Trace, TraceError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .map_err(|e| TraceError::Malformed(format!("{file}:1: {e}")))?;
-    if header.iter().ne(HEADER) {
-        return Err(TraceError::Malformed(format!(
-            "{file}:1: expected the header {}",
-            HEADER.join(",")
-        )));
-    }
     let mut rows = Rows::new(file, options);
-    let mut jobs = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = index as u64 + 2;
-        let record = match record {
-            Ok(record) => record,
-            Err(e) => {
-                rows.bad(line, e)?;
-                continue;
-            }
-        };
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        match pod(&record, index as u64, options) {
-            Ok(job) => jobs.push(job),
-            Err(why) => rows.bad(line, why)?,
-        }
-    }
+    let jobs = read_rows(text, &HEADER, &mut rows, |record, index| {
+        pod(record, index, options)
+    })?;
     Ok(rows.finish(jobs))
 }
 
 fn pod(record: &csv::StringRecord, index: u64, options: &ReadOptions) -> Result<TraceJob, String> {
-    if record.len() != HEADER.len() {
-        return Err(format!(
-            "expected {} fields, found {}",
-            HEADER.len(),
-            record.len()
-        ));
-    }
     let field = |i: usize| record.get(i).unwrap_or("");
     let time = |i: usize| {
         seconds_ms(field(i))

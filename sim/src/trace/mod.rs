@@ -107,6 +107,55 @@ pub fn read(path: &Path, format: Format, options: &ReadOptions) -> Result<Trace,
     Ok(trace)
 }
 
+/// The rows of a CSV trace whose header is exactly `header`, each made into a `T` by `row`
+/// (given the record, of as many fields as the header, and its 0-based index). Blank rows are
+/// skipped; malformed ones are reported to `rows` with their line.
+pub(crate) fn read_rows<T>(
+    text: &str,
+    header: &[&str],
+    rows: &mut Rows<'_>,
+    mut row: impl FnMut(&csv::StringRecord, u64) -> Result<T, String>,
+) -> Result<Vec<T>, TraceError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let found = reader
+        .headers()
+        .map_err(|e| TraceError::Malformed(format!("{}:1: {e}", rows.file)))?;
+    if found.iter().ne(header.iter().copied()) {
+        return Err(TraceError::Malformed(format!(
+            "{}:1: expected the header {}",
+            rows.file,
+            header.join(",")
+        )));
+    }
+    let mut out = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index as u64 + 2;
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                rows.bad(line, e)?;
+                continue;
+            }
+        };
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        if record.len() != header.len() {
+            let why = format!("expected {} fields, found {}", header.len(), record.len());
+            rows.bad(line, why)?;
+            continue;
+        }
+        match row(&record, index as u64) {
+            Ok(item) => out.push(item),
+            Err(why) => rows.bad(line, why)?,
+        }
+    }
+    Ok(out)
+}
+
 /// Collects row problems: skipped, or the first one returned in strict mode.
 pub(crate) struct Rows<'a> {
     file: &'a str,

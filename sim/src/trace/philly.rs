@@ -5,44 +5,16 @@
 use gantry_model::units::parse_time_ms;
 
 use super::gantry::seconds_ms;
-use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang};
+use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang, read_rows};
 
 const HEADER: [&str; 5] = ["timestamp", "duration", "num_gpus", "gpu_time", "cluster"];
 
 pub(super) fn parse(file: &str, text: &str, options: &ReadOptions) -> Result<Trace, TraceError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .map_err(|e| TraceError::Malformed(format!("{file}:1: {e}")))?;
-    if header.iter().ne(HEADER) {
-        return Err(TraceError::Malformed(format!(
-            "{file}:1: expected the header {}",
-            HEADER.join(",")
-        )));
-    }
     let mut rows = Rows::new(file, options);
     // (wall-clock submit, job) until the earliest submit is known.
-    let mut read: Vec<(u64, TraceJob)> = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = index as u64 + 2;
-        let record = match record {
-            Ok(record) => record,
-            Err(e) => {
-                rows.bad(line, e)?;
-                continue;
-            }
-        };
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        match row(&record, index as u64, options) {
-            Ok(job) => read.push(job),
-            Err(why) => rows.bad(line, why)?,
-        }
-    }
+    let read: Vec<(u64, TraceJob)> = read_rows(text, &HEADER, &mut rows, |record, index| {
+        row(record, index, options)
+    })?;
     let start = read.iter().map(|(at, _)| *at).min().unwrap_or(0);
     let jobs = read
         .into_iter()
@@ -60,13 +32,6 @@ fn row(
     options: &ReadOptions,
 ) -> Result<(u64, TraceJob), String> {
     let field = |i: usize| record.get(i).unwrap_or("");
-    if record.len() != HEADER.len() {
-        return Err(format!(
-            "expected {} fields, found {}",
-            HEADER.len(),
-            record.len()
-        ));
-    }
     let at = parse_time_ms(field(0), 0)
         .map_err(|_| format!("timestamp {:?} is not a time", field(0)))?;
     let duration_ms = seconds_ms(field(1))

@@ -6,7 +6,7 @@
 
 use super::gantry::seconds_ms;
 use super::throughput::Profiles;
-use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang};
+use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang, read_rows};
 
 const HEADER: [&str; 5] = ["name", "time", "application", "num_replicas", "batch_size"];
 
@@ -19,38 +19,10 @@ pub(super) fn parse(
     profiles: &Profiles,
     options: &ReadOptions,
 ) -> Result<Trace, TraceError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .map_err(|e| TraceError::Malformed(format!("{file}:1: {e}")))?;
-    if header.iter().ne(HEADER) {
-        return Err(TraceError::Malformed(format!(
-            "{file}:1: expected the header {}",
-            HEADER.join(",")
-        )));
-    }
     let mut rows = Rows::new(file, options);
-    let mut jobs = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = index as u64 + 2;
-        let record = match record {
-            Ok(record) => record,
-            Err(e) => {
-                rows.bad(line, e)?;
-                continue;
-            }
-        };
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        match job(&record, index as u64, profiles, options) {
-            Ok(job) => jobs.push(job),
-            Err(why) => rows.bad(line, why)?,
-        }
-    }
+    let jobs = read_rows(text, &HEADER, &mut rows, |record, index| {
+        job(record, index, profiles, options)
+    })?;
     Ok(rows.finish(jobs))
 }
 
@@ -60,13 +32,6 @@ fn job(
     profiles: &Profiles,
     options: &ReadOptions,
 ) -> Result<TraceJob, String> {
-    if record.len() != HEADER.len() {
-        return Err(format!(
-            "expected {} fields, found {}",
-            HEADER.len(),
-            record.len()
-        ));
-    }
     let field = |i: usize| record.get(i).unwrap_or("");
     let number = |i: usize| -> Result<u32, String> {
         field(i)
