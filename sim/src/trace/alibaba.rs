@@ -5,7 +5,9 @@
 //! tenant) and maps to a QoS level (BE → low, Guaranteed → high, others normal).
 
 use super::gantry::seconds_ms;
-use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang, read_rows};
+use super::{
+    ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, exactly, gang, read_rows,
+};
 
 const HEADER: [&str; 11] = [
     "name",
@@ -23,7 +25,7 @@ const HEADER: [&str; 11] = [
 
 pub(super) fn parse(file: &str, text: &str, options: &ReadOptions) -> Result<Trace, TraceError> {
     let mut rows = Rows::new(file, options);
-    let jobs = read_rows(text, &HEADER, &mut rows, |record, index| {
+    let jobs = read_rows(text, &mut rows, exactly(&HEADER), |(), record, index, _| {
         pod(record, index, options)
     })?;
     Ok(rows.finish(jobs))

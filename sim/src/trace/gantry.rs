@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user};
+use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, read_rows};
 
 const COLUMNS: [&str; 12] = [
     "job_id",
@@ -25,52 +25,34 @@ const COLUMNS: [&str; 12] = [
 const REQUIRED: [&str; 4] = ["job_id", "submit_time_s", "gpus_per_node", "duration_s"];
 
 pub(super) fn parse(file: &str, text: &str, options: &ReadOptions) -> Result<Trace, TraceError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .map_err(|e| TraceError::Malformed(format!("{file}:1: {e}")))?
-        .clone();
-    let mut at: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, name) in header.iter().enumerate() {
-        let Some(known) = COLUMNS.iter().find(|c| **c == name) else {
-            return Err(TraceError::Malformed(format!(
-                "{file}:1: unknown column {name:?} (columns: {})",
-                COLUMNS.join(", ")
-            )));
-        };
-        at.insert(known, i);
-    }
-    if let Some(missing) = REQUIRED.iter().find(|c| !at.contains_key(*c)) {
-        return Err(TraceError::Malformed(format!(
-            "{file}:1: the column {missing:?} is required"
-        )));
-    }
-    let mut rows = Rows::new(file, options);
-    let mut jobs = Vec::new();
-    let mut ids = std::collections::BTreeSet::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = record
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position())
-            .map_or(index as u64 + 2, |p| p.line());
-        let record = match record {
-            Ok(record) => record,
-            Err(e) => {
-                rows.bad(line, e)?;
-                continue;
-            }
-        };
-        if record.iter().all(str::is_empty) {
-            continue;
+    let columns = |header: &csv::StringRecord| -> Result<BTreeMap<&'static str, usize>, String> {
+        let mut at = BTreeMap::new();
+        for (i, name) in header.iter().enumerate() {
+            let Some(known) = COLUMNS.iter().find(|c| **c == name) else {
+                return Err(format!(
+                    "unknown column {name:?} (columns: {})",
+                    COLUMNS.join(", ")
+                ));
+            };
+            at.insert(*known, i);
         }
-        match job(&record, &at, index as u64, options) {
-            Ok(job) if !ids.insert(job.id) => rows.bad(line, format!("job id {} again", job.id))?,
-            Ok(job) => jobs.push(job),
-            Err(why) => rows.bad(line, why)?,
+        match REQUIRED.iter().find(|c| !at.contains_key(*c)) {
+            Some(missing) => Err(format!("the column {missing:?} is required")),
+            None => Ok(at),
+        }
+    };
+    let mut rows = Rows::new(file, options);
+    let read = read_rows(text, &mut rows, columns, |at, record, index, line| {
+        job(record, at, index, options).map(|job| (line, job))
+    })?;
+    // A repeated id is reported on the repeat's own line.
+    let mut ids = std::collections::BTreeSet::new();
+    let mut jobs = Vec::new();
+    for (line, job) in read {
+        if ids.insert(job.id) {
+            jobs.push(job);
+        } else {
+            rows.bad(line, format!("job id {} again", job.id))?;
         }
     }
     Ok(rows.finish(jobs))

@@ -107,14 +107,15 @@ pub fn read(path: &Path, format: Format, options: &ReadOptions) -> Result<Trace,
     Ok(trace)
 }
 
-/// The rows of a CSV trace whose header is exactly `header`, each made into a `T` by `row`
-/// (given the record, of as many fields as the header, and its 0-based index). Blank rows are
-/// skipped; malformed ones are reported to `rows` with their line.
-pub(crate) fn read_rows<T>(
+/// The rows of a CSV trace: `header` reads the header row into what `row` needs (or says
+/// what is wrong with it), then `row` makes each record — of as many fields as the header —
+/// into a `T`, given its 0-based index and its line. Blank rows are skipped; malformed ones are
+/// reported to `rows` with their line.
+pub(crate) fn read_rows<H, T>(
     text: &str,
-    header: &[&str],
     rows: &mut Rows<'_>,
-    mut row: impl FnMut(&csv::StringRecord, u64) -> Result<T, String>,
+    header: impl FnOnce(&csv::StringRecord) -> Result<H, String>,
+    mut row: impl FnMut(&H, &csv::StringRecord, u64, u64) -> Result<T, String>,
 ) -> Result<Vec<T>, TraceError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -122,17 +123,18 @@ pub(crate) fn read_rows<T>(
         .from_reader(text.as_bytes());
     let found = reader
         .headers()
-        .map_err(|e| TraceError::Malformed(format!("{}:1: {e}", rows.file)))?;
-    if found.iter().ne(header.iter().copied()) {
-        return Err(TraceError::Malformed(format!(
-            "{}:1: expected the header {}",
-            rows.file,
-            header.join(",")
-        )));
-    }
+        .map_err(|e| TraceError::Malformed(format!("{}:1: {e}", rows.file)))?
+        .clone();
+    let context =
+        header(&found).map_err(|why| TraceError::Malformed(format!("{}:1: {why}", rows.file)))?;
     let mut out = Vec::new();
     for (index, record) in reader.records().enumerate() {
-        let line = index as u64 + 2;
+        // The line the record starts on (a quoted field may span lines).
+        let line = record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(index as u64 + 2, |p| p.line());
         let record = match record {
             Ok(record) => record,
             Err(e) => {
@@ -143,17 +145,28 @@ pub(crate) fn read_rows<T>(
         if record.iter().all(str::is_empty) {
             continue;
         }
-        if record.len() != header.len() {
-            let why = format!("expected {} fields, found {}", header.len(), record.len());
+        if record.len() != found.len() {
+            let why = format!("expected {} fields, found {}", found.len(), record.len());
             rows.bad(line, why)?;
             continue;
         }
-        match row(&record, index as u64) {
+        match row(&context, &record, index as u64, line) {
             Ok(item) => out.push(item),
             Err(why) => rows.bad(line, why)?,
         }
     }
     Ok(out)
+}
+
+/// A header check for `read_rows`: the columns must be exactly `expected`, in order.
+pub(crate) fn exactly(expected: &[&str]) -> impl FnOnce(&csv::StringRecord) -> Result<(), String> {
+    move |found| {
+        if found.iter().eq(expected.iter().copied()) {
+            Ok(())
+        } else {
+            Err(format!("expected the header {}", expected.join(",")))
+        }
+    }
 }
 
 /// Collects row problems: skipped, or the first one returned in strict mode.

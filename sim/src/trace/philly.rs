@@ -5,16 +5,19 @@
 use gantry_model::units::parse_time_ms;
 
 use super::gantry::seconds_ms;
-use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang, read_rows};
+use super::{
+    ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, exactly, gang, read_rows,
+};
 
 const HEADER: [&str; 5] = ["timestamp", "duration", "num_gpus", "gpu_time", "cluster"];
 
 pub(super) fn parse(file: &str, text: &str, options: &ReadOptions) -> Result<Trace, TraceError> {
     let mut rows = Rows::new(file, options);
     // (wall-clock submit, job) until the earliest submit is known.
-    let read: Vec<(u64, TraceJob)> = read_rows(text, &HEADER, &mut rows, |record, index| {
-        row(record, index, options)
-    })?;
+    let read: Vec<(u64, TraceJob)> =
+        read_rows(text, &mut rows, exactly(&HEADER), |(), record, index, _| {
+            row(record, index, options)
+        })?;
     let start = read.iter().map(|(at, _)| *at).min().unwrap_or(0);
     let jobs = read
         .into_iter()

@@ -6,7 +6,9 @@
 
 use super::gantry::seconds_ms;
 use super::throughput::Profiles;
-use super::{ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, gang, read_rows};
+use super::{
+    ReadOptions, Rows, Trace, TraceError, TraceJob, assigned_user, exactly, gang, read_rows,
+};
 
 const HEADER: [&str; 5] = ["name", "time", "application", "num_replicas", "batch_size"];
 
@@ -20,7 +22,7 @@ pub(super) fn parse(
     options: &ReadOptions,
 ) -> Result<Trace, TraceError> {
     let mut rows = Rows::new(file, options);
-    let jobs = read_rows(text, &HEADER, &mut rows, |record, index| {
+    let jobs = read_rows(text, &mut rows, exactly(&HEADER), |(), record, index, _| {
         job(record, index, profiles, options)
     })?;
     Ok(rows.finish(jobs))
