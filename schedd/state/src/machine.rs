@@ -394,18 +394,8 @@ impl StateMachine {
     fn cancel(&mut self, ids: &[JobId], by: &str, admin: bool, now_ms: u64) -> Outcome {
         // Check every job first: a request naming one bad id changes nothing.
         for id in ids {
-            let job = match self.jobs.get(id) {
-                Some(job) => job,
-                None => return Outcome::Rejected(Rejection::UnknownJob(*id)),
-            };
-            if job.state.is_terminal() {
-                return Outcome::Rejected(Rejection::AlreadyEnded(*id, job.state));
-            }
-            if !admin && job.owner.user != by {
-                return Outcome::Rejected(Rejection::NotOwner {
-                    job: *id,
-                    owner: job.owner.user.clone(),
-                });
+            if let Err(refusal) = self.may_touch(*id, by, admin) {
+                return Outcome::Rejected(refusal);
             }
         }
         let (mut cancelled, mut signalled) = (vec![], vec![]);
@@ -439,24 +429,32 @@ impl StateMachine {
         }
     }
 
+    /// Job `id`, when `by` may act on it: it exists, has not ended, and is theirs (or `by` is
+    /// an admin).
+    fn may_touch(&self, id: JobId, by: &str, admin: bool) -> Result<&Job, Rejection> {
+        let job = self.jobs.get(&id).ok_or(Rejection::UnknownJob(id))?;
+        if job.state.is_terminal() {
+            return Err(Rejection::AlreadyEnded(id, job.state));
+        }
+        if !admin && job.owner.user != by {
+            return Err(Rejection::NotOwner {
+                job: id,
+                owner: job.owner.user.clone(),
+            });
+        }
+        Ok(job)
+    }
+
     fn control(&mut self, ids: &[JobId], action: Control, by: &str, admin: bool) -> Outcome {
         if action == Control::Preempt && !admin {
             return Outcome::Rejected(Rejection::AdminOnly("preempt jobs"));
         }
         // Check every job first: a request naming one bad id changes nothing.
         for id in ids {
-            let Some(job) = self.jobs.get(id) else {
-                return Outcome::Rejected(Rejection::UnknownJob(*id));
+            let job = match self.may_touch(*id, by, admin) {
+                Ok(job) => job,
+                Err(refusal) => return Outcome::Rejected(refusal),
             };
-            if job.state.is_terminal() {
-                return Outcome::Rejected(Rejection::AlreadyEnded(*id, job.state));
-            }
-            if !admin && job.owner.user != by {
-                return Outcome::Rejected(Rejection::NotOwner {
-                    job: *id,
-                    owner: job.owner.user.clone(),
-                });
-            }
             let stopped = if action == Control::Preempt {
                 "preempted"
             } else {
