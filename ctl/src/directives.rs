@@ -32,10 +32,13 @@ pub enum Flag {
     Dependency,
     Checkpoint,
     CheckpointInterval,
+    Requeue,
+    NoRequeue,
+    RequeueOnTimeout,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 19] = [
+    pub const ALL: [Flag; 22] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -55,6 +58,9 @@ impl Flag {
         Flag::Dependency,
         Flag::Checkpoint,
         Flag::CheckpointInterval,
+        Flag::Requeue,
+        Flag::NoRequeue,
+        Flag::RequeueOnTimeout,
     ];
 
     pub fn short(self) -> Option<char> {
@@ -77,7 +83,10 @@ impl Flag {
             | Flag::Alternative
             | Flag::Deadline
             | Flag::Checkpoint
-            | Flag::CheckpointInterval => None,
+            | Flag::CheckpointInterval
+            | Flag::Requeue
+            | Flag::NoRequeue
+            | Flag::RequeueOnTimeout => None,
         }
     }
 
@@ -102,6 +111,9 @@ impl Flag {
             Flag::Dependency => "dependency",
             Flag::Checkpoint => "checkpoint",
             Flag::CheckpointInterval => "checkpoint-interval",
+            Flag::Requeue => "requeue",
+            Flag::NoRequeue => "no-requeue",
+            Flag::RequeueOnTimeout => "requeue-on-timeout",
         }
     }
 
@@ -116,7 +128,10 @@ impl Flag {
     }
 
     pub fn takes_value(self) -> bool {
-        self != Flag::Parsable
+        !matches!(
+            self,
+            Flag::Parsable | Flag::Requeue | Flag::NoRequeue | Flag::RequeueOnTimeout
+        )
     }
 
     /// How messages name the option: `-c/--cpus-per-node`, or `--mem`.

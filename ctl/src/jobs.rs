@@ -363,6 +363,14 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
                 }),
         ),
         ("last_checkpoint", last_checkpoint(&row)),
+        (
+            "requeue_on",
+            if row.requeue_on.is_empty() {
+                "never".to_string()
+            } else {
+                row.requeue_on.join(",")
+            },
+        ),
     ]);
     if let Some(e) = &row.explanation {
         lines.extend([
@@ -382,8 +390,13 @@ pub fn show_text(job: &pb::Job, now: SystemTime) -> String {
         } else {
             format!(" ({})", a.reason)
         };
+        let lost = if a.lost_gpu_seconds > 0 {
+            format!(", {} GPU-s lost", a.lost_gpu_seconds)
+        } else {
+            String::new()
+        };
         text.push_str(&format!(
-            "run {}: {} on {} from {} to {}{why}\n",
+            "run {}: {} on {} from {} to {}{why}{lost}\n",
             a.attempt,
             a.outcome,
             a.allocation.join(" "),
@@ -755,9 +768,11 @@ mod tests {
                 "dependencies",
                 "deadline",
                 "checkpoint",
-                "last_checkpoint"
+                "last_checkpoint",
+                "requeue_on"
             ]
         );
+        assert!(text.contains("requeue_on: node_failure\n"));
         assert!(text.contains("state: FAILED\n"));
         assert!(text.contains("exit_code: 1\nsignal: -\n"));
         assert!(text.contains("time_limit: 1:00:00\nrun_time: 0:03\n"));

@@ -59,6 +59,9 @@ pub struct JobRow {
     pub deadline: Option<String>,
     /// `SIGUSR1@120s`, and how often it checkpoints on its own; null without one.
     pub checkpoint: Option<CheckpointRow>,
+    /// When an ended run goes back to the queue on its own: `node_failure` (unless
+    /// `--no-requeue`), `timeout` (`--requeue-on-timeout`).
+    pub requeue_on: Vec<String>,
     /// Its runs that have ended, oldest first.
     pub attempts: Vec<AttemptRow>,
     /// For a pending job, why and where it stands as of the leader's last pass; null when
@@ -74,9 +77,12 @@ pub struct AttemptRow {
     pub allocation: Vec<String>,
     pub start_time: Option<String>,
     pub end_time: Option<String>,
-    /// `PREEMPTED`, `REQUEUED`, or the state the job ended in.
+    /// Why it went back to the queue (`PREEMPTED`, `REQUEUED`, `NODE_FAIL`, `TIMEOUT`), or
+    /// the state the job ended in.
     pub outcome: String,
     pub reason: String,
+    /// GPU-seconds of work to do again (since the run's last checkpoint), rounded.
+    pub lost_gpu_seconds: u64,
 }
 
 /// A job's checkpoint contract.
@@ -258,6 +264,14 @@ impl From<&pb::Job> for JobRow {
                     .has_checkpoint_progress
                     .then_some(job.checkpoint_progress),
             }),
+            requeue_on: [
+                (!job.no_requeue).then_some("node_failure"),
+                job.requeue_on_timeout.then_some("timeout"),
+            ]
+            .into_iter()
+            .flatten()
+            .map(str::to_string)
+            .collect(),
             attempts: job
                 .attempts
                 .iter()
@@ -268,6 +282,7 @@ impl From<&pb::Job> for JobRow {
                     end_time: timestamp(a.end_ms),
                     outcome: a.outcome.clone(),
                     reason: a.reason.clone(),
+                    lost_gpu_seconds: (a.lost_gpu_ms + 500) / 1000,
                 })
                 .collect(),
             explanation: ExplanationRow::from_job(job),
@@ -441,6 +456,8 @@ mod tests {
             last_checkpoint_ms: 0,
             has_checkpoint_progress: false,
             checkpoint_progress: 0,
+            no_requeue: false,
+            requeue_on_timeout: false,
             attempts: vec![],
         }
     }
@@ -464,7 +481,7 @@ mod tests {
                  nodes, allocation, time_limit_s, \
                  submit_time, start_time, end_time, work_dir, stdout, stderr, command, attempt, \
                  queue_position, qos, pool, constraints, dependencies, deadline, checkpoint, \
-                 attempts, explanation"
+                 requeue_on, attempts, explanation"
             )
         );
         assert_eq!(
@@ -480,6 +497,7 @@ mod tests {
         assert_eq!(value["exit_code"], serde_json::Value::Null);
         assert_eq!(value["end_time"], serde_json::Value::Null);
         assert_eq!(value["nodes"], serde_json::json!(["node-0"]));
+        assert_eq!(value["requeue_on"], serde_json::json!(["node_failure"]));
         assert_eq!(value["allocation"][0]["gpus"], serde_json::json!([2, 3]));
         assert_eq!(value["time_limit_s"], 91);
         assert_eq!(value["submit_time"], "2023-11-14T22:13:20.000Z");

@@ -132,6 +132,17 @@ pub struct SubmitArgs {
     /// Print only the job id
     #[arg(long = "parsable")]
     pub parsable: bool,
+    /// Run the job again if its node fails under it (the default; overrides a --no-requeue
+    /// directive)
+    #[arg(long = "requeue", conflicts_with = "no_requeue")]
+    pub requeue: bool,
+    /// End the job NODE_FAIL if its node fails under it, instead of running it again
+    #[arg(long = "no-requeue")]
+    pub no_requeue: bool,
+    /// Run the job again when it reaches its time limit, instead of ending it TIMEOUT (it is
+    /// warned LEAD before, with --checkpoint)
+    #[arg(long = "requeue-on-timeout")]
+    pub requeue_on_timeout: bool,
     /// SCRIPT [ARGS...]: a batch script (its text is sent with the job) and its arguments;
     /// or, after `--`, COMMAND [ARGS...]: a program run without a script. Everything after
     /// SCRIPT or `--` belongs to the job, as with sbatch.
@@ -500,10 +511,26 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         stdout_path: output_path(text(&args.output, Flag::Output))?,
         stderr_path: output_path(text(&args.error, Flag::Error))?,
         env: gantry_wire::env_to_pb(&ctx.env),
+        no_requeue: !requeue_on_node_failure(args, &directives),
+        requeue_on_timeout: args.requeue_on_timeout
+            || directives.last(Flag::RequeueOnTimeout).is_some(),
     };
     gantry_wire::spec_from_pb(&spec)?.validate()?;
     let parsable = args.parsable || directives.last(Flag::Parsable).is_some();
     Ok(Request { spec, parsable })
+}
+
+/// `--requeue` or `--no-requeue` on the command line, else the last of them in the script,
+/// else yes.
+fn requeue_on_node_failure(args: &SubmitArgs, directives: &Directives) -> bool {
+    if args.requeue || args.no_requeue {
+        return args.requeue;
+    }
+    let line = |flag| directives.last(flag).map(|(_, line)| line);
+    match (line(Flag::Requeue), line(Flag::NoRequeue)) {
+        (Some(yes), Some(no)) => yes > no,
+        (_, no) => no.is_none(),
+    }
 }
 
 struct Script {
@@ -1133,6 +1160,45 @@ mod tests {
             let err = error(&args, dir.path());
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    /// Node failures requeue unless `--no-requeue`; the command line beats the script, and
+    /// the script's last line of the two wins.
+    #[test]
+    fn requeue_choices_from_flags_and_directives() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, lines: &str| {
+            std::fs::write(dir.path().join(name), format!("#!/bin/sh\n{lines}true\n")).unwrap();
+            SubmitArgs {
+                program: vec![name.into()],
+                ..Default::default()
+            }
+        };
+        let requeue = |args: &SubmitArgs| {
+            let spec = build_request(args, &ctx(dir.path())).unwrap().spec;
+            (!spec.no_requeue, spec.requeue_on_timeout)
+        };
+        assert_eq!(requeue(&command(&["true"])), (true, false));
+        let no = write(
+            "no.sh",
+            "#SBATCH --no-requeue\n#SBATCH --requeue-on-timeout\n",
+        );
+        assert_eq!(requeue(&no), (false, true));
+        let flip = write("flip.sh", "#SBATCH --no-requeue\n#SBATCH --requeue\n");
+        assert_eq!(requeue(&flip), (true, false));
+        let flag_wins = SubmitArgs {
+            requeue: true,
+            ..no.clone()
+        };
+        assert_eq!(requeue(&flag_wins), (true, true));
+        let flags = SubmitArgs {
+            no_requeue: true,
+            requeue_on_timeout: true,
+            ..command(&["true"])
+        };
+        assert_eq!(requeue(&flags), (false, true));
+        let valued = write("valued.sh", "#SBATCH --no-requeue=yes\n");
+        assert!(error(&valued, dir.path()).contains("--no-requeue takes no value"));
     }
 
     #[test]

@@ -5,15 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use std::fs;
-
+use std::path::Path;
 use std::process::Command;
 
-use gantry_testkit::{OneNode, bin, gantry, gantry_ok, job, submit, wait_for, wait_state};
+use gantry_testkit::{
+    Noded, OneNode, Schedd, bin, gantry, gantry_ok, job, nodes, submit, wait_for, wait_nodes_up,
+    wait_state,
+};
+use serde_json::Value;
 
 /// Counts to 40, one step at a time, each step appended to `steps`; on SIGUSR1 saves its
 /// count to the checkpoint dir and exits 0. Its first run stops at 20 until `release` exists;
 /// a later run resumes from the saved count.
-fn counter(work: &std::path::Path) -> String {
+fn counter(work: &Path) -> String {
     let steps = work.join("steps");
     let release = work.join("release");
     let runs = work.join("runs");
@@ -38,12 +42,39 @@ echo done >> {runs}
     )
 }
 
-fn lines(path: &std::path::Path) -> Vec<String> {
+fn lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// Waits until `path` has `count` lines.
+fn wait_lines(what: &str, path: &Path, count: usize) {
+    wait_for(what, || (lines(path).len() >= count).then_some(()));
+}
+
+/// A time the CLI printed (RFC 3339, ms), in ms since the epoch.
+fn ms(time: &Value) -> u64 {
+    let text = time.as_str().unwrap();
+    let at = humantime::parse_rfc3339_weak(text).unwrap();
+    at.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// GPU-seconds lost by a 1-GPU run from `from` (its start or last checkpoint) to its end,
+/// rounded as `gantry show` rounds them.
+fn lost_since(from: &Value, run: &Value) -> u64 {
+    (ms(&run["end_time"]) - ms(from) + 500) / 1000
+}
+
+/// Writes a job script into `work`; returns its path as `gantry submit` takes it.
+fn script(work: &Path, name: &str, body: &str) -> String {
+    let path = work.join(name);
+    fs::write(&path, body).unwrap();
+    path.to_str().unwrap().to_string()
 }
 
 #[test]
@@ -54,9 +85,7 @@ fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
         url,
         &["admin", "config", "set", "preempt.min_runtime", "0s"],
     );
-    let script = work.join("count.sh");
-    fs::write(&script, counter(work)).unwrap();
-    let script = script.to_str().unwrap();
+    let script = script(work, "count.sh", &counter(work));
 
     let low = submit(
         url,
@@ -71,15 +100,13 @@ fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
             "SIGUSR1@60s",
             "-D",
             wd,
-            script,
+            &script,
         ],
     );
     let shown = gantry_ok(url, &["show", &low.to_string()]);
     assert!(shown.contains("\ncheckpoint: SIGUSR1@60s\n"), "{shown}");
     let steps = work.join("steps");
-    wait_for("the low job to count to 20", || {
-        (lines(&steps).len() >= 20).then_some(())
-    });
+    wait_lines("the low job to count to 20", &steps, 20);
 
     // Only the job itself may report its checkpoints: a made-up token is refused.
     let forged = Command::new(bin("gantry"))
@@ -143,6 +170,11 @@ fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
         ]
     );
     assert_eq!(runs[0]["allocation"][0], "node1:0");
+    // What the preemption cost: the work since the checkpoint it saved when warned.
+    assert_eq!(
+        runs[0]["lost_gpu_seconds"],
+        lost_since(&checkpoint["last"], &runs[0])
+    );
     let shown = gantry_ok(url, &["show", &low.to_string()]);
     assert!(
         shown.contains("\nrun 0: PREEMPTED on node1:0 from "),
@@ -174,8 +206,7 @@ fn a_job_that_ignores_its_checkpoint_signal_is_stopped_after_its_lead_and_requeu
          [ \"$GANTRY_RESTART_COUNT\" -gt 0 ] && exit 0\nwhile true; do sleep 0.05; done\n",
         runs = runs.display()
     );
-    let script = work.join("stubborn.sh");
-    fs::write(&script, body).unwrap();
+    let script = script(work, "stubborn.sh", &body);
     let low = submit(
         url,
         &[
@@ -189,17 +220,24 @@ fn a_job_that_ignores_its_checkpoint_signal_is_stopped_after_its_lead_and_requeu
             "SIGUSR1@1s",
             "-D",
             wd,
-            script.to_str().unwrap(),
+            &script,
         ],
     );
-    wait_for("the stubborn job to run", || {
-        (lines(&runs).len() == 1).then_some(())
-    });
+    wait_lines("the stubborn job to run", &runs, 1);
     let high = submit(url, &["-G", "1", "-q", "high", "-D", wd, "--", "true"]);
     wait_state(url, high, "COMPLETED");
     let done = wait_state(url, low, "COMPLETED");
     assert_eq!(done["attempt"], 1, "{done}");
     assert_eq!(lines(&runs), ["run 0", "run 1"]);
+    // It never checkpointed: its whole first run is lost, at least its 1 s lead and the 1 s
+    // kill grace, and the figure is in its history.
+    let run = &done["attempts"][0];
+    assert_eq!(run["outcome"], "PREEMPTED");
+    let lost = run["lost_gpu_seconds"].as_u64().unwrap();
+    assert_eq!(lost, lost_since(&run["start_time"], run));
+    assert!(lost >= 2, "{run}");
+    let shown = gantry_ok(url, &["show", &low.to_string()]);
+    assert!(shown.contains(&format!(", {lost} GPU-s lost\n")), "{shown}");
 }
 
 #[test]
@@ -214,15 +252,9 @@ fn jobs_are_held_released_requeued_and_preempted_by_hand() {
         runs = runs.display(),
         release = release.display()
     );
-    let script = work.join("wait.sh");
-    fs::write(&script, body).unwrap();
-    let a = submit(
-        url,
-        &["-G", "1", "-t", "1h", "-D", wd, script.to_str().unwrap()],
-    );
-    wait_for("job a's first run", || {
-        (lines(&runs).len() == 1).then_some(())
-    });
+    let script = script(work, "wait.sh", &body);
+    let a = submit(url, &["-G", "1", "-t", "1h", "-D", wd, &script]);
+    wait_lines("job a's first run", &runs, 1);
     let b = submit(url, &["-G", "1", "-D", wd, "--", "true"]);
     let (a_id, b_id) = (a.to_string(), b.to_string());
 
@@ -234,13 +266,9 @@ fn jobs_are_held_released_requeued_and_preempted_by_hand() {
     assert_eq!(job(url, b)["reason"], "held by root");
     // Requeued by hand: stopped, then (b being held) run again at once.
     gantry_ok(url, &["requeue", &a_id]);
-    wait_for("job a's second run", || {
-        (lines(&runs).len() == 2).then_some(())
-    });
+    wait_lines("job a's second run", &runs, 2);
     gantry_ok(url, &["preempt", &a_id]);
-    wait_for("job a's third run", || {
-        (lines(&runs).len() == 3).then_some(())
-    });
+    wait_lines("job a's third run", &runs, 3);
     assert_eq!(lines(&runs), ["run 0", "run 1", "run 2"]);
     assert_eq!(wait_state(url, a, "RUNNING")["attempt"], 2);
     assert_eq!(job(url, b)["state"], "PENDING");
@@ -280,4 +308,117 @@ fn jobs_are_held_released_requeued_and_preempted_by_hand() {
     assert_eq!(outcomes, ["REQUEUED", "PREEMPTED", "COMPLETED"], "{done}");
     assert_eq!(done["attempts"][1]["reason"], "preempted by root");
     wait_state(url, b, "COMPLETED");
+}
+
+/// Counts to 40, appending each step to `steps`, saving its count to the checkpoint dir and
+/// reporting it every 10 steps. Its first run stops at 25 and waits there; on SIGTERM it
+/// notes where it was stopped (without saving) and exits.
+fn periodic_counter(work: &Path) -> String {
+    format!(
+        r#"#!/bin/sh
+dir="$GANTRY_CHECKPOINT_DIR"
+n=0
+[ -f "$dir/count" ] && n=$(cat "$dir/count")
+echo "run $GANTRY_RESTART_COUNT from $n" >> {runs}
+trap 'echo "run $GANTRY_RESTART_COUNT stopped at $n" >> {runs}; exit 1' TERM
+while [ $n -lt 40 ]; do
+  n=$((n + 1))
+  echo $n >> {steps}
+  if [ $((n % 10)) -eq 0 ]; then
+    echo $n > "$dir/count.tmp" && mv "$dir/count.tmp" "$dir/count"
+    {gantry} checkpoint done --progress $n
+  fi
+  while [ $n -eq 25 ] && [ "$GANTRY_RESTART_COUNT" -eq 0 ]; do sleep 0.05; done
+done
+echo done >> {runs}
+"#,
+        runs = work.join("runs").display(),
+        steps = work.join("steps").display(),
+        gantry = bin("gantry").display(),
+    )
+}
+
+/// kill -9 of a job's node daemon: the node's supervisor stops the job when its contact
+/// lease runs out, the scheduler declares the node lost, and the job runs again on another
+/// node from its last checkpoint — repeating less than one checkpoint interval of steps, and
+/// never running twice at once.
+#[test]
+fn a_job_whose_node_dies_resumes_on_another_node_from_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let wd = work.to_str().unwrap();
+    let shared = dir.path().join("checkpoints");
+    let schedd = Schedd::start(
+        &dir.path().join("schedd"),
+        &["--heartbeat-timeout", "4s", "--heartbeat-interval", "500ms"],
+    );
+    let url = schedd.url.as_str();
+    let node_args = [
+        "--gpus",
+        "1",
+        "--cpus",
+        "2",
+        "--mem",
+        "2G",
+        "--checkpoint-root",
+        shared.to_str().unwrap(),
+    ];
+    let mut node1 = Noded::start(url, "node1", &dir.path().join("node1"), &node_args);
+    wait_nodes_up(url, 1);
+    let script = script(&work, "count.sh", &periodic_counter(&work));
+    let id = submit(
+        url,
+        &[
+            "-G",
+            "1",
+            "-t",
+            "1h",
+            "--checkpoint-interval",
+            "10s",
+            "-D",
+            wd,
+            &script,
+        ],
+    );
+    let steps = work.join("steps");
+    wait_lines("the job's first run to count to 25", &steps, 25);
+    let _node2 = Noded::start(url, "node2", &dir.path().join("node2"), &node_args);
+    wait_nodes_up(url, 2);
+
+    node1.daemon.kill9();
+    let done = wait_state(url, id, "COMPLETED");
+    // Stopped at 25 before the second run began from the checkpoint at 20.
+    assert_eq!(
+        lines(&work.join("runs")),
+        [
+            "run 0 from 0",
+            "run 0 stopped at 25",
+            "run 1 from 20",
+            "done"
+        ]
+    );
+    let counted: Vec<String> = (1..=25).chain(21..=40).map(|n| n.to_string()).collect();
+    assert_eq!(lines(&steps), counted);
+    assert_eq!(done["checkpoint"]["progress"], 40, "{done}");
+    let runs = &done["attempts"];
+    assert_eq!(runs[0]["outcome"], "NODE_FAIL", "{done}");
+    assert!(
+        runs[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("node node1 lost"),
+        "{done}"
+    );
+    assert_eq!(runs[0]["allocation"][0], "node1:0");
+    assert_eq!(
+        (&runs[1]["outcome"], &runs[1]["allocation"][0]),
+        (&"COMPLETED".into(), &"node2:0".into())
+    );
+    assert!(runs[0]["lost_gpu_seconds"].as_u64().unwrap() >= 1, "{done}");
+    let node1_state = nodes(url)
+        .into_iter()
+        .find(|n| n["name"] == "node1")
+        .unwrap();
+    assert_eq!(node1_state["state"], "DOWN");
 }

@@ -118,7 +118,7 @@ fn bad_settings_qos_and_deadlines_are_refused_and_only_admins_change_settings() 
         ),
         (
             &["backfill.depth", "-1"],
-            "backfill.depth: the depth is a whole number",
+            "backfill.depth: a whole number from 0 to 1000 (got \"-1\")",
         ),
     ];
     for (args, expected) in cases {

@@ -13,6 +13,8 @@ pub const FACTOR_MAX: u32 = 1000;
 pub const MAX_WEIGHT: u32 = 1_000_000;
 /// Beyond this many reservations a pass costs more than it plans.
 pub const MAX_RESERVATION_DEPTH: u32 = 1000;
+/// The most `defrag.per_hour` and `requeue.max` take.
+const MAX_COUNT: u32 = 1000;
 /// The QoS a job gets when it names none; it always exists.
 pub const DEFAULT_QOS: &str = "normal";
 
@@ -89,6 +91,9 @@ pub struct PolicyConfig {
     /// The pool of jobs submitted without `-p`, fixed when each is accepted.
     pub default_pool: String,
     pub preemption: Preemption,
+    /// How many times one job is requeued on its own (node failures, time limits with
+    /// `--requeue-on-timeout`) before the next such end is final. Preemptions do not count.
+    pub max_requeues: u32,
 }
 
 /// How jobs are chosen and spared when a higher QoS preempts (`preempt.*` settings).
@@ -102,6 +107,9 @@ pub struct Preemption {
     /// What restarting a preempted job costs (loading its checkpoint), counted as lost work.
     pub restart_cost_ms: u64,
     pub victims: VictimOrder,
+    /// Defragmentation: how many running jobs of one account may be moved (checkpointed,
+    /// requeued and placed elsewhere) per hour so that a blocked gang can start; 0: never.
+    pub defrag_per_hour: u32,
 }
 
 /// Which running jobs a preemption stops first.
@@ -163,7 +171,9 @@ impl Default for PolicyConfig {
                 grace_ms: 2 * MINUTE_MS,
                 restart_cost_ms: MINUTE_MS,
                 victims: VictimOrder::CheckpointAware,
+                defrag_per_hour: 0,
             },
+            max_requeues: 5,
         }
     }
 }
@@ -177,7 +187,7 @@ pub enum ConfigError {
 }
 
 /// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 17] = [
     "profile",
     "weight.age",
     "weight.fair_share",
@@ -193,6 +203,8 @@ const KEYS: [&str; 15] = [
     "preempt.grace",
     "preempt.restart_cost",
     "preempt.victims",
+    "defrag.per_hour",
+    "requeue.max",
 ];
 
 impl PolicyConfig {
@@ -233,6 +245,11 @@ impl PolicyConfig {
                 "preempt.victims",
                 self.preemption.victims.as_str().to_string(),
             ),
+            (
+                "defrag.per_hour",
+                self.preemption.defrag_per_hour.to_string(),
+            ),
+            ("requeue.max", self.max_requeues.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -281,7 +298,16 @@ impl PolicyConfig {
                 ))
             })
         };
+        let count = |max: u32| -> Result<u32, ConfigError> {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| bad(format!("a whole number from 0 to {max} (got {value:?})")))
+        };
         match key {
+            "defrag.per_hour" => self.preemption.defrag_per_hour = count(MAX_COUNT)?,
+            "requeue.max" => self.max_requeues = count(MAX_COUNT)?,
             "preempt.min_runtime" => self.preemption.min_runtime_ms = any_duration()?,
             "preempt.grace" => self.preemption.grace_ms = any_duration()?,
             "preempt.restart_cost" => self.preemption.restart_cost_ms = any_duration()?,
@@ -314,17 +340,7 @@ impl PolicyConfig {
             "fair_share.half_life" => self.half_life_ms = duration()?,
             "priority.age_max" => self.age_max_ms = duration()?,
             "deadline.horizon" => self.deadline_horizon_ms = duration()?,
-            "backfill.depth" => {
-                self.reservation_depth = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|d| *d <= MAX_RESERVATION_DEPTH)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "the depth is a whole number from 0 to {MAX_RESERVATION_DEPTH} (got {value:?})"
-                        ))
-                    })?;
-            }
+            "backfill.depth" => self.reservation_depth = count(MAX_RESERVATION_DEPTH)?,
             "pool.default" => {
                 if !gantry_model::names::is_plain_name(value) {
                     return Err(bad(format!(

@@ -191,6 +191,11 @@ fn job_to_pb(
         (JobState::Pending, _) if job.held_by.is_some() => job.reason.clone(),
         (JobState::Pending, Some(why)) => why.to_string(),
         (JobState::Pending, None) => "Scheduling".to_string(),
+        // The transient state of a run being stopped to run again.
+        (JobState::Running, _) => job.requeue.as_ref().map_or_else(
+            || job.reason.clone(),
+            |r| format!("{}, stopping to run again: {}", r.cause.outcome(), r.why),
+        ),
         _ => job.reason.clone(),
     };
     let (stdout_path, stderr_path) = if summary {
@@ -228,6 +233,8 @@ fn job_to_pb(
         last_checkpoint_ms: job.last_checkpoint_ms.unwrap_or(0),
         has_checkpoint_progress: job.checkpoint_progress.is_some(),
         checkpoint_progress: job.checkpoint_progress.unwrap_or(0),
+        no_requeue: !job.spec.requeue.on_node_failure,
+        requeue_on_timeout: job.spec.requeue.on_timeout,
         attempts: job
             .attempts
             .iter()
@@ -245,6 +252,7 @@ fn job_to_pb(
                 end_ms: a.end_ms,
                 outcome: a.outcome.clone(),
                 reason: a.reason.clone(),
+                lost_gpu_ms: a.lost_gpu_ms,
             })
             .collect(),
         dependencies: job

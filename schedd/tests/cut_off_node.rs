@@ -48,7 +48,21 @@ fn a_node_cut_off_from_every_replica_stops_its_jobs_before_its_gpus_can_be_reuse
     let pid_file = work.join("pid");
     let script = format!("echo $$ > {}; exec sleep 1000", pid_file.display());
     let wd = work.to_str().unwrap();
-    let id = submit(&servers, &["-G", "1", "-D", wd, "--", "sh", "-c", &script]);
+    // --no-requeue: the job ends with its run (a requeued one would take the GPU again).
+    let id = submit(
+        &servers,
+        &[
+            "-G",
+            "1",
+            "--no-requeue",
+            "-D",
+            wd,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
     wait_state(&servers, id, "RUNNING");
     let pid: i32 = wait_for("the job's pid", || {
         fs::read_to_string(&pid_file).ok()?.trim().parse().ok()

@@ -1,6 +1,6 @@
 //! Crashes: kill -9 of the scheduler or the node daemon loses no acknowledged job, hands
 //! out no id twice, and does not disturb running jobs; a node that stays away has its
-//! jobs end NODE_FAIL.
+//! `--no-requeue` jobs end NODE_FAIL (the others run again elsewhere: ctl/tests/preemption.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -131,7 +131,7 @@ fn a_node_daemon_crash_loses_no_job() {
 }
 
 #[test]
-fn a_node_that_stays_away_has_its_jobs_end_node_fail() {
+fn a_node_that_stays_away_has_its_no_requeue_jobs_end_node_fail() {
     let dir = tempfile::tempdir().unwrap();
     let schedd = Schedd::start(
         &dir.path().join("schedd"),
@@ -145,7 +145,7 @@ fn a_node_that_stays_away_has_its_jobs_end_node_fail() {
         &["--gpus", "1", "--cpus", "2", "--mem", "2G"],
     );
     wait_nodes_up(&url, 1);
-    let id = submit(&url, &["-G", "1", "--", "sleep", "1000"]);
+    let id = submit(&url, &["-G", "1", "--no-requeue", "--", "sleep", "1000"]);
     wait_state(&url, id, "RUNNING");
     node.daemon.kill9();
     let ended = wait_state(&url, id, "NODE_FAIL");

@@ -87,19 +87,13 @@ fn synthetic(jobs: u64) -> Vec<TraceJob> {
         .map(|id| {
             at += next(120) * 1000;
             let gpus = [1, 1, 2, 4, 8][next(5) as usize];
+            let user = format!("u{}", next(4));
+            let account = ["a", "b", "c"][next(3) as usize].into();
             TraceJob {
-                id,
-                submit_ms: at,
-                user: format!("u{}", next(4)),
-                account: ["a", "b", "c"][next(3) as usize].into(),
                 num_nodes: if id % 7 == 0 { 2 } else { 1 },
                 gpus_per_node: gpus,
-                gpu_model: None,
                 duration_ms: (1 + next(1800)) * 1000,
-                time_limit_ms: None,
-                deadline_ms: None,
-                qos: "normal".into(),
-                checkpoint_interval_ms: None,
+                ..TraceJob::plain(id, at, user, account)
             }
         })
         .collect()
@@ -177,18 +171,11 @@ fn preempted_work_is_lost_only_back_to_the_last_checkpoint_and_accounted_for() {
 #[test]
 fn checkpoint_aware_preemption_loses_less_than_youngest_first() {
     let job = |id, submit_s: u64, qos: &str, checkpoint_s: Option<u64>| TraceJob {
-        id,
-        submit_ms: submit_s * 1000,
-        user: "u".into(),
-        account: "a".into(),
-        num_nodes: 1,
         gpus_per_node: 2,
-        gpu_model: None,
         duration_ms: if qos == "high" { 1_000_000 } else { 10_000_000 },
-        time_limit_ms: None,
-        deadline_ms: None,
         qos: qos.into(),
         checkpoint_interval_ms: checkpoint_s.map(|s| s * 1000),
+        ..TraceJob::plain(id, submit_s * 1000, "u".into(), "a".into())
     };
     let trace = [
         job(1, 0, "low", Some(100)),

@@ -77,6 +77,8 @@ pub struct JobSpec {
     /// How it is warned before a stop so it can checkpoint (`--checkpoint`); `None`: it is
     /// not, and a preempted run starts over.
     pub checkpoint: Option<Checkpoint>,
+    /// When an ended run goes back to the queue instead of ending the job.
+    pub requeue: RequeuePolicy,
     pub program: Program,
     pub work_dir: String,
     /// Output path templates (`%j` is the job id); `None` means `gantry-%j.out`.
@@ -84,6 +86,25 @@ pub struct JobSpec {
     pub stderr_path: Option<String>,
     /// The environment the job starts with (the submitter's, by default), in submit order.
     pub env: Vec<(String, String)>,
+}
+
+/// When the scheduler runs a job again, as its next run, instead of ending it. Preemptions
+/// and `gantry requeue` always requeue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequeuePolicy {
+    /// Its node failed under it (`--no-requeue` turns this off): the job ends NODE_FAIL instead.
+    pub on_node_failure: bool,
+    /// It reached its time limit (`--requeue-on-timeout`); otherwise it ends TIMEOUT.
+    pub on_timeout: bool,
+}
+
+impl Default for RequeuePolicy {
+    fn default() -> Self {
+        RequeuePolicy {
+            on_node_failure: true,
+            on_timeout: false,
+        }
+    }
 }
 
 /// The largest amounts one request may name; beyond these a request is a typo, not a job.

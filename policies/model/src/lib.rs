@@ -15,6 +15,6 @@ pub mod units;
 
 pub use checkpoint::Checkpoint;
 pub use dependency::{Condition, Dependency};
-pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, SpecError};
+pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, RequeuePolicy, SpecError};
 pub use node::{Gpu, NodeInventory, Resources};
 pub use shape::{Alternative, Shape};

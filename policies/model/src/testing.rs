@@ -29,5 +29,6 @@ pub fn job_spec(num_nodes: u32, gpus_per_node: u32) -> JobSpec {
         stderr_path: None,
         env: vec![],
         checkpoint: None,
+        requeue: Default::default(),
     }
 }

@@ -54,6 +54,10 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> Result<model::JobSpec, model::SpecErr
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect(),
         checkpoint: spec.checkpoint.as_ref().map(checkpoint_from_pb),
+        requeue: model::RequeuePolicy {
+            on_node_failure: !spec.no_requeue,
+            on_timeout: spec.requeue_on_timeout,
+        },
     })
 }
 
@@ -156,6 +160,8 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         constraints: spec.constraints.clone(),
         dependencies: spec.dependencies.iter().map(dependency_to_pb).collect(),
         checkpoint: spec.checkpoint.as_ref().map(checkpoint_to_pb),
+        no_requeue: !spec.requeue.on_node_failure,
+        requeue_on_timeout: spec.requeue.on_timeout,
     }
 }
 
@@ -294,6 +300,10 @@ mod tests {
                 lead_ms: 30_000,
                 interval_ms: Some(600_000),
             }),
+            requeue: model::RequeuePolicy {
+                on_node_failure: false,
+                on_timeout: true,
+            },
         };
         assert_eq!(spec_from_pb(&spec_to_pb(&spec)), Ok(spec));
     }

@@ -43,14 +43,45 @@ pub struct Job {
     /// When its last checkpoint completed, in any run, and how far it had got.
     pub last_checkpoint_ms: Option<u64>,
     pub checkpoint_progress: Option<u64>,
+    /// How many times it was requeued on the scheduler's own account (node failures, time
+    /// limits): at `requeue.max` the next such end is final.
+    pub automatic_requeues: u32,
 }
 
 /// Why a running job is being stopped to run again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requeue {
     pub why: String,
-    /// For another job (a preemption or reclaim), rather than by hand.
-    pub preempted: bool,
+    pub cause: RequeueCause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequeueCause {
+    /// For another job (QoS, a guarantee reclaim, defragmentation) or by `gantry preempt`.
+    Preempted,
+    /// `gantry requeue`.
+    ByHand,
+    /// A node of the run failed (its job spec lets it run again).
+    NodeFail,
+    /// The run reached its time limit (`--requeue-on-timeout`).
+    Timeout,
+}
+
+impl RequeueCause {
+    /// The outcome the ended run shows in the job's history.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            RequeueCause::Preempted => "PREEMPTED",
+            RequeueCause::ByHand => "REQUEUED",
+            RequeueCause::NodeFail => "NODE_FAIL",
+            RequeueCause::Timeout => "TIMEOUT",
+        }
+    }
+
+    /// Requeued by the scheduler on its own, counted against `requeue.max`.
+    pub fn automatic(self) -> bool {
+        matches!(self, RequeueCause::NodeFail | RequeueCause::Timeout)
+    }
 }
 
 /// One run of a job that has ended.
@@ -61,9 +92,12 @@ pub struct Attempt {
     pub parts: Vec<(String, Vec<u32>)>,
     pub start_ms: u64,
     pub end_ms: u64,
-    /// `PREEMPTED`, `REQUEUED`, or the state the job ended in.
+    /// The cause of a requeue ([`RequeueCause::outcome`]), or the state the job ended in.
     pub outcome: String,
     pub reason: String,
+    /// GPU-milliseconds of work to do again: GPUs held × the time since the run's last
+    /// checkpoint (since its start without one). 0 for the final run.
+    pub lost_gpu_ms: u64,
 }
 
 /// The share of a running job on one node.

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::accounts::Accounts;
 use crate::command::{Command, Control, ExitReason, Outcome, PartExit, Rejection};
-use crate::job::{Attempt, Job, Part, Requeue};
+use crate::job::{Attempt, Job, Part, Requeue, RequeueCause};
 use crate::node::{Drain, Node};
 use crate::usage::Usage;
 
@@ -295,7 +295,7 @@ impl StateMachine {
             {
                 job.requeue = Some(Requeue {
                     why: reason.to_string(),
-                    preempted: true,
+                    cause: RequeueCause::Preempted,
                 });
                 Outcome::Applied
             }
@@ -373,6 +373,7 @@ impl StateMachine {
                 token: String::new(),
                 last_checkpoint_ms: None,
                 checkpoint_progress: None,
+                automatic_requeues: 0,
             },
         );
         for dependency in &spec.dependencies {
@@ -498,13 +499,13 @@ impl StateMachine {
                 Control::Requeue => {
                     job.requeue = Some(Requeue {
                         why: format!("by {by}"),
-                        preempted: false,
+                        cause: RequeueCause::ByHand,
                     });
                 }
                 Control::Preempt => {
                     job.requeue = Some(Requeue {
                         why: format!("preempted by {by}"),
-                        preempted: true,
+                        cause: RequeueCause::Preempted,
                     });
                 }
             }
@@ -806,6 +807,12 @@ impl StateMachine {
         }
         if !exit.succeeded() && job.first_failure.is_none() {
             job.first_failure = Some((node_name.to_string(), exit.clone()));
+            if job.requeue.is_none()
+                && !job.cancel_requested
+                && job.automatic_requeues < self.config.max_requeues
+            {
+                job.requeue = automatic_requeue(&job.spec, exit);
+            }
         }
         if job.parts.iter().any(|p| p.exit.is_none()) {
             return;
@@ -820,14 +827,13 @@ impl StateMachine {
             && !finished
             && let Some(requeue) = requeue
         {
-            let outcome = if requeue.preempted {
-                "PREEMPTED"
-            } else {
-                "REQUEUED"
-            };
             let why = requeue.why;
-            job.attempts
-                .push(attempt_record(job, now_ms, outcome, &why));
+            let mut record = attempt_record(job, now_ms, requeue.cause.outcome(), &why);
+            record.lost_gpu_ms = lost_gpu_ms(job, now_ms);
+            job.attempts.push(record);
+            if requeue.cause.automatic() {
+                job.automatic_requeues += 1;
+            }
             // Back in the queue as its next attempt, however its parts were stopped.
             job.state = JobState::Pending;
             job.attempt += 1;
@@ -977,6 +983,34 @@ fn describe_exit(exit: &PartExit, failed_node: Option<&str>) -> String {
     }
 }
 
+/// Whether a run that ended this way goes back to the queue by the job's own request
+/// (`--no-requeue`, `--requeue-on-timeout`).
+fn automatic_requeue(spec: &gantry_model::JobSpec, exit: &PartExit) -> Option<Requeue> {
+    let cause = match exit.reason {
+        ExitReason::Lost | ExitReason::NodeShutdown | ExitReason::Fenced
+            if spec.requeue.on_node_failure =>
+        {
+            RequeueCause::NodeFail
+        }
+        ExitReason::Timeout if spec.requeue.on_timeout => RequeueCause::Timeout,
+        _ => return None,
+    };
+    let why = match cause {
+        RequeueCause::Timeout => "time limit reached".to_string(),
+        _ => exit.message.clone(),
+    };
+    Some(Requeue { why, cause })
+}
+
+/// The work the current run has to do again if it stops at `end_ms`: GPUs held × the time
+/// since its last checkpoint (since its start without one).
+fn lost_gpu_ms(job: &Job, end_ms: u64) -> u64 {
+    let start = job.start_time_ms.unwrap_or(end_ms);
+    let from = job.checkpointed_this_run().unwrap_or(start);
+    let gpus: u64 = job.parts.iter().map(|p| p.gpus.len() as u64).sum();
+    gpus.saturating_mul(end_ms.saturating_sub(from))
+}
+
 /// The record of job's current run, ending at `end_ms`.
 fn attempt_record(job: &Job, end_ms: u64, outcome: &str, reason: &str) -> Attempt {
     Attempt {
@@ -990,6 +1024,7 @@ fn attempt_record(job: &Job, end_ms: u64, outcome: &str, reason: &str) -> Attemp
         end_ms,
         outcome: outcome.to_string(),
         reason: reason.to_string(),
+        lost_gpu_ms: 0,
     }
 }
 

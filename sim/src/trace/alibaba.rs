@@ -64,18 +64,17 @@ fn pod(record: &csv::StringRecord, index: u64, options: &ReadOptions) -> Result<
     let types: Vec<&str> = field(5).split('|').filter(|t| !t.is_empty()).collect();
     let (num_nodes, gpus_per_node) = gang(gpus, options.gpus_per_node);
     Ok(TraceJob {
-        id: index + 1,
-        submit_ms: created,
-        user: assigned_user(options.seed, index),
-        account: class.to_string(),
         num_nodes: if gpus == 0 { 1 } else { num_nodes },
         gpus_per_node: if gpus == 0 { 0 } else { gpus_per_node },
         gpu_model: (types.len() == 1).then(|| types[0].to_string()),
         duration_ms: deleted - scheduled,
-        time_limit_ms: None,
-        deadline_ms: None,
         qos: qos.to_string(),
-        checkpoint_interval_ms: None,
+        ..TraceJob::plain(
+            index + 1,
+            created,
+            assigned_user(options.seed, index),
+            class.to_string(),
+        )
     })
 }
 

@@ -33,6 +33,27 @@ pub struct TraceJob {
     pub checkpoint_interval_ms: Option<u64>,
 }
 
+impl TraceJob {
+    /// A job as most traces describe one: who, when, what shape and how long; no GPU model,
+    /// time limit, deadline or checkpoints, QoS `normal`.
+    pub fn plain(id: JobId, submit_ms: u64, user: String, account: String) -> Self {
+        TraceJob {
+            id,
+            submit_ms,
+            user,
+            account,
+            num_nodes: 1,
+            gpus_per_node: 0,
+            gpu_model: None,
+            duration_ms: 0,
+            time_limit_ms: None,
+            deadline_ms: None,
+            qos: "normal".into(),
+            checkpoint_interval_ms: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Gantry's generic CSV (docs/simulation.md).
@@ -300,18 +321,10 @@ mod tests {
             assert!(Additions::parse_qos_mix(bad).is_err(), "{bad}");
         }
         let job = |id| TraceJob {
-            id,
-            submit_ms: 0,
-            user: "u".into(),
-            account: "a".into(),
-            num_nodes: 1,
             gpus_per_node: 1,
-            gpu_model: None,
             duration_ms: 1,
-            time_limit_ms: None,
-            deadline_ms: None,
-            qos: "normal".into(),
             checkpoint_interval_ms: (id == 1).then_some(5),
+            ..TraceJob::plain(id, 0, "u".into(), "a".into())
         };
         let mut jobs: Vec<TraceJob> = (1..=4000).map(job).collect();
         let additions = Additions {

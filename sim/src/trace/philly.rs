@@ -52,18 +52,15 @@ fn row(
     Ok((
         at,
         TraceJob {
-            id: index + 1,
-            submit_ms: 0,
-            user: assigned_user(options.seed, index),
-            account: format!("vc-{account}"),
             num_nodes,
             gpus_per_node,
-            gpu_model: None,
             duration_ms,
-            time_limit_ms: None,
-            deadline_ms: None,
-            qos: "normal".into(),
-            checkpoint_interval_ms: None,
+            ..TraceJob::plain(
+                index + 1,
+                0,
+                assigned_user(options.seed, index),
+                format!("vc-{account}"),
+            )
         },
     ))
 }

@@ -54,18 +54,10 @@ fn job(
         .map_err(|why| format!("{app_name} with {replicas} GPUs, batch {batch}: {why}"))?;
     let user = assigned_user(options.seed, index);
     Ok(TraceJob {
-        id: index + 1,
-        submit_ms,
-        account: user.clone(),
-        user,
         num_nodes,
         gpus_per_node,
-        gpu_model: None,
         duration_ms: START_COST_MS + (run_s * 1000.0).round() as u64,
-        time_limit_ms: None,
-        deadline_ms: None,
-        qos: "normal".into(),
-        checkpoint_interval_ms: None,
+        ..TraceJob::plain(index + 1, submit_ms, user.clone(), user)
     })
 }
 

@@ -66,9 +66,12 @@ impl Log {
         assert_eq!(self.apply(c), Outcome::Applied);
     }
     fn submit(&mut self, nodes: u32, gpus: u32) -> u64 {
+        self.submit_spec(spec(nodes, gpus))
+    }
+    fn submit_spec(&mut self, spec: JobSpec) -> u64 {
         match self.apply(Command::Submit {
             owner: owner("ann"),
-            spec: Box::new(spec(nodes, gpus)),
+            spec: Box::new(spec),
             key: None,
             now_ms: 2,
         }) {
@@ -338,7 +341,9 @@ fn exits_decide_the_final_state() {
     for (reason, code, state) in cases {
         let mut log = Log::new();
         log.register("n1", 4);
-        let a = log.submit(1, 1);
+        let mut final_run = spec(1, 1);
+        final_run.requeue.on_node_failure = false;
+        let a = log.submit_spec(final_run);
         log.allocate(a, "n1", vec![0]);
         assert_eq!(log.exit(a, "n1", reason, code), Outcome::Applied);
         let job = log.sm.job(a).unwrap();
@@ -413,22 +418,117 @@ fn cancel_with_one_bad_id_changes_nothing() {
     assert!(matches!(out, Outcome::Cancelled { .. }));
 }
 
+fn node_lost(name: &str, now_ms: u64) -> Command {
+    Command::NodeLost {
+        node: name.into(),
+        reason: "no heartbeat for 30s".into(),
+        now_ms,
+    }
+}
+
 #[test]
-fn a_lost_node_fails_its_jobs_and_goes_down() {
+fn a_lost_node_fails_its_no_requeue_jobs_and_goes_down() {
     let mut log = Log::new();
     log.register("n1", 4);
-    let a = log.submit(1, 1);
+    let mut once = spec(1, 1);
+    once.requeue.on_node_failure = false;
+    let a = log.submit_spec(once);
     log.allocate(a, "n1", vec![0]);
-    let lost = Command::NodeLost {
-        node: "n1".into(),
-        reason: "no heartbeat for 30s".into(),
-        now_ms: 5,
-    };
-    assert_eq!(log.apply(lost), Outcome::Applied);
-    assert_eq!(log.sm.job(a).unwrap().state, JobState::NodeFail);
+    assert_eq!(log.apply(node_lost("n1", 5)), Outcome::Applied);
+    let job = log.sm.job(a).unwrap();
+    assert_eq!(job.state, JobState::NodeFail);
+    assert_eq!(job.reason, "node n1 lost: no heartbeat for 30s");
     assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Down);
     log.register("n1", 4);
     assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Idle);
+}
+
+/// By default a node failure puts the job back in the queue as its next run, recording the
+/// failed run and the work lost since its last checkpoint; after `requeue.max` such requeues
+/// the next failure is final.
+#[test]
+fn a_lost_node_requeues_its_jobs_up_to_the_limit() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    log.register("n2", 4);
+    let set = log.apply(Command::SetConfig {
+        key: "requeue.max".into(),
+        value: "2".into(),
+        by: "root".into(),
+        now_ms: 1,
+    });
+    assert_eq!(set, Outcome::Applied);
+    let a = log.submit(1, 2);
+    let mut at = 10;
+    for attempt in 0..3u32 {
+        let node = if attempt % 2 == 0 { "n1" } else { "n2" };
+        let parts = vec![PartPlan {
+            node: node.into(),
+            gpus: vec![0, 1],
+            cpus: 1,
+            mem_mib: 256,
+        }];
+        let start = log.apply(Command::Allocate {
+            shape: 0,
+            job: a,
+            attempt,
+            parts,
+            now_ms: at,
+            token: format!("t{attempt}"),
+        });
+        assert_eq!(start, Outcome::Applied);
+        // The first run checkpoints 400 ms in: 600 ms of it are lost at the failure.
+        if attempt == 0 {
+            let done = Command::CheckpointDone {
+                job: a,
+                attempt,
+                progress: None,
+                now_ms: at + 400,
+            };
+            assert_eq!(log.apply(done), Outcome::Applied);
+        }
+        at += 1000;
+        assert_eq!(log.apply(node_lost(node, at)), Outcome::Applied);
+        log.register(node, 4);
+    }
+    let job = log.sm.job(a).unwrap();
+    assert_eq!(job.state, JobState::NodeFail, "the third failure is final");
+    let runs: Vec<(&str, u64)> = job
+        .attempts
+        .iter()
+        .map(|r| (r.outcome.as_str(), r.lost_gpu_ms))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("NODE_FAIL", 2 * 600),
+            ("NODE_FAIL", 2 * 1000),
+            ("NODE_FAIL", 0)
+        ]
+    );
+    assert_eq!(job.attempts[0].reason, "node n1 lost: no heartbeat for 30s");
+    assert_eq!(job.automatic_requeues, 2);
+}
+
+/// `--requeue-on-timeout` runs the job again at its time limit; without it the job ends
+/// TIMEOUT. A cancel wins over either.
+#[test]
+fn time_limits_requeue_only_jobs_that_ask() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let mut again = spec(1, 1);
+    again.requeue.on_timeout = true;
+    let a = log.submit_spec(again);
+    let b = log.submit(1, 1);
+    log.allocate(a, "n1", vec![0]);
+    log.allocate(b, "n1", vec![1]);
+    log.exit(a, "n1", ExitReason::Timeout, None);
+    log.exit(b, "n1", ExitReason::Timeout, None);
+    let job = log.sm.job(a).unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Pending, 1));
+    assert_eq!(job.attempts[0].outcome, "TIMEOUT");
+    assert_eq!(job.reason, "requeued: time limit reached");
+    assert_eq!(log.sm.job(b).unwrap().state, JobState::Timeout);
 }
 
 #[test]
@@ -491,7 +591,11 @@ fn a_restarted_node_reconciles_what_it_runs() {
     };
     assert_eq!(log.apply(reg), Outcome::Applied);
     assert_eq!(log.sm.job(a).unwrap().state, JobState::Running);
-    assert_eq!(log.sm.job(b).unwrap().state, JobState::NodeFail);
+    // `b` goes back to the queue as its next run (it did not say --no-requeue).
+    let lost = log.sm.job(b).unwrap();
+    assert_eq!((lost.state, lost.attempt), (JobState::Pending, 1));
+    assert_eq!(lost.attempts[0].outcome, "NODE_FAIL");
+    assert_eq!(lost.attempts[0].reason, "node n1 restarted without it");
     assert_eq!(log.sm.job(c).unwrap().state, JobState::Running);
 }
 
@@ -572,21 +676,28 @@ fn arb_command() -> impl Strategy<Value = Command> {
             0u32..5,
             0u64..1000,
             prop::option::of(prop::sample::select(vec!["a", "b"])),
-            prop::option::of((job.clone(), prop::sample::select(Condition::ALL.to_vec())))
+            prop::option::of((job.clone(), prop::sample::select(Condition::ALL.to_vec()))),
+            (any::<bool>(), any::<bool>())
         )
-            .prop_map(|(n, g, t, key, dependency)| {
-                let mut spec = spec(n, g);
-                spec.dependencies = dependency
-                    .map(|(job, condition)| Dependency { condition, job })
-                    .into_iter()
-                    .collect();
-                Command::Submit {
-                    owner: owner("ann"),
-                    spec: Box::new(spec),
-                    key: key.map(String::from),
-                    now_ms: t,
+            .prop_map(
+                |(n, g, t, key, dependency, (on_node_failure, on_timeout))| {
+                    let mut spec = spec(n, g);
+                    spec.requeue = gantry_model::RequeuePolicy {
+                        on_node_failure,
+                        on_timeout,
+                    };
+                    spec.dependencies = dependency
+                        .map(|(job, condition)| Dependency { condition, job })
+                        .into_iter()
+                        .collect();
+                    Command::Submit {
+                        owner: owner("ann"),
+                        spec: Box::new(spec),
+                        key: key.map(String::from),
+                        now_ms: t,
+                    }
                 }
-            }),
+            ),
         (node.clone(), 0u32..9).prop_map(|(name, g)| Command::RegisterNode {
             name,
             inventory: inventory(g),
@@ -595,13 +706,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
         }),
         (
             job.clone(),
+            0u32..3,
             node.clone(),
             prop::collection::btree_set(0u32..8, 0..4)
         )
-            .prop_map(|(job, node, gpus)| Command::Allocate {
+            .prop_map(|(job, attempt, node, gpus)| Command::Allocate {
                 shape: 0,
                 job,
-                attempt: 0,
+                attempt,
                 parts: vec![PartPlan {
                     node,
                     gpus: gpus.into_iter().collect(),
@@ -611,20 +723,27 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 now_ms: 5,
                 token: String::new(),
             }),
-        (job.clone(), node.clone(), reason, prop::option::of(0i32..3)).prop_map(
-            |(job, node, reason, exit_code)| Command::JobExited {
-                job,
-                attempt: 0,
-                node,
-                exit: PartExit {
-                    reason,
-                    exit_code,
-                    signal: None,
-                    message: String::new()
-                },
-                now_ms: 7,
-            }
-        ),
+        (
+            job.clone(),
+            0u32..3,
+            node.clone(),
+            reason,
+            prop::option::of(0i32..3)
+        )
+            .prop_map(
+                |(job, attempt, node, reason, exit_code)| Command::JobExited {
+                    job,
+                    attempt,
+                    node,
+                    exit: PartExit {
+                        reason,
+                        exit_code,
+                        signal: None,
+                        message: String::new()
+                    },
+                    now_ms: 7,
+                }
+            ),
         (job.clone(), node.clone()).prop_map(|(job, node)| Command::JobStarted {
             job,
             attempt: 0,
@@ -689,6 +808,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             ("backfill.depth", "2"),
             ("qos.urgent.priority", "900"),
             ("weight.qos", "lots"),
+            ("requeue.max", "1"),
         ])
         .prop_map(|(key, value)| Command::SetConfig {
             key: key.into(),
