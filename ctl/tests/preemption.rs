@@ -422,3 +422,58 @@ fn a_job_whose_node_dies_resumes_on_another_node_from_its_last_checkpoint() {
         .unwrap();
     assert_eq!(node1_state["state"], "DOWN");
 }
+
+/// `--requeue-on-timeout`: a run that reaches its limit is warned, stopped and run again; the
+/// history shows it as TIMEOUT. Without the flag the job ends TIMEOUT.
+#[test]
+fn a_job_that_asks_is_requeued_at_its_time_limit() {
+    let c = OneNode::start(&[
+        "--gpus",
+        "2",
+        "--cpus",
+        "4",
+        "--mem",
+        "4G",
+        "--kill-grace",
+        "1s",
+    ]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    let runs = work.join("runs");
+    // The first run outlives its limit; the second ends at once.
+    let body = format!(
+        "#!/bin/sh\necho \"run $GANTRY_RESTART_COUNT\" >> {runs}\n\
+         [ \"$GANTRY_RESTART_COUNT\" -gt 0 ] && exit 0\nwhile true; do sleep 0.05; done\n",
+        runs = runs.display()
+    );
+    let script = script(work, "slow.sh", &body);
+    let again = submit(
+        url,
+        &[
+            "-G",
+            "1",
+            "-t",
+            "2s",
+            "--requeue-on-timeout",
+            "-D",
+            wd,
+            &script,
+        ],
+    );
+    let once = submit(
+        url,
+        &["-G", "1", "-t", "2s", "-D", wd, "--", "sleep", "100"],
+    );
+    let done = wait_state(url, again, "COMPLETED");
+    assert_eq!(lines(&runs), ["run 0", "run 1"]);
+    let run = &done["attempts"][0];
+    assert_eq!(
+        (&run["outcome"], &run["reason"]),
+        (&"TIMEOUT".into(), &"time limit reached".into())
+    );
+    assert_eq!(
+        done["requeue_on"],
+        serde_json::json!(["node_failure", "timeout"])
+    );
+    let ended = wait_state(url, once, "TIMEOUT");
+    assert_eq!(ended["attempt"], 0, "{ended}");
+}
