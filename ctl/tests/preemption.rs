@@ -70,6 +70,48 @@ fn lost_since(from: &Value, run: &Value) -> u64 {
     (ms(&run["end_time"]) - ms(from) + 500) / 1000
 }
 
+/// A scheduler, and node daemons started one by one, sharing a checkpoint root as nodes on
+/// shared storage do.
+struct Cluster {
+    schedd: Schedd,
+    work: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(schedd_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        fs::create_dir_all(&work).unwrap();
+        let schedd = Schedd::start(&dir.path().join("schedd"), schedd_args);
+        Cluster { schedd, work, dir }
+    }
+
+    fn node(&self, name: &str, gpus: u32) -> Noded {
+        let shared = self.dir.path().join("checkpoints");
+        let gpus = gpus.to_string();
+        let args = [
+            "--gpus",
+            &gpus,
+            "--cpus",
+            "4",
+            "--mem",
+            "4G",
+            "--checkpoint-root",
+            shared.to_str().unwrap(),
+        ];
+        Noded::start(self.url(), name, &self.dir.path().join(name), &args)
+    }
+
+    fn url(&self) -> &str {
+        &self.schedd.url
+    }
+
+    fn wd(&self) -> &str {
+        self.work.to_str().unwrap()
+    }
+}
+
 /// Writes a job script into `work`; returns its path as `gantry submit` takes it.
 fn script(work: &Path, name: &str, body: &str) -> String {
     let path = work.join(name);
@@ -344,29 +386,11 @@ echo done >> {runs}
 /// never running twice at once.
 #[test]
 fn a_job_whose_node_dies_resumes_on_another_node_from_its_last_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    fs::create_dir_all(&work).unwrap();
-    let wd = work.to_str().unwrap();
-    let shared = dir.path().join("checkpoints");
-    let schedd = Schedd::start(
-        &dir.path().join("schedd"),
-        &["--heartbeat-timeout", "4s", "--heartbeat-interval", "500ms"],
-    );
-    let url = schedd.url.as_str();
-    let node_args = [
-        "--gpus",
-        "1",
-        "--cpus",
-        "2",
-        "--mem",
-        "2G",
-        "--checkpoint-root",
-        shared.to_str().unwrap(),
-    ];
-    let mut node1 = Noded::start(url, "node1", &dir.path().join("node1"), &node_args);
+    let c = Cluster::start(&["--heartbeat-timeout", "4s", "--heartbeat-interval", "500ms"]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    let mut node1 = c.node("node1", 1);
     wait_nodes_up(url, 1);
-    let script = script(&work, "count.sh", &periodic_counter(&work));
+    let script = script(work, "count.sh", &periodic_counter(work));
     let id = submit(
         url,
         &[
@@ -383,7 +407,7 @@ fn a_job_whose_node_dies_resumes_on_another_node_from_its_last_checkpoint() {
     );
     let steps = work.join("steps");
     wait_lines("the job's first run to count to 25", &steps, 25);
-    let _node2 = Noded::start(url, "node2", &dir.path().join("node2"), &node_args);
+    let _node2 = c.node("node2", 1);
     wait_nodes_up(url, 2);
 
     node1.daemon.kill9();
@@ -476,4 +500,82 @@ fn a_job_that_asks_is_requeued_at_its_time_limit() {
     );
     let ended = wait_state(url, once, "TIMEOUT");
     assert_eq!(ended["attempt"], 0, "{ended}");
+}
+
+/// Defragmentation: a 2-GPU gang finds one GPU free on each of two nodes; the scheduler moves
+/// the checkpointable job on one of them to the other (warned, checkpointed, requeued,
+/// resumed there), and the gang starts on the node it freed.
+#[test]
+fn a_checkpointable_job_is_moved_so_that_a_gang_fits() {
+    let c = Cluster::start(&[]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    for (key, value) in [("preempt.min_runtime", "0s"), ("defrag.per_hour", "2")] {
+        gantry_ok(url, &["admin", "config", "set", key, value]);
+    }
+    let _node1 = c.node("node1", 2);
+    wait_nodes_up(url, 1);
+    let counter = script(work, "count.sh", &counter(work));
+    let movable = submit(
+        url,
+        &[
+            "-G",
+            "1",
+            "-t",
+            "1h",
+            "--checkpoint",
+            "SIGUSR1@60s",
+            "-D",
+            wd,
+            &counter,
+        ],
+    );
+    wait_lines("the movable job to count to 20", &work.join("steps"), 20);
+    // A job without a checkpoint contract takes node1's other GPU, then one of node2's.
+    let hold = |name: &str| {
+        let id = submit(url, &["-G", "1", "-D", wd, "--", "sleep", "1000"]);
+        wait_state(url, id, "RUNNING");
+        assert_eq!(job(url, id)["nodes"][0], name);
+        id
+    };
+    let filler = hold("node1");
+    let _node2 = c.node("node2", 2);
+    wait_nodes_up(url, 2);
+    let fixed = hold("node2");
+    gantry_ok(url, &["cancel", &filler.to_string()]);
+    wait_state(url, filler, "CANCELLED");
+
+    let gang = submit(url, &["-G", "2", "-t", "10m", "-D", wd, "--", "true"]);
+    let ran = wait_state(url, gang, "COMPLETED");
+    assert_eq!(
+        ran["allocation"][0]["gpus"],
+        serde_json::json!([0, 1]),
+        "{ran}"
+    );
+    assert_eq!(ran["nodes"][0], "node1");
+    // The moved job went on from its checkpoint on node2.
+    fs::write(work.join("release"), "").unwrap();
+    let moved = wait_state(url, movable, "COMPLETED");
+    assert_eq!(
+        lines(&work.join("runs")),
+        ["run 0 from 0", "run 1 from 20", "done"]
+    );
+    let runs = &moved["attempts"];
+    assert_eq!(runs[0]["outcome"], "PREEMPTED", "{moved}");
+    assert_eq!(
+        runs[0]["reason"],
+        format!("moved to defragment: job {gang} needs its GPUs together")
+    );
+    assert!(
+        runs[0]["allocation"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("node1:")
+    );
+    assert!(
+        runs[1]["allocation"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("node2:")
+    );
+    gantry_ok(url, &["cancel", &fixed.to_string()]);
 }

@@ -8,6 +8,7 @@
 
 mod accounts;
 pub mod config;
+pub mod disruption;
 pub mod feasibility;
 mod fragmentation;
 mod pass;
@@ -24,6 +25,7 @@ pub use config::{
     ConfigError, DEFAULT_POOL, DEFAULT_QOS, PolicyConfig, Preemption, QosLevel, SchedulingProfile,
     VictimOrder, Weights,
 };
+pub use disruption::Preemptions;
 pub use feasibility::{never_fits, none_fits};
 pub use pass::schedule;
 pub use plan::{Arrival, NeedsPass, Plan};

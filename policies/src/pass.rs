@@ -18,7 +18,7 @@ use crate::feasibility::never_fits;
 use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, shortage, total_gpus};
 use crate::priority::{RankKey, Ranker, rank};
-use crate::profile::{Profile, Share};
+use crate::profile::{Profile, Share, shares};
 use crate::reclaim::{Claim, Reclaimed, Reclaimer};
 use crate::topology::Topology;
 use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
@@ -332,6 +332,10 @@ impl Pass {
             if let TakeBack::From(reclaimer) = take_back {
                 reclaimer.commit(&plan);
             }
+            // Where the moved jobs start again is theirs: later jobs of the pass keep off.
+            for (mover, picks) in &plan.moves {
+                profile.claim(mover, now, shares(mover, picks));
+            }
             for victim in &plan.victims {
                 let why = match &plan.claim {
                     Claim::Guarantee(owed) => {
@@ -341,6 +345,10 @@ impl Pass {
                         )
                     }
                     Claim::Qos(qos) => format!("preempted for job {} of QoS {qos}", job.id),
+                    Claim::Defragment => format!(
+                        "moved to defragment: job {} needs its GPUs together",
+                        job.id
+                    ),
                 };
                 decisions.preempt.push((*victim, why));
             }
@@ -351,6 +359,9 @@ impl Pass {
                 Claim::Qos(qos) => WaitReason::Preempting {
                     stopping: plan.victims,
                     qos,
+                },
+                Claim::Defragment => WaitReason::Defragmenting {
+                    moving: plan.victims,
                 },
             };
             decisions.waiting.push((job.id, why));
@@ -444,17 +455,6 @@ fn earliest_later_start(
             allowed(start).then_some(picks)
         },
     )
-}
-
-fn shares(shape: &Shape, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
-    picks
-        .iter()
-        .map(|(node, gpus)| Share {
-            node: *node,
-            res: shape.per_node,
-            gpus: gpus.clone(),
-        })
-        .collect()
 }
 
 /// Slurm reserves whole nodes for a blocked job, not the GPUs it needs.

@@ -335,6 +335,7 @@ mod tests {
             }],
             qos: crate::DEFAULT_QOS.to_string(),
             checkpointed_ms: None,
+            movable: None,
         }
     }
 

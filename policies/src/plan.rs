@@ -6,7 +6,8 @@
 //! every job ranked behind it claimed nothing (jobs the pass started are running now, in
 //! both). So it is decided against the pass's end state, at the cost of one job, and gets
 //! the decision a full pass would give it. An arrival that ranks ahead of such a job, or
-//! for which GPUs might be taken back from borrowers, needs a full pass: [`NeedsPass`].
+//! for which GPUs might be taken back (from borrowers, by preemption, by defragmentation),
+//! needs a full pass: [`NeedsPass`].
 //!
 //! Priorities are judged at the pass's time; the arrival's start (and so whether it fits
 //! before a reservation) at the time it is decided. A plan is only as fresh as its pass:
@@ -55,7 +56,9 @@ pub enum NeedsPass {
     RanksAhead { job: JobId, ahead_of: JobId },
     #[error("job {0} is in an account with a guarantee: GPUs may be taken back for it")]
     Guarantee(JobId),
-    #[error("job {0} cannot start at once and its QoS preempts running jobs")]
+    #[error(
+        "job {0} cannot start at once, and its QoS preempts running jobs or defragmentation may move jobs for it"
+    )]
     Preempts(JobId),
     #[error("the pass preempted jobs: the cluster is not what the plan left")]
     PassPreempted,
@@ -166,13 +169,13 @@ impl Plan {
         }
         let mut decided = Decisions::default();
         let now = now_ms.max(self.view.now_ms);
-        // A job that cannot start at once may preempt others when its QoS allows: only a
-        // full pass may decide that.
-        let may_preempt =
-            kind == SchedulingProfile::Gantry
-                && self.view.config.qos.get(&job.qos).is_some_and(|level| {
+        // A job that cannot start at once may preempt others when its QoS allows, or have
+        // jobs moved for it when defragmentation is on: only a full pass may decide that.
+        let may_preempt = kind == SchedulingProfile::Gantry
+            && (self.view.config.preemption.defrag_per_hour > 0
+                || self.view.config.qos.get(&job.qos).is_some_and(|level| {
                     level.preempts.iter().any(|q| self.running_qos.contains(q))
-                });
+                }));
         let take_back = if may_preempt {
             TakeBack::Ask
         } else {

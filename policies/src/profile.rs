@@ -43,6 +43,18 @@ pub(crate) struct Share {
     pub(crate) gpus: Vec<u32>,
 }
 
+/// What a job of `shape` placed at `picks` holds on each of its nodes.
+pub(crate) fn shares(shape: &Shape, picks: &[(usize, Vec<u32>)]) -> Vec<Share> {
+    picks
+        .iter()
+        .map(|(node, gpus)| Share {
+            node: *node,
+            res: shape.per_node,
+            gpus: gpus.clone(),
+        })
+        .collect()
+}
+
 /// Shares held over `[start, end)`; `end: None` is for ever (no time limit).
 #[derive(Debug, Clone)]
 struct Claim {

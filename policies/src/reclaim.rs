@@ -6,6 +6,11 @@
 //! - QoS: a waiting job whose QoS level preempts others' (`qos.NAME.preempts`) may stop their
 //!   jobs — only those that have run their minimum runtime and would not end by themselves
 //!   before the stop would.
+//! - Defragmentation (`defrag.per_hour` above 0): a waiting job for which enough GPUs are
+//!   free, but not together on nodes it can use, may have a few checkpointable jobs moved:
+//!   stopped, and started again at once where this pass keeps room for them. Each account
+//!   loses at most `defrag.per_hour` jobs an hour to preemptions of any kind before
+//!   defragmentation leaves its jobs alone.
 //!
 //! Victims are chosen so the least work is lost (`preempt.victims`): by default the jobs with
 //! the fewest GPU-seconds since their last checkpoint, plus their restart cost, per GPU freed;
@@ -16,15 +21,25 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{JobId, Shape};
 
+use std::cell::Cell;
+
 use crate::accounts::Tree;
 use crate::config::{Preemption, VictimOrder};
 use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, total_gpus};
-use crate::profile::{Profile, Share};
+use crate::profile::{Profile, Share, shares};
 use crate::view::{ClusterView, PendingJob, RunningJob};
 
 /// At most this many jobs are preempted for one waiting job in one pass.
 const MAX_VICTIMS: usize = 64;
+
+/// At most this many jobs are moved for one waiting job: defragmentation is for a few moves
+/// that let a gang start, not a reshuffle of the cluster.
+const MAX_MOVES: usize = 4;
+
+/// Waiting jobs one pass tries to defragment for: each try places the job and its movers,
+/// and a long blocked queue must not make every pass pay that for every job.
+const MAX_DEFRAG_TRIES: usize = 8;
 
 /// GPUs held per account, its sub-accounts' included.
 #[derive(Clone, Default)]
@@ -125,6 +140,8 @@ pub(crate) enum Claim {
     Guarantee(String),
     /// The job's QoS level preempts the victims'.
     Qos(String),
+    /// The job's GPUs are free but scattered: the victims move elsewhere.
+    Defragment,
 }
 
 /// What a waiting job gets from a reclaim: the GPUs it will take, and the jobs to stop
@@ -133,6 +150,8 @@ pub(crate) struct Reclaimed {
     pub(crate) claim: Claim,
     pub(crate) picks: Picks,
     pub(crate) victims: Vec<JobId>,
+    /// Where moved victims start again: the pass keeps these for them.
+    pub(crate) moves: Vec<(Shape, Picks)>,
     /// What accounts hold once the victims are gone and the job runs.
     held: Held,
 }
@@ -143,6 +162,9 @@ pub(crate) struct Reclaimer<'v> {
     index: BTreeMap<&'v str, usize>,
     held: Held,
     taken: BTreeSet<JobId>,
+    /// Jobs preempted per account in the last hour, this pass's included.
+    preempted: BTreeMap<String, u32>,
+    defrag_tries: Cell<usize>,
 }
 
 impl<'v> Reclaimer<'v> {
@@ -157,6 +179,8 @@ impl<'v> Reclaimer<'v> {
                 .collect(),
             held: held_now(view, tree),
             taken: BTreeSet::new(),
+            preempted: view.preempted_last_hour.clone(),
+            defrag_tries: Cell::new(0),
         }
     }
 
@@ -182,8 +206,8 @@ impl<'v> Reclaimer<'v> {
 
     /// For a job that cannot start now in `shape`: GPUs taken back for it, when an account on
     /// its path holds less than its guarantee even with the job (from borrowers), or else when
-    /// its QoS preempts others' (from their jobs). Changes nothing until
-    /// [`Reclaimer::commit`].
+    /// its QoS preempts others' (from their jobs), or else by moving jobs to defragment.
+    /// Changes nothing until [`Reclaimer::commit`].
     pub(crate) fn plan(
         &self,
         tree: &Tree,
@@ -199,7 +223,7 @@ impl<'v> Reclaimer<'v> {
         {
             // Only from lenders above their own guarantees, at every level: never take a
             // guarantee to pay one.
-            let may_take = |held: &Held, victim: &RunningJob| {
+            let may_take = |held: &Held, _: &[&RunningJob], victim: &RunningJob| {
                 lenders(tree, owed, &victim.account).is_some_and(|lenders| {
                     let gpus = running_gpus(victim);
                     lenders
@@ -213,35 +237,132 @@ impl<'v> Reclaimer<'v> {
                 job,
                 shape,
                 Claim::Guarantee(owed.into()),
+                MAX_VICTIMS,
                 may_take,
             );
         }
+        self.preempt(tree, profile, job, shape)
+            .or_else(|| self.defragment(tree, profile, job, shape))
+    }
+
+    /// Whether `victim` may be stopped at all: it has run its minimum runtime and would not
+    /// end by itself before the stop would.
+    fn stoppable(&self, victim: &RunningJob) -> bool {
+        let rules = &self.view.config.preemption;
+        let now = self.view.now_ms;
+        now.saturating_sub(victim.start_ms) >= rules.min_runtime_ms
+            && victim
+                .ends_at_ms
+                .is_none_or(|end| end > now.saturating_add(rules.grace_ms))
+    }
+
+    fn preempt(
+        &self,
+        tree: &Tree,
+        profile: &Profile,
+        job: &PendingJob,
+        shape: &Shape,
+    ) -> Option<Reclaimed> {
         let preempts = &self.view.config.qos.get(&job.qos)?.preempts;
         if preempts.is_empty() {
             return None;
         }
-        let rules = self.view.config.preemption;
-        let now = self.view.now_ms;
-        let may_take = |_: &Held, victim: &RunningJob| {
-            preempts.contains(&victim.qos)
-                && now.saturating_sub(victim.start_ms) >= rules.min_runtime_ms
-                && victim
-                    .ends_at_ms
-                    .is_none_or(|end| end > now.saturating_add(rules.grace_ms))
+        let may_take = |_: &Held, _: &[&RunningJob], victim: &RunningJob| {
+            preempts.contains(&victim.qos) && self.stoppable(victim)
         };
-        self.take(
+        let claim = Claim::Qos(job.qos.clone());
+        self.take(tree, profile, job, shape, claim, MAX_VICTIMS, may_take)
+    }
+
+    /// Moves a few checkpointable jobs so that `job` fits, when the GPUs it needs are free
+    /// (or being freed) on nodes it may use, only not together: each mover must fit again at
+    /// once elsewhere, on what the job leaves.
+    fn defragment(
+        &self,
+        tree: &Tree,
+        profile: &Profile,
+        job: &PendingJob,
+        shape: &Shape,
+    ) -> Option<Reclaimed> {
+        let view = self.view;
+        let per_hour = view.config.preemption.defrag_per_hour;
+        if per_hour == 0 || self.defrag_tries.get() >= MAX_DEFRAG_TRIES {
+            return None;
+        }
+        let now = view.now_ms;
+        let stopping = self.stopping_shares();
+        let free = profile.free_during_with(now, shape.end_if_started(now), &stopping);
+        let scattered: u64 = view
+            .nodes
+            .iter()
+            .zip(&free)
+            .filter(|(n, _)| shape.admits(&n.pool, &n.labels))
+            .map(|(_, f)| u64::from(f.res.gpus))
+            .sum();
+        if scattered < total_gpus(shape) {
+            return None;
+        }
+        self.defrag_tries.set(self.defrag_tries.get() + 1);
+        let may_take = |_: &Held, chosen: &[&RunningJob], victim: &RunningJob| {
+            let same_account = chosen.iter().filter(|c| c.account == victim.account);
+            let preempted = self.preempted.get(&victim.account).copied().unwrap_or(0);
+            victim.movable.is_some()
+                && self.stoppable(victim)
+                && preempted.saturating_add(same_account.count() as u32) < per_hour
+        };
+        let mut plan = self.take(
             tree,
             profile,
             job,
             shape,
-            Claim::Qos(job.qos.clone()),
+            Claim::Defragment,
+            MAX_MOVES,
             may_take,
-        )
+        )?;
+        // Each mover starts again at once elsewhere, on what the job and the movers before
+        // it leave.
+        let movers: Vec<&RunningJob> = view
+            .running
+            .iter()
+            .filter(|r| plan.victims.contains(&r.id))
+            .collect();
+        let mut freed = stopping;
+        freed.extend(movers.iter().flat_map(|m| self.shares(m)));
+        let mut kept = shares(shape, &plan.picks);
+        for mover in movers {
+            let mover_shape = mover.movable.as_ref()?;
+            let end = mover_shape.end_if_started(now);
+            let mut free = profile.free_during_with(now, end, &freed);
+            for share in &kept {
+                free[share.node].take(&share.res, &share.gpus);
+            }
+            let picks = place(
+                mover_shape,
+                &view.nodes,
+                &free,
+                Pick::Start(&Demand::default()),
+                &view.topology,
+            )?;
+            kept.extend(shares(mover_shape, &picks));
+            plan.moves.push((mover_shape.clone(), picks));
+        }
+        Some(plan)
+    }
+
+    /// What jobs being stopped already hold: free for whoever takes it back.
+    fn stopping_shares(&self) -> Vec<Share> {
+        self.view
+            .running
+            .iter()
+            .filter(|j| j.stopping)
+            .flat_map(|j| self.shares(j))
+            .collect()
     }
 
     /// The GPUs `job` can have now in `shape` from jobs being stopped and, if those are not
-    /// enough, from running jobs `may_take` allows, cheapest first; victims it does not
-    /// need after all are spared.
+    /// enough, from up to `max_victims` running jobs `may_take` allows (given those chosen
+    /// so far), cheapest first; victims it does not need after all are spared.
+    #[allow(clippy::too_many_arguments)] // the pass's context, then what this claim may take
     fn take(
         &self,
         tree: &Tree,
@@ -249,16 +370,12 @@ impl<'v> Reclaimer<'v> {
         job: &PendingJob,
         shape: &Shape,
         claim: Claim,
-        may_take: impl Fn(&Held, &RunningJob) -> bool,
+        max_victims: usize,
+        may_take: impl Fn(&Held, &[&RunningJob], &RunningJob) -> bool,
     ) -> Option<Reclaimed> {
         let view = self.view;
         let end = shape.end_if_started(view.now_ms);
-        let stopping: Vec<Share> = view
-            .running
-            .iter()
-            .filter(|j| j.stopping)
-            .flat_map(|j| self.shares(j))
-            .collect();
+        let stopping = self.stopping_shares();
         let try_place = |victims: &[&RunningJob]| {
             let mut extra = stopping.clone();
             extra.extend(victims.iter().flat_map(|v| self.shares(v)));
@@ -285,14 +402,27 @@ impl<'v> Reclaimer<'v> {
             .filter(|r| r.parts.iter().any(|p| usable.contains(p.node.as_str())))
             .collect();
         order_victims(&mut candidates, view.now_ms, &view.config.preemption);
+        if claim == Claim::Defragment {
+            // Moves on the nodes closest to fitting the job first.
+            let free = profile.free_during_with(view.now_ms, end, &stopping);
+            let short = |r: &&RunningJob| {
+                r.parts
+                    .iter()
+                    .filter_map(|p| self.index.get(p.node.as_str()))
+                    .map(|n| shape.per_node.gpus.saturating_sub(free[*n].res.gpus))
+                    .min()
+                    .unwrap_or(u32::MAX)
+            };
+            candidates.sort_by_key(short);
+        }
         let mut held = self.held.clone();
         let mut chosen: Vec<&RunningJob> = Vec::new();
         let mut picks = try_place(&chosen);
         for victim in candidates {
-            if picks.is_some() || chosen.len() >= MAX_VICTIMS {
+            if picks.is_some() || chosen.len() >= max_victims {
                 break;
             }
-            if !may_take(&held, victim) {
+            if !may_take(&held, &chosen, victim) {
                 continue;
             }
             held.remove(tree, &victim.account, running_gpus(victim));
@@ -317,6 +447,7 @@ impl<'v> Reclaimer<'v> {
             claim,
             picks,
             victims: chosen.iter().map(|v| v.id).collect(),
+            moves: Vec::new(),
             held,
         })
     }
@@ -325,6 +456,11 @@ impl<'v> Reclaimer<'v> {
     pub(crate) fn commit(&mut self, plan: &Reclaimed) {
         self.taken.extend(plan.victims.iter().copied());
         self.held = plan.held.clone();
+        for id in &plan.victims {
+            if let Some(victim) = self.view.running.iter().find(|r| r.id == *id) {
+                *self.preempted.entry(victim.account.clone()).or_default() += 1;
+            }
+        }
     }
 }
 
@@ -369,6 +505,7 @@ mod tests {
             }],
             qos: crate::DEFAULT_QOS.to_string(),
             checkpointed_ms: None,
+            movable: None,
         }
     }
 

@@ -28,6 +28,9 @@ pub struct ClusterView {
     pub accounts: Vec<AccountView>,
     /// The switches above each node; empty when no topology file is loaded.
     pub topology: Arc<Topology>,
+    /// Per account, how many of its jobs were preempted (for any reason) in the last hour:
+    /// defragmentation moves no more of them than `defrag.per_hour` allows.
+    pub preempted_last_hour: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +82,7 @@ impl ClusterView {
                 account: job.account.clone(),
                 qos: job.qos.clone(),
                 checkpointed_ms: None,
+                movable: None,
                 start_ms: self.now_ms,
                 stopping: false,
                 ends_at_ms: shape.end_if_started(self.now_ms),
@@ -104,6 +108,9 @@ pub struct RunningJob {
     /// When it last reported a completed checkpoint (this run); `None`: never, so stopping
     /// it loses everything since its start.
     pub checkpointed_ms: Option<u64>,
+    /// The shape it runs in, when it may be moved: it has a checkpoint contract, so
+    /// defragmentation may stop it and start it again elsewhere.
+    pub movable: Option<Shape>,
     /// What it holds on each node it still runs on.
     pub parts: Vec<Held>,
 }
@@ -177,7 +184,7 @@ pub struct Decisions {
     /// Every pending job in the order it was considered, with its priority.
     pub ranked: Vec<(JobId, Priority)>,
     /// Running jobs to stop and requeue, with why: borrowers whose GPUs an account below its
-    /// guarantee takes back.
+    /// guarantee takes back, jobs a higher QoS preempts, jobs moved to defragment.
     pub preempt: Vec<(JobId, String)>,
 }
 
@@ -219,6 +226,9 @@ pub enum WaitReason {
     Reclaiming { stopping: Vec<JobId> },
     /// Its QoS preempts the jobs being stopped for it.
     Preempting { stopping: Vec<JobId>, qos: String },
+    /// The GPUs it needs are free but scattered: these checkpointable jobs are being moved
+    /// elsewhere so that it fits (none: jobs already being stopped make room).
+    Defragmenting { moving: Vec<JobId> },
 }
 
 impl std::fmt::Display for WaitReason {
@@ -252,6 +262,18 @@ impl std::fmt::Display for WaitReason {
                 write!(
                     f,
                     "Preempting: QoS {qos} stops lower-QoS job {} for it",
+                    ids.join(", ")
+                )
+            }
+            WaitReason::Defragmenting { moving } if moving.is_empty() => write!(
+                f,
+                "Defragmenting: it starts as the jobs being moved for it end"
+            ),
+            WaitReason::Defragmenting { moving } => {
+                let ids: Vec<String> = moving.iter().map(u64::to_string).collect();
+                write!(
+                    f,
+                    "Defragmenting: moving job {} elsewhere so that it fits",
                     ids.join(", ")
                 )
             }

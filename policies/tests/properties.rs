@@ -78,6 +78,15 @@ fn node(
         }],
         qos: gantry_policies::DEFAULT_QOS.to_string(),
         checkpointed_ms: None,
+        // Every other job has a checkpoint contract: defragmentation may move it.
+        movable: (id % 2 == 0).then(|| Shape {
+            num_nodes: 1,
+            per_node: held,
+            gpu_model: None,
+            time_limit_ms: None,
+            pool: None,
+            labels: vec![],
+        }),
     });
     (view, running)
 }
@@ -104,11 +113,17 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
         0..25,
     );
     let caps = prop::collection::vec(prop::option::of(1u32..=16), 3);
-    (nodes, jobs, caps).prop_map(|(nodes, jobs, caps)| {
+    // Defragmentation's budget, and how much of it account "a" has used.
+    let defrag = (0u32..=2, 0u32..=2);
+    (nodes, jobs, caps, defrag).prop_map(|(nodes, jobs, caps, (per_hour, used))| {
         let mut view = ClusterView {
             now_ms: 1_000_000,
+            preempted_last_hour: BTreeMap::from([(ACCOUNTS[0].to_string(), used)]),
             ..Default::default()
         };
+        view.config
+            .set("defrag.per_hour", &per_hour.to_string())
+            .unwrap();
         for (i, (count, busy, limit)) in nodes.into_iter().enumerate() {
             let (n, running) = node(
                 i,
@@ -222,6 +237,20 @@ proptest! {
         all.sort_unstable();
         prop_assert_eq!(seen, all);
         prop_assert_eq!(d.ranked.len(), view.pending.len());
+        // Defragmentation moves only checkpointable jobs, within each account's budget.
+        let mut moved: BTreeMap<&str, u32> = BTreeMap::new();
+        for (victim, why) in &d.preempt {
+            if why.starts_with("moved to defragment") {
+                let r = view.running.iter().find(|r| r.id == *victim).unwrap();
+                prop_assert!(r.movable.is_some(), "job {} has no checkpoint contract", victim);
+                *moved.entry(r.account.as_str()).or_default() += 1;
+            }
+        }
+        let per_hour = view.config.preemption.defrag_per_hour;
+        for (account, n) in moved {
+            let used = view.preempted_last_hour.get(account).copied().unwrap_or(0);
+            prop_assert!(used + n <= per_hour, "{} moved {} with {} of {} used", account, n, used, per_hour);
+        }
     }
 
     #[test]
@@ -418,6 +447,7 @@ proptest! {
                         parts: vec![Held { node: name.clone(), res, gpus: gpus.clone() }],
                         qos: gantry_policies::DEFAULT_QOS.to_string(),
                         checkpointed_ms: None,
+                        movable: None,
                     });
                 }
                 view.nodes.push(n);

@@ -32,6 +32,12 @@ struct Scenario {
     topology: Option<String>,
     /// `gantry` (the default), `slurm-like` or `fifo`.
     profile: Option<String>,
+    /// Policy settings, as `gantry admin config set` takes them.
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    /// Per account, its jobs preempted in the last hour.
+    #[serde(default)]
+    preempted_last_hour: BTreeMap<String, u32>,
     expect: Expect,
 }
 
@@ -73,6 +79,9 @@ struct Running {
     /// How long ago it started (`10m`).
     #[serde(default)]
     started_ago: Option<String>,
+    /// It has a checkpoint contract: defragmentation may move it.
+    #[serde(default)]
+    checkpointed: bool,
 }
 
 fn default_account() -> String {
@@ -211,6 +220,15 @@ fn view(s: &Scenario) -> ClusterView {
                         Held { node, res, gpus }
                     })
                     .collect();
+            let parts: Vec<Held> = parts;
+            let movable = r.checkpointed.then(|| Shape {
+                num_nodes: parts.len() as u32,
+                per_node: parts[0].res,
+                gpu_model: None,
+                time_limit_ms: None,
+                pool: None,
+                labels: vec![],
+            });
             RunningJob {
                 id: r.id,
                 account: r.account.clone(),
@@ -220,6 +238,7 @@ fn view(s: &Scenario) -> ClusterView {
                 parts,
                 qos: gantry_policies::DEFAULT_QOS.to_string(),
                 checkpointed_ms: None,
+                movable,
             }
         })
         .collect();
@@ -267,6 +286,9 @@ fn view(s: &Scenario) -> ClusterView {
     if let Some(profile) = &s.profile {
         config.set("profile", profile).unwrap();
     }
+    for (key, value) in &s.settings {
+        config.set(key, value).unwrap();
+    }
     ClusterView {
         now_ms: NOW,
         config,
@@ -279,6 +301,7 @@ fn view(s: &Scenario) -> ClusterView {
             .as_deref()
             .map(|t| std::sync::Arc::new(Topology::from_toml(t).unwrap()))
             .unwrap_or_default(),
+        preempted_last_hour: s.preempted_last_hour.clone(),
         ..Default::default()
     }
 }

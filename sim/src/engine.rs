@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use gantry_model::{JobId, Resources, Shape};
 use gantry_policies::{
-    ClusterView, Held, NodeView, PendingJob, Plan, PolicyConfig, RunningJob, Start, Topology,
-    never_fits,
+    ClusterView, Held, NodeView, PendingJob, Plan, PolicyConfig, Preemptions, RunningJob, Start,
+    Topology, never_fits,
 };
 use gantry_state::usage::Usage;
 
@@ -137,6 +137,7 @@ pub fn simulate(
         passes: 0,
         topology: std::sync::Arc::new(topology),
         plan: None,
+        preemptions: Preemptions::default(),
     };
     let mut arrivals = trace.iter().peekable();
     let mut next_round = settings.round_ms.map(|_| 0);
@@ -206,6 +207,8 @@ struct Engine<'s> {
     /// The last full pass, while only arrivals have happened since: it decides them alone,
     /// as the scheduler does (see `gantry_policies::Plan`).
     plan: Option<Plan>,
+    /// For the disruption budget.
+    preemptions: Preemptions,
 }
 
 impl Engine<'_> {
@@ -307,6 +310,7 @@ impl Engine<'_> {
                 checkpointed_ms: job
                     .last_checkpoint(run.start_ms, now, self.settings.restart_cost_ms)
                     .map(|(_, at)| at),
+                movable: job.trace.checkpoint_interval_ms.map(|_| self.shape(job)),
             })
             .collect();
         ClusterView {
@@ -318,6 +322,7 @@ impl Engine<'_> {
             usage: self.usage.charges(),
             accounts: Vec::new(),
             topology: self.topology.clone(),
+            preempted_last_hour: self.preemptions.last_hour(now),
         }
     }
 
@@ -451,6 +456,7 @@ impl Engine<'_> {
             job.saved_ms = saved;
             job.remaining_ms = job.trace.duration_ms - saved + restart;
             self.pending.push(id);
+            self.preemptions.note(&job.trace.account, now);
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::names::is_plain_name;
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner};
-use gantry_policies::{PartPlan, PolicyConfig, none_fits};
+use gantry_policies::{PartPlan, PolicyConfig, Preemptions, none_fits};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -40,6 +40,9 @@ pub struct StateMachine {
     pub(crate) accounts: Accounts,
     /// Per job not yet ended, the pending jobs that depend on it: settled when it ends.
     dependents: BTreeMap<JobId, BTreeSet<JobId>>,
+    /// When each account's jobs were preempted (by the scheduler or an admin), for
+    /// defragmentation's disruption budget.
+    pub(crate) preemptions: Preemptions,
 }
 
 impl Default for StateMachine {
@@ -58,6 +61,7 @@ impl Default for StateMachine {
             usage: Usage::default(),
             accounts: Accounts::default(),
             dependents: BTreeMap::new(),
+            preemptions: Preemptions::default(),
         }
     }
 }
@@ -221,8 +225,8 @@ impl StateMachine {
                 action,
                 by,
                 admin,
-                ..
-            } => self.control(jobs, *action, by, *admin),
+                now_ms,
+            } => self.control(jobs, *action, by, *admin, *now_ms),
             Command::RegisterNode {
                 name,
                 inventory,
@@ -273,8 +277,8 @@ impl StateMachine {
                 job,
                 attempt,
                 reason,
-                ..
-            } => self.requeue(*job, *attempt, reason),
+                now_ms,
+            } => self.requeue(*job, *attempt, reason, *now_ms),
             Command::AddAccount { account, .. } => match self.accounts.add(account) {
                 Ok(()) => Outcome::Applied,
                 Err(e) => Outcome::Rejected(e.into()),
@@ -288,7 +292,7 @@ impl StateMachine {
         }
     }
 
-    fn requeue(&mut self, id: JobId, attempt: u32, reason: &str) -> Outcome {
+    fn requeue(&mut self, id: JobId, attempt: u32, reason: &str, now_ms: u64) -> Outcome {
         match self.jobs.get_mut(&id) {
             Some(job)
                 if job.state == JobState::Running && job.attempt == attempt && !job.stopping() =>
@@ -297,6 +301,8 @@ impl StateMachine {
                     why: reason.to_string(),
                     cause: RequeueCause::Preempted,
                 });
+                let account = job.spec.account.clone();
+                self.preemptions.note(&account, now_ms);
                 Outcome::Applied
             }
             _ => Outcome::Ignored(format!("job {id}.{attempt} is not running unstopped")),
@@ -446,7 +452,14 @@ impl StateMachine {
         Ok(job)
     }
 
-    fn control(&mut self, ids: &[JobId], action: Control, by: &str, admin: bool) -> Outcome {
+    fn control(
+        &mut self,
+        ids: &[JobId],
+        action: Control,
+        by: &str,
+        admin: bool,
+        now_ms: u64,
+    ) -> Outcome {
         if action == Control::Preempt && !admin {
             return Outcome::Rejected(Rejection::AdminOnly("preempt jobs"));
         }
@@ -507,6 +520,8 @@ impl StateMachine {
                         why: format!("preempted by {by}"),
                         cause: RequeueCause::Preempted,
                     });
+                    let account = job.spec.account.clone();
+                    self.preemptions.note(&account, now_ms);
                 }
             }
         }

@@ -38,6 +38,11 @@ impl StateMachine {
                     .collect(),
                 qos: j.spec.qos.clone(),
                 checkpointed_ms: j.checkpointed_this_run(),
+                movable: j
+                    .spec
+                    .checkpoint
+                    .as_ref()
+                    .and_then(|_| j.spec.shape(j.shape)),
             })
             .collect();
         ClusterView {
@@ -50,6 +55,7 @@ impl StateMachine {
             accounts: self.accounts.views(),
             // Not state: the scheduler's configuration adds it.
             topology: Default::default(),
+            preempted_last_hour: self.preemptions.last_hour(now_ms),
         }
     }
 

@@ -1228,3 +1228,45 @@ fn jobs_are_held_released_and_requeued_by_their_owners_or_admins() {
     assert_eq!(job.reason, "requeued: by ann");
     assert_eq!(job.attempts[0].outcome, "REQUEUED");
 }
+
+/// Defragmentation's budget reads the preemptions of the last hour per account, by the
+/// scheduler or an admin; only jobs with a checkpoint contract are offered to it as movable.
+#[test]
+fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let mut contract = spec(1, 1);
+    contract.checkpoint = Some(gantry_model::Checkpoint::default());
+    let a = log.submit_spec(contract);
+    let b = log.submit(1, 1);
+    log.allocate(a, "n1", vec![0]);
+    log.allocate(b, "n1", vec![1]);
+    let view = log.sm.cluster_view(5);
+    let movable: Vec<(u64, bool)> = view
+        .running
+        .iter()
+        .map(|r| (r.id, r.movable.is_some()))
+        .collect();
+    assert_eq!(movable, [(a, true), (b, false)]);
+    assert_eq!(view.running[0].movable.as_ref().unwrap().per_node.gpus, 1);
+    let requeue = Command::Requeue {
+        job: a,
+        attempt: 0,
+        reason: "moved to defragment: job 9 needs its GPUs together".into(),
+        now_ms: 10,
+    };
+    assert_eq!(log.apply(requeue), Outcome::Applied);
+    let preempt = Command::Control {
+        jobs: vec![b],
+        action: Control::Preempt,
+        by: "root".into(),
+        admin: true,
+        now_ms: 20,
+    };
+    assert_eq!(log.apply(preempt), Outcome::Applied);
+    let hour = gantry_policies::disruption::WINDOW_MS;
+    let counted = |now| log.sm.cluster_view(now).preempted_last_hour;
+    assert_eq!(counted(30), [("default".to_string(), 2)].into());
+    assert_eq!(counted(15 + hour), [("default".to_string(), 1)].into());
+    assert!(counted(25 + hour).is_empty());
+}
