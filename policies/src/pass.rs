@@ -262,7 +262,22 @@ impl Pass {
         {
             match &mut take_back {
                 TakeBack::From(reclaimer) => {
-                    if let Some(plan) = reclaimer.plan(tree, profile, job, &job.shapes[0]) {
+                    let main = &job.shapes[0];
+                    // Late: starting now meets its deadline, waiting for its earliest later
+                    // start would not.
+                    let late = job.deadline_ms.is_some_and(|deadline| {
+                        main.end_if_started(now).is_some_and(|end| end <= deadline)
+                            && earliest_later_start(
+                                main,
+                                &view.nodes,
+                                &view.topology,
+                                profile,
+                                |start| within_limits(start, main),
+                            )
+                            .and_then(|(start, _)| main.end_if_started(start))
+                            .is_none_or(|end| end > deadline)
+                    });
+                    if let Some(plan) = reclaimer.plan(tree, profile, job, main, late) {
                         options.push(Candidate {
                             shape: 0,
                             start: now,
@@ -345,6 +360,9 @@ impl Pass {
                         )
                     }
                     Claim::Qos(qos) => format!("preempted for job {} of QoS {qos}", job.id),
+                    Claim::Deadline => {
+                        format!("preempted for job {}, which would miss its deadline", job.id)
+                    }
                     Claim::Defragment => format!(
                         "moved to defragment: job {} needs its GPUs together",
                         job.id
@@ -359,6 +377,9 @@ impl Pass {
                 Claim::Qos(qos) => WaitReason::Preempting {
                     stopping: plan.victims,
                     qos,
+                },
+                Claim::Deadline => WaitReason::Deadline {
+                    stopping: plan.victims,
                 },
                 Claim::Defragment => WaitReason::Defragmenting {
                     moving: plan.victims,

@@ -336,6 +336,7 @@ mod tests {
             qos: crate::DEFAULT_QOS.to_string(),
             checkpointed_ms: None,
             movable: None,
+            deadline_ms: None,
         }
     }
 

@@ -57,7 +57,7 @@ pub enum NeedsPass {
     #[error("job {0} is in an account with a guarantee: GPUs may be taken back for it")]
     Guarantee(JobId),
     #[error(
-        "job {0} cannot start at once, and its QoS preempts running jobs or defragmentation may move jobs for it"
+        "job {0} cannot start at once, and its QoS preempts running jobs, its deadline may, or defragmentation may move jobs for it"
     )]
     Preempts(JobId),
     #[error("the pass preempted jobs: the cluster is not what the plan left")]
@@ -173,6 +173,7 @@ impl Plan {
         // jobs moved for it when defragmentation is on: only a full pass may decide that.
         let may_preempt = kind == SchedulingProfile::Gantry
             && (self.view.config.preemption.defrag_per_hour > 0
+                || job.deadline_ms.is_some()
                 || self.view.config.qos.get(&job.qos).is_some_and(|level| {
                     level.preempts.iter().any(|q| self.running_qos.contains(q))
                 }));

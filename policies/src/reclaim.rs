@@ -6,6 +6,8 @@
 //! - QoS: a waiting job whose QoS level preempts others' (`qos.NAME.preempts`) may stop their
 //!   jobs — only those that have run their minimum runtime and would not end by themselves
 //!   before the stop would.
+//! - Deadlines: a waiting job that would miss its deadline by waiting for its earliest later
+//!   start may stop jobs without deadlines of its QoS level or a lower one.
 //! - Defragmentation (`defrag.per_hour` above 0): a waiting job for which enough GPUs are
 //!   free, but not together on nodes it can use, may have a few checkpointable jobs moved:
 //!   stopped, and started again at once where this pass keeps room for them. Each account
@@ -140,6 +142,8 @@ pub(crate) enum Claim {
     Guarantee(String),
     /// The job's QoS level preempts the victims'.
     Qos(String),
+    /// The job would miss its deadline waiting: the victims have none.
+    Deadline,
     /// The job's GPUs are free but scattered: the victims move elsewhere.
     Defragment,
 }
@@ -206,7 +210,8 @@ impl<'v> Reclaimer<'v> {
 
     /// For a job that cannot start now in `shape`: GPUs taken back for it, when an account on
     /// its path holds less than its guarantee even with the job (from borrowers), or else when
-    /// its QoS preempts others' (from their jobs), or else by moving jobs to defragment.
+    /// its QoS preempts others' (from their jobs), or else when it is `late` (would miss its
+    /// deadline waiting: from jobs without one), or else by moving jobs to defragment.
     /// Changes nothing until [`Reclaimer::commit`].
     pub(crate) fn plan(
         &self,
@@ -214,6 +219,7 @@ impl<'v> Reclaimer<'v> {
         profile: &Profile,
         job: &PendingJob,
         shape: &Shape,
+        late: bool,
     ) -> Option<Reclaimed> {
         let need = total_gpus(shape);
         if let Some((owed, _)) = tree
@@ -242,7 +248,27 @@ impl<'v> Reclaimer<'v> {
             );
         }
         self.preempt(tree, profile, job, shape)
+            .or_else(|| late.then(|| self.make_time(tree, profile, job, shape)).flatten())
             .or_else(|| self.defragment(tree, profile, job, shape))
+    }
+
+    /// Stops jobs without a deadline, of `job`'s QoS level or a lower one, so that it ends
+    /// by its deadline.
+    fn make_time(
+        &self,
+        tree: &Tree,
+        profile: &Profile,
+        job: &PendingJob,
+        shape: &Shape,
+    ) -> Option<Reclaimed> {
+        let config = &self.view.config;
+        let level = config.qos_priority(&job.qos)?;
+        let may_take = |_: &Held, _: &[&RunningJob], victim: &RunningJob| {
+            victim.deadline_ms.is_none()
+                && config.qos_priority(&victim.qos).is_none_or(|p| p <= level)
+                && self.stoppable(victim)
+        };
+        self.take(tree, profile, job, shape, Claim::Deadline, MAX_VICTIMS, may_take)
     }
 
     /// Whether `victim` may be stopped at all: it has run its minimum runtime and would not
@@ -401,6 +427,13 @@ impl<'v> Reclaimer<'v> {
             .filter(|r| !r.stopping && !self.taken.contains(&r.id))
             .filter(|r| r.parts.iter().any(|p| usable.contains(p.node.as_str())))
             .collect();
+        let mut held = self.held.clone();
+        // What `may_take` allows only shrinks as victims are chosen: a job no candidate is
+        // allowed for, with nothing being stopped, gets nothing (placing costs; most blocked
+        // jobs end here).
+        if stopping.is_empty() && !candidates.iter().any(|v| may_take(&held, &[], v)) {
+            return None;
+        }
         order_victims(&mut candidates, view.now_ms, &view.config.preemption);
         if claim == Claim::Defragment {
             // Moves on the nodes closest to fitting the job first.
@@ -415,7 +448,6 @@ impl<'v> Reclaimer<'v> {
             };
             candidates.sort_by_key(short);
         }
-        let mut held = self.held.clone();
         let mut chosen: Vec<&RunningJob> = Vec::new();
         let mut picks = try_place(&chosen);
         for victim in candidates {
@@ -506,6 +538,7 @@ mod tests {
             qos: crate::DEFAULT_QOS.to_string(),
             checkpointed_ms: None,
             movable: None,
+            deadline_ms: None,
         }
     }
 

@@ -59,6 +59,7 @@ pub fn full_cluster(nodes: u32, gpus: u32, pending: u32) -> ClusterView {
                 qos: crate::DEFAULT_QOS.to_string(),
                 checkpointed_ms: None,
                 movable: None,
+                deadline_ms: None,
             });
         }
         node_views.push(NodeView {

@@ -83,6 +83,7 @@ impl ClusterView {
                 qos: job.qos.clone(),
                 checkpointed_ms: None,
                 movable: None,
+                deadline_ms: job.deadline_ms,
                 start_ms: self.now_ms,
                 stopping: false,
                 ends_at_ms: shape.end_if_started(self.now_ms),
@@ -111,6 +112,9 @@ pub struct RunningJob {
     /// The shape it runs in, when it may be moved: it has a checkpoint contract, so
     /// defragmentation may stop it and start it again elsewhere.
     pub movable: Option<Shape>,
+    /// When it must have ended (`--deadline`): a job racing its own deadline is not stopped
+    /// for another's.
+    pub deadline_ms: Option<u64>,
     /// What it holds on each node it still runs on.
     pub parts: Vec<Held>,
 }
@@ -226,6 +230,8 @@ pub enum WaitReason {
     Reclaiming { stopping: Vec<JobId> },
     /// Its QoS preempts the jobs being stopped for it.
     Preempting { stopping: Vec<JobId>, qos: String },
+    /// It would miss its deadline waiting: these jobs without one are being stopped for it.
+    Deadline { stopping: Vec<JobId> },
     /// The GPUs it needs are free but scattered: these checkpointable jobs are being moved
     /// elsewhere so that it fits (none: jobs already being stopped make room).
     Defragmenting { moving: Vec<JobId> },
@@ -262,6 +268,18 @@ impl std::fmt::Display for WaitReason {
                 write!(
                     f,
                     "Preempting: QoS {qos} stops lower-QoS job {} for it",
+                    ids.join(", ")
+                )
+            }
+            WaitReason::Deadline { stopping } if stopping.is_empty() => write!(
+                f,
+                "Deadline: it starts as the jobs stopped for its deadline end"
+            ),
+            WaitReason::Deadline { stopping } => {
+                let ids: Vec<String> = stopping.iter().map(u64::to_string).collect();
+                write!(
+                    f,
+                    "Deadline: stopping job {} so that it ends by its deadline",
                     ids.join(", ")
                 )
             }

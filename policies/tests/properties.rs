@@ -87,6 +87,8 @@ fn node(
             pool: None,
             labels: vec![],
         }),
+        // Every third job races a deadline of its own: never stopped for another's.
+        deadline_ms: (id % 3 == 0).then_some(2_000_000),
     });
     (view, running)
 }
@@ -160,6 +162,10 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
             let mut job = PendingJob::new(i as u64 + 1, shapes);
             job.account = ACCOUNTS[account].into();
             job.submit_ms = i as u64;
+            // Every fourth job has a deadline twice its limit away: it may stop others for it.
+            if i % 4 == 1 {
+                job.deadline_ms = limit.map(|l| view.now_ms + 2 * l);
+            }
             view.pending.push(job);
         }
         view.accounts = std::iter::once(AccountView {
@@ -237,9 +243,14 @@ proptest! {
         all.sort_unstable();
         prop_assert_eq!(seen, all);
         prop_assert_eq!(d.ranked.len(), view.pending.len());
-        // Defragmentation moves only checkpointable jobs, within each account's budget.
+        // Defragmentation moves only checkpointable jobs, within each account's budget; a
+        // deadline stops only jobs without one.
         let mut moved: BTreeMap<&str, u32> = BTreeMap::new();
         for (victim, why) in &d.preempt {
+            if why.ends_with("which would miss its deadline") {
+                let r = view.running.iter().find(|r| r.id == *victim).unwrap();
+                prop_assert!(r.deadline_ms.is_none(), "job {} races its own deadline", victim);
+            }
             if why.starts_with("moved to defragment") {
                 let r = view.running.iter().find(|r| r.id == *victim).unwrap();
                 prop_assert!(r.movable.is_some(), "job {} has no checkpoint contract", victim);
@@ -260,13 +271,15 @@ proptest! {
 
     /// Without account caps: a capped job that waits for its cap (never blocking) can, once
     /// an unlimited job has taken GPUs it would need, wait for resources instead and then
-    /// hold back the jobs behind it (see docs/scheduling.md, "Not there yet").
+    /// hold back the jobs behind it (see docs/scheduling.md, "Not there yet"). Without
+    /// preemptions: the next pass plans anew around stopping jobs (same place).
     #[test]
     fn jobs_started_by_backfill_never_delay_a_reserved_start(mut view in arb_view()) {
         for a in &mut view.accounts {
             a.max_gpus = None;
         }
         let first = schedule(&view);
+        prop_assume!(first.preempt.is_empty());
         let next = view.with_starts(&first);
         let second = schedule(&next);
         let again: BTreeMap<u64, &WaitReason> = second.waiting.iter().map(|(j, w)| (*j, w)).collect();
@@ -329,7 +342,12 @@ proptest! {
         if !could {
             return Ok(());
         }
-        let victims: BTreeSet<u64> = d.preempt.iter().map(|(j, _)| *j).collect();
+        // Jobs later in the pass may preempt for their own reasons (deadlines, moves).
+        let reclaim = format!("reclaims its guaranteed GPUs for job {first}");
+        let victims: BTreeSet<u64> = d.preempt.iter()
+            .filter(|(_, why)| why.ends_with(&reclaim))
+            .map(|(j, _)| *j)
+            .collect();
         prop_assert!(!victims.is_empty(), "job {} waits behind borrowers: {:?}", first, d);
         prop_assert!(view.running.iter().filter(|r| victims.contains(&r.id)).all(|r| r.account != "a"));
         let after = without(&view, &|r: &RunningJob| victims.contains(&r.id));
@@ -448,6 +466,7 @@ proptest! {
                         qos: gantry_policies::DEFAULT_QOS.to_string(),
                         checkpointed_ms: None,
                         movable: None,
+                        deadline_ms: None,
                     });
                 }
                 view.nodes.push(n);

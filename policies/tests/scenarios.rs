@@ -82,6 +82,9 @@ struct Running {
     /// It has a checkpoint contract: defragmentation may move it.
     #[serde(default)]
     checkpointed: bool,
+    #[serde(default = "normal")]
+    qos: String,
+    deadline_in: Option<String>,
 }
 
 fn default_account() -> String {
@@ -236,9 +239,10 @@ fn view(s: &Scenario) -> ClusterView {
                 stopping: false,
                 ends_at_ms: r.ends_in.as_deref().map(|t| NOW + ms(t)),
                 parts,
-                qos: gantry_policies::DEFAULT_QOS.to_string(),
+                qos: r.qos.clone(),
                 checkpointed_ms: None,
                 movable,
+                deadline_ms: r.deadline_in.as_deref().map(|t| NOW + ms(t)),
             }
         })
         .collect();

@@ -311,6 +311,7 @@ impl Engine<'_> {
                     .last_checkpoint(run.start_ms, now, self.settings.restart_cost_ms)
                     .map(|(_, at)| at),
                 movable: job.trace.checkpoint_interval_ms.map(|_| self.shape(job)),
+                deadline_ms: job.trace.deadline_ms,
             })
             .collect();
         ClusterView {

@@ -43,6 +43,7 @@ impl StateMachine {
                     .checkpoint
                     .as_ref()
                     .and_then(|_| j.spec.shape(j.shape)),
+                deadline_ms: j.spec.deadline_ms,
             })
             .collect();
         ClusterView {
