@@ -14,31 +14,44 @@ use gantry_testkit::{
 };
 use serde_json::Value;
 
-/// Counts to 40, one step at a time, each step appended to `steps`; on SIGUSR1 saves its
-/// count to the checkpoint dir and exits 0. Its first run stops at 20 until `release` exists;
-/// a later run resumes from the saved count.
-fn counter(work: &Path) -> String {
-    let steps = work.join("steps");
-    let release = work.join("release");
-    let runs = work.join("runs");
-    format!(
+/// A job script that counts to 40, one step at a time, each step appended to `work/steps`,
+/// resuming from the count saved in its checkpoint dir; `trap` handles `signal` (`@SAVE@`
+/// saves the count, `@GANTRY@` is the CLI), `step` runs after each step.
+fn count_script(work: &Path, signal: &str, trap: &str, step: &str) -> String {
+    let text = format!(
         r#"#!/bin/sh
 dir="$GANTRY_CHECKPOINT_DIR"
 n=0
 [ -f "$dir/count" ] && n=$(cat "$dir/count")
-echo "run $GANTRY_RESTART_COUNT from $n" >> {runs}
-trap 'echo $n > "$dir/count.tmp" && mv "$dir/count.tmp" "$dir/count" && {gantry} checkpoint done --progress $n; exit 0' USR1
+echo "run $GANTRY_RESTART_COUNT from $n" >> @RUNS@
+trap '{trap}' {signal}
 while [ $n -lt 40 ]; do
   n=$((n + 1))
-  echo $n >> {steps}
-  while [ $n -eq 20 ] && [ ! -e {release} ]; do sleep 0.05; done
+  echo $n >> @STEPS@
+{step}
 done
-echo done >> {runs}
-"#,
-        runs = runs.display(),
-        steps = steps.display(),
-        release = release.display(),
-        gantry = bin("gantry").display(),
+echo done >> @RUNS@
+"#
+    );
+    let path = |name: &str| work.join(name).display().to_string();
+    text.replace(
+        "@SAVE@",
+        r#"echo $n > "$dir/count.tmp" && mv "$dir/count.tmp" "$dir/count""#,
+    )
+    .replace("@RUNS@", &path("runs"))
+    .replace("@STEPS@", &path("steps"))
+    .replace("@RELEASE@", &path("release"))
+    .replace("@GANTRY@", &bin("gantry").display().to_string())
+}
+
+/// On SIGUSR1 saves its count, reports the checkpoint and exits 0. Its first run stops at 20
+/// until `release` exists.
+fn counter(work: &Path) -> String {
+    count_script(
+        work,
+        "USR1",
+        "@SAVE@ && @GANTRY@ checkpoint done --progress $n; exit 0",
+        "  while [ $n -eq 20 ] && [ ! -e @RELEASE@ ]; do sleep 0.05; done",
     )
 }
 
@@ -110,6 +123,16 @@ impl Cluster {
     fn wd(&self) -> &str {
         self.work.to_str().unwrap()
     }
+}
+
+/// A job script that notes each run (`run N`) in `work/runs`; its first run runs until
+/// killed, later ones end at once. `setup` comes first (e.g. traps).
+fn first_run_hangs(work: &Path, setup: &str) -> String {
+    format!(
+        "#!/bin/sh\n{setup}\necho \"run $GANTRY_RESTART_COUNT\" >> {runs}\n\
+         [ \"$GANTRY_RESTART_COUNT\" -gt 0 ] && exit 0\nwhile true; do sleep 0.05; done\n",
+        runs = work.join("runs").display()
+    )
 }
 
 /// Writes a job script into `work`; returns its path as `gantry submit` takes it.
@@ -242,13 +265,12 @@ fn a_job_that_ignores_its_checkpoint_signal_is_stopped_after_its_lead_and_requeu
         &["admin", "config", "set", "preempt.min_runtime", "0s"],
     );
     let runs = work.join("runs");
-    // Ignores SIGUSR1 and SIGTERM: only SIGKILL ends it. Its second run ends at once.
-    let body = format!(
-        "#!/bin/sh\ntrap '' USR1 TERM\necho \"run $GANTRY_RESTART_COUNT\" >> {runs}\n\
-         [ \"$GANTRY_RESTART_COUNT\" -gt 0 ] && exit 0\nwhile true; do sleep 0.05; done\n",
-        runs = runs.display()
+    // Ignores SIGUSR1 and SIGTERM: only SIGKILL ends it.
+    let script = script(
+        work,
+        "stubborn.sh",
+        &first_run_hangs(work, "trap '' USR1 TERM"),
     );
-    let script = script(work, "stubborn.sh", &body);
     let low = submit(
         url,
         &[
@@ -352,31 +374,15 @@ fn jobs_are_held_released_requeued_and_preempted_by_hand() {
     wait_state(url, b, "COMPLETED");
 }
 
-/// Counts to 40, appending each step to `steps`, saving its count to the checkpoint dir and
-/// reporting it every 10 steps. Its first run stops at 25 and waits there; on SIGTERM it
-/// notes where it was stopped (without saving) and exits.
+/// Saves its count and reports it every 10 steps. Its first run stops at 25 and waits
+/// there; on SIGTERM it notes where it was stopped (without saving) and exits.
 fn periodic_counter(work: &Path) -> String {
-    format!(
-        r#"#!/bin/sh
-dir="$GANTRY_CHECKPOINT_DIR"
-n=0
-[ -f "$dir/count" ] && n=$(cat "$dir/count")
-echo "run $GANTRY_RESTART_COUNT from $n" >> {runs}
-trap 'echo "run $GANTRY_RESTART_COUNT stopped at $n" >> {runs}; exit 1' TERM
-while [ $n -lt 40 ]; do
-  n=$((n + 1))
-  echo $n >> {steps}
-  if [ $((n % 10)) -eq 0 ]; then
-    echo $n > "$dir/count.tmp" && mv "$dir/count.tmp" "$dir/count"
-    {gantry} checkpoint done --progress $n
-  fi
-  while [ $n -eq 25 ] && [ "$GANTRY_RESTART_COUNT" -eq 0 ]; do sleep 0.05; done
-done
-echo done >> {runs}
-"#,
-        runs = work.join("runs").display(),
-        steps = work.join("steps").display(),
-        gantry = bin("gantry").display(),
+    count_script(
+        work,
+        "TERM",
+        "echo \"run $GANTRY_RESTART_COUNT stopped at $n\" >> @RUNS@; exit 1",
+        "  if [ $((n % 10)) -eq 0 ]; then @SAVE@ && @GANTRY@ checkpoint done --progress $n; fi
+  while [ $n -eq 25 ] && [ \"$GANTRY_RESTART_COUNT\" -eq 0 ]; do sleep 0.05; done",
     )
 }
 
@@ -463,13 +469,8 @@ fn a_job_that_asks_is_requeued_at_its_time_limit() {
     ]);
     let (url, work, wd) = (c.url(), &c.work, c.wd());
     let runs = work.join("runs");
-    // The first run outlives its limit; the second ends at once.
-    let body = format!(
-        "#!/bin/sh\necho \"run $GANTRY_RESTART_COUNT\" >> {runs}\n\
-         [ \"$GANTRY_RESTART_COUNT\" -gt 0 ] && exit 0\nwhile true; do sleep 0.05; done\n",
-        runs = runs.display()
-    );
-    let script = script(work, "slow.sh", &body);
+    // The first run outlives its limit.
+    let script = script(work, "slow.sh", &first_run_hangs(work, ""));
     let again = submit(
         url,
         &[

@@ -19,7 +19,7 @@ use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, shortage, total_gpus};
 use crate::priority::{RankKey, Ranker, rank};
 use crate::profile::{Profile, Share, shares};
-use crate::reclaim::{Claim, Reclaimed, Reclaimer};
+use crate::reclaim::{Ask, Claim, Reclaimed, Reclaimer};
 use crate::topology::Topology;
 use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
 
@@ -277,7 +277,13 @@ impl Pass {
                             .and_then(|(start, _)| main.end_if_started(start))
                             .is_none_or(|end| end > deadline)
                     });
-                    if let Some(plan) = reclaimer.plan(tree, profile, job, main, late) {
+                    let ask = Ask {
+                        tree,
+                        profile,
+                        job,
+                        shape: main,
+                    };
+                    if let Some(plan) = reclaimer.plan(&ask, late) {
                         options.push(Candidate {
                             shape: 0,
                             start: now,
@@ -361,7 +367,10 @@ impl Pass {
                     }
                     Claim::Qos(qos) => format!("preempted for job {} of QoS {qos}", job.id),
                     Claim::Deadline => {
-                        format!("preempted for job {}, which would miss its deadline", job.id)
+                        format!(
+                            "preempted for job {}, which would miss its deadline",
+                            job.id
+                        )
                     }
                     Claim::Defragment => format!(
                         "moved to defragment: job {} needs its GPUs together",

@@ -148,6 +148,16 @@ pub(crate) enum Claim {
     Defragment,
 }
 
+/// A waiting job's question to a reclaim: the pass's account tree and free resources, the
+/// job, and the shape it would start in.
+#[derive(Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    pub(crate) tree: &'a Tree,
+    pub(crate) profile: &'a Profile,
+    pub(crate) job: &'a PendingJob,
+    pub(crate) shape: &'a Shape,
+}
+
 /// What a waiting job gets from a reclaim: the GPUs it will take, and the jobs to stop
 /// for them (none when jobs being stopped already free enough).
 pub(crate) struct Reclaimed {
@@ -213,14 +223,10 @@ impl<'v> Reclaimer<'v> {
     /// its QoS preempts others' (from their jobs), or else when it is `late` (would miss its
     /// deadline waiting: from jobs without one), or else by moving jobs to defragment.
     /// Changes nothing until [`Reclaimer::commit`].
-    pub(crate) fn plan(
-        &self,
-        tree: &Tree,
-        profile: &Profile,
-        job: &PendingJob,
-        shape: &Shape,
-        late: bool,
-    ) -> Option<Reclaimed> {
+    pub(crate) fn plan(&self, ask: &Ask, late: bool) -> Option<Reclaimed> {
+        let Ask {
+            tree, job, shape, ..
+        } = *ask;
         let need = total_gpus(shape);
         if let Some((owed, _)) = tree
             .guarantees(&job.account)
@@ -237,38 +243,25 @@ impl<'v> Reclaimer<'v> {
                         .all(|a| held.of(a) >= u64::from(tree.guarantee(a)) + gpus)
                 })
             };
-            return self.take(
-                tree,
-                profile,
-                job,
-                shape,
-                Claim::Guarantee(owed.into()),
-                MAX_VICTIMS,
-                may_take,
-            );
+            let claim = Claim::Guarantee(owed.into());
+            return self.take(ask, claim, MAX_VICTIMS, may_take);
         }
-        self.preempt(tree, profile, job, shape)
-            .or_else(|| late.then(|| self.make_time(tree, profile, job, shape)).flatten())
-            .or_else(|| self.defragment(tree, profile, job, shape))
+        self.preempt(ask)
+            .or_else(|| late.then(|| self.make_time(ask)).flatten())
+            .or_else(|| self.defragment(ask))
     }
 
     /// Stops jobs without a deadline, of `job`'s QoS level or a lower one, so that it ends
     /// by its deadline.
-    fn make_time(
-        &self,
-        tree: &Tree,
-        profile: &Profile,
-        job: &PendingJob,
-        shape: &Shape,
-    ) -> Option<Reclaimed> {
+    fn make_time(&self, ask: &Ask) -> Option<Reclaimed> {
         let config = &self.view.config;
-        let level = config.qos_priority(&job.qos)?;
+        let level = config.qos_priority(&ask.job.qos)?;
         let may_take = |_: &Held, _: &[&RunningJob], victim: &RunningJob| {
             victim.deadline_ms.is_none()
                 && config.qos_priority(&victim.qos).is_none_or(|p| p <= level)
                 && self.stoppable(victim)
         };
-        self.take(tree, profile, job, shape, Claim::Deadline, MAX_VICTIMS, may_take)
+        self.take(ask, Claim::Deadline, MAX_VICTIMS, may_take)
     }
 
     /// Whether `victim` may be stopped at all: it has run its minimum runtime and would not
@@ -282,34 +275,23 @@ impl<'v> Reclaimer<'v> {
                 .is_none_or(|end| end > now.saturating_add(rules.grace_ms))
     }
 
-    fn preempt(
-        &self,
-        tree: &Tree,
-        profile: &Profile,
-        job: &PendingJob,
-        shape: &Shape,
-    ) -> Option<Reclaimed> {
-        let preempts = &self.view.config.qos.get(&job.qos)?.preempts;
+    fn preempt(&self, ask: &Ask) -> Option<Reclaimed> {
+        let preempts = &self.view.config.qos.get(&ask.job.qos)?.preempts;
         if preempts.is_empty() {
             return None;
         }
         let may_take = |_: &Held, _: &[&RunningJob], victim: &RunningJob| {
             preempts.contains(&victim.qos) && self.stoppable(victim)
         };
-        let claim = Claim::Qos(job.qos.clone());
-        self.take(tree, profile, job, shape, claim, MAX_VICTIMS, may_take)
+        let claim = Claim::Qos(ask.job.qos.clone());
+        self.take(ask, claim, MAX_VICTIMS, may_take)
     }
 
     /// Moves a few checkpointable jobs so that `job` fits, when the GPUs it needs are free
     /// (or being freed) on nodes it may use, only not together: each mover must fit again at
     /// once elsewhere, on what the job leaves.
-    fn defragment(
-        &self,
-        tree: &Tree,
-        profile: &Profile,
-        job: &PendingJob,
-        shape: &Shape,
-    ) -> Option<Reclaimed> {
+    fn defragment(&self, ask: &Ask) -> Option<Reclaimed> {
+        let Ask { profile, shape, .. } = *ask;
         let view = self.view;
         let per_hour = view.config.preemption.defrag_per_hour;
         if per_hour == 0 || self.defrag_tries.get() >= MAX_DEFRAG_TRIES {
@@ -336,15 +318,7 @@ impl<'v> Reclaimer<'v> {
                 && self.stoppable(victim)
                 && preempted.saturating_add(same_account.count() as u32) < per_hour
         };
-        let mut plan = self.take(
-            tree,
-            profile,
-            job,
-            shape,
-            Claim::Defragment,
-            MAX_MOVES,
-            may_take,
-        )?;
+        let mut plan = self.take(ask, Claim::Defragment, MAX_MOVES, may_take)?;
         // Each mover starts again at once elsewhere, on what the job and the movers before
         // it leave.
         let movers: Vec<&RunningJob> = view
@@ -388,17 +362,19 @@ impl<'v> Reclaimer<'v> {
     /// The GPUs `job` can have now in `shape` from jobs being stopped and, if those are not
     /// enough, from up to `max_victims` running jobs `may_take` allows (given those chosen
     /// so far), cheapest first; victims it does not need after all are spared.
-    #[allow(clippy::too_many_arguments)] // the pass's context, then what this claim may take
     fn take(
         &self,
-        tree: &Tree,
-        profile: &Profile,
-        job: &PendingJob,
-        shape: &Shape,
+        ask: &Ask,
         claim: Claim,
         max_victims: usize,
         may_take: impl Fn(&Held, &[&RunningJob], &RunningJob) -> bool,
     ) -> Option<Reclaimed> {
+        let Ask {
+            tree,
+            profile,
+            job,
+            shape,
+        } = *ask;
         let view = self.view;
         let end = shape.end_if_started(view.now_ms);
         let stopping = self.stopping_shares();
