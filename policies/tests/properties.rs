@@ -79,7 +79,7 @@ fn node(
         qos: gantry_policies::DEFAULT_QOS.to_string(),
         checkpointed_ms: None,
         // Every other job has a checkpoint contract: defragmentation may move it.
-        movable: (id % 2 == 0).then(|| Shape {
+        movable: id.is_multiple_of(2).then(|| Shape {
             num_nodes: 1,
             per_node: held,
             gpu_model: None,
@@ -88,7 +88,7 @@ fn node(
             labels: vec![],
         }),
         // Every third job races a deadline of its own: never stopped for another's.
-        deadline_ms: (id % 3 == 0).then_some(2_000_000),
+        deadline_ms: id.is_multiple_of(3).then_some(2_000_000),
     });
     (view, running)
 }
