@@ -178,6 +178,10 @@ pub(crate) struct Reclaimer<'v> {
     taken: BTreeSet<JobId>,
     /// Jobs preempted per account in the last hour, this pass's included.
     preempted: BTreeMap<String, u32>,
+    /// The QoS levels of the running jobs not being stopped, and whether any is stopping:
+    /// most blocked jobs can take nothing from anyone, and need not look further.
+    running_qos: BTreeSet<&'v str>,
+    any_stopping: bool,
     defrag_tries: Cell<usize>,
 }
 
@@ -195,6 +199,13 @@ impl<'v> Reclaimer<'v> {
             taken: BTreeSet::new(),
             preempted: view.preempted_last_hour.clone(),
             defrag_tries: Cell::new(0),
+            running_qos: view
+                .running
+                .iter()
+                .filter(|r| !r.stopping)
+                .map(|r| r.qos.as_str())
+                .collect(),
+            any_stopping: view.running.iter().any(|r| r.stopping),
         }
     }
 
@@ -277,7 +288,10 @@ impl<'v> Reclaimer<'v> {
 
     fn preempt(&self, ask: &Ask) -> Option<Reclaimed> {
         let preempts = &self.view.config.qos.get(&ask.job.qos)?.preempts;
-        if preempts.is_empty() {
+        let any_victim = preempts
+            .iter()
+            .any(|q| self.running_qos.contains(q.as_str()));
+        if preempts.is_empty() || (!any_victim && !self.any_stopping) {
             return None;
         }
         let may_take = |_: &Held, _: &[&RunningJob], victim: &RunningJob| {
