@@ -10,6 +10,7 @@ mod dev;
 mod directives;
 #[cfg(test)]
 mod fake_scheduler;
+mod hostlist;
 mod jobs;
 mod nodes;
 mod output;

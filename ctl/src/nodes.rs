@@ -1,9 +1,11 @@
 //! `gantry nodes`, `drain` and `resume`.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use gantry_model::units::{format_duration_ms, parse_duration_ms};
 use gantry_proto as pb;
 
 use crate::client::{Scheduler, caller};
+use crate::hostlist;
 use crate::output::{Format, NodeRow, emit, emit_json, mem_pair, render_table};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -21,18 +23,29 @@ pub struct NodesArgs {
 }
 
 #[derive(clap::Args, Debug, Clone)]
+#[command(group = clap::ArgGroup::new("mode").args(["wait", "requeue", "deadline"]))]
 pub struct DrainArgs {
-    /// Node names
+    /// Node names: gpu01, gpu01,gpu02, gpu[01-16]
     #[arg(required = true, value_name = "NODE")]
     pub nodes: Vec<String>,
     /// Why the node is drained (shown by `gantry nodes`); required, as in scontrol
     #[arg(long, required = true, value_name = "TEXT")]
     pub reason: String,
+    /// Let the jobs running there finish (the default)
+    #[arg(long)]
+    pub wait: bool,
+    /// Stop the jobs running there at once (warned first, with a checkpoint contract) and
+    /// requeue them to run elsewhere
+    #[arg(long)]
+    pub requeue: bool,
+    /// Let the jobs running there go on this long (e.g. 2h), then requeue those left
+    #[arg(long, value_name = "DUR")]
+    pub deadline: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ResumeArgs {
-    /// Node names
+    /// Node names: gpu01, gpu01,gpu02, gpu[01-16]
     #[arg(required = true, value_name = "NODE")]
     pub nodes: Vec<String>,
 }
@@ -133,10 +146,35 @@ pub async fn drain(args: DrainArgs, scheduler: &mut Scheduler) -> anyhow::Result
         bail!("--reason must say why the nodes are drained");
     }
     let nodes = node_names(args.nodes)?;
+    let (mode, deadline_after_ms, then) = match &args.deadline {
+        Some(text) => {
+            let after = parse_duration_ms(text)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .with_context(|| {
+                    format!(
+                        "--deadline: expected a duration longer than 0 such as 2h (got {text:?})"
+                    )
+                })?;
+            let then = format!(
+                "running jobs may go on for {}, then are requeued",
+                format_duration_ms(after)
+            );
+            (pb::DrainMode::Deadline, after, then)
+        }
+        None if args.requeue => (
+            pb::DrainMode::Requeue,
+            0,
+            "running jobs are stopped and requeued".to_string(),
+        ),
+        None => (pb::DrainMode::Wait, 0, "running jobs finish".to_string()),
+    };
     let request = pb::DrainRequest {
         caller: Some(caller()),
         nodes: nodes.clone(),
         reason,
+        mode: mode as i32,
+        deadline_after_ms,
     };
     scheduler
         .call(|mut client| {
@@ -146,7 +184,7 @@ pub async fn drain(args: DrainArgs, scheduler: &mut Scheduler) -> anyhow::Result
         .await?;
     let text: String = nodes
         .iter()
-        .map(|n| format!("Draining {n}: no new jobs start there; running jobs finish\n"))
+        .map(|n| format!("Draining {n}: no new jobs start there; {then}\n"))
         .collect();
     emit(&text)?;
     Ok(())
@@ -170,13 +208,9 @@ pub async fn resume(args: ResumeArgs, scheduler: &mut Scheduler) -> anyhow::Resu
 }
 
 /// Node names as given, accepting `a,b` as well as `a b`, without blanks or repeats.
+/// Names as given, comma lists and ranges (`gpu[01-16]`) expanded, repeats dropped.
 fn node_names(given: Vec<String>) -> anyhow::Result<Vec<String>> {
-    let mut names: Vec<String> = Vec::new();
-    for name in given.iter().flat_map(|g| g.split(',')).map(str::trim) {
-        if !name.is_empty() && !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
-    }
+    let names = hostlist::expand(&given.join(","))?;
     if names.is_empty() {
         bail!("no node names given");
     }
@@ -241,14 +275,15 @@ mod tests {
     }
 
     #[test]
-    fn node_names_split_commas_and_drop_repeats() {
+    fn node_names_split_commas_expand_ranges_and_drop_repeats() {
         let given = vec![
             "a,b".to_string(),
             " c ".to_string(),
             "a".to_string(),
             ",".to_string(),
+            "gpu[1-2]".to_string(),
         ];
-        assert_eq!(node_names(given).unwrap(), ["a", "b", "c"]);
+        assert_eq!(node_names(given).unwrap(), ["a", "b", "c", "gpu1", "gpu2"]);
         assert!(node_names(vec![",".to_string()]).is_err());
     }
 }

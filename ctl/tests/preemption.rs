@@ -1,6 +1,7 @@
 //! Checkpoint-aware preemption end to end: a higher-QoS job preempts a running one, which is
 //! warned with its checkpoint signal, saves its progress to `GANTRY_CHECKPOINT_DIR`, is
 //! requeued, and resumes from it; one that ignores the warning is stopped after its lead.
+//! Requeues on node failure and time limit, defragmentation moves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -8,65 +9,11 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use gantry_testkit::scripts::{count_script, counter, first_run_hangs, lines, script, wait_lines};
 use gantry_testkit::{
-    Noded, OneNode, Schedd, bin, gantry, gantry_ok, job, nodes, submit, wait_for, wait_nodes_up,
-    wait_state,
+    OneNode, Site, bin, gantry, gantry_ok, job, nodes, submit, wait_nodes_up, wait_state,
 };
 use serde_json::Value;
-
-/// A job script that counts to 40, one step at a time, each step appended to `work/steps`,
-/// resuming from the count saved in its checkpoint dir; `trap` handles `signal` (`@SAVE@`
-/// saves the count, `@GANTRY@` is the CLI), `step` runs after each step.
-fn count_script(work: &Path, signal: &str, trap: &str, step: &str) -> String {
-    let text = format!(
-        r#"#!/bin/sh
-dir="$GANTRY_CHECKPOINT_DIR"
-n=0
-[ -f "$dir/count" ] && n=$(cat "$dir/count")
-echo "run $GANTRY_RESTART_COUNT from $n" >> @RUNS@
-trap '{trap}' {signal}
-while [ $n -lt 40 ]; do
-  n=$((n + 1))
-  echo $n >> @STEPS@
-{step}
-done
-echo done >> @RUNS@
-"#
-    );
-    let path = |name: &str| work.join(name).display().to_string();
-    text.replace(
-        "@SAVE@",
-        r#"echo $n > "$dir/count.tmp" && mv "$dir/count.tmp" "$dir/count""#,
-    )
-    .replace("@RUNS@", &path("runs"))
-    .replace("@STEPS@", &path("steps"))
-    .replace("@RELEASE@", &path("release"))
-    .replace("@GANTRY@", &bin("gantry").display().to_string())
-}
-
-/// On SIGUSR1 saves its count, reports the checkpoint and exits 0. Its first run stops at 20
-/// until `release` exists.
-fn counter(work: &Path) -> String {
-    count_script(
-        work,
-        "USR1",
-        "@SAVE@ && @GANTRY@ checkpoint done --progress $n; exit 0",
-        "  while [ $n -eq 20 ] && [ ! -e @RELEASE@ ]; do sleep 0.05; done",
-    )
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits until `path` has `count` lines.
-fn wait_lines(what: &str, path: &Path, count: usize) {
-    wait_for(what, || (lines(path).len() >= count).then_some(()));
-}
 
 /// A time the CLI printed (RFC 3339, ms), in ms since the epoch.
 fn ms(time: &Value) -> u64 {
@@ -81,65 +28,6 @@ fn ms(time: &Value) -> u64 {
 /// rounded as `gantry show` rounds them.
 fn lost_since(from: &Value, run: &Value) -> u64 {
     (ms(&run["end_time"]) - ms(from) + 500) / 1000
-}
-
-/// A scheduler, and node daemons started one by one, sharing a checkpoint root as nodes on
-/// shared storage do.
-struct Cluster {
-    schedd: Schedd,
-    work: std::path::PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start(schedd_args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let work = dir.path().join("work");
-        fs::create_dir_all(&work).unwrap();
-        let schedd = Schedd::start(&dir.path().join("schedd"), schedd_args);
-        Cluster { schedd, work, dir }
-    }
-
-    fn node(&self, name: &str, gpus: u32) -> Noded {
-        let shared = self.dir.path().join("checkpoints");
-        let gpus = gpus.to_string();
-        let args = [
-            "--gpus",
-            &gpus,
-            "--cpus",
-            "4",
-            "--mem",
-            "4G",
-            "--checkpoint-root",
-            shared.to_str().unwrap(),
-        ];
-        Noded::start(self.url(), name, &self.dir.path().join(name), &args)
-    }
-
-    fn url(&self) -> &str {
-        &self.schedd.url
-    }
-
-    fn wd(&self) -> &str {
-        self.work.to_str().unwrap()
-    }
-}
-
-/// A job script that notes each run (`run N`) in `work/runs`; its first run runs until
-/// killed, later ones end at once. `setup` comes first (e.g. traps).
-fn first_run_hangs(work: &Path, setup: &str) -> String {
-    format!(
-        "#!/bin/sh\n{setup}\necho \"run $GANTRY_RESTART_COUNT\" >> {runs}\n\
-         [ \"$GANTRY_RESTART_COUNT\" -gt 0 ] && exit 0\nwhile true; do sleep 0.05; done\n",
-        runs = work.join("runs").display()
-    )
-}
-
-/// Writes a job script into `work`; returns its path as `gantry submit` takes it.
-fn script(work: &Path, name: &str, body: &str) -> String {
-    let path = work.join(name);
-    fs::write(&path, body).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 #[test]
@@ -392,7 +280,7 @@ fn periodic_counter(work: &Path) -> String {
 /// never running twice at once.
 #[test]
 fn a_job_whose_node_dies_resumes_on_another_node_from_its_last_checkpoint() {
-    let c = Cluster::start(&["--heartbeat-timeout", "4s", "--heartbeat-interval", "500ms"]);
+    let c = Site::start(&["--heartbeat-timeout", "4s", "--heartbeat-interval", "500ms"]);
     let (url, work, wd) = (c.url(), &c.work, c.wd());
     let mut node1 = c.node("node1", 1);
     wait_nodes_up(url, 1);
@@ -508,7 +396,7 @@ fn a_job_that_asks_is_requeued_at_its_time_limit() {
 /// resumed there), and the gang starts on the node it freed.
 #[test]
 fn a_checkpointable_job_is_moved_so_that_a_gang_fits() {
-    let c = Cluster::start(&[]);
+    let c = Site::start(&[]);
     let (url, work, wd) = (c.url(), &c.work, c.wd());
     for (key, value) in [("preempt.min_runtime", "0s"), ("defrag.per_hour", "2")] {
         gantry_ok(url, &["admin", "config", "set", key, value]);

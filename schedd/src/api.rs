@@ -6,7 +6,7 @@ use gantry_model::{JobId, JobState, Owner};
 use gantry_policies::Topology;
 use gantry_proto as pb;
 use gantry_state::accounts::{self, Account, AccountError, NewAccount};
-use gantry_state::{Command, Control, Job, Node, NodeState, Outcome, Rejection};
+use gantry_state::{Command, Control, DrainMode, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
 
 use crate::clock::now_ms;
@@ -317,7 +317,17 @@ pub fn node_to_pb(node: &Node, topology: &Topology) -> pb::Node {
     };
     let reason = match (&node.drain, &node.down_reason) {
         (_, Some(down)) if !node.up => down.clone(),
-        (Some(d), _) => format!("{} (by {})", d.reason, d.by),
+        (Some(d), _) => match d.deadline_ms.filter(|_| !node.jobs.is_empty()) {
+            Some(at) => format!(
+                "{} (by {}; jobs still running at {} are requeued)",
+                d.reason,
+                d.by,
+                humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(at)
+                )
+            ),
+            None => format!("{} (by {})", d.reason, d.by),
+        },
         _ => String::new(),
     };
     let capacity = node.inventory.capacity();
@@ -554,10 +564,29 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             return Err(Status::invalid_argument("a drain needs a reason"));
         }
         let nodes = node_names(request.nodes)?;
+        let mode = match pb::DrainMode::try_from(request.mode) {
+            Ok(pb::DrainMode::Wait) => DrainMode::Wait,
+            Ok(pb::DrainMode::Requeue) => DrainMode::Requeue,
+            Ok(pb::DrainMode::Deadline) if request.deadline_after_ms > 0 => DrainMode::Deadline {
+                after_ms: request.deadline_after_ms,
+            },
+            Ok(pb::DrainMode::Deadline) => {
+                return Err(Status::invalid_argument(
+                    "a drain deadline must be longer than 0",
+                ));
+            }
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown drain mode number {}",
+                    request.mode
+                )));
+            }
+        };
         let command = Command::Drain {
             nodes,
             reason: request.reason,
             by: who.user,
+            mode,
             now_ms: now_ms(),
         };
         self.propose(command).await?;

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod drains;
 pub mod engine;
 pub mod explain;
 pub mod liveness;

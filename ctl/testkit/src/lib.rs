@@ -13,6 +13,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod scripts;
+
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 // Re-exported so a crate's tests can read the CLI's JSON without depending on serde_json.
@@ -582,6 +584,48 @@ impl OneNode {
     /// The work dir as `-D` takes it.
     pub fn wd(&self) -> &str {
         self.work.to_str().expect("utf-8 path")
+    }
+}
+
+/// A scheduler, and node daemons (1 to N GPUs, 4 CPUs, 4G) started one by one, sharing a
+/// checkpoint root as nodes on shared storage do; `work/` is for jobs to run in.
+pub struct Site {
+    pub schedd: Schedd,
+    pub work: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub fn start(schedd_args: &[&str]) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        fs::create_dir_all(&work).unwrap();
+        let schedd = Schedd::start(&dir.path().join("schedd"), schedd_args);
+        Site { schedd, work, dir }
+    }
+
+    pub fn node(&self, name: &str, gpus: u32) -> Noded {
+        let shared = self.dir.path().join("checkpoints");
+        let gpus = gpus.to_string();
+        let args = [
+            "--gpus",
+            &gpus,
+            "--cpus",
+            "4",
+            "--mem",
+            "4G",
+            "--checkpoint-root",
+            shared.to_str().unwrap(),
+        ];
+        Noded::start(self.url(), name, &self.dir.path().join(name), &args)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.schedd.url
+    }
+
+    pub fn wd(&self) -> &str {
+        self.work.to_str().unwrap()
     }
 }
 

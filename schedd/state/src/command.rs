@@ -83,12 +83,18 @@ pub enum Command {
         reason: String,
         now_ms: u64,
     },
+    /// An admin takes nodes out of service (`gantry drain`): nothing new starts there; what
+    /// runs there is handled by `mode`.
     Drain {
         nodes: Vec<String>,
         reason: String,
         by: String,
+        mode: DrainMode,
         now_ms: u64,
     },
+    /// The leader saw the drain deadlines of these nodes pass: the jobs still running there
+    /// are requeued. Nodes whose deadline is not past at `now_ms` are left alone.
+    DrainDeadline { nodes: Vec<String>, now_ms: u64 },
     Resume {
         nodes: Vec<String>,
         by: String,
@@ -127,6 +133,18 @@ pub enum Command {
         by: String,
         now_ms: u64,
     },
+}
+
+/// What a drain does to the jobs running on the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrainMode {
+    /// They run to their end (`--wait`, the default).
+    Wait,
+    /// They are stopped at once (warned first, with a checkpoint contract) and requeued
+    /// (`--requeue`), to run elsewhere.
+    Requeue,
+    /// They may run this long; those still running then are requeued (`--deadline DUR`).
+    Deadline { after_ms: u64 },
 }
 
 /// What `Command::Control` does to each job.

@@ -59,7 +59,7 @@ pub struct Requeue {
 pub enum RequeueCause {
     /// For another job (QoS, a guarantee reclaim, defragmentation) or by `gantry preempt`.
     Preempted,
-    /// `gantry requeue`.
+    /// `gantry requeue`, or a drain that requeues (`--requeue`, `--deadline`).
     ByHand,
     /// A node of the run failed (its job spec lets it run again).
     NodeFail,

@@ -14,7 +14,7 @@ pub mod node;
 pub mod usage;
 mod view;
 
-pub use command::{Command, Control, ExitReason, Outcome, PartExit, Rejection};
+pub use command::{Command, Control, DrainMode, ExitReason, Outcome, PartExit, Rejection};
 pub use job::{Attempt, Job, Part, Requeue};
 pub use machine::{SnapshotError, StateMachine};
 pub use node::{Drain, Node, NodeState};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::accounts::Accounts;
-use crate::command::{Command, Control, ExitReason, Outcome, PartExit, Rejection};
+use crate::command::{Command, Control, DrainMode, ExitReason, Outcome, PartExit, Rejection};
 use crate::job::{Attempt, Job, Part, Requeue, RequeueCause};
 use crate::node::{Drain, Node};
 use crate::usage::Usage;
@@ -252,8 +252,10 @@ impl StateMachine {
                 nodes,
                 reason,
                 by,
+                mode,
                 now_ms,
-            } => self.drain(nodes, reason, by, *now_ms),
+            } => self.drain(nodes, reason, by, *mode, *now_ms),
+            Command::DrainDeadline { nodes, now_ms } => self.drain_deadline(nodes, *now_ms),
             Command::Resume { nodes, .. } => self.resume(nodes),
             Command::ReplicaAddress { id, address } => {
                 match address {
@@ -942,20 +944,70 @@ impl StateMachine {
         Outcome::Applied
     }
 
-    fn drain(&mut self, names: &[String], reason: &str, by: &str, now_ms: u64) -> Outcome {
+    fn drain(
+        &mut self,
+        names: &[String],
+        reason: &str,
+        by: &str,
+        mode: DrainMode,
+        now_ms: u64,
+    ) -> Outcome {
         if let Some(unknown) = names.iter().find(|n| !self.nodes.contains_key(*n)) {
             return Outcome::Rejected(Rejection::UnknownNode(unknown.clone()));
         }
+        let deadline_ms = match mode {
+            DrainMode::Deadline { after_ms } => Some(now_ms.saturating_add(after_ms)),
+            DrainMode::Wait | DrainMode::Requeue => None,
+        };
         for name in names {
             if let Some(node) = self.nodes.get_mut(name) {
                 node.drain = Some(Drain {
                     reason: reason.to_string(),
                     by: by.to_string(),
                     since_ms: now_ms,
+                    deadline_ms,
                 });
+            }
+            if mode == DrainMode::Requeue {
+                self.requeue_jobs_on(name, &format!("node {name} drained by {by}: {reason}"));
             }
         }
         Outcome::Applied
+    }
+
+    fn drain_deadline(&mut self, names: &[String], now_ms: u64) -> Outcome {
+        let mut due = Vec::new();
+        for name in names {
+            let Some(drain) = self.nodes.get_mut(name).and_then(|n| n.drain.as_mut()) else {
+                continue;
+            };
+            if drain.deadline_ms.is_some_and(|at| at <= now_ms) {
+                drain.deadline_ms = None;
+                due.push((name.clone(), drain.reason.clone()));
+            }
+        }
+        if due.is_empty() {
+            return Outcome::Ignored("no drain deadline has passed".into());
+        }
+        for (name, reason) in due {
+            self.requeue_jobs_on(&name, &format!("drain deadline of node {name} ({reason})"));
+        }
+        Outcome::Applied
+    }
+
+    /// Stops every job running on `node` that is not being stopped already, to run again.
+    fn requeue_jobs_on(&mut self, node: &str, why: &str) {
+        let Some(ids) = self.nodes.get(node).map(|n| n.jobs.clone()) else {
+            return;
+        };
+        for id in ids {
+            if let Some(job) = self.jobs.get_mut(&id).filter(|j| !j.stopping()) {
+                job.requeue = Some(Requeue {
+                    why: why.to_string(),
+                    cause: RequeueCause::ByHand,
+                });
+            }
+        }
     }
 
     fn resume(&mut self, names: &[String]) -> Outcome {

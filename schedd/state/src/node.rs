@@ -26,6 +26,8 @@ pub struct Drain {
     pub reason: String,
     pub by: String,
     pub since_ms: u64,
+    /// When the jobs still running here are requeued (`gantry drain --deadline`).
+    pub deadline_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

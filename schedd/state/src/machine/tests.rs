@@ -5,7 +5,7 @@ use gantry_policies::PartPlan;
 use proptest::prelude::*;
 
 use super::StateMachine;
-use crate::command::{Command, Control, ExitReason, Outcome, PartExit, Rejection};
+use crate::command::{Command, Control, DrainMode, ExitReason, Outcome, PartExit, Rejection};
 use crate::node::NodeState;
 
 fn owner(user: &str) -> Owner {
@@ -609,6 +609,7 @@ fn drain_and_resume() {
         nodes: vec!["n1".into()],
         reason: "fan".into(),
         by: "root".into(),
+        mode: DrainMode::Wait,
         now_ms: 4,
     };
     assert_eq!(log.apply(drain), Outcome::Applied);
@@ -624,6 +625,7 @@ fn drain_and_resume() {
         nodes: vec!["n1".into(), "nope".into()],
         reason: "x".into(),
         by: "root".into(),
+        mode: DrainMode::Requeue,
         now_ms: 5,
     };
     assert_eq!(
@@ -637,6 +639,57 @@ fn drain_and_resume() {
     };
     assert_eq!(log.apply(resume), Outcome::Applied);
     assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Idle);
+}
+
+/// `--requeue` stops what runs there at once, to run elsewhere; `--deadline` lets it run
+/// until then, and the leader's `DrainDeadline` requeues what is left — not before.
+#[test]
+fn drains_requeue_at_once_or_at_their_deadline() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    log.register("n2", 4);
+    let a = log.submit(1, 1);
+    let b = log.submit(1, 1);
+    log.allocate(a, "n1", vec![0]);
+    log.allocate(b, "n2", vec![0]);
+    let drain = |node: &str, mode| Command::Drain {
+        nodes: vec![node.into()],
+        reason: "maintenance".into(),
+        by: "root".into(),
+        mode,
+        now_ms: 10,
+    };
+    assert_eq!(log.apply(drain("n1", DrainMode::Requeue)), Outcome::Applied);
+    let job = log.sm.job(a).unwrap();
+    assert!(job.stopping());
+    assert_eq!(
+        job.requeue.as_ref().unwrap().why,
+        "node n1 drained by root: maintenance"
+    );
+    log.exit(a, "n1", ExitReason::Preempted, Some(0));
+    let job = log.sm.job(a).unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Pending, 1));
+    assert_eq!(job.attempts[0].outcome, "REQUEUED");
+    assert_eq!(log.sm.node("n1").unwrap().state(), NodeState::Drained);
+
+    let late = DrainMode::Deadline { after_ms: 1_000 };
+    assert_eq!(log.apply(drain("n2", late)), Outcome::Applied);
+    let due = |now_ms| Command::DrainDeadline {
+        nodes: vec!["n2".into()],
+        now_ms,
+    };
+    assert!(matches!(log.apply(due(1_009)), Outcome::Ignored(_)));
+    assert!(
+        !log.sm.job(b).unwrap().stopping(),
+        "not before its deadline"
+    );
+    assert_eq!(log.apply(due(1_010)), Outcome::Applied);
+    let job = log.sm.job(b).unwrap();
+    assert_eq!(
+        job.requeue.as_ref().unwrap().why,
+        "drain deadline of node n2 (maintenance)"
+    );
+    assert!(matches!(log.apply(due(2_000)), Outcome::Ignored(_)), "once");
 }
 
 #[test]
@@ -761,11 +814,24 @@ fn arb_command() -> impl Strategy<Value = Command> {
             reason: "timeout".into(),
             now_ms: 9,
         }),
-        node.clone().prop_map(|n| Command::Drain {
+        (
+            node.clone(),
+            prop::sample::select(vec![
+                DrainMode::Wait,
+                DrainMode::Requeue,
+                DrainMode::Deadline { after_ms: 2 },
+            ])
+        )
+            .prop_map(|(n, mode)| Command::Drain {
+                nodes: vec![n],
+                reason: "r".into(),
+                by: "root".into(),
+                mode,
+                now_ms: 9,
+            }),
+        (node.clone(), 9u64..13).prop_map(|(n, now_ms)| Command::DrainDeadline {
             nodes: vec![n],
-            reason: "r".into(),
-            by: "root".into(),
-            now_ms: 9,
+            now_ms,
         }),
         node.prop_map(|n| Command::Resume {
             nodes: vec![n],
