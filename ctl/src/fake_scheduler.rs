@@ -231,6 +231,22 @@ impl Scheduler for Fake {
         self.enter()?;
         Ok(Response::new(pb::ControlResponse {}))
     }
+
+    async fn history(
+        &self,
+        _request: Request<pb::AccountingRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::HistoryResponse::default()))
+    }
+
+    async fn usage(
+        &self,
+        _request: Request<pb::AccountingRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::UsageResponse::default()))
+    }
 }
 
 /// A fake serving on an OS-picked port; stopped when dropped.

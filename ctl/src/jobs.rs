@@ -189,7 +189,7 @@ pub fn explain_table(jobs: &[pb::Job]) -> String {
     render_table(&EXPLAIN_HEADER, &rows)
 }
 
-fn parse_states(names: &[String]) -> anyhow::Result<Vec<JobState>> {
+pub fn parse_states(names: &[String]) -> anyhow::Result<Vec<JobState>> {
     let mut states = Vec::new();
     for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         match JobState::parse(name) {

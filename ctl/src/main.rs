@@ -1,5 +1,6 @@
 //! `gantry`: the command-line client of the Gantry GPU batch scheduler.
 
+mod accounting;
 mod accounts;
 mod admin;
 mod bench;
@@ -94,6 +95,10 @@ enum Command {
     Resume(Client<nodes::ResumeArgs>),
     /// The account tree: shares, guarantees, GPU limits, users (like sacctmgr)
     Account(Client<AccountArgs>),
+    /// GPU- and CPU-seconds of ended runs per account, user or pool (like sreport)
+    Usage(Client<accounting::UsageArgs>),
+    /// Ended runs' use per job (like sacct)
+    History(Client<accounting::Window>),
     /// The scheduler's own machinery: replicas and scheduling settings
     Admin(Client<AdminArgs>),
     /// Load generators for benchmarks (docs/benchmarks.md)
@@ -189,6 +194,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Account(c) => {
             c.run(async |args, s| accounts::run(args.command, s).await.map(done))
         }
+        Command::Usage(c) => c.run(async |args, s| accounting::usage(args, s).await.map(done)),
+        Command::History(c) => c.run(async |args, s| accounting::history(args, s).await.map(done)),
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use gantry_model::{JobId, JobState, Owner};
 use gantry_policies::Topology;
 use gantry_proto as pb;
+use gantry_state::accounting;
 use gantry_state::accounts::{self, Account, AccountError, NewAccount};
 use gantry_state::{Command, Control, DrainMode, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
@@ -306,6 +307,39 @@ fn job_to_pb(
     }
 }
 
+/// The report's filter; a `since` or `until` of 0 is no bound.
+fn accounting_filter(request: &pb::AccountingRequest) -> Result<accounting::Filter, Status> {
+    let mut states = Vec::with_capacity(request.states.len());
+    for s in &request.states {
+        states
+            .push(convert::state_from_pb(*s).ok_or_else(|| {
+                Status::invalid_argument(format!("unknown job state number {s}"))
+            })?);
+    }
+    if request.until_ms > 0 && request.until_ms <= request.since_ms {
+        return Err(Status::invalid_argument(
+            "the report's end must come after its start",
+        ));
+    }
+    Ok(accounting::Filter {
+        since_ms: (request.since_ms > 0).then_some(request.since_ms),
+        until_ms: (request.until_ms > 0).then_some(request.until_ms),
+        users: request.users.clone(),
+        accounts: request.accounts.clone(),
+        pools: request.pools.clone(),
+        states,
+    })
+}
+
+fn used_to_pb(used: &accounting::Used) -> pb::Used {
+    pb::Used {
+        runs: used.runs,
+        wall_seconds: used.wall_s,
+        gpu_seconds: used.gpu_s,
+        cpu_seconds: used.cpu_s,
+    }
+}
+
 pub fn node_to_pb(node: &Node, topology: &Topology) -> pb::Node {
     let state = match node.state() {
         NodeState::Idle => pb::NodeState::Idle,
@@ -538,6 +572,63 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         });
         drop(explanations);
         Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::AccountingRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let request = request.into_inner();
+        self.readable(request.stale).await?;
+        let filter = accounting_filter(&request)?;
+        let jobs = self.engine.read(|s| {
+            s.history(&filter)
+                .iter()
+                .map(|r| pb::HistoryRow {
+                    job_id: r.job.id,
+                    name: r.job.spec.name.clone(),
+                    user: r.job.owner.user.clone(),
+                    account: r.job.spec.account.clone(),
+                    pool: r.job.spec.pool.clone().unwrap_or_default(),
+                    state: convert::state_to_pb(r.job.state) as i32,
+                    submit_time_ms: r.job.submit_time_ms,
+                    start_time_ms: r.job.attempts.first().map(|a| a.start_ms),
+                    end_time_ms: r.job.end_time_ms,
+                    used: Some(used_to_pb(&r.used)),
+                })
+                .collect()
+        });
+        Ok(Response::new(pb::HistoryResponse { jobs }))
+    }
+
+    async fn usage(
+        &self,
+        request: Request<pb::AccountingRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        let request = request.into_inner();
+        self.readable(request.stale).await?;
+        let filter = accounting_filter(&request)?;
+        let (by, name) = match request.by.as_str() {
+            "" | "account" => (accounting::By::Account, "account"),
+            "user" => (accounting::By::User, "user"),
+            "pool" => (accounting::By::Pool, "pool"),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "usage is grouped by account, user or pool, not {other:?}"
+                )));
+            }
+        };
+        let (groups, total) = self.engine.read(|s| s.usage(&filter, by));
+        let row = |key: String, g: &accounting::Group| pb::UsageRow {
+            key,
+            jobs: g.jobs,
+            used: Some(used_to_pb(&g.used)),
+        };
+        Ok(Response::new(pb::UsageResponse {
+            by: name.to_string(),
+            rows: groups.into_iter().map(|(k, g)| row(k, &g)).collect(),
+            total: Some(row("total".into(), &total)),
+        }))
     }
 
     async fn list_nodes(

@@ -18,14 +18,14 @@ pub enum UnitError {
     #[error("invalid size {0:?}: use e.g. 512M, 4G, 1.5T (a bare number is MiB)")]
     Size(String),
     #[error(
-        "invalid time {0:?}: use now, now+2h (or +2h), or an ISO 8601 UTC time such as \
-         2026-12-01T09:00 or 2026-12-01T09:00:00Z"
+        "invalid time {0:?}: use now, now+2h (or +2h), now-7d, or an ISO 8601 UTC time such \
+         as 2026-12-01T09:00 or 2026-12-01T09:00:00Z"
     )]
     Time(String),
 }
 
-/// Parses a point in time into ms since the epoch: `now`, `now+DURATION`, `+DURATION`
-/// (any duration form above), or ISO 8601 in UTC (`2026-12-01`, `2026-12-01T09:00`,
+/// Parses a point in time into ms since the epoch: `now`, `now+DURATION`, `+DURATION`,
+/// `now-DURATION` (any duration form above), or ISO 8601 in UTC (`2026-12-01`, `2026-12-01T09:00`,
 /// `2026-12-01T09:00:00Z`, a space for the `T`). `now_ms` is what `now` means.
 pub fn parse_time_ms(text: &str, now_ms: u64) -> Result<u64, UnitError> {
     let s = text.trim();
@@ -37,6 +37,10 @@ pub fn parse_time_ms(text: &str, now_ms: u64) -> Result<u64, UnitError> {
     if let Some(rest) = relative {
         if rest.is_empty() {
             return Ok(now_ms);
+        }
+        if let Some(back) = rest.strip_prefix('-').filter(|_| s.starts_with("now")) {
+            let ms = parse_duration_ms(back.trim()).map_err(|_| err())?;
+            return now_ms.checked_sub(ms).ok_or_else(err);
         }
         let delta = rest.strip_prefix('+').ok_or_else(err)?;
         let ms = parse_duration_ms(delta.trim()).map_err(|_| err())?;
@@ -223,6 +227,8 @@ mod tests {
         let now = 1_800_000_000_000;
         assert_eq!(parse_time_ms("now", now), Ok(now));
         assert_eq!(parse_time_ms("now+2h", now), Ok(now + 7_200_000));
+        assert_eq!(parse_time_ms("now-2h", now), Ok(now - 7_200_000));
+        assert!(parse_time_ms("-2h", now).is_err());
         assert_eq!(parse_time_ms("now + 90m", now), Ok(now + 5_400_000));
         assert_eq!(parse_time_ms("+1-00:00:00", now), Ok(now + 86_400_000));
         assert_eq!(parse_time_ms("1970-01-02", now), Ok(86_400_000));
@@ -231,7 +237,7 @@ mod tests {
         for bad in [
             "",
             "tomorrow",
-            "now-1h",
+            "now-",
             "now+",
             "+soon",
             "2026-13-01",

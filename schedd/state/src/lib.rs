@@ -6,6 +6,7 @@
 //! Decisions made elsewhere (allocations from the scheduling loop, reports from nodes) are
 //! verified here against the state at their index: a stale one is rejected, never applied.
 
+pub mod accounting;
 pub mod accounts;
 pub mod command;
 pub mod job;

@@ -1336,3 +1336,157 @@ fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
     assert_eq!(counted(15 + hour), [("default".to_string(), 1)].into());
     assert!(counted(25 + hour).is_empty());
 }
+
+/// Accounting counts ended runs only, in whole seconds per run inside the window, GPUs and
+/// CPUs of every node; usage per group sums exactly what the history lists.
+#[test]
+fn accounting_sums_ended_runs_inside_the_window() {
+    use crate::accounting::{By, Filter};
+    let mut log = Log::new();
+    log.register("n1", 4);
+    log.register("n2", 4);
+    for command in [
+        Command::AddAccount {
+            account: crate::accounts::NewAccount {
+                name: "vision".into(),
+                parent: "root".into(),
+                share: 1,
+                guarantee_gpus: None,
+                max_gpus: None,
+            },
+            by: "root".into(),
+            now_ms: 1,
+        },
+        Command::AddAccountUsers {
+            account: "vision".into(),
+            users: vec!["ann".into()],
+            by: "root".into(),
+            now_ms: 1,
+        },
+    ] {
+        assert_eq!(log.apply(command), Outcome::Applied);
+    }
+    let mut two_nodes = spec(2, 2);
+    two_nodes.account = "vision".into();
+    let a = log.submit_spec(two_nodes);
+    let b = log.submit(1, 1);
+    let c = log.submit(1, 1);
+    let start = |log: &mut Log, job, attempt, parts: Vec<(&str, Vec<u32>)>, at| {
+        let parts = parts
+            .into_iter()
+            .map(|(node, gpus)| PartPlan {
+                node: node.into(),
+                gpus,
+                cpus: 1,
+                mem_mib: 256,
+            })
+            .collect();
+        let out = log.apply(Command::Allocate {
+            shape: 0,
+            job,
+            attempt,
+            parts,
+            now_ms: at,
+            token: String::new(),
+        });
+        assert_eq!(out, Outcome::Applied);
+    };
+    let end = |log: &mut Log, job, attempt, node: &str, at| {
+        let exit = PartExit {
+            reason: ExitReason::Exited,
+            exit_code: Some(0),
+            signal: None,
+            message: String::new(),
+        };
+        let out = log.apply(Command::JobExited {
+            job,
+            attempt,
+            node: node.into(),
+            exit,
+            now_ms: at,
+        });
+        assert_eq!(out, Outcome::Applied);
+    };
+    // a: 2 nodes × 2 GPUs for 100 s.
+    start(
+        &mut log,
+        a,
+        0,
+        vec![("n1", vec![0, 1]), ("n2", vec![0, 1])],
+        1_000,
+    );
+    end(&mut log, a, 0, "n1", 101_000);
+    end(&mut log, a, 0, "n2", 101_000);
+    // b: requeued after 10.4 s, then 20 s more; two runs.
+    start(&mut log, b, 0, vec![("n1", vec![2])], 200_000);
+    let requeue = Command::Control {
+        jobs: vec![b],
+        action: Control::Requeue,
+        by: "ann".into(),
+        admin: false,
+        now_ms: 205_000,
+    };
+    assert_eq!(log.apply(requeue), Outcome::Applied);
+    let stopped = PartExit {
+        reason: ExitReason::Preempted,
+        exit_code: None,
+        signal: Some(15),
+        message: String::new(),
+    };
+    log.apply(Command::JobExited {
+        job: b,
+        attempt: 0,
+        node: "n1".into(),
+        exit: stopped,
+        now_ms: 210_400,
+    });
+    start(&mut log, b, 1, vec![("n2", vec![3])], 300_000);
+    end(&mut log, b, 1, "n2", 320_000);
+    // c still runs: not counted.
+    start(&mut log, c, 0, vec![("n1", vec![3])], 300_000);
+
+    let all = Filter::default();
+    let history = log.sm.history(&all);
+    let rows: Vec<(u64, u32, u64, u64, u64)> = history
+        .iter()
+        .map(|r| {
+            (
+                r.job.id,
+                r.used.runs,
+                r.used.wall_s,
+                r.used.gpu_s,
+                r.used.cpu_s,
+            )
+        })
+        .collect();
+    // CPUs: the spec's 1 per node.
+    assert_eq!(rows, [(a, 1, 100, 400, 200), (b, 2, 30, 30, 30)]);
+    let (groups, total) = log.sm.usage(&all, By::Account);
+    assert_eq!(groups.keys().collect::<Vec<_>>(), ["default", "vision"]);
+    assert_eq!(
+        (groups["vision"].jobs, groups["vision"].used.gpu_s),
+        (1, 400)
+    );
+    assert_eq!(
+        (total.jobs, total.used.gpu_s, total.used.cpu_s),
+        (2, 430, 230)
+    );
+    // A window clips the runs: from 51 s to 305 s.
+    let window = Filter {
+        since_ms: Some(51_000),
+        until_ms: Some(305_000),
+        ..Filter::default()
+    };
+    let clipped: Vec<(u64, u64)> = log
+        .sm
+        .history(&window)
+        .iter()
+        .map(|r| (r.job.id, r.used.gpu_s))
+        .collect();
+    assert_eq!(clipped, [(a, 200), (b, 15)]);
+    let users = Filter {
+        users: vec!["nobody".into()],
+        ..Filter::default()
+    };
+    assert!(log.sm.history(&users).is_empty());
+}
