@@ -82,10 +82,9 @@ fn usage_totals_equal_the_sum_over_jobs_on_every_replica_and_after_a_failover() 
             assert_eq!(total, sum(&history, field), "{field}: {usage}");
         }
     }
-    assert!(
-        usage["total"]["gpu_seconds"].as_u64().unwrap() >= 1 + 2 * 2,
-        "{usage}"
-    );
+    // At least 1 GPU × 1 s and 2 GPUs × 2 s.
+    let gpu_seconds = usage["total"]["gpu_seconds"].as_u64().unwrap();
+    assert!(gpu_seconds >= 5, "{usage}");
     // The same on every replica, from its own copy of the state.
     for id in cluster.ids() {
         let url = cluster.url(id);
