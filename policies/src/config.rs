@@ -94,6 +94,19 @@ pub struct PolicyConfig {
     /// How many times one job is requeued on its own (node failures, time limits with
     /// `--requeue-on-timeout`) before the next such end is final. Preemptions do not count.
     pub max_requeues: u32,
+    /// Limits of the pools that have any (`pool.NAME.*` settings).
+    pub pools: BTreeMap<String, PoolLimits>,
+}
+
+/// What a pool asks of the jobs submitted to it (`pool.NAME.*` settings).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolLimits {
+    /// The time limit of its jobs submitted without one.
+    pub default_time_ms: Option<u64>,
+    /// The longest time limit its jobs may have.
+    pub max_time_ms: Option<u64>,
+    /// The accounts whose jobs (and their sub-accounts' jobs) may run there; empty: any.
+    pub accounts: Vec<String>,
 }
 
 /// How jobs are chosen and spared when a higher QoS preempts (`preempt.*` settings).
@@ -174,6 +187,7 @@ impl Default for PolicyConfig {
                 defrag_per_hour: 0,
             },
             max_requeues: 5,
+            pools: BTreeMap::new(),
         }
     }
 }
@@ -257,6 +271,15 @@ impl PolicyConfig {
         for (name, level) in &self.qos {
             entries.push((format!("qos.{name}.priority"), level.priority.to_string()));
             entries.push((format!("qos.{name}.preempts"), level.preempts.join(",")));
+        }
+        let time = |t: Option<u64>| t.map_or_else(|| "none".to_string(), format_duration_ms);
+        for (name, pool) in &self.pools {
+            entries.push((
+                format!("pool.{name}.default_time"),
+                time(pool.default_time_ms),
+            ));
+            entries.push((format!("pool.{name}.max_time"), time(pool.max_time_ms)));
+            entries.push((format!("pool.{name}.accounts"), pool.accounts.join(",")));
         }
         entries
     }
@@ -349,7 +372,74 @@ impl PolicyConfig {
                 }
                 self.default_pool = value.to_string();
             }
+            _ if key.starts_with("pool.") => return self.set_pool(key, value),
             _ => return self.set_qos(key, value),
+        }
+        Ok(())
+    }
+
+    /// `pool.NAME.default_time`, `pool.NAME.max_time` (a duration, or `none`) and
+    /// `pool.NAME.accounts` (names separated by commas; empty: any account).
+    fn set_pool(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let unknown = || ConfigError::UnknownKey(key.to_string());
+        let rest = key.strip_prefix("pool.").ok_or_else(unknown)?;
+        let (name, field) = rest.rsplit_once('.').ok_or_else(unknown)?;
+        let bad = |why: String| ConfigError::BadValue {
+            key: key.to_string(),
+            why,
+        };
+        if !gantry_model::names::is_plain_name(name) {
+            return Err(bad(format!(
+                "a pool name is 1 to 64 letters, digits, '-', '_' or '.' (got {name:?})"
+            )));
+        }
+        let time = || -> Result<Option<u64>, ConfigError> {
+            if value == "none" {
+                return Ok(None);
+            }
+            parse_duration_ms(value)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "expected a duration longer than 0 such as 24h, or none (got {value:?})"
+                    ))
+                })
+        };
+        let mut limits = self.pools.get(name).cloned().unwrap_or_default();
+        match field {
+            "default_time" => limits.default_time_ms = time()?,
+            "max_time" => limits.max_time_ms = time()?,
+            "accounts" => {
+                let mut accounts: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                accounts.sort();
+                accounts.dedup();
+                if let Some(bad_name) = accounts.iter().find(|a| !gantry_model::names::is_plain_name(a)) {
+                    return Err(bad(format!("{bad_name:?} is not an account name")));
+                }
+                limits.accounts = accounts;
+            }
+            _ => return Err(unknown()),
+        }
+        if let (Some(default), Some(max)) = (limits.default_time_ms, limits.max_time_ms)
+            && default > max
+        {
+            return Err(bad(format!(
+                "the default time limit ({}) would be above the maximum ({})",
+                format_duration_ms(default),
+                format_duration_ms(max)
+            )));
+        }
+        if limits == PoolLimits::default() {
+            self.pools.remove(name);
+        } else {
+            self.pools.insert(name.to_string(), limits);
         }
         Ok(())
     }
@@ -485,13 +575,16 @@ mod tests {
             ),
             ("qos.high.preempts", "low,nosuch", "no QoS level \"nosuch\""),
             ("qos.high.preempts", "high", "cannot preempt itself"),
+            ("pool.gpu.max_time", "0s", "longer than 0"),
+            ("pool.bad name.max_time", "1h", "a pool name is"),
+            ("pool.gpu.accounts", "ok,not ok", "\"not ok\" is not an account name"),
         ];
         for (key, value, expected) in cases {
             let err = config.set(key, value).unwrap_err().to_string();
             assert!(err.contains(expected), "{key}={value}: {err}");
             assert!(err.starts_with(key), "{err}");
         }
-        for key in ["weight", "qos.high", "qos.high.colour", "nosuch"] {
+        for key in ["weight", "qos.high", "qos.high.colour", "nosuch", "pool.gpu.colour"] {
             assert_eq!(
                 config.set(key, "1"),
                 Err(ConfigError::UnknownKey(key.into()))
@@ -505,5 +598,51 @@ mod tests {
         assert_eq!(config.qos["urgent"].preempts, ["low", "normal"]);
         config.set("fair_share.half_life", "2d").unwrap();
         assert_eq!(config.half_life_ms, 2 * DAY_MS);
+    }
+
+    /// Pool limits: set, listed, round-tripped; a default above the maximum is refused; a pool
+    /// with no limit left is forgotten.
+    #[test]
+    fn pool_limits_are_set_listed_and_checked() {
+        let mut config = PolicyConfig::default();
+        config.set("pool.gpu.max_time", "24h").unwrap();
+        config.set("pool.gpu.default_time", "1h").unwrap();
+        config.set("pool.gpu.accounts", "vision, nlp,vision").unwrap();
+        assert_eq!(
+            config.pools["gpu"],
+            PoolLimits {
+                default_time_ms: Some(3_600_000),
+                max_time_ms: Some(86_400_000),
+                accounts: vec!["nlp".into(), "vision".into()],
+            }
+        );
+        let listed: Vec<(String, String)> = config
+            .entries()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("pool.gpu."))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("pool.gpu.default_time".into(), "1:00:00".into()),
+                ("pool.gpu.max_time".into(), "1-00:00:00".into()),
+                ("pool.gpu.accounts".into(), "nlp,vision".into()),
+            ]
+        );
+        let mut copy = PolicyConfig::default();
+        for (key, value) in &listed {
+            copy.set(key, value).unwrap();
+        }
+        assert_eq!(copy, config);
+        let err = config.set("pool.gpu.max_time", "30m").unwrap_err().to_string();
+        assert!(err.contains("default time limit (1:00:00) would be above the maximum (30:00)"), "{err}");
+        for (key, value) in [
+            ("pool.gpu.default_time", "none"),
+            ("pool.gpu.max_time", "none"),
+            ("pool.gpu.accounts", ""),
+        ] {
+            config.set(key, value).unwrap();
+        }
+        assert!(config.pools.is_empty());
     }
 }

@@ -120,9 +120,12 @@ fn rejection_status(r: Rejection) -> Status {
         | Rejection::BadRegistration(_)
         | Rejection::UnknownQos { .. }
         | Rejection::DeadlinePassed
+        | Rejection::PoolTime { .. }
         | Rejection::DependencyNeverMet { .. }
         | Rejection::BadConfig(_) => Status::invalid_argument(message),
-        Rejection::Account(AccountError::NotAMember { .. }) => Status::permission_denied(message),
+        Rejection::Account(AccountError::NotAMember { .. }) | Rejection::PoolAccount { .. } => {
+            Status::permission_denied(message)
+        }
         Rejection::Account(AccountError::Unknown(_)) => Status::not_found(message),
         Rejection::Account(AccountError::Exists(_)) => Status::already_exists(message),
         Rejection::Account(_) => Status::invalid_argument(message),

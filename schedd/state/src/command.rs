@@ -259,6 +259,18 @@ pub enum Rejection {
     UnknownQos { qos: String, known: String },
     #[error("the deadline has passed already")]
     DeadlinePassed,
+    #[error("pool {pool} takes jobs of accounts {allowed} (and their sub-accounts), not of {account}")]
+    PoolAccount {
+        pool: String,
+        account: String,
+        allowed: String,
+    },
+    #[error("the time limit {asked} is above pool {pool}'s maximum of {max}")]
+    PoolTime {
+        pool: String,
+        asked: String,
+        max: String,
+    },
     #[error(transparent)]
     BadConfig(#[from] ConfigError),
     #[error(transparent)]

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::names::is_plain_name;
+use gantry_model::units::format_duration_ms;
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner};
 use gantry_policies::{PartPlan, PolicyConfig, Preemptions, none_fits};
 use serde::{Deserialize, Serialize};
@@ -323,10 +324,13 @@ impl StateMachine {
         let mut spec = spec.clone();
         spec.pool
             .get_or_insert_with(|| self.config.default_pool.clone());
-        let spec = &spec;
         if let Err(e) = self.accounts.admit(&owner.user, &spec.account) {
             return Outcome::Rejected(e.into());
         }
+        if let Err(refusal) = self.apply_pool_limits(&mut spec) {
+            return Outcome::Rejected(refusal);
+        }
+        let spec = &spec;
         if self.config.qos_priority(&spec.qos).is_none() {
             return Outcome::Rejected(Rejection::UnknownQos {
                 qos: spec.qos.clone(),
@@ -452,6 +456,36 @@ impl StateMachine {
             });
         }
         Ok(job)
+    }
+
+    /// The job's pool's limits: its accounts may run there; a job without a time limit gets
+    /// the pool's default (or its maximum); none may ask for more than the maximum.
+    fn apply_pool_limits(&self, spec: &mut JobSpec) -> Result<(), Rejection> {
+        let pool = spec.pool.clone().unwrap_or_default();
+        let Some(limits) = self.config.pools.get(&pool) else {
+            return Ok(());
+        };
+        let allowed = |a: &&str| limits.accounts.iter().any(|l| l == a);
+        if !limits.accounts.is_empty() && !self.accounts.path(&spec.account).iter().any(allowed) {
+            return Err(Rejection::PoolAccount {
+                pool,
+                account: spec.account.clone(),
+                allowed: limits.accounts.join(", "),
+            });
+        }
+        if spec.time_limit_ms.is_none() {
+            spec.time_limit_ms = limits.default_time_ms.or(limits.max_time_ms);
+        }
+        if let (Some(asked), Some(max)) = (spec.time_limit_ms, limits.max_time_ms)
+            && asked > max
+        {
+            return Err(Rejection::PoolTime {
+                pool,
+                asked: format_duration_ms(asked),
+                max: format_duration_ms(max),
+            });
+        }
+        Ok(())
     }
 
     fn control(

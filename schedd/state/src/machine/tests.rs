@@ -875,6 +875,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
             ("qos.urgent.priority", "900"),
             ("weight.qos", "lots"),
             ("requeue.max", "1"),
+            ("pool.default.max_time", "1s"),
+            ("pool.default.accounts", "a"),
         ])
         .prop_map(|(key, value)| Command::SetConfig {
             key: key.into(),
@@ -1489,4 +1491,89 @@ fn accounting_sums_ended_runs_inside_the_window() {
         ..Filter::default()
     };
     assert!(log.sm.history(&users).is_empty());
+}
+
+/// A pool's limits at submit: only its accounts (and their sub-accounts), its default time
+/// limit for jobs without one, nothing above its maximum.
+#[test]
+fn pool_limits_are_applied_at_submit() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let account = |name: &str, parent: &str| Command::AddAccount {
+        account: crate::accounts::NewAccount {
+            name: name.into(),
+            parent: parent.into(),
+            share: 1,
+            guarantee_gpus: None,
+            max_gpus: None,
+        },
+        by: "root".into(),
+        now_ms: 1,
+    };
+    let users = |name: &str| Command::AddAccountUsers {
+        account: name.into(),
+        users: vec!["ann".into()],
+        by: "root".into(),
+        now_ms: 1,
+    };
+    let set = |key: &str, value: &str| Command::SetConfig {
+        key: key.into(),
+        value: value.into(),
+        by: "root".into(),
+        now_ms: 1,
+    };
+    for command in [
+        account("vision", "root"),
+        account("cv", "vision"),
+        users("vision"),
+        users("cv"),
+        set("pool.default.accounts", "vision"),
+        set("pool.default.max_time", "2h"),
+        set("pool.default.default_time", "30m"),
+    ] {
+        assert_eq!(log.apply(command), Outcome::Applied);
+    }
+    let submit = |log: &mut Log, account: &str, limit: Option<u64>| {
+        let mut s = spec(1, 1);
+        s.account = account.into();
+        s.time_limit_ms = limit;
+        log.apply(Command::Submit {
+            owner: owner("ann"),
+            spec: Box::new(s),
+            key: None,
+            now_ms: 2,
+        })
+    };
+    assert_eq!(
+        submit(&mut log, "default", Some(60_000)),
+        Outcome::Rejected(Rejection::PoolAccount {
+            pool: "default".into(),
+            account: "default".into(),
+            allowed: "vision".into(),
+        })
+    );
+    let Outcome::Submitted(defaulted) = submit(&mut log, "cv", None) else {
+        panic!("a sub-account of vision is let in");
+    };
+    assert_eq!(log.sm.job(defaulted).unwrap().spec.time_limit_ms, Some(1_800_000));
+    let refused = submit(&mut log, "vision", Some(3 * 3_600_000));
+    assert_eq!(
+        refused.clone(),
+        Outcome::Rejected(Rejection::PoolTime {
+            pool: "default".into(),
+            asked: "3:00:00".into(),
+            max: "2:00:00".into(),
+        })
+    );
+    let Outcome::Rejected(why) = refused else {
+        unreachable!()
+    };
+    assert_eq!(
+        why.to_string(),
+        "the time limit 3:00:00 is above pool default's maximum of 2:00:00"
+    );
+    assert!(matches!(
+        submit(&mut log, "vision", Some(3_600_000)),
+        Outcome::Submitted(_)
+    ));
 }
