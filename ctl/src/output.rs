@@ -176,6 +176,14 @@ pub struct NodeRow {
     pub jobs: Vec<u64>,
     /// The switches above it, its leaf first; `[]` without a topology file.
     pub switches: Vec<String>,
+    /// Its GPUs that failed, given to no job.
+    pub failed_gpus: Vec<FailedGpuRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedGpuRow {
+    pub index: u32,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -318,6 +326,14 @@ impl From<&pb::Node> for NodeRow {
                 .collect(),
             jobs: node.jobs.clone(),
             switches: node.switches.clone(),
+            failed_gpus: node
+                .failed_gpus
+                .iter()
+                .map(|f| FailedGpuRow {
+                    index: f.gpu,
+                    reason: f.reason.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -543,7 +559,7 @@ mod tests {
             keys(&value),
             set(
                 "name, state, reason, pool, labels, gpus_total, gpus_allocated, gpu_model, cpus, \
-                 cpus_allocated, mem, mem_allocated, gpus, jobs, switches"
+                 cpus_allocated, mem, mem_allocated, gpus, jobs, switches, failed_gpus"
             )
         );
         assert_eq!(

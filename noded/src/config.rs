@@ -54,6 +54,9 @@ pub struct NodeConfig {
     /// Where jobs that checkpoint get `GANTRY_CHECKPOINT_DIR` (`<root>/<job id>`); `None`:
     /// `<data-dir>/checkpoints`. Shared storage lets a job resume on another node.
     pub checkpoint_root: Option<PathBuf>,
+    /// The GPUs came from NVML: watch their health there too (the fault file is always
+    /// watched, see [`crate::health`]).
+    pub watch_nvml: bool,
 }
 
 impl NodeConfig {

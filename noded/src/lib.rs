@@ -11,6 +11,7 @@ pub mod contact;
 mod error;
 pub mod executor;
 mod fence;
+pub mod health;
 pub mod inventory;
 pub mod jobdir;
 pub mod lease;

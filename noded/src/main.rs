@@ -121,6 +121,8 @@ fn config(cli: Cli) -> anyhow::Result<NodeConfig> {
         supervisor,
         kill_grace_ms: cli.kill_grace.unwrap_or(DEFAULT_KILL_GRACE_MS),
         checkpoint_root: cli.checkpoint_root.clone(),
+        // Declared GPUs (flags or a file) are not NVML's to watch.
+        watch_nvml: cli.inventory.gpus.is_none() && cli.inventory.inventory.is_none(),
     })
 }
 

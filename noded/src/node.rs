@@ -18,6 +18,7 @@ use crate::contact;
 use crate::error::NodedError;
 use crate::executor::{Executor, JobEnded, LaunchOutcome, LocalExecutor, LocalExecutorConfig};
 use crate::fence::{LeaderTerm, StaleLeader};
+use crate::health::{self, GpuFault};
 use crate::jobdir::{ExitReason, JobKey, JobStatus};
 use crate::reconcile::{Action, LocalJob, desired_keys, forgettable, reconcile};
 use crate::session::{OpenSession, SessionEnd, run_session};
@@ -54,6 +55,7 @@ pub async fn run_node(
         servers: servers.join(","),
     });
     let span = info_span!("node", node = %config.name);
+    let gpus = config.inventory.gpus.iter().map(|g| g.index).collect();
     let mut node = Node::new(
         &config,
         executor,
@@ -61,6 +63,7 @@ pub async fn run_node(
         LeaderTerm::load(&data_dir),
         contact::Renewal::new(&data_dir, Duration::from_millis(config.kill_grace_ms)),
     );
+    node.gpu_faults = Some(health::watch(&data_dir, gpus, config.watch_nvml));
     span.in_scope(|| node.recover())?;
     info!(
         node = %config.name,
@@ -150,6 +153,10 @@ pub(crate) struct Node<E: Executor> {
     desired: Option<BTreeSet<JobKey>>,
     leader_term: LeaderTerm,
     pub(crate) contact: contact::Renewal,
+    /// GPU failures as the health watcher finds them (none watched: `None`).
+    pub(crate) gpu_faults: Option<mpsc::UnboundedReceiver<GpuFault>>,
+    /// Every GPU failure seen since the daemon started, with why.
+    failed_gpus: BTreeMap<u32, String>,
 }
 
 impl<E: Executor> Node<E> {
@@ -171,7 +178,19 @@ impl<E: Executor> Node<E> {
             desired: None,
             leader_term,
             contact,
+            gpu_faults: None,
+            failed_gpus: BTreeMap::new(),
         }
+    }
+
+    /// Records a GPU failure; the report to send.
+    pub(crate) fn on_gpu_fault(&mut self, fault: GpuFault) -> pb::NodeMessage {
+        warn!(gpu = fault.gpu, reason = %fault.reason, "GPU failed");
+        self.failed_gpus.insert(fault.gpu, fault.reason.clone());
+        message(pb::node_message::Msg::GpuFailure(pb::GpuFailure {
+            gpu: fault.gpu,
+            reason: fault.reason,
+        }))
     }
 
     /// Refuses a session from a leader older than one already followed (see [`crate::fence`]).
@@ -225,6 +244,14 @@ impl<E: Executor> Node<E> {
             running,
             finished,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            failed_gpus: self
+                .failed_gpus
+                .iter()
+                .map(|(gpu, reason)| pb::GpuFailure {
+                    gpu: *gpu,
+                    reason: reason.clone(),
+                })
+                .collect(),
         };
         message(pb::node_message::Msg::Register(register))
     }

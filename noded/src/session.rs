@@ -106,6 +106,16 @@ async fn connect(url: &str) -> Result<NodeSessionClient<tonic::transport::Channe
     Ok(NodeSessionClient::new(channel))
 }
 
+/// The next GPU failure; never, without a health watcher.
+async fn next_fault(
+    faults: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::health::GpuFault>>,
+) -> Option<crate::health::GpuFault> {
+    match faults {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn tick(heartbeat: &mut Option<Interval>) {
     match heartbeat {
         Some(interval) => {
@@ -251,6 +261,7 @@ pub(crate) async fn run_session<E: Executor>(
                 Err(status) => return broken(registered, &status_text(&status)),
             },
             Some(ended) = node.events.recv() => outbox.extend(node.on_job_ended(ended)),
+            Some(fault) = next_fault(&mut node.gpu_faults) => outbox.push(node.on_gpu_fault(fault)),
             () = tick(&mut heartbeat) => outbox.push(message(pb::node_message::Msg::Heartbeat(pb::Heartbeat {}))),
             () = tokio::time::sleep_until(last_heard + lease) => {
                 return SessionEnd::Silent { registered, silence: last_heard.elapsed() };

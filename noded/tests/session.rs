@@ -578,6 +578,7 @@ async fn in_process_shutdown_stops_or_leaves_the_jobs() {
         },
         kill_grace_ms: 2_000,
         checkpoint_root: None,
+        watch_nvml: false,
     };
 
     // LeaveJobs: run_node returns, the job keeps running.
@@ -664,6 +665,7 @@ async fn two_daemons_cannot_share_a_data_dir() {
         },
         kill_grace_ms: 1_000,
         checkpoint_root: None,
+        watch_nvml: false,
     };
     let (stop, shutdown) = watch::channel(None);
     let first = tokio::spawn(run_node(config.clone(), shutdown.clone()));

@@ -96,6 +96,8 @@ pub struct PolicyConfig {
     pub max_requeues: u32,
     /// Limits of the pools that have any (`pool.NAME.*` settings).
     pub pools: BTreeMap<String, PoolLimits>,
+    /// A node one of whose GPUs fails is drained (`gpu_failure.drain`).
+    pub drain_on_gpu_failure: bool,
 }
 
 /// What a pool asks of the jobs submitted to it (`pool.NAME.*` settings).
@@ -188,6 +190,7 @@ impl Default for PolicyConfig {
             },
             max_requeues: 5,
             pools: BTreeMap::new(),
+            drain_on_gpu_failure: true,
         }
     }
 }
@@ -201,7 +204,7 @@ pub enum ConfigError {
 }
 
 /// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 18] = [
     "profile",
     "weight.age",
     "weight.fair_share",
@@ -219,6 +222,7 @@ const KEYS: [&str; 17] = [
     "preempt.victims",
     "defrag.per_hour",
     "requeue.max",
+    "gpu_failure.drain",
 ];
 
 impl PolicyConfig {
@@ -264,6 +268,7 @@ impl PolicyConfig {
                 self.preemption.defrag_per_hour.to_string(),
             ),
             ("requeue.max", self.max_requeues.to_string()),
+            ("gpu_failure.drain", self.drain_on_gpu_failure.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -331,6 +336,11 @@ impl PolicyConfig {
         match key {
             "defrag.per_hour" => self.preemption.defrag_per_hour = count(MAX_COUNT)?,
             "requeue.max" => self.max_requeues = count(MAX_COUNT)?,
+            "gpu_failure.drain" => {
+                self.drain_on_gpu_failure = value
+                    .parse()
+                    .map_err(|_| bad(format!("true or false (got {value:?})")))?;
+            }
             "preempt.min_runtime" => self.preemption.min_runtime_ms = any_duration()?,
             "preempt.grace" => self.preemption.grace_ms = any_duration()?,
             "preempt.restart_cost" => self.preemption.restart_cost_ms = any_duration()?,
@@ -420,7 +430,10 @@ impl PolicyConfig {
                     .collect();
                 accounts.sort();
                 accounts.dedup();
-                if let Some(bad_name) = accounts.iter().find(|a| !gantry_model::names::is_plain_name(a)) {
+                if let Some(bad_name) = accounts
+                    .iter()
+                    .find(|a| !gantry_model::names::is_plain_name(a))
+                {
                     return Err(bad(format!("{bad_name:?} is not an account name")));
                 }
                 limits.accounts = accounts;
@@ -577,14 +590,24 @@ mod tests {
             ("qos.high.preempts", "high", "cannot preempt itself"),
             ("pool.gpu.max_time", "0s", "longer than 0"),
             ("pool.bad name.max_time", "1h", "a pool name is"),
-            ("pool.gpu.accounts", "ok,not ok", "\"not ok\" is not an account name"),
+            (
+                "pool.gpu.accounts",
+                "ok,not ok",
+                "\"not ok\" is not an account name",
+            ),
         ];
         for (key, value, expected) in cases {
             let err = config.set(key, value).unwrap_err().to_string();
             assert!(err.contains(expected), "{key}={value}: {err}");
             assert!(err.starts_with(key), "{err}");
         }
-        for key in ["weight", "qos.high", "qos.high.colour", "nosuch", "pool.gpu.colour"] {
+        for key in [
+            "weight",
+            "qos.high",
+            "qos.high.colour",
+            "nosuch",
+            "pool.gpu.colour",
+        ] {
             assert_eq!(
                 config.set(key, "1"),
                 Err(ConfigError::UnknownKey(key.into()))
@@ -607,7 +630,9 @@ mod tests {
         let mut config = PolicyConfig::default();
         config.set("pool.gpu.max_time", "24h").unwrap();
         config.set("pool.gpu.default_time", "1h").unwrap();
-        config.set("pool.gpu.accounts", "vision, nlp,vision").unwrap();
+        config
+            .set("pool.gpu.accounts", "vision, nlp,vision")
+            .unwrap();
         assert_eq!(
             config.pools["gpu"],
             PoolLimits {
@@ -634,8 +659,14 @@ mod tests {
             copy.set(key, value).unwrap();
         }
         assert_eq!(copy, config);
-        let err = config.set("pool.gpu.max_time", "30m").unwrap_err().to_string();
-        assert!(err.contains("default time limit (1:00:00) would be above the maximum (30:00)"), "{err}");
+        let err = config
+            .set("pool.gpu.max_time", "30m")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("default time limit (1:00:00) would be above the maximum (30:00)"),
+            "{err}"
+        );
         for (key, value) in [
             ("pool.gpu.default_time", "none"),
             ("pool.gpu.max_time", "none"),

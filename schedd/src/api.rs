@@ -352,6 +352,14 @@ pub fn node_to_pb(node: &Node, topology: &Topology) -> pb::Node {
         NodeState::Drained => pb::NodeState::Drained,
         NodeState::Down => pb::NodeState::Down,
     };
+    let failed_gpus: Vec<pb::GpuFailure> = node
+        .failed_gpus
+        .iter()
+        .map(|(gpu, reason)| pb::GpuFailure {
+            gpu: *gpu,
+            reason: reason.clone(),
+        })
+        .collect();
     let reason = match (&node.drain, &node.down_reason) {
         (_, Some(down)) if !node.up => down.clone(),
         (Some(d), _) => match d.deadline_ms.filter(|_| !node.jobs.is_empty()) {
@@ -385,6 +393,7 @@ pub fn node_to_pb(node: &Node, topology: &Topology) -> pb::Node {
         jobs: node.jobs.iter().copied().collect(),
         switches: topology.switches_of(&node.name).to_vec(),
         labels: node.inventory.labels.clone(),
+        failed_gpus,
     }
 }
 

@@ -104,6 +104,11 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             name: name.clone(),
             inventory,
             running,
+            failed_gpus: register
+                .failed_gpus
+                .iter()
+                .map(|f| (f.gpu, f.reason.clone()))
+                .collect(),
             now_ms: now_ms(),
         };
         match self
@@ -302,6 +307,15 @@ async fn read_reports(
                     now_ms: now_ms(),
                 },
                 Some(Msg::Exited(e)) => exited(&reader_node, &e),
+                Some(Msg::GpuFailure(f)) => {
+                    warn!(node = %reader_node, gpu = f.gpu, reason = %f.reason, "a GPU failed");
+                    Command::GpuFailed {
+                        node: reader_node.clone(),
+                        gpu: f.gpu,
+                        reason: f.reason,
+                        now_ms: now_ms(),
+                    }
+                }
                 Some(Msg::Heartbeat(_)) => continue,
                 Some(Msg::Register(_)) | None => {
                     warn!(node = %reader_node, "ignoring an unexpected message on an established session");

@@ -57,11 +57,22 @@ pub enum Command {
         progress: Option<u64>,
         now_ms: u64,
     },
-    /// A node daemon (re)connected, with what it offers and which jobs it still runs.
+    /// A node daemon (re)connected, with what it offers, which jobs it still runs, and which
+    /// of its GPUs are failing (index, why).
     RegisterNode {
         name: String,
         inventory: NodeInventory,
         running: Vec<(JobId, u32)>,
+        failed_gpus: Vec<(u32, String)>,
+        now_ms: u64,
+    },
+    /// A node daemon saw one of its GPUs fail (XID error, uncorrectable ECC errors, GPU
+    /// lost): it is given to no job; the jobs on it stop, to run again elsewhere; the node is
+    /// drained if `gpu_failure.drain` says so.
+    GpuFailed {
+        node: String,
+        gpu: u32,
+        reason: String,
         now_ms: u64,
     },
     JobStarted {
@@ -259,7 +270,9 @@ pub enum Rejection {
     UnknownQos { qos: String, known: String },
     #[error("the deadline has passed already")]
     DeadlinePassed,
-    #[error("pool {pool} takes jobs of accounts {allowed} (and their sub-accounts), not of {account}")]
+    #[error(
+        "pool {pool} takes jobs of accounts {allowed} (and their sub-accounts), not of {account}"
+    )]
     PoolAccount {
         pool: String,
         account: String,

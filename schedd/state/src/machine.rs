@@ -232,8 +232,15 @@ impl StateMachine {
                 name,
                 inventory,
                 running,
+                failed_gpus,
                 now_ms,
-            } => self.register_node(name, inventory, running, *now_ms),
+            } => self.register_node(name, inventory, running, failed_gpus, *now_ms),
+            Command::GpuFailed {
+                node,
+                gpu,
+                reason,
+                now_ms,
+            } => self.gpu_failed(node, *gpu, reason, *now_ms),
             Command::JobStarted {
                 job, attempt, node, ..
             } => self.job_started(*job, *attempt, node),
@@ -666,6 +673,9 @@ impl StateMachine {
             if let Some(g) = plan.gpus.iter().find(|g| node.used_gpus.contains(g)) {
                 return Err(format!("GPU {g} on {} is in use", plan.node));
             }
+            if let Some(g) = plan.gpus.iter().find(|g| node.failed_gpus.contains_key(g)) {
+                return Err(format!("GPU {g} on {} has failed", plan.node));
+            }
             if !spec.per_node.fits_in(&node.free()) {
                 return Err(format!(
                     "node {} has not enough free CPUs or memory",
@@ -681,6 +691,7 @@ impl StateMachine {
         name: &str,
         inventory: &NodeInventory,
         running: &[(JobId, u32)],
+        failed_gpus: &[(u32, String)],
         now_ms: u64,
     ) -> Outcome {
         if name.is_empty()
@@ -710,20 +721,20 @@ impl StateMachine {
                 "pool or label {bad:?} is not a name: 1 to 64 letters, digits, '-', '_' or '.'"
             )));
         }
-        match self.nodes.get_mut(name) {
-            Some(node) => {
-                node.inventory = inventory.clone();
-                node.up = true;
-                node.down_reason = None;
-                node.registered_time_ms = now_ms;
-            }
-            None => {
-                self.nodes.insert(
-                    name.to_string(),
-                    Node::new(name.to_string(), inventory.clone(), now_ms),
-                );
-            }
+        if let Some((gpu, _)) = failed_gpus.iter().find(|(g, _)| !indices.contains(g)) {
+            return Outcome::Rejected(Rejection::BadRegistration(format!(
+                "failing GPU {gpu} is not in the inventory"
+            )));
         }
+        let node = self
+            .nodes
+            .entry(name.to_string())
+            .or_insert_with(|| Node::new(name.to_string(), inventory.clone(), now_ms));
+        node.inventory = inventory.clone();
+        node.up = true;
+        node.down_reason = None;
+        node.registered_time_ms = now_ms;
+        node.failed_gpus = failed_gpus.iter().cloned().collect();
         // Reconcile: a part the node had started but no longer runs is lost; a part not yet
         // started is left alone (it is pushed to the node again).
         let running: BTreeSet<(JobId, u32)> = running.iter().copied().collect();
@@ -750,6 +761,60 @@ impl StateMachine {
                     message: format!("node {name} restarted without it"),
                 };
                 self.end_part(id, name, &lost, now_ms);
+            }
+        }
+        Outcome::Applied
+    }
+
+    fn gpu_failed(&mut self, name: &str, gpu: u32, reason: &str, now_ms: u64) -> Outcome {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return Outcome::Rejected(Rejection::UnknownNode(name.to_string()));
+        };
+        if !node.inventory.gpus.iter().any(|g| g.index == gpu) {
+            return Outcome::Rejected(Rejection::BadRegistration(format!(
+                "node {name} has no GPU {gpu}"
+            )));
+        }
+        if node.failed_gpus.contains_key(&gpu) {
+            return Outcome::Ignored(format!("GPU {gpu} on {name} is known to have failed"));
+        }
+        node.failed_gpus.insert(gpu, reason.to_string());
+        let why = format!("GPU {gpu} on node {name} failed: {reason}");
+        if self.config.drain_on_gpu_failure && node.drain.is_none() {
+            node.drain = Some(Drain {
+                reason: format!("GPU {gpu} failed: {reason}"),
+                by: "gantry".to_string(),
+                since_ms: now_ms,
+                deadline_ms: None,
+            });
+        }
+        let on_it: Vec<JobId> = node.jobs.iter().copied().collect();
+        let max_requeues = self.config.max_requeues;
+        for id in on_it {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            let holds_it = job
+                .parts
+                .iter()
+                .any(|p| p.node == name && p.exit.is_none() && p.gpus.contains(&gpu));
+            if !holds_it || job.stopping() {
+                continue;
+            }
+            // As if the node had failed under the job, but the job is stopped, not lost.
+            if job.spec.requeue.on_node_failure && job.automatic_requeues < max_requeues {
+                job.requeue = Some(Requeue {
+                    why: why.clone(),
+                    cause: RequeueCause::NodeFail,
+                });
+            } else {
+                let failed = PartExit {
+                    reason: ExitReason::Lost,
+                    exit_code: None,
+                    signal: None,
+                    message: why.clone(),
+                };
+                job.first_failure = Some((name.to_string(), failed));
             }
         }
         Outcome::Applied

@@ -1,6 +1,6 @@
 //! A node as the state machine keeps it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{JobId, NodeInventory, Resources};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,9 @@ pub struct Node {
     /// Why it is down, when it is.
     pub down_reason: Option<String>,
     pub drain: Option<Drain>,
+    /// GPUs its node daemon reported failing, with why: never given to a job. Cleared when
+    /// the node registers again (it reports those still failing).
+    pub failed_gpus: BTreeMap<u32, String>,
     /// What the parts of running jobs hold here (derived, kept for speed).
     pub allocated: Resources,
     pub used_gpus: BTreeSet<u32>,
@@ -62,6 +65,7 @@ impl Node {
             up: true,
             down_reason: None,
             drain: None,
+            failed_gpus: BTreeMap::new(),
             allocated: Resources::default(),
             used_gpus: BTreeSet::new(),
             jobs: BTreeSet::new(),
@@ -69,7 +73,7 @@ impl Node {
     }
 
     pub fn state(&self) -> NodeState {
-        let capacity = self.inventory.capacity();
+        let capacity = self.capacity();
         match (&self.drain, self.up) {
             (_, false) => NodeState::Down,
             (Some(_), true) if self.jobs.is_empty() => NodeState::Drained,
@@ -98,8 +102,16 @@ impl Node {
             .map(|d| format!("drained ({})", d.reason))
     }
 
+    /// What it offers: its inventory without the failed GPUs.
+    pub fn capacity(&self) -> Resources {
+        let mut capacity = self.inventory.capacity();
+        let failed = u32::try_from(self.failed_gpus.len()).unwrap_or(u32::MAX);
+        capacity.gpus = capacity.gpus.saturating_sub(failed);
+        capacity
+    }
+
     pub fn free(&self) -> Resources {
-        self.inventory.capacity().saturating_sub(&self.allocated)
+        self.capacity().saturating_sub(&self.allocated)
     }
 
     pub fn free_gpus(&self) -> Vec<u32> {
@@ -107,7 +119,17 @@ impl Node {
             .gpus
             .iter()
             .map(|g| g.index)
-            .filter(|i| !self.used_gpus.contains(i))
+            .filter(|i| !self.used_gpus.contains(i) && !self.failed_gpus.contains_key(i))
+            .collect()
+    }
+
+    /// Its GPUs that work.
+    pub fn usable_gpus(&self) -> Vec<gantry_model::Gpu> {
+        self.inventory
+            .gpus
+            .iter()
+            .filter(|g| !self.failed_gpus.contains_key(&g.index))
+            .cloned()
             .collect()
     }
 }

@@ -62,6 +62,7 @@ impl Log {
             inventory: inventory(gpus),
             running: vec![],
             now_ms: 1,
+            failed_gpus: vec![],
         };
         assert_eq!(self.apply(c), Outcome::Applied);
     }
@@ -264,6 +265,7 @@ fn register_model(log: &mut Log, name: &str, gpus: u32, model: &str) {
         inventory,
         running: vec![],
         now_ms: 1,
+        failed_gpus: vec![],
     };
     assert_eq!(log.apply(c), Outcome::Applied);
 }
@@ -588,6 +590,7 @@ fn a_restarted_node_reconciles_what_it_runs() {
         inventory: inventory(4),
         running: vec![(a, 0)],
         now_ms: 5,
+        failed_gpus: vec![],
     };
     assert_eq!(log.apply(reg), Outcome::Applied);
     assert_eq!(log.sm.job(a).unwrap().state, JobState::Running);
@@ -756,6 +759,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             inventory: inventory(g),
             running: vec![],
             now_ms: 1,
+            failed_gpus: vec![],
         }),
         (
             job.clone(),
@@ -829,6 +833,12 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 mode,
                 now_ms: 9,
             }),
+        (node.clone(), 0u32..5).prop_map(|(node, gpu)| Command::GpuFailed {
+            node,
+            gpu,
+            reason: "XID 79".into(),
+            now_ms: 9,
+        }),
         (node.clone(), 9u64..13).prop_map(|(n, now_ms)| Command::DrainDeadline {
             nodes: vec![n],
             now_ms,
@@ -1555,7 +1565,10 @@ fn pool_limits_are_applied_at_submit() {
     let Outcome::Submitted(defaulted) = submit(&mut log, "cv", None) else {
         panic!("a sub-account of vision is let in");
     };
-    assert_eq!(log.sm.job(defaulted).unwrap().spec.time_limit_ms, Some(1_800_000));
+    assert_eq!(
+        log.sm.job(defaulted).unwrap().spec.time_limit_ms,
+        Some(1_800_000)
+    );
     let refused = submit(&mut log, "vision", Some(3 * 3_600_000));
     assert_eq!(
         refused.clone(),
@@ -1576,4 +1589,69 @@ fn pool_limits_are_applied_at_submit() {
         submit(&mut log, "vision", Some(3_600_000)),
         Outcome::Submitted(_)
     ));
+}
+
+/// A failed GPU is given to no job; the job on it stops to run again (or ends NODE_FAIL with
+/// --no-requeue); the node is drained unless `gpu_failure.drain` is off; registering again
+/// without the failure clears it.
+#[test]
+fn a_failed_gpu_stops_its_job_drains_the_node_and_is_given_to_no_one() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let a = log.submit(1, 1);
+    let mut once = spec(1, 1);
+    once.requeue.on_node_failure = false;
+    let b = log.submit_spec(once);
+    let c = log.submit(1, 1);
+    log.allocate(a, "n1", vec![0]);
+    log.allocate(b, "n1", vec![1]);
+    log.allocate(c, "n1", vec![2]);
+    let failed = |gpu: u32| Command::GpuFailed {
+        node: "n1".into(),
+        gpu,
+        reason: "XID 79".into(),
+        now_ms: 5,
+    };
+    assert_eq!(log.apply(failed(0)), Outcome::Applied);
+    assert!(matches!(log.apply(failed(0)), Outcome::Ignored(_)));
+    assert!(matches!(log.apply(failed(9)), Outcome::Rejected(_)));
+    let job = log.sm.job(a).unwrap();
+    assert_eq!(
+        job.requeue.as_ref().unwrap().why,
+        "GPU 0 on node n1 failed: XID 79"
+    );
+    assert!(!log.sm.job(c).unwrap().stopping(), "other GPUs' jobs go on");
+    let node = log.sm.node("n1").unwrap();
+    assert_eq!(node.state(), NodeState::Draining);
+    assert_eq!(node.drain.as_ref().unwrap().reason, "GPU 0 failed: XID 79");
+    log.exit(a, "n1", ExitReason::Preempted, None);
+    assert_eq!(log.sm.job(a).unwrap().attempts[0].outcome, "NODE_FAIL");
+    assert!(!log.sm.node("n1").unwrap().free_gpus().contains(&0));
+    assert_eq!(log.sm.node_views()[0].gpus.len(), 3);
+
+    // A --no-requeue job on a failed GPU ends NODE_FAIL.
+    assert_eq!(log.apply(failed(1)), Outcome::Applied);
+    log.exit(b, "n1", ExitReason::Cancelled, None);
+    let job = log.sm.job(b).unwrap();
+    assert_eq!(job.state, JobState::NodeFail);
+    assert_eq!(job.reason, "GPU 1 on node n1 failed: XID 79");
+
+    // Back without failures, resumed: every GPU is usable again.
+    log.register("n1", 4);
+    assert!(log.sm.node("n1").unwrap().failed_gpus.is_empty());
+    let resume = Command::Resume {
+        nodes: vec!["n1".into()],
+        by: "root".into(),
+        now_ms: 6,
+    };
+    assert_eq!(log.apply(resume), Outcome::Applied);
+    let set = Command::SetConfig {
+        key: "gpu_failure.drain".into(),
+        value: "false".into(),
+        by: "root".into(),
+        now_ms: 7,
+    };
+    assert_eq!(log.apply(set), Outcome::Applied);
+    assert_eq!(log.apply(failed(3)), Outcome::Applied);
+    assert!(log.sm.node("n1").unwrap().drain.is_none());
 }

@@ -1,0 +1,223 @@
+//! GPU health: failures the daemon reports to the scheduler, which then gives the GPU to no
+//! job, stops the jobs on it (to run again elsewhere) and drains the node. Two sources:
+//!
+//! - NVML, when the GPUs came from it: a GPU that stops answering (`GPU is lost`) or whose
+//!   count of uncorrectable (volatile) ECC errors grows after the daemon started.
+//! - The fault file `<data-dir>/gpu-faults`: one `INDEX REASON` per line, appended to by an
+//!   admin or a test — fire drills, and GPUs of a declared inventory.
+//!
+//! A GPU is reported once per daemon run; the registration of a later session lists every
+//! failure seen so far.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nvml_wrapper::Nvml;
+use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError};
+use nvml_wrapper::error::NvmlError;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// The fault file, in the data dir.
+pub const FAULT_FILE: &str = "gpu-faults";
+
+/// How often the sources are read: a failed GPU's jobs are lost work already.
+const POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuFault {
+    pub gpu: u32,
+    pub reason: String,
+}
+
+/// Starts watching `gpus` (their indices); faults arrive on the receiver, each GPU once.
+pub fn watch(data_dir: &Path, gpus: Vec<u32>, nvml: bool) -> mpsc::UnboundedReceiver<GpuFault> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut watcher = Watcher {
+        fault_file: data_dir.join(FAULT_FILE),
+        gpus: gpus.into_iter().collect(),
+        nvml: nvml.then(NvmlHealth::start).flatten(),
+        reported: BTreeSet::new(),
+        bad_lines: BTreeSet::new(),
+    };
+    // NVML calls block: a thread of its own, ending when the daemon drops the receiver.
+    let spawned = std::thread::Builder::new()
+        .name("gpu-health".into())
+        .spawn(move || {
+            while !tx.is_closed() {
+                for fault in watcher.poll() {
+                    if tx.send(fault).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(POLL);
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the GPU health watcher: {e}");
+    }
+    rx
+}
+
+struct Watcher {
+    fault_file: PathBuf,
+    gpus: BTreeSet<u32>,
+    nvml: Option<NvmlHealth>,
+    reported: BTreeSet<u32>,
+    /// Lines of the fault file already warned about.
+    bad_lines: BTreeSet<String>,
+}
+
+impl Watcher {
+    /// New faults since the last poll.
+    fn poll(&mut self) -> Vec<GpuFault> {
+        let mut found = self.read_fault_file();
+        if let Some(nvml) = &mut self.nvml {
+            found.extend(nvml.poll(&self.gpus));
+        }
+        found
+            .into_iter()
+            .filter(|f| self.reported.insert(f.gpu))
+            .collect()
+    }
+
+    fn read_fault_file(&mut self) -> Vec<GpuFault> {
+        let Ok(text) = std::fs::read_to_string(&self.fault_file) else {
+            return Vec::new();
+        };
+        let mut faults = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match parse_fault(line, &self.gpus) {
+                Ok(fault) => faults.push(fault),
+                Err(why) => {
+                    if self.bad_lines.insert(line.to_string()) {
+                        warn!(file = %self.fault_file.display(), line, "ignored: {why}");
+                    }
+                }
+            }
+        }
+        faults
+    }
+}
+
+/// `INDEX REASON` (the reason may be empty).
+fn parse_fault(line: &str, gpus: &BTreeSet<u32>) -> Result<GpuFault, String> {
+    let (index, reason) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let gpu: u32 = index
+        .parse()
+        .map_err(|_| format!("{index:?} is not a GPU index"))?;
+    if !gpus.contains(&gpu) {
+        return Err(format!("this node has no GPU {gpu}"));
+    }
+    let reason = match reason.trim() {
+        "" => "reported in the fault file".to_string(),
+        text => text.to_string(),
+    };
+    Ok(GpuFault { gpu, reason })
+}
+
+/// NVML's view: uncorrectable ECC errors counted from the daemon's start, lost GPUs.
+struct NvmlHealth {
+    nvml: Nvml,
+    ecc_at_start: BTreeMap<u32, u64>,
+}
+
+impl NvmlHealth {
+    fn start() -> Option<NvmlHealth> {
+        match Nvml::init() {
+            Ok(nvml) => Some(NvmlHealth {
+                nvml,
+                ecc_at_start: BTreeMap::new(),
+            }),
+            Err(e) => {
+                warn!("GPU health is not watched through NVML: {e}");
+                None
+            }
+        }
+    }
+
+    fn poll(&mut self, gpus: &BTreeSet<u32>) -> Vec<GpuFault> {
+        let mut faults = Vec::new();
+        for &gpu in gpus {
+            let ecc = self.nvml.device_by_index(gpu).and_then(|device| {
+                device.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)
+            });
+            match ecc {
+                Ok(count) => {
+                    let start = *self.ecc_at_start.entry(gpu).or_insert(count);
+                    if count > start {
+                        faults.push(GpuFault {
+                            gpu,
+                            reason: format!("{} uncorrectable ECC error(s) (NVML)", count - start),
+                        });
+                    }
+                }
+                Err(NvmlError::GpuLost) => faults.push(GpuFault {
+                    gpu,
+                    reason: "the GPU is lost (NVML)".to_string(),
+                }),
+                // ECC off or not supported: nothing to watch on that GPU.
+                Err(e) => debug!(gpu, "no ECC count: {e}"),
+            }
+        }
+        faults
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lines_name_a_gpu_of_the_node_and_a_reason() {
+        let gpus: BTreeSet<u32> = [0, 1].into();
+        assert_eq!(
+            parse_fault("1 XID 79: fell off the bus", &gpus),
+            Ok(GpuFault {
+                gpu: 1,
+                reason: "XID 79: fell off the bus".into()
+            })
+        );
+        assert_eq!(
+            parse_fault("0", &gpus).unwrap().reason,
+            "reported in the fault file"
+        );
+        assert!(parse_fault("7 x", &gpus).unwrap_err().contains("no GPU 7"));
+        assert!(
+            parse_fault("gpu1 x", &gpus)
+                .unwrap_err()
+                .contains("not a GPU index")
+        );
+    }
+
+    #[test]
+    fn each_gpu_is_reported_once_and_bad_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut watcher = Watcher {
+            fault_file: dir.path().join(FAULT_FILE),
+            gpus: [0, 1].into(),
+            nvml: None,
+            reported: BTreeSet::new(),
+            bad_lines: BTreeSet::new(),
+        };
+        assert!(watcher.poll().is_empty(), "no file, no fault");
+        std::fs::write(&watcher.fault_file, "1 ECC\nnonsense\n").unwrap();
+        assert_eq!(
+            watcher.poll(),
+            [GpuFault {
+                gpu: 1,
+                reason: "ECC".into()
+            }]
+        );
+        std::fs::write(&watcher.fault_file, "1 ECC\n0 XID 48\n").unwrap();
+        assert_eq!(
+            watcher.poll(),
+            [GpuFault {
+                gpu: 0,
+                reason: "XID 48".into()
+            }]
+        );
+        assert!(watcher.poll().is_empty());
+    }
+}
