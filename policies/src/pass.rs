@@ -10,6 +10,9 @@
 //! get no reservation (what it waits for is held by jobs without time limits) blocks every
 //! job behind it, as without backfill.
 
+use std::collections::BTreeSet;
+
+use gantry_model::units::format_duration_ms;
 use gantry_model::{JobId, Shape};
 
 use crate::accounts::{GpuLedger, Tree};
@@ -195,6 +198,11 @@ impl Pass {
                 on: job.waiting_on.clone(),
             };
             decisions.waiting.push((job.id, why));
+            return Some(false);
+        }
+        if let Some(name) = &job.reservation {
+            // Inside its reservation it competes with the other members only.
+            self.start_in_reservation(view, take_back, job, name, now, decisions);
             return Some(false);
         }
         if let Some(behind) = self.blocked_by {
@@ -415,6 +423,84 @@ impl Pass {
             decisions.waiting.push((job.id, why));
             Some(true)
         }
+    }
+}
+
+impl Pass {
+    /// A member of reservation `name` starts on its nodes, inside its window and within its
+    /// account's caps, or waits saying why. It never holds anyone back.
+    fn start_in_reservation(
+        &mut self,
+        view: &ClusterView,
+        take_back: TakeBack,
+        job: &PendingJob,
+        name: &str,
+        now: u64,
+        decisions: &mut Decisions,
+    ) {
+        let wait = |decisions: &mut Decisions, why: String| {
+            decisions.waiting.push((job.id, WaitReason::Reservation(why)));
+        };
+        let Some(reservation) = view.reservations.iter().find(|r| r.name == name) else {
+            return wait(decisions, format!("reservation {name} does not exist any more"));
+        };
+        if now < reservation.start_ms {
+            let opens = format_duration_ms(reservation.start_ms - now);
+            return wait(decisions, format!("reservation {name} opens in {opens}"));
+        }
+        let inside: BTreeSet<usize> = view
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| reservation.nodes.contains(&n.name))
+            .map(|(i, _)| i)
+            .collect();
+        let shapes = match self.kind {
+            SchedulingProfile::Gantry => job.shapes.len(),
+            _ => job.shapes.len().min(1),
+        };
+        let mut fits_in_time = false;
+        for (index, shape) in job.shapes.iter().enumerate().take(shapes) {
+            let end = shape.end_if_started(now);
+            if end.is_none_or(|end| end > reservation.end_ms) {
+                continue;
+            }
+            fits_in_time = true;
+            let total = total_gpus(shape);
+            if let Some(why) = self.ledger.over_limit(&self.tree, &job.account, now, end, total) {
+                decisions.waiting.push((job.id, WaitReason::Quota(why)));
+                return;
+            }
+            let mut free = self.profile.free_during_for(now, end, &[], Some(name));
+            for (i, node) in free.iter_mut().enumerate() {
+                if !inside.contains(&i) {
+                    node.take(&node.res.clone(), &node.gpus.clone());
+                }
+            }
+            let pick = Pick::Start(&self.demand);
+            let Some(picks) = place(shape, &view.nodes, &free, pick, &view.topology) else {
+                continue;
+            };
+            self.profile.claim(shape, now, shares(shape, &picks));
+            self.ledger.claim(&self.tree, &job.account, now, end, total);
+            if let TakeBack::From(reclaimer) = take_back {
+                reclaimer.started(&self.tree, &job.account, shape);
+            }
+            self.demand.started(job, shape);
+            decisions.starts.push(Start {
+                job: job.id,
+                shape: u32::try_from(index).unwrap_or(u32::MAX),
+                parts: parts(shape, &view.nodes, picks),
+            });
+            return;
+        }
+        let left = format_duration_ms(reservation.end_ms.saturating_sub(now));
+        let why = if fits_in_time {
+            format!("waiting for room in reservation {name}")
+        } else {
+            format!("its time limit does not fit in what is left of reservation {name} ({left})")
+        };
+        wait(decisions, why);
     }
 }
 

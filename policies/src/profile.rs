@@ -61,6 +61,8 @@ struct Claim {
     start: u64,
     end: Option<u64>,
     shares: Vec<Share>,
+    /// The reservation that holds them, when one does: its members' jobs may use them.
+    reservation: Option<String>,
 }
 
 /// How many nodes have each number of free GPUs: answers "how many nodes have at least G
@@ -149,11 +151,32 @@ impl Profile {
             }
         }
         releases.sort_by_key(|(end, share)| (*end, share.node));
+        // Reservations hold their whole nodes through their windows.
+        let claims = view
+            .reservations
+            .iter()
+            .filter(|r| r.end_ms > view.now_ms)
+            .map(|r| Claim {
+                start: r.start_ms,
+                end: Some(r.end_ms),
+                shares: r
+                    .nodes
+                    .iter()
+                    .filter_map(|name| index.get(name.as_str()))
+                    .map(|&node| Share {
+                        node,
+                        res: view.nodes[node].capacity,
+                        gpus: view.nodes[node].gpus.iter().map(|g| g.index).collect(),
+                    })
+                    .collect(),
+                reservation: Some(r.name.clone()),
+            })
+            .collect();
         Profile {
             now_ms: view.now_ms,
             now,
             releases,
-            claims: Vec::new(),
+            claims,
         }
     }
 
@@ -172,6 +195,18 @@ impl Profile {
         end: Option<u64>,
         extra: &[Share],
     ) -> Vec<Free> {
+        self.free_during_for(start, end, extra, None)
+    }
+
+    /// What a member of `reservation` may use throughout `[start, end)`: as
+    /// [`Profile::free_during_with`], but that reservation's own hold does not count.
+    pub(crate) fn free_during_for(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        extra: &[Share],
+        reservation: Option<&str>,
+    ) -> Vec<Free> {
         let mut free = self.now.clone();
         let released = self.releases.iter().take_while(|(at, _)| *at <= start);
         for (_, share) in released {
@@ -181,7 +216,8 @@ impl Profile {
             free[share.node].give(&share.res, &share.gpus);
         }
         for claim in &self.claims {
-            if overlaps(claim.start, claim.end, start, end) {
+            let own = reservation.is_some() && claim.reservation.as_deref() == reservation;
+            if !own && overlaps(claim.start, claim.end, start, end) {
                 for share in &claim.shares {
                     free[share.node].take(&share.res, &share.gpus);
                 }
@@ -287,6 +323,11 @@ impl Profile {
     /// Holds `shares` for a job of `shape` from `start` until its time limit runs out.
     pub(crate) fn claim(&mut self, shape: &Shape, start: u64, shares: Vec<Share>) {
         let end = shape.end_if_started(start);
-        self.claims.push(Claim { start, end, shares });
+        self.claims.push(Claim {
+            start,
+            end,
+            shares,
+            reservation: None,
+        });
     }
 }

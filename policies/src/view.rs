@@ -31,6 +31,18 @@ pub struct ClusterView {
     /// Per account, how many of its jobs were preempted (for any reason) in the last hour:
     /// defragmentation moves no more of them than `defrag.per_hour` allows.
     pub preempted_last_hour: BTreeMap<String, u32>,
+    /// Advance reservations that have not ended: nodes held for their members' jobs.
+    pub reservations: Vec<ReservationView>,
+}
+
+/// Nodes held over `[start, end)`: only jobs submitted with `--reservation NAME` run there
+/// then, and nothing else starts there that would still run by `start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationView {
+    pub name: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +169,8 @@ pub struct PendingJob {
     pub deadline_ms: Option<u64>,
     /// Its dependencies on jobs that have not ended yet: it waits for them.
     pub waiting_on: Vec<Dependency>,
+    /// The reservation it runs in (`--reservation`): only there, only in its window.
+    pub reservation: Option<String>,
 }
 
 impl PendingJob {
@@ -170,6 +184,7 @@ impl PendingJob {
             qos: DEFAULT_QOS.into(),
             deadline_ms: None,
             waiting_on: vec![],
+            reservation: None,
         }
     }
 
@@ -232,6 +247,8 @@ pub enum WaitReason {
     Preempting { stopping: Vec<JobId>, qos: String },
     /// It would miss its deadline waiting: these jobs without one are being stopped for it.
     Deadline { stopping: Vec<JobId> },
+    /// It runs in a reservation and waits for it: its window, or room in it; says which.
+    Reservation(String),
     /// The GPUs it needs are free but scattered: these checkpointable jobs are being moved
     /// elsewhere so that it fits (none: jobs already being stopped make room).
     Defragmenting { moving: Vec<JobId> },
@@ -271,6 +288,7 @@ impl std::fmt::Display for WaitReason {
                     ids.join(", ")
                 )
             }
+            WaitReason::Reservation(why) => write!(f, "Reservation: {why}"),
             WaitReason::Deadline { stopping } if stopping.is_empty() => write!(
                 f,
                 "Deadline: it starts as the jobs stopped for its deadline end"

@@ -10,8 +10,8 @@ use std::path::Path;
 use gantry_model::units::parse_duration_ms;
 use gantry_model::{Gpu, Resources, Shape};
 use gantry_policies::{
-    AccountView, ClusterView, Held, NodeView, PendingJob, PolicyConfig, RunningJob, Topology,
-    schedule,
+    AccountView, ClusterView, Held, NodeView, PendingJob, PolicyConfig, ReservationView,
+    RunningJob, Topology, schedule,
 };
 use serde::Deserialize;
 
@@ -38,7 +38,19 @@ struct Scenario {
     /// Per account, its jobs preempted in the last hour.
     #[serde(default)]
     preempted_last_hour: BTreeMap<String, u32>,
+    #[serde(default, rename = "reservation")]
+    reservations: Vec<Reservation>,
     expect: Expect,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reservation {
+    name: String,
+    /// From now (`0s`) or later (`1h`), for `lasts`.
+    starts_in: String,
+    lasts: String,
+    nodes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +124,8 @@ struct Job {
     /// Only nodes with all these labels.
     #[serde(default)]
     labels: Vec<String>,
+    /// Runs in this reservation.
+    reservation: Option<String>,
 }
 
 fn one() -> u32 {
@@ -268,6 +282,7 @@ fn view(s: &Scenario) -> ClusterView {
             job.account = j.account.clone();
             job.qos = j.qos.clone();
             job.deadline_ms = j.deadline_in.as_deref().map(|t| NOW + ms(t));
+            job.reservation = j.reservation.clone();
             job.submit_ms = NOW - j.submitted_ago.as_deref().map_or(0, ms) + j.id;
             job
         })
@@ -306,6 +321,16 @@ fn view(s: &Scenario) -> ClusterView {
             .map(|t| std::sync::Arc::new(Topology::from_toml(t).unwrap()))
             .unwrap_or_default(),
         preempted_last_hour: s.preempted_last_hour.clone(),
+        reservations: s
+            .reservations
+            .iter()
+            .map(|r| ReservationView {
+                name: r.name.clone(),
+                start_ms: NOW + ms(&r.starts_in),
+                end_ms: NOW + ms(&r.starts_in) + ms(&r.lasts),
+                nodes: r.nodes.clone(),
+            })
+            .collect(),
         ..Default::default()
     }
 }
