@@ -35,10 +35,11 @@ pub enum Flag {
     Requeue,
     NoRequeue,
     RequeueOnTimeout,
+    Reservation,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 22] = [
+    pub const ALL: [Flag; 23] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -61,6 +62,7 @@ impl Flag {
         Flag::Requeue,
         Flag::NoRequeue,
         Flag::RequeueOnTimeout,
+        Flag::Reservation,
     ];
 
     pub fn short(self) -> Option<char> {
@@ -86,7 +88,8 @@ impl Flag {
             | Flag::CheckpointInterval
             | Flag::Requeue
             | Flag::NoRequeue
-            | Flag::RequeueOnTimeout => None,
+            | Flag::RequeueOnTimeout
+            | Flag::Reservation => None,
         }
     }
 
@@ -114,6 +117,7 @@ impl Flag {
             Flag::Requeue => "requeue",
             Flag::NoRequeue => "no-requeue",
             Flag::RequeueOnTimeout => "requeue-on-timeout",
+            Flag::Reservation => "reservation",
         }
     }
 

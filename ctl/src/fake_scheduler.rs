@@ -247,6 +247,30 @@ impl Scheduler for Fake {
         self.enter()?;
         Ok(Response::new(pb::UsageResponse::default()))
     }
+
+    async fn create_reservation(
+        &self,
+        _request: Request<pb::CreateReservationRequest>,
+    ) -> Result<Response<pb::ReservationsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ReservationsResponse::default()))
+    }
+
+    async fn delete_reservation(
+        &self,
+        _request: Request<pb::DeleteReservationRequest>,
+    ) -> Result<Response<pb::ReservationsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ReservationsResponse::default()))
+    }
+
+    async fn list_reservations(
+        &self,
+        _request: Request<pb::ListReservationsRequest>,
+    ) -> Result<Response<pb::ReservationsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ReservationsResponse::default()))
+    }
 }
 
 /// A fake serving on an OS-picked port; stopped when dropped.

@@ -15,6 +15,7 @@ mod hostlist;
 mod jobs;
 mod nodes;
 mod output;
+mod reservations;
 mod submit;
 
 use std::io::IsTerminal;
@@ -95,6 +96,8 @@ enum Command {
     Resume(Client<nodes::ResumeArgs>),
     /// The account tree: shares, guarantees, GPU limits, users (like sacctmgr)
     Account(Client<AccountArgs>),
+    /// Advance reservations: nodes held over a window (like scontrol create reservation)
+    Reservation(Client<ReservationArgs>),
     /// GPU- and CPU-seconds of ended runs per account, user or pool (like sreport)
     Usage(Client<accounting::UsageArgs>),
     /// Ended runs' use per job (like sacct)
@@ -129,6 +132,12 @@ struct BenchArgs {
 struct AccountArgs {
     #[command(subcommand)]
     command: accounts::AccountCommand,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ReservationArgs {
+    #[command(subcommand)]
+    command: reservations::ReservationCommand,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -193,6 +202,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Admin(c) => c.run(async |args, s| admin::run(args.command, s).await.map(done)),
         Command::Account(c) => {
             c.run(async |args, s| accounts::run(args.command, s).await.map(done))
+        }
+        Command::Reservation(c) => {
+            c.run(async |args, s| reservations::run(args.command, s).await.map(done))
         }
         Command::Usage(c) => c.run(async |args, s| accounting::usage(args, s).await.map(done)),
         Command::History(c) => c.run(async |args, s| accounting::history(args, s).await.map(done)),

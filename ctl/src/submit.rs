@@ -132,6 +132,10 @@ pub struct SubmitArgs {
     /// Print only the job id
     #[arg(long = "parsable")]
     pub parsable: bool,
+    /// Run in this advance reservation: only on its nodes, inside its window (see gantry
+    /// reservation list)
+    #[arg(long = "reservation", value_name = "NAME")]
+    pub reservation: Option<String>,
     /// Run the job again if its node fails under it (the default; overrides a --no-requeue
     /// directive)
     #[arg(long = "requeue", conflicts_with = "no_requeue")]
@@ -511,6 +515,7 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         stdout_path: output_path(text(&args.output, Flag::Output))?,
         stderr_path: output_path(text(&args.error, Flag::Error))?,
         env: gantry_wire::env_to_pb(&ctx.env),
+        reservation: text(&args.reservation, Flag::Reservation).unwrap_or_default(),
         no_requeue: !requeue_on_node_failure(args, &directives),
         requeue_on_timeout: args.requeue_on_timeout
             || directives.last(Flag::RequeueOnTimeout).is_some(),

@@ -439,10 +439,15 @@ impl Pass {
         decisions: &mut Decisions,
     ) {
         let wait = |decisions: &mut Decisions, why: String| {
-            decisions.waiting.push((job.id, WaitReason::Reservation(why)));
+            decisions
+                .waiting
+                .push((job.id, WaitReason::Reservation(why)));
         };
         let Some(reservation) = view.reservations.iter().find(|r| r.name == name) else {
-            return wait(decisions, format!("reservation {name} does not exist any more"));
+            return wait(
+                decisions,
+                format!("reservation {name} does not exist any more"),
+            );
         };
         if now < reservation.start_ms {
             let opens = format_duration_ms(reservation.start_ms - now);
@@ -467,7 +472,10 @@ impl Pass {
             }
             fits_in_time = true;
             let total = total_gpus(shape);
-            if let Some(why) = self.ledger.over_limit(&self.tree, &job.account, now, end, total) {
+            if let Some(why) = self
+                .ledger
+                .over_limit(&self.tree, &job.account, now, end, total)
+            {
                 decisions.waiting.push((job.id, WaitReason::Quota(why)));
                 return;
             }

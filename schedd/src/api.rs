@@ -7,6 +7,7 @@ use gantry_policies::Topology;
 use gantry_proto as pb;
 use gantry_state::accounting;
 use gantry_state::accounts::{self, Account, AccountError, NewAccount};
+use gantry_state::reservation::Reservation;
 use gantry_state::{Command, Control, DrainMode, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
 
@@ -121,11 +122,14 @@ fn rejection_status(r: Rejection) -> Status {
         | Rejection::UnknownQos { .. }
         | Rejection::DeadlinePassed
         | Rejection::PoolTime { .. }
+        | Rejection::BadReservation(_)
         | Rejection::DependencyNeverMet { .. }
         | Rejection::BadConfig(_) => Status::invalid_argument(message),
-        Rejection::Account(AccountError::NotAMember { .. }) | Rejection::PoolAccount { .. } => {
-            Status::permission_denied(message)
-        }
+        Rejection::Account(AccountError::NotAMember { .. })
+        | Rejection::PoolAccount { .. }
+        | Rejection::NotInReservation { .. } => Status::permission_denied(message),
+        Rejection::UnknownReservation(_) => Status::not_found(message),
+        Rejection::ReservationExists(_) => Status::already_exists(message),
         Rejection::Account(AccountError::Unknown(_)) => Status::not_found(message),
         Rejection::Account(AccountError::Exists(_)) => Status::already_exists(message),
         Rejection::Account(_) => Status::invalid_argument(message),
@@ -175,6 +179,25 @@ impl SchedulerApi {
 
     /// Take this before reading the state (never the other way round), so readers and
     /// the scheduling loop cannot deadlock.
+    /// Every reservation that has not ended, by name.
+    fn reservations_pb(&self) -> pb::ReservationsResponse {
+        let now = now_ms();
+        let reservations = self.engine.read(|s| {
+            s.reservations(now)
+                .map(|r| pb::Reservation {
+                    name: r.name.clone(),
+                    start_ms: r.start_ms,
+                    end_ms: r.end_ms,
+                    nodes: r.nodes.clone(),
+                    users: r.users.clone(),
+                    accounts: r.accounts.clone(),
+                    created_by: r.created_by.clone(),
+                })
+                .collect()
+        });
+        pb::ReservationsResponse { reservations }
+    }
+
     fn explanations(&self) -> std::sync::RwLockReadGuard<'_, Vec<(JobId, Explanation)>> {
         self.explanations.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -778,6 +801,60 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
     ) -> Result<Response<pb::AccountsResponse>, Status> {
         self.readable(request.into_inner().stale).await?;
         Ok(Response::new(self.engine.read(accounts_to_pb)))
+    }
+
+    async fn create_reservation(
+        &self,
+        request: Request<pb::CreateReservationRequest>,
+    ) -> Result<Response<pb::ReservationsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "manage reservations")?;
+        let r = request
+            .reservation
+            .ok_or_else(|| Status::invalid_argument("no reservation given"))?;
+        let reservation = Reservation {
+            name: r.name,
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            nodes: node_names(r.nodes)?,
+            users: r.users,
+            accounts: r.accounts,
+            created_by: who.user,
+        };
+        self.propose(Command::CreateReservation {
+            reservation,
+            force: request.force,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(self.reservations_pb()))
+    }
+
+    async fn delete_reservation(
+        &self,
+        request: Request<pb::DeleteReservationRequest>,
+    ) -> Result<Response<pb::ReservationsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "manage reservations")?;
+        self.propose(Command::DeleteReservation {
+            name: request.name,
+            by: who.user,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(self.reservations_pb()))
+    }
+
+    async fn list_reservations(
+        &self,
+        request: Request<pb::ListReservationsRequest>,
+    ) -> Result<Response<pb::ReservationsResponse>, Status> {
+        self.readable(request.into_inner().stale).await?;
+        Ok(Response::new(self.reservations_pb()))
     }
 
     async fn add_account(

@@ -324,6 +324,7 @@ impl Engine<'_> {
             accounts: Vec::new(),
             topology: self.topology.clone(),
             preempted_last_hour: self.preemptions.last_hour(now),
+            reservations: Vec::new(),
         }
     }
 

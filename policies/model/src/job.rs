@@ -79,6 +79,8 @@ pub struct JobSpec {
     pub checkpoint: Option<Checkpoint>,
     /// When an ended run goes back to the queue instead of ending the job.
     pub requeue: RequeuePolicy,
+    /// The advance reservation it runs in (`--reservation`): only on its nodes, in its window.
+    pub reservation: Option<String>,
     pub program: Program,
     pub work_dir: String,
     /// Output path templates (`%j` is the job id); `None` means `gantry-%j.out`.
@@ -296,6 +298,7 @@ impl JobSpec {
             return Err(SpecError::TooManyConstraints(self.constraints.len()));
         }
         let names = self.pool.iter().map(|p| ("pool", p));
+        let names = names.chain(self.reservation.iter().map(|r| ("reservation", r)));
         let names = names.chain(self.constraints.iter().map(|c| ("node label", c)));
         for (what, name) in names {
             if !is_plain_name(name) {

@@ -30,5 +30,6 @@ pub fn job_spec(num_nodes: u32, gpus_per_node: u32) -> JobSpec {
         env: vec![],
         checkpoint: None,
         requeue: Default::default(),
+        reservation: None,
     }
 }

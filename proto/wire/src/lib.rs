@@ -58,6 +58,7 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> Result<model::JobSpec, model::SpecErr
             on_node_failure: !spec.no_requeue,
             on_timeout: spec.requeue_on_timeout,
         },
+        reservation: non_empty(&spec.reservation),
     })
 }
 
@@ -162,6 +163,7 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         checkpoint: spec.checkpoint.as_ref().map(checkpoint_to_pb),
         no_requeue: !spec.requeue.on_node_failure,
         requeue_on_timeout: spec.requeue.on_timeout,
+        reservation: spec.reservation.clone().unwrap_or_default(),
     }
 }
 
@@ -304,6 +306,7 @@ mod tests {
                 on_node_failure: false,
                 on_timeout: true,
             },
+            reservation: Some("demo".into()),
         };
         assert_eq!(spec_from_pb(&spec_to_pb(&spec)), Ok(spec));
     }

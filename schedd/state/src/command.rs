@@ -5,6 +5,7 @@ use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner, SpecError};
 use gantry_policies::{ConfigError, PartPlan};
 
 use crate::accounts::{AccountError, NewAccount};
+use crate::reservation::Reservation;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -129,6 +130,19 @@ pub enum Command {
         job: JobId,
         attempt: u32,
         reason: String,
+        now_ms: u64,
+    },
+    /// An admin creates an advance reservation (`gantry reservation create`). Refused over
+    /// nodes with running jobs that would still run in its window, unless `force`.
+    CreateReservation {
+        reservation: Reservation,
+        force: bool,
+        now_ms: u64,
+    },
+    /// An admin deletes one (`gantry reservation delete`); its pending members then wait.
+    DeleteReservation {
+        name: String,
+        by: String,
         now_ms: u64,
     },
     /// An admin adds an account to the tree (`gantry account add`).
@@ -270,6 +284,18 @@ pub enum Rejection {
     UnknownQos { qos: String, known: String },
     #[error("the deadline has passed already")]
     DeadlinePassed,
+    #[error("{0}")]
+    BadReservation(String),
+    #[error("reservation {0} does not exist")]
+    UnknownReservation(String),
+    #[error("reservation {0} exists already")]
+    ReservationExists(String),
+    #[error("{user} may not use reservation {reservation} (it is for {members})")]
+    NotInReservation {
+        reservation: String,
+        user: String,
+        members: String,
+    },
     #[error(
         "pool {pool} takes jobs of accounts {allowed} (and their sub-accounts), not of {account}"
     )]

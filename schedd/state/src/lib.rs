@@ -12,6 +12,7 @@ pub mod command;
 pub mod job;
 pub mod machine;
 pub mod node;
+pub mod reservation;
 pub mod usage;
 mod view;
 

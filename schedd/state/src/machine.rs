@@ -13,6 +13,7 @@ use crate::accounts::Accounts;
 use crate::command::{Command, Control, DrainMode, ExitReason, Outcome, PartExit, Rejection};
 use crate::job::{Attempt, Job, Part, Requeue, RequeueCause};
 use crate::node::{Drain, Node};
+use crate::reservation::Reservation;
 use crate::usage::Usage;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,8 @@ pub struct StateMachine {
     /// When each account's jobs were preempted (by the scheduler or an admin), for
     /// defragmentation's disruption budget.
     pub(crate) preemptions: Preemptions,
+    /// Advance reservations, by name; ended ones go when the next is created.
+    pub(crate) reservations: BTreeMap<String, Reservation>,
 }
 
 impl Default for StateMachine {
@@ -63,6 +66,7 @@ impl Default for StateMachine {
             accounts: Accounts::default(),
             dependents: BTreeMap::new(),
             preemptions: Preemptions::default(),
+            reservations: BTreeMap::new(),
         }
     }
 }
@@ -289,6 +293,15 @@ impl StateMachine {
                 reason,
                 now_ms,
             } => self.requeue(*job, *attempt, reason, *now_ms),
+            Command::CreateReservation {
+                reservation,
+                force,
+                now_ms,
+            } => self.create_reservation(reservation, *force, *now_ms),
+            Command::DeleteReservation { name, .. } => match self.reservations.remove(name) {
+                Some(_) => Outcome::Applied,
+                None => Outcome::Rejected(Rejection::UnknownReservation(name.clone())),
+            },
             Command::AddAccount { account, .. } => match self.accounts.add(account) {
                 Ok(()) => Outcome::Applied,
                 Err(e) => Outcome::Rejected(e.into()),
@@ -335,6 +348,12 @@ impl StateMachine {
             return Outcome::Rejected(e.into());
         }
         if let Err(refusal) = self.apply_pool_limits(&mut spec) {
+            return Outcome::Rejected(refusal);
+        }
+        if let Some(name) = &spec.reservation
+            && let Err(refusal) =
+                self.admit_to_reservation(name, &owner.user, &spec.account, now_ms)
+        {
             return Outcome::Rejected(refusal);
         }
         let spec = &spec;
@@ -465,6 +484,143 @@ impl StateMachine {
         Ok(job)
     }
 
+    /// Whether `user`'s job of `account` may run in reservation `name`, which has not ended.
+    fn admit_to_reservation(
+        &self,
+        name: &str,
+        user: &str,
+        account: &str,
+        now_ms: u64,
+    ) -> Result<(), Rejection> {
+        let r = self
+            .reservations
+            .get(name)
+            .filter(|r| r.end_ms > now_ms)
+            .ok_or_else(|| Rejection::UnknownReservation(name.to_string()))?;
+        let in_account = self
+            .accounts
+            .path(account)
+            .iter()
+            .any(|a| r.accounts.iter().any(|m| m == a));
+        if r.users.iter().any(|u| u == user) || in_account {
+            return Ok(());
+        }
+        let members: Vec<String> = r
+            .users
+            .iter()
+            .map(|u| format!("user {u}"))
+            .chain(r.accounts.iter().map(|a| format!("account {a}")))
+            .collect();
+        Err(Rejection::NotInReservation {
+            reservation: name.to_string(),
+            user: user.to_string(),
+            members: members.join(", "),
+        })
+    }
+
+    /// A start against the reservations: a member only inside its own, in its window; any
+    /// other job on no reserved node whose window its time limit reaches.
+    fn check_reservations(
+        &self,
+        id: JobId,
+        shape: u32,
+        parts: &[PartPlan],
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        let end = job
+            .spec
+            .time_limit_for(shape)
+            .map(|limit| now_ms.saturating_add(limit));
+        if let Some(name) = &job.spec.reservation {
+            let r = self
+                .reservations
+                .get(name)
+                .ok_or_else(|| format!("reservation {name} does not exist"))?;
+            if now_ms < r.start_ms || end.is_none_or(|end| end > r.end_ms) {
+                return Err(format!(
+                    "the job does not fit in reservation {name}'s window"
+                ));
+            }
+            if let Some(p) = parts.iter().find(|p| !r.nodes.contains(&p.node)) {
+                return Err(format!("node {} is not in reservation {name}", p.node));
+            }
+            return Ok(());
+        }
+        for r in self
+            .reservations
+            .values()
+            .filter(|r| r.overlaps(now_ms, end))
+        {
+            if let Some(p) = parts.iter().find(|p| r.nodes.contains(&p.node)) {
+                return Err(format!(
+                    "node {} is held by reservation {} in the job's time",
+                    p.node, r.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn create_reservation(&mut self, r: &Reservation, force: bool, now_ms: u64) -> Outcome {
+        let bad = |why: String| Outcome::Rejected(Rejection::BadReservation(why));
+        if let Err(why) = r.check() {
+            return bad(why);
+        }
+        if r.end_ms <= now_ms {
+            return bad("the reservation would have ended already".into());
+        }
+        self.reservations.retain(|_, old| old.end_ms > now_ms);
+        if self.reservations.contains_key(&r.name) {
+            return Outcome::Rejected(Rejection::ReservationExists(r.name.clone()));
+        }
+        if let Some(unknown) = r.nodes.iter().find(|n| !self.nodes.contains_key(*n)) {
+            return Outcome::Rejected(Rejection::UnknownNode(unknown.clone()));
+        }
+        let window = (r.start_ms, Some(r.end_ms));
+        for other in self.reservations.values() {
+            if other.overlaps(window.0, window.1)
+                && let Some(node) = r.nodes.iter().find(|n| other.nodes.contains(n))
+            {
+                return bad(format!(
+                    "node {node} is in reservation {} at that time",
+                    other.name
+                ));
+            }
+        }
+        if !force {
+            for name in &r.nodes {
+                let running = self.nodes.get(name).into_iter().flat_map(|n| &n.jobs);
+                for id in running {
+                    let Some(job) = self.jobs.get(id) else {
+                        continue;
+                    };
+                    let end = job
+                        .spec
+                        .time_limit_for(job.shape)
+                        .map(|limit| job.start_time_ms.unwrap_or(now_ms).saturating_add(limit));
+                    if end.is_none_or(|end| end > r.start_ms) {
+                        return bad(format!(
+                            "job {id} on node {name} may still run when the reservation starts; \
+                             --force creates it anyway (running jobs finish, nothing new starts there)"
+                        ));
+                    }
+                }
+            }
+        }
+        self.reservations.insert(r.name.clone(), r.clone());
+        Outcome::Applied
+    }
+
+    /// Reservations that have not ended by `now_ms`, by name.
+    pub fn reservations(&self, now_ms: u64) -> impl Iterator<Item = &Reservation> {
+        self.reservations
+            .values()
+            .filter(move |r| r.end_ms > now_ms)
+    }
+
     /// The job's pool's limits: its accounts may run there; a job without a time limit gets
     /// the pool's default (or its maximum); none may ask for more than the maximum.
     fn apply_pool_limits(&self, spec: &mut JobSpec) -> Result<(), Rejection> {
@@ -580,7 +736,10 @@ impl StateMachine {
         parts: &[PartPlan],
         now_ms: u64,
     ) -> Outcome {
-        if let Err(why) = self.check_allocation(id, attempt, shape, parts) {
+        if let Err(why) = self
+            .check_allocation(id, attempt, shape, parts)
+            .and_then(|()| self.check_reservations(id, shape, parts, now_ms))
+        {
             return Outcome::Rejected(Rejection::Stale { job: id, why });
         }
         for plan in parts {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use gantry_model::{JobId, Resources};
-use gantry_policies::{ClusterView, Held, NodeView, PendingJob, RunningJob};
+use gantry_policies::{ClusterView, Held, NodeView, PendingJob, ReservationView, RunningJob};
 
 use crate::machine::StateMachine;
 use crate::usage::charge;
@@ -57,6 +57,15 @@ impl StateMachine {
             // Not state: the scheduler's configuration adds it.
             topology: Default::default(),
             preempted_last_hour: self.preemptions.last_hour(now_ms),
+            reservations: self
+                .reservations(now_ms)
+                .map(|r| ReservationView {
+                    name: r.name.clone(),
+                    start_ms: r.start_ms,
+                    end_ms: r.end_ms,
+                    nodes: r.nodes.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -73,6 +82,7 @@ impl StateMachine {
                 submit_ms: j.submit_time_ms,
                 account: j.spec.account.clone(),
                 qos: j.spec.qos.clone(),
+                reservation: j.spec.reservation.clone(),
                 deadline_ms: j.spec.deadline_ms,
                 waiting_on: j
                     .spec

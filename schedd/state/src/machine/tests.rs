@@ -733,11 +733,16 @@ fn arb_command() -> impl Strategy<Value = Command> {
             0u64..1000,
             prop::option::of(prop::sample::select(vec!["a", "b"])),
             prop::option::of((job.clone(), prop::sample::select(Condition::ALL.to_vec()))),
-            (any::<bool>(), any::<bool>())
+            (
+                any::<bool>(),
+                any::<bool>(),
+                prop::option::of(prop::sample::select(vec!["r1", "r2"]))
+            )
         )
             .prop_map(
-                |(n, g, t, key, dependency, (on_node_failure, on_timeout))| {
+                |(n, g, t, key, dependency, (on_node_failure, on_timeout, reservation))| {
                     let mut spec = spec(n, g);
+                    spec.reservation = reservation.map(String::from);
                     spec.requeue = gantry_model::RequeuePolicy {
                         on_node_failure,
                         on_timeout,
@@ -833,6 +838,30 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 mode,
                 now_ms: 9,
             }),
+        (
+            prop::sample::select(vec!["r1", "r2"]),
+            node.clone(),
+            0u64..20,
+            any::<bool>()
+        )
+            .prop_map(|(name, node, start_ms, force)| Command::CreateReservation {
+                reservation: crate::reservation::Reservation {
+                    name: name.into(),
+                    start_ms,
+                    end_ms: start_ms + 5,
+                    nodes: vec![node],
+                    users: vec!["ann".into()],
+                    accounts: vec![],
+                    created_by: "root".into(),
+                },
+                force,
+                now_ms: 4,
+            }),
+        prop::sample::select(vec!["r1", "r2"]).prop_map(|name| Command::DeleteReservation {
+            name: name.into(),
+            by: "root".into(),
+            now_ms: 8,
+        }),
         (node.clone(), 0u32..5).prop_map(|(node, gpu)| Command::GpuFailed {
             node,
             gpu,
@@ -1654,4 +1683,103 @@ fn a_failed_gpu_stops_its_job_drains_the_node_and_is_given_to_no_one() {
     assert_eq!(log.apply(set), Outcome::Applied);
     assert_eq!(log.apply(failed(3)), Outcome::Applied);
     assert!(log.sm.node("n1").unwrap().drain.is_none());
+}
+
+/// Reservations in the log: checked when created, members admitted at submit, and starts
+/// that break a window refused at apply (a plan made before the reservation).
+#[test]
+fn reservations_are_checked_and_enforced_at_apply() {
+    use crate::reservation::Reservation;
+    let mut log = Log::new();
+    log.register("n1", 4);
+    log.register("n2", 4);
+    let hour = 3_600_000;
+    let reservation = |name: &str, start_ms, nodes: &[&str]| Reservation {
+        name: name.into(),
+        start_ms,
+        end_ms: start_ms + hour,
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        users: vec!["ann".into()],
+        accounts: vec![],
+        created_by: "root".into(),
+    };
+    let create = |r: Reservation, force| Command::CreateReservation {
+        reservation: r,
+        force,
+        now_ms: 10,
+    };
+    let running = log.submit(1, 1);
+    log.allocate(running, "n2", vec![0]);
+    assert_eq!(
+        log.apply(create(reservation("r", 0, &["n1"]), false)),
+        Outcome::Applied
+    );
+    for (bad, why) in [
+        (reservation("bad name", 10, &["n1"]), "must be 1 to 64"),
+        (
+            reservation("clash", 20, &["n1"]),
+            "node n1 is in reservation r",
+        ),
+        (
+            reservation("busy", 20, &["n2"]),
+            "job 1 on node n2 may still run",
+        ),
+        (
+            reservation("gone", 10, &["n9"]),
+            "node \"n9\" does not exist",
+        ),
+        (
+            reservation("r", hour * 5, &["n2"]),
+            "reservation r exists already",
+        ),
+    ] {
+        let Outcome::Rejected(refusal) = log.apply(create(bad, false)) else {
+            panic!("accepted");
+        };
+        assert!(refusal.to_string().contains(why), "{refusal}");
+    }
+    let submit_in = |log: &mut Log, user: &str, name: &str| {
+        let mut s = spec(1, 1);
+        s.reservation = Some(name.into());
+        s.time_limit_ms = Some(60_000);
+        log.apply(Command::Submit {
+            owner: owner(user),
+            spec: Box::new(s),
+            key: None,
+            now_ms: 11,
+        })
+    };
+    assert!(matches!(
+        submit_in(&mut log, "bob", "r"),
+        Outcome::Rejected(Rejection::NotInReservation { .. })
+    ));
+    assert_eq!(
+        submit_in(&mut log, "ann", "nope"),
+        Outcome::Rejected(Rejection::UnknownReservation("nope".into()))
+    );
+    let Outcome::Submitted(member) = submit_in(&mut log, "ann", "r") else {
+        panic!("a member is admitted");
+    };
+    let outsider = log.submit(1, 1);
+    let refused = |out: Outcome| match out {
+        Outcome::Rejected(Rejection::Stale { why, .. }) => why,
+        other => panic!("not refused: {other:?}"),
+    };
+    // An outsider may not start on n1 in the window; the member only there.
+    assert!(refused(log.allocate(outsider, "n1", vec![1])).contains("held by reservation r"));
+    assert!(refused(log.allocate(member, "n2", vec![1])).contains("not in reservation r"));
+    assert_eq!(log.allocate(member, "n1", vec![1]), Outcome::Applied);
+    assert_eq!(log.allocate(outsider, "n2", vec![1]), Outcome::Applied);
+    let view = log.sm.cluster_view(11);
+    assert_eq!(view.reservations.len(), 1);
+    let delete = Command::DeleteReservation {
+        name: "r".into(),
+        by: "root".into(),
+        now_ms: 12,
+    };
+    assert_eq!(log.apply(delete.clone()), Outcome::Applied);
+    assert_eq!(
+        log.apply(delete),
+        Outcome::Rejected(Rejection::UnknownReservation("r".into()))
+    );
 }

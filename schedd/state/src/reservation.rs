@@ -1,0 +1,57 @@
+//! Advance reservations: nodes held over a window for some users' and accounts' jobs
+//! (`gantry reservation`). Replicated state; the policies plan around them.
+
+use serde::{Deserialize, Serialize};
+
+use gantry_model::names::is_plain_name;
+
+/// The longest reservation: a year. Longer is a typo.
+pub const MAX_DURATION_MS: u64 = 366 * 24 * 3_600_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub name: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub nodes: Vec<String>,
+    /// Whose jobs may run in it: these users, and the users of these accounts (and their
+    /// sub-accounts).
+    pub users: Vec<String>,
+    pub accounts: Vec<String>,
+    pub created_by: String,
+}
+
+impl Reservation {
+    /// The request's own consistency; what it asks of the cluster is the state's to check.
+    pub fn check(&self) -> Result<(), String> {
+        if !is_plain_name(&self.name) {
+            return Err(format!(
+                "reservation name {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
+                self.name
+            ));
+        }
+        if self.end_ms <= self.start_ms {
+            return Err("a reservation must last longer than 0".into());
+        }
+        if self.end_ms - self.start_ms > MAX_DURATION_MS {
+            return Err("a reservation may last a year at most".into());
+        }
+        if self.nodes.is_empty() {
+            return Err("a reservation needs nodes".into());
+        }
+        if self.users.is_empty() && self.accounts.is_empty() {
+            return Err("name the users or accounts whose jobs may run in it".into());
+        }
+        for name in self.users.iter().chain(&self.accounts) {
+            if name.trim().is_empty() || name.contains(',') {
+                return Err(format!("{name:?} is not a user or account name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether its window overlaps `[start, end)` (`end` None: for ever).
+    pub fn overlaps(&self, start: u64, end: Option<u64>) -> bool {
+        start < self.end_ms && end.is_none_or(|end| end > self.start_ms)
+    }
+}
