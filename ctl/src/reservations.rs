@@ -33,6 +33,10 @@ pub enum ReservationCommand {
         /// Accounts whose jobs (and their sub-accounts' jobs) may run in it
         #[arg(long, value_name = "A[,A...]", value_delimiter = ',')]
         accounts: Vec<String>,
+        /// For maintenance: no job runs in it; nothing starts there that would run into it,
+        /// and jobs still there when it starts are requeued
+        #[arg(long, conflicts_with_all = ["users", "accounts"])]
+        maintenance: bool,
         /// Create it even over nodes whose running jobs may still run when it starts (they
         /// finish; nothing new starts there)
         #[arg(long)]
@@ -68,6 +72,7 @@ pub struct ReservationRow {
     pub users: Vec<String>,
     pub accounts: Vec<String>,
     pub created_by: String,
+    pub maintenance: bool,
 }
 
 fn now_ms() -> u64 {
@@ -92,6 +97,7 @@ fn row(r: &pb::Reservation, now: u64) -> ReservationRow {
         users: r.users.clone(),
         accounts: r.accounts.clone(),
         created_by: r.created_by.clone(),
+        maintenance: r.maintenance,
     }
 }
 
@@ -117,12 +123,13 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
             nodes,
             users,
             accounts,
+            maintenance,
             force,
         } => {
             let (start_ms, end_ms) = window(&start, &duration, now)?;
             let nodes = hostlist::expand(&nodes)?;
-            if users.is_empty() && accounts.is_empty() {
-                bail!("name the --users or --accounts whose jobs may run in it");
+            if !maintenance && users.is_empty() && accounts.is_empty() {
+                bail!("name the --users or --accounts whose jobs may run in it (or --maintenance)");
             }
             let request = pb::CreateReservationRequest {
                 caller: Some(caller()),
@@ -134,6 +141,7 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
                     users,
                     accounts,
                     created_by: String::new(),
+                    maintenance,
                 }),
                 force,
             };
@@ -206,7 +214,7 @@ fn or_dash(list: &[String]) -> String {
 
 fn table(rows: &[ReservationRow]) -> String {
     let header = [
-        "NAME", "STATE", "START", "END", "NODES", "USERS", "ACCOUNTS",
+        "NAME", "STATE", "START", "END", "NODES", "USERS", "ACCOUNTS", "MAINT",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -219,6 +227,7 @@ fn table(rows: &[ReservationRow]) -> String {
                 r.nodes.join(","),
                 or_dash(&r.users),
                 or_dash(&r.accounts),
+                if r.maintenance { "yes" } else { "no" }.to_string(),
             ]
         })
         .collect();
@@ -235,6 +244,10 @@ fn show(r: &ReservationRow) -> String {
         ("users", or_dash(&r.users)),
         ("accounts", or_dash(&r.accounts)),
         ("created_by", r.created_by.clone()),
+        (
+            "maintenance",
+            if r.maintenance { "yes" } else { "no" }.to_string(),
+        ),
     ]
     .iter()
     .map(|(k, v)| format!("{k}: {v}\n"))

@@ -220,3 +220,50 @@ fn reservations_keep_outsiders_out_and_let_members_in() {
         "only admins may manage reservations",
     );
 }
+
+/// A maintenance window: nothing starts that would run into it, and what still runs on its
+/// nodes when it opens (a job without a time limit) is requeued then.
+#[test]
+fn a_maintenance_window_keeps_long_jobs_out_and_requeues_what_is_left() {
+    let c = OneNode::start(&["--gpus", "2", "--cpus", "4", "--mem", "4G"]);
+    let (url, wd) = (c.url(), c.wd());
+    let forever = submit(url, &["-G", "1", "-D", wd, "--", "sleep", "1000"]);
+    wait_state(url, forever, "RUNNING");
+    let window = [
+        "reservation",
+        "create",
+        "fw-update",
+        "--start",
+        "now+5s",
+        "--duration",
+        "1h",
+        "--nodes",
+        "node1",
+        "--maintenance",
+        "--force",
+    ];
+    gantry_ok(url, &window);
+    refused(
+        url,
+        &["submit", "--reservation", "fw-update", "--", "true"],
+        "root may not use reservation fw-update",
+    );
+    // A GPU is free, but an hour would run into the window: it waits for the window's end.
+    let long = submit(url, &["-G", "1", "-t", "1h", "-D", wd, "--", "true"]);
+    assert!(
+        reason(url, long).starts_with("Resources: reserved, starts within 1:00:0"),
+        "{}",
+        job(url, long)
+    );
+    let requeued = wait_for("the job left on the node to be requeued", || {
+        let j = job(url, forever);
+        (j["state"] == "PENDING").then_some(j)
+    });
+    assert_eq!(
+        requeued["attempts"][0]["reason"], "maintenance reservation fw-update starts on node node1",
+        "{requeued}"
+    );
+    for id in [forever, long] {
+        gantry_ok(url, &["cancel", &id.to_string()]);
+    }
+}

@@ -192,6 +192,7 @@ impl SchedulerApi {
                     users: r.users.clone(),
                     accounts: r.accounts.clone(),
                     created_by: r.created_by.clone(),
+                    maintenance: r.maintenance,
                 })
                 .collect()
         });
@@ -822,6 +823,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             users: r.users,
             accounts: r.accounts,
             created_by: who.user,
+            maintenance: r.maintenance,
+            started: false,
         };
         self.propose(Command::CreateReservation {
             reservation,

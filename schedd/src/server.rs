@@ -13,7 +13,7 @@ use tracing::info;
 use crate::api::SchedulerApi;
 use crate::config::ConfigError;
 use crate::config::SchedConfig;
-use crate::drains::requeue_at_drain_deadlines;
+use crate::drains::requeue_at_deadlines;
 use crate::engine::{Engine, EngineConfig, EngineError, Transport};
 use crate::explain::Explanations;
 use crate::liveness::{Liveness, expire_silent_nodes};
@@ -107,7 +107,7 @@ impl Scheduler {
                 liveness.clone(),
                 Duration::from_millis(config.heartbeat_timeout_ms),
             )),
-            tokio::spawn(requeue_at_drain_deadlines(engine.clone())),
+            tokio::spawn(requeue_at_deadlines(engine.clone())),
         ];
         let api = SchedulerApi {
             engine: engine.clone(),

@@ -139,6 +139,9 @@ pub enum Command {
         force: bool,
         now_ms: u64,
     },
+    /// The leader saw maintenance reservation `name` start: the jobs still on its nodes are
+    /// requeued. Ignored before its start, or once done.
+    ReservationStarted { name: String, now_ms: u64 },
     /// An admin deletes one (`gantry reservation delete`); its pending members then wait.
     DeleteReservation {
         name: String,

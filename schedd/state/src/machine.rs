@@ -298,6 +298,7 @@ impl StateMachine {
                 force,
                 now_ms,
             } => self.create_reservation(reservation, *force, *now_ms),
+            Command::ReservationStarted { name, now_ms } => self.reservation_started(name, *now_ms),
             Command::DeleteReservation { name, .. } => match self.reservations.remove(name) {
                 Some(_) => Outcome::Applied,
                 None => Outcome::Rejected(Rejection::UnknownReservation(name.clone())),
@@ -611,6 +612,24 @@ impl StateMachine {
             }
         }
         self.reservations.insert(r.name.clone(), r.clone());
+        Outcome::Applied
+    }
+
+    fn reservation_started(&mut self, name: &str, now_ms: u64) -> Outcome {
+        let Some(r) = self.reservations.get_mut(name) else {
+            return Outcome::Ignored(format!("reservation {name} does not exist"));
+        };
+        if !r.maintenance || r.started || now_ms < r.start_ms {
+            return Outcome::Ignored(format!("nothing to do for reservation {name} yet"));
+        }
+        r.started = true;
+        let nodes = r.nodes.clone();
+        for node in nodes {
+            self.requeue_jobs_on(
+                &node,
+                &format!("maintenance reservation {name} starts on node {node}"),
+            );
+        }
         Outcome::Applied
     }
 

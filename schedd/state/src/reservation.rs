@@ -19,6 +19,11 @@ pub struct Reservation {
     pub users: Vec<String>,
     pub accounts: Vec<String>,
     pub created_by: String,
+    /// For maintenance: no job runs in it, and jobs still on its nodes when it starts (no
+    /// time limit, or created with `--force`) are requeued then.
+    pub maintenance: bool,
+    /// Its start was acted on (see [`Reservation::maintenance`]).
+    pub started: bool,
 }
 
 impl Reservation {
@@ -39,7 +44,10 @@ impl Reservation {
         if self.nodes.is_empty() {
             return Err("a reservation needs nodes".into());
         }
-        if self.users.is_empty() && self.accounts.is_empty() {
+        if self.maintenance && !(self.users.is_empty() && self.accounts.is_empty()) {
+            return Err("a maintenance reservation runs no jobs: give no users or accounts".into());
+        }
+        if !self.maintenance && self.users.is_empty() && self.accounts.is_empty() {
             return Err("name the users or accounts whose jobs may run in it".into());
         }
         for name in self.users.iter().chain(&self.accounts) {

@@ -853,6 +853,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     users: vec!["ann".into()],
                     accounts: vec![],
                     created_by: "root".into(),
+                    maintenance: false,
+                    started: false,
                 },
                 force,
                 now_ms: 4,
@@ -1702,6 +1704,8 @@ fn reservations_are_checked_and_enforced_at_apply() {
         users: vec!["ann".into()],
         accounts: vec![],
         created_by: "root".into(),
+        maintenance: false,
+        started: false,
     };
     let create = |r: Reservation, force| Command::CreateReservation {
         reservation: r,
@@ -1781,5 +1785,53 @@ fn reservations_are_checked_and_enforced_at_apply() {
     assert_eq!(
         log.apply(delete),
         Outcome::Rejected(Rejection::UnknownReservation("r".into()))
+    );
+}
+
+/// A maintenance reservation admits no job; when it starts, what still runs on its nodes
+/// is requeued, once.
+#[test]
+fn a_maintenance_reservation_requeues_what_is_left_when_it_starts() {
+    use crate::reservation::Reservation;
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let left = log.submit(1, 1);
+    log.allocate(left, "n1", vec![0]);
+    let mut window = Reservation {
+        name: "m".into(),
+        start_ms: 100,
+        end_ms: 200,
+        nodes: vec!["n1".into()],
+        users: vec!["ann".into()],
+        accounts: vec![],
+        created_by: "root".into(),
+        maintenance: true,
+        started: false,
+    };
+    let create = |r: &Reservation| Command::CreateReservation {
+        reservation: r.clone(),
+        force: true,
+        now_ms: 10,
+    };
+    assert!(
+        matches!(log.apply(create(&window)), Outcome::Rejected(_)),
+        "no members"
+    );
+    window.users.clear();
+    assert_eq!(log.apply(create(&window)), Outcome::Applied);
+    let started = |now_ms| Command::ReservationStarted {
+        name: "m".into(),
+        now_ms,
+    };
+    assert!(matches!(log.apply(started(99)), Outcome::Ignored(_)));
+    assert!(!log.sm.job(left).unwrap().stopping());
+    assert_eq!(log.apply(started(100)), Outcome::Applied);
+    assert_eq!(
+        log.sm.job(left).unwrap().requeue.as_ref().unwrap().why,
+        "maintenance reservation m starts on node n1"
+    );
+    assert!(
+        matches!(log.apply(started(101)), Outcome::Ignored(_)),
+        "once"
     );
 }
