@@ -256,6 +256,14 @@ impl Scheduler for Fake {
         Ok(Response::new(pb::ReservationsResponse::default()))
     }
 
+    async fn update_reservation(
+        &self,
+        _request: Request<pb::CreateReservationRequest>,
+    ) -> Result<Response<pb::ReservationsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ReservationsResponse::default()))
+    }
+
     async fn delete_reservation(
         &self,
         _request: Request<pb::DeleteReservationRequest>,

@@ -56,6 +56,24 @@ pub enum ReservationCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Change a reservation (admins only): what is given replaces what it had; a new start
+    /// keeps its length unless --duration is given too
+    Update {
+        name: String,
+        #[arg(long, value_name = "TIME")]
+        start: Option<String>,
+        #[arg(long, value_name = "DUR")]
+        duration: Option<String>,
+        #[arg(long, value_name = "LIST")]
+        nodes: Option<String>,
+        #[arg(long, value_name = "U[,U...]", value_delimiter = ',')]
+        users: Option<Vec<String>>,
+        #[arg(long, value_name = "A[,A...]", value_delimiter = ',')]
+        accounts: Option<Vec<String>>,
+        /// Change it even over nodes whose running jobs may still run when it starts
+        #[arg(long)]
+        force: bool,
+    },
     /// Delete a reservation (admins only); jobs waiting for it stay pending
     Delete { name: String },
 }
@@ -156,6 +174,60 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
                 nodes.join(","),
                 format_duration_ms(end_ms - start_ms),
                 timestamp(start_ms).unwrap_or_default()
+            ))?;
+        }
+        ReservationCommand::Update {
+            name,
+            start,
+            duration,
+            nodes,
+            users,
+            accounts,
+            force,
+        } => {
+            let request = pb::ListReservationsRequest { stale: false };
+            let current = scheduler
+                .call(|mut client| async move { client.list_reservations(request).await })
+                .await?
+                .reservations
+                .into_iter()
+                .find(|r| r.name == name)
+                .with_context(|| format!("reservation {name} does not exist"))?;
+            let length = match &duration {
+                Some(text) => window("now", text, now)?.1 - now,
+                None => current.end_ms - current.start_ms,
+            };
+            let start_ms = match &start {
+                Some(text) => parse_time_ms(text, now).context("--start")?,
+                None => current.start_ms,
+            };
+            let changed = pb::Reservation {
+                start_ms,
+                end_ms: start_ms.saturating_add(length),
+                nodes: match &nodes {
+                    Some(list) => hostlist::expand(list)?,
+                    None => current.nodes.clone(),
+                },
+                users: users.unwrap_or_else(|| current.users.clone()),
+                accounts: accounts.unwrap_or_else(|| current.accounts.clone()),
+                ..current
+            };
+            let request = pb::CreateReservationRequest {
+                caller: Some(caller()),
+                reservation: Some(changed.clone()),
+                force,
+            };
+            scheduler
+                .call(|mut client| {
+                    let request = request.clone();
+                    async move { client.update_reservation(request).await }
+                })
+                .await?;
+            emit(&format!(
+                "Reservation {name} holds {} for {} from {}\n",
+                changed.nodes.join(","),
+                format_duration_ms(changed.end_ms - changed.start_ms),
+                timestamp(changed.start_ms).unwrap_or_default()
             ))?;
         }
         ReservationCommand::Delete { name } => {

@@ -116,6 +116,46 @@ fn reservations_keep_outsiders_out_and_let_members_in() {
         &["submit", "--reservation", "others", "--", "true"],
         "root may not use reservation others (it is for user nobody-here)",
     );
+    // Updated: root is in, an hour later, for as long.
+    let out = gantry_ok(
+        url,
+        &[
+            "reservation",
+            "update",
+            "others",
+            "--users",
+            "root",
+            "--start",
+            "now+4h",
+            "--force",
+        ],
+    );
+    assert!(
+        out.starts_with("Reservation others holds node1 for 1:00:00 from "),
+        "{out}"
+    );
+    let waits = submit(
+        url,
+        &[
+            "--reservation",
+            "others",
+            "-G",
+            "1",
+            "-t",
+            "10m",
+            "-D",
+            wd,
+            "--",
+            "true",
+        ],
+    );
+    assert!(reason(url, waits).starts_with("Reservation: reservation others opens in 3:59:"));
+    gantry_ok(url, &["cancel", &waits.to_string()]);
+    refused(
+        url,
+        &["reservation", "update", "nope", "--users", "root"],
+        "reservation nope does not exist",
+    );
     refused(
         url,
         &[
@@ -123,7 +163,7 @@ fn reservations_keep_outsiders_out_and_let_members_in() {
             "create",
             "clash",
             "--start",
-            "now+150m",
+            "now+270m",
             "--duration",
             "1h",
             "--nodes",

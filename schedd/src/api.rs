@@ -179,6 +179,31 @@ impl SchedulerApi {
 
     /// Take this before reading the state (never the other way round), so readers and
     /// the scheduling loop cannot deadlock.
+    /// A create or update request from an admin, as the state takes it.
+    fn reservation_request(
+        &self,
+        request: pb::CreateReservationRequest,
+    ) -> Result<(Reservation, bool), Status> {
+        require_leader(&self.engine, &self.config)?;
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "manage reservations")?;
+        let r = request
+            .reservation
+            .ok_or_else(|| Status::invalid_argument("no reservation given"))?;
+        let reservation = Reservation {
+            name: r.name,
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            nodes: node_names(r.nodes)?,
+            users: r.users,
+            accounts: r.accounts,
+            created_by: who.user,
+            maintenance: r.maintenance,
+            started: false,
+        };
+        Ok((reservation, request.force))
+    }
+
     /// Every reservation that has not ended, by name.
     fn reservations_pb(&self) -> pb::ReservationsResponse {
         let now = now_ms();
@@ -808,27 +833,24 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::CreateReservationRequest>,
     ) -> Result<Response<pb::ReservationsResponse>, Status> {
-        require_leader(&self.engine, &self.config)?;
-        let request = request.into_inner();
-        let who = caller(request.caller)?;
-        self.require_admin(&who, "manage reservations")?;
-        let r = request
-            .reservation
-            .ok_or_else(|| Status::invalid_argument("no reservation given"))?;
-        let reservation = Reservation {
-            name: r.name,
-            start_ms: r.start_ms,
-            end_ms: r.end_ms,
-            nodes: node_names(r.nodes)?,
-            users: r.users,
-            accounts: r.accounts,
-            created_by: who.user,
-            maintenance: r.maintenance,
-            started: false,
-        };
+        let (reservation, force) = self.reservation_request(request.into_inner())?;
         self.propose(Command::CreateReservation {
             reservation,
-            force: request.force,
+            force,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(self.reservations_pb()))
+    }
+
+    async fn update_reservation(
+        &self,
+        request: Request<pb::CreateReservationRequest>,
+    ) -> Result<Response<pb::ReservationsResponse>, Status> {
+        let (reservation, force) = self.reservation_request(request.into_inner())?;
+        self.propose(Command::UpdateReservation {
+            reservation,
+            force,
             now_ms: now_ms(),
         })
         .await?;

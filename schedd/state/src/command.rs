@@ -139,6 +139,13 @@ pub enum Command {
         force: bool,
         now_ms: u64,
     },
+    /// An admin changes a reservation (`gantry reservation update`): `reservation` replaces
+    /// the one of that name, checked as a new one would be (itself aside).
+    UpdateReservation {
+        reservation: Reservation,
+        force: bool,
+        now_ms: u64,
+    },
     /// The leader saw maintenance reservation `name` start: the jobs still on its nodes are
     /// requeued. Ignored before its start, or once done.
     ReservationStarted { name: String, now_ms: u64 },

@@ -298,6 +298,11 @@ impl StateMachine {
                 force,
                 now_ms,
             } => self.create_reservation(reservation, *force, *now_ms),
+            Command::UpdateReservation {
+                reservation,
+                force,
+                now_ms,
+            } => self.update_reservation(reservation, *force, *now_ms),
             Command::ReservationStarted { name, now_ms } => self.reservation_started(name, *now_ms),
             Command::DeleteReservation { name, .. } => match self.reservations.remove(name) {
                 Some(_) => Outcome::Applied,
@@ -566,22 +571,53 @@ impl StateMachine {
     }
 
     fn create_reservation(&mut self, r: &Reservation, force: bool, now_ms: u64) -> Outcome {
-        let bad = |why: String| Outcome::Rejected(Rejection::BadReservation(why));
+        self.reservations.retain(|_, old| old.end_ms > now_ms);
+        if self.reservations.contains_key(&r.name) {
+            return Outcome::Rejected(Rejection::ReservationExists(r.name.clone()));
+        }
+        if let Err(refusal) = self.check_reservation(r, force, now_ms) {
+            return Outcome::Rejected(refusal);
+        }
+        self.reservations.insert(r.name.clone(), r.clone());
+        Outcome::Applied
+    }
+
+    fn update_reservation(&mut self, r: &Reservation, force: bool, now_ms: u64) -> Outcome {
+        let Some(old) = self.reservations.get(&r.name).filter(|o| o.end_ms > now_ms) else {
+            return Outcome::Rejected(Rejection::UnknownReservation(r.name.clone()));
+        };
+        // A maintenance window that has opened keeps having opened.
+        let started = old.started && r.start_ms <= now_ms;
+        let old = old.clone();
+        if let Err(refusal) = self.check_reservation(r, force, now_ms) {
+            return Outcome::Rejected(refusal);
+        }
+        let mut new = r.clone();
+        new.started = started;
+        new.created_by = old.created_by.clone();
+        self.reservations.insert(r.name.clone(), new);
+        Outcome::Applied
+    }
+
+    /// `r` against the cluster and the other reservations (one of its own name aside).
+    fn check_reservation(
+        &self,
+        r: &Reservation,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(), Rejection> {
+        let bad = |why: String| Err(Rejection::BadReservation(why));
         if let Err(why) = r.check() {
             return bad(why);
         }
         if r.end_ms <= now_ms {
             return bad("the reservation would have ended already".into());
         }
-        self.reservations.retain(|_, old| old.end_ms > now_ms);
-        if self.reservations.contains_key(&r.name) {
-            return Outcome::Rejected(Rejection::ReservationExists(r.name.clone()));
-        }
         if let Some(unknown) = r.nodes.iter().find(|n| !self.nodes.contains_key(*n)) {
-            return Outcome::Rejected(Rejection::UnknownNode(unknown.clone()));
+            return Err(Rejection::UnknownNode(unknown.clone()));
         }
         let window = (r.start_ms, Some(r.end_ms));
-        for other in self.reservations.values() {
+        for other in self.reservations.values().filter(|o| o.name != r.name) {
             if other.overlaps(window.0, window.1)
                 && let Some(node) = r.nodes.iter().find(|n| other.nodes.contains(n))
             {
@@ -595,7 +631,12 @@ impl StateMachine {
             for name in &r.nodes {
                 let running = self.nodes.get(name).into_iter().flat_map(|n| &n.jobs);
                 for id in running {
-                    let Some(job) = self.jobs.get(id) else {
+                    // Its own members' jobs run there by right.
+                    let Some(job) = self
+                        .jobs
+                        .get(id)
+                        .filter(|j| j.spec.reservation.as_deref() != Some(r.name.as_str()))
+                    else {
                         continue;
                     };
                     let end = job
@@ -611,8 +652,7 @@ impl StateMachine {
                 }
             }
         }
-        self.reservations.insert(r.name.clone(), r.clone());
-        Outcome::Applied
+        Ok(())
     }
 
     fn reservation_started(&mut self, name: &str, now_ms: u64) -> Outcome {

@@ -842,10 +842,10 @@ fn arb_command() -> impl Strategy<Value = Command> {
             prop::sample::select(vec!["r1", "r2"]),
             node.clone(),
             0u64..20,
-            any::<bool>()
+            (any::<bool>(), any::<bool>())
         )
-            .prop_map(|(name, node, start_ms, force)| Command::CreateReservation {
-                reservation: crate::reservation::Reservation {
+            .prop_map(|(name, node, start_ms, (force, update))| {
+                let reservation = crate::reservation::Reservation {
                     name: name.into(),
                     start_ms,
                     end_ms: start_ms + 5,
@@ -855,9 +855,20 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     created_by: "root".into(),
                     maintenance: false,
                     started: false,
-                },
-                force,
-                now_ms: 4,
+                };
+                if update {
+                    Command::UpdateReservation {
+                        reservation,
+                        force,
+                        now_ms: 4,
+                    }
+                } else {
+                    Command::CreateReservation {
+                        reservation,
+                        force,
+                        now_ms: 4,
+                    }
+                }
             }),
         prop::sample::select(vec!["r1", "r2"]).prop_map(|name| Command::DeleteReservation {
             name: name.into(),
