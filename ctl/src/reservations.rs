@@ -15,6 +15,7 @@ use crate::output::{Format, emit, emit_json, render_table, timestamp};
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum ReservationCommand {
     /// Hold nodes over a window for some users' and accounts' jobs (admins only)
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["nodes", "gpus"]))]
     Create {
         /// Its name: letters, digits, '-', '_', '.'
         name: String,
@@ -25,8 +26,14 @@ pub enum ReservationCommand {
         #[arg(long, value_name = "DUR")]
         duration: String,
         /// The nodes it holds: gpu01,gpu02 or gpu[01-04]
-        #[arg(long, required = true, value_name = "LIST")]
-        nodes: String,
+        #[arg(long, value_name = "LIST")]
+        nodes: Option<String>,
+        /// Hold this many GPUs instead, picked by the scheduler (from --pool)
+        #[arg(long, value_name = "N")]
+        gpus: Option<u32>,
+        /// With --gpus: only GPUs of this pool's nodes
+        #[arg(long, value_name = "POOL", requires = "gpus")]
+        pool: Option<String>,
         /// Users whose jobs may run in it (comma-separated)
         #[arg(long, value_name = "U[,U...]", value_delimiter = ',')]
         users: Vec<String>,
@@ -87,6 +94,8 @@ pub struct ReservationRow {
     /// `ACTIVE` in its window, `PLANNED` before it.
     pub state: String,
     pub nodes: Vec<String>,
+    /// For a reservation of GPUs, those it holds per node; `{}` when it holds whole nodes.
+    pub gpus: std::collections::BTreeMap<String, Vec<u32>>,
     pub users: Vec<String>,
     pub accounts: Vec<String>,
     pub created_by: String,
@@ -112,6 +121,11 @@ fn row(r: &pb::Reservation, now: u64) -> ReservationRow {
         }
         .to_string(),
         nodes: r.nodes.clone(),
+        gpus: r
+            .gpus
+            .iter()
+            .map(|h| (h.node.clone(), h.gpus.clone()))
+            .collect(),
         users: r.users.clone(),
         accounts: r.accounts.clone(),
         created_by: r.created_by.clone(),
@@ -139,13 +153,21 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
             start,
             duration,
             nodes,
+            gpus,
+            pool,
             users,
             accounts,
             maintenance,
             force,
         } => {
             let (start_ms, end_ms) = window(&start, &duration, now)?;
-            let nodes = hostlist::expand(&nodes)?;
+            let nodes = match &nodes {
+                Some(list) => hostlist::expand(list)?,
+                None => Vec::new(),
+            };
+            if gpus == Some(0) {
+                bail!("--gpus: reserve at least 1 GPU");
+            }
             if !maintenance && users.is_empty() && accounts.is_empty() {
                 bail!("name the --users or --accounts whose jobs may run in it (or --maintenance)");
             }
@@ -160,18 +182,22 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
                     accounts,
                     created_by: String::new(),
                     maintenance,
+                    gpus: Vec::new(),
                 }),
                 force,
+                gpu_count: gpus.unwrap_or(0),
+                pool: pool.unwrap_or_default(),
             };
-            scheduler
+            let response = scheduler
                 .call(|mut client| {
                     let request = request.clone();
                     async move { client.create_reservation(request).await }
                 })
                 .await?;
+            let created = response.reservations.iter().find(|r| r.name == name);
             emit(&format!(
                 "Reservation {name} holds {} for {} from {}\n",
-                nodes.join(","),
+                created.map_or_else(|| nodes.join(","), |r| row(r, now).holds()),
                 format_duration_ms(end_ms - start_ms),
                 timestamp(start_ms).unwrap_or_default()
             ))?;
@@ -208,6 +234,12 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
                     Some(list) => hostlist::expand(list)?,
                     None => current.nodes.clone(),
                 },
+                // New nodes are held whole.
+                gpus: if nodes.is_some() {
+                    Vec::new()
+                } else {
+                    current.gpus.clone()
+                },
                 users: users.unwrap_or_else(|| current.users.clone()),
                 accounts: accounts.unwrap_or_else(|| current.accounts.clone()),
                 ..current
@@ -216,6 +248,8 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
                 caller: Some(caller()),
                 reservation: Some(changed.clone()),
                 force,
+                gpu_count: 0,
+                pool: String::new(),
             };
             scheduler
                 .call(|mut client| {
@@ -225,7 +259,7 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
                 .await?;
             emit(&format!(
                 "Reservation {name} holds {} for {} from {}\n",
-                changed.nodes.join(","),
+                row(&changed, now).holds(),
                 format_duration_ms(changed.end_ms - changed.start_ms),
                 timestamp(changed.start_ms).unwrap_or_default()
             ))?;
@@ -276,6 +310,24 @@ async fn list(
     Ok(response.reservations.iter().map(|r| row(r, now)).collect())
 }
 
+impl ReservationRow {
+    /// What it holds: `gpu01,gpu02` (whole nodes) or `gpu01:0,1 gpu02:3`.
+    fn holds(&self) -> String {
+        if self.gpus.is_empty() {
+            return self.nodes.join(",");
+        }
+        let parts: Vec<String> = self
+            .gpus
+            .iter()
+            .map(|(node, gpus)| {
+                let gpus: Vec<String> = gpus.iter().map(u32::to_string).collect();
+                format!("{node}:{}", gpus.join(","))
+            })
+            .collect();
+        parts.join(" ")
+    }
+}
+
 fn or_dash(list: &[String]) -> String {
     if list.is_empty() {
         "-".into()
@@ -286,7 +338,7 @@ fn or_dash(list: &[String]) -> String {
 
 fn table(rows: &[ReservationRow]) -> String {
     let header = [
-        "NAME", "STATE", "START", "END", "NODES", "USERS", "ACCOUNTS", "MAINT",
+        "NAME", "STATE", "START", "END", "HOLDS", "USERS", "ACCOUNTS", "MAINT",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -296,7 +348,7 @@ fn table(rows: &[ReservationRow]) -> String {
                 r.state.clone(),
                 r.start_time.clone().unwrap_or_default(),
                 r.end_time.clone().unwrap_or_default(),
-                r.nodes.join(","),
+                r.holds(),
                 or_dash(&r.users),
                 or_dash(&r.accounts),
                 if r.maintenance { "yes" } else { "no" }.to_string(),
@@ -312,7 +364,7 @@ fn show(r: &ReservationRow) -> String {
         ("state", r.state.clone()),
         ("start_time", r.start_time.clone().unwrap_or_default()),
         ("end_time", r.end_time.clone().unwrap_or_default()),
-        ("nodes", r.nodes.join(",")),
+        ("holds", r.holds()),
         ("users", or_dash(&r.users)),
         ("accounts", or_dash(&r.accounts)),
         ("created_by", r.created_by.clone()),

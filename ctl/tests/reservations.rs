@@ -151,6 +151,24 @@ fn reservations_keep_outsiders_out_and_let_members_in() {
     );
     assert!(reason(url, waits).starts_with("Reservation: reservation others opens in 3:59:"));
     gantry_ok(url, &["cancel", &waits.to_string()]);
+    // Of GPUs: the scheduler picks one no running job may still hold then.
+    let out = gantry_ok(
+        url,
+        &[
+            "reservation",
+            "create",
+            "one-gpu",
+            "--start",
+            "now+6h",
+            "--duration",
+            "1h",
+            "--gpus",
+            "1",
+            "--users",
+            "root",
+        ],
+    );
+    assert!(out.starts_with("Reservation one-gpu holds node1:"), "{out}");
     refused(
         url,
         &["reservation", "update", "nope", "--users", "root"],
@@ -182,7 +200,14 @@ fn reservations_keep_outsiders_out_and_let_members_in() {
         .iter()
         .map(|r| (r["name"].as_str().unwrap(), r["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(names, [("later", "PLANNED"), ("others", "PLANNED")]);
+    assert_eq!(
+        names,
+        [
+            ("later", "PLANNED"),
+            ("one-gpu", "PLANNED"),
+            ("others", "PLANNED")
+        ]
+    );
 
     // An open reservation, up to where the other starts: its member runs at once, outsiders
     // still wait.

@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 
 use gantry_model::units::format_duration_ms;
-use gantry_model::{JobId, Shape};
+use gantry_model::{JobId, Resources, Shape};
 
 use crate::accounts::{GpuLedger, Tree};
 use crate::config::SchedulingProfile;
@@ -483,6 +483,14 @@ impl Pass {
             for (i, node) in free.iter_mut().enumerate() {
                 if !inside.contains(&i) {
                     node.take(&node.res.clone(), &node.gpus.clone());
+                } else if let Some(held) = reservation.gpus.get(&view.nodes[i].name) {
+                    let others: Vec<u32> = node
+                        .gpus
+                        .iter()
+                        .copied()
+                        .filter(|g| !held.contains(g))
+                        .collect();
+                    node.take(&Resources::default(), &others);
                 }
             }
             let pick = Pick::Start(&self.demand);

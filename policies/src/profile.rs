@@ -162,11 +162,22 @@ impl Profile {
                 shares: r
                     .nodes
                     .iter()
-                    .filter_map(|name| index.get(name.as_str()))
-                    .map(|&node| Share {
-                        node,
-                        res: view.nodes[node].capacity,
-                        gpus: view.nodes[node].gpus.iter().map(|g| g.index).collect(),
+                    .filter_map(|name| Some((name, *index.get(name.as_str())?)))
+                    .map(|(name, node)| match r.gpus.get(name) {
+                        // GPUs alone: CPUs and memory stay everyone's.
+                        Some(gpus) => Share {
+                            node,
+                            res: gantry_model::Resources {
+                                gpus: u32::try_from(gpus.len()).unwrap_or(u32::MAX),
+                                ..Default::default()
+                            },
+                            gpus: gpus.clone(),
+                        },
+                        None => Share {
+                            node,
+                            res: view.nodes[node].capacity,
+                            gpus: view.nodes[node].gpus.iter().map(|g| g.index).collect(),
+                        },
                     })
                     .collect(),
                 reservation: Some(r.name.clone()),

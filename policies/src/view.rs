@@ -35,14 +35,17 @@ pub struct ClusterView {
     pub reservations: Vec<ReservationView>,
 }
 
-/// Nodes held over `[start, end)`: only jobs submitted with `--reservation NAME` run there
-/// then, and nothing else starts there that would still run by `start`.
+/// Nodes (or GPUs of them) held over `[start, end)`: only jobs submitted with
+/// `--reservation NAME` run there then, and nothing else starts there that would still run
+/// by `start`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservationView {
     pub name: String,
     pub start_ms: u64,
     pub end_ms: u64,
     pub nodes: Vec<String>,
+    /// The GPUs it holds on each of its nodes; empty: it holds the nodes whole.
+    pub gpus: BTreeMap<String, Vec<u32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,7 +50,11 @@ struct Reservation {
     /// From now (`0s`) or later (`1h`), for `lasts`.
     starts_in: String,
     lasts: String,
+    #[serde(default)]
     nodes: Vec<String>,
+    /// `node:gpu,gpu`: GPUs held rather than whole nodes (the nodes named here too).
+    #[serde(default)]
+    gpus: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +333,7 @@ fn view(s: &Scenario) -> ClusterView {
                 start_ms: NOW + ms(&r.starts_in),
                 end_ms: NOW + ms(&r.starts_in) + ms(&r.lasts),
                 nodes: r.nodes.clone(),
+                gpus: r.gpus.iter().map(|text| parse_part(text)).collect(),
             })
             .collect(),
         ..Default::default()

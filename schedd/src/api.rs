@@ -8,7 +8,7 @@ use gantry_proto as pb;
 use gantry_state::accounting;
 use gantry_state::accounts::{self, Account, AccountError, NewAccount};
 use gantry_state::reservation::Reservation;
-use gantry_state::{Command, Control, DrainMode, Job, Node, NodeState, Outcome, Rejection};
+use gantry_state::{Command, Control, DrainMode, GpuAsk, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
 
 use crate::clock::now_ms;
@@ -190,11 +190,17 @@ impl SchedulerApi {
         let r = request
             .reservation
             .ok_or_else(|| Status::invalid_argument("no reservation given"))?;
+        let gpu_holds = !r.gpus.is_empty();
         let reservation = Reservation {
             name: r.name,
             start_ms: r.start_ms,
             end_ms: r.end_ms,
-            nodes: node_names(r.nodes)?,
+            nodes: if request.gpu_count > 0 || gpu_holds {
+                r.gpus.iter().map(|h| h.node.clone()).collect()
+            } else {
+                node_names(r.nodes)?
+            },
+            gpus: r.gpus.into_iter().map(|h| (h.node, h.gpus)).collect(),
             users: r.users,
             accounts: r.accounts,
             created_by: who.user,
@@ -218,6 +224,14 @@ impl SchedulerApi {
                     accounts: r.accounts.clone(),
                     created_by: r.created_by.clone(),
                     maintenance: r.maintenance,
+                    gpus: r
+                        .gpus
+                        .iter()
+                        .map(|(node, gpus)| pb::NodeGpus {
+                            node: node.clone(),
+                            gpus: gpus.clone(),
+                        })
+                        .collect(),
                 })
                 .collect()
         });
@@ -833,9 +847,15 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::CreateReservationRequest>,
     ) -> Result<Response<pb::ReservationsResponse>, Status> {
-        let (reservation, force) = self.reservation_request(request.into_inner())?;
+        let request = request.into_inner();
+        let gpus = (request.gpu_count > 0).then(|| GpuAsk {
+            count: request.gpu_count,
+            pool: (!request.pool.is_empty()).then(|| request.pool.clone()),
+        });
+        let (reservation, force) = self.reservation_request(request)?;
         self.propose(Command::CreateReservation {
             reservation,
+            gpus,
             force,
             now_ms: now_ms(),
         })

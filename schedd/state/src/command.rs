@@ -136,6 +136,8 @@ pub enum Command {
     /// nodes with running jobs that would still run in its window, unless `force`.
     CreateReservation {
         reservation: Reservation,
+        /// Hold this many GPUs, picked at apply, instead of `reservation.nodes`.
+        gpus: Option<GpuAsk>,
         force: bool,
         now_ms: u64,
     },
@@ -168,6 +170,13 @@ pub enum Command {
         by: String,
         now_ms: u64,
     },
+}
+
+/// GPUs a reservation asks for (`--gpus N [--pool P]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuAsk {
+    pub count: u32,
+    pub pool: Option<String>,
 }
 
 /// What a drain does to the jobs running on the nodes.

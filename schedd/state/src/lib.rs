@@ -16,7 +16,7 @@ pub mod reservation;
 pub mod usage;
 mod view;
 
-pub use command::{Command, Control, DrainMode, ExitReason, Outcome, PartExit, Rejection};
+pub use command::{Command, Control, DrainMode, ExitReason, GpuAsk, Outcome, PartExit, Rejection};
 pub use job::{Attempt, Job, Part, Requeue};
 pub use machine::{SnapshotError, StateMachine};
 pub use node::{Drain, Node, NodeState};

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::accounts::Accounts;
-use crate::command::{Command, Control, DrainMode, ExitReason, Outcome, PartExit, Rejection};
+use crate::command::{
+    Command, Control, DrainMode, ExitReason, GpuAsk, Outcome, PartExit, Rejection,
+};
 use crate::job::{Attempt, Job, Part, Requeue, RequeueCause};
 use crate::node::{Drain, Node};
 use crate::reservation::Reservation;
@@ -295,9 +297,10 @@ impl StateMachine {
             } => self.requeue(*job, *attempt, reason, *now_ms),
             Command::CreateReservation {
                 reservation,
+                gpus,
                 force,
                 now_ms,
-            } => self.create_reservation(reservation, *force, *now_ms),
+            } => self.create_reservation(reservation, gpus.as_ref(), *force, *now_ms),
             Command::UpdateReservation {
                 reservation,
                 force,
@@ -550,8 +553,11 @@ impl StateMachine {
                     "the job does not fit in reservation {name}'s window"
                 ));
             }
-            if let Some(p) = parts.iter().find(|p| !r.nodes.contains(&p.node)) {
-                return Err(format!("node {} is not in reservation {name}", p.node));
+            if let Some(p) = parts.iter().find(|p| !r.covers(&p.node, &p.gpus)) {
+                return Err(format!(
+                    "GPUs {:?} of node {} are not in reservation {name}",
+                    p.gpus, p.node
+                ));
             }
             return Ok(());
         }
@@ -560,7 +566,7 @@ impl StateMachine {
             .values()
             .filter(|r| r.overlaps(now_ms, end))
         {
-            if let Some(p) = parts.iter().find(|p| r.nodes.contains(&p.node)) {
+            if let Some(p) = parts.iter().find(|p| r.touches(&p.node, &p.gpus)) {
                 return Err(format!(
                     "node {} is held by reservation {} in the job's time",
                     p.node, r.name
@@ -570,16 +576,104 @@ impl StateMachine {
         Ok(())
     }
 
-    fn create_reservation(&mut self, r: &Reservation, force: bool, now_ms: u64) -> Outcome {
+    fn create_reservation(
+        &mut self,
+        r: &Reservation,
+        gpus: Option<&GpuAsk>,
+        force: bool,
+        now_ms: u64,
+    ) -> Outcome {
         self.reservations.retain(|_, old| old.end_ms > now_ms);
         if self.reservations.contains_key(&r.name) {
             return Outcome::Rejected(Rejection::ReservationExists(r.name.clone()));
         }
-        if let Err(refusal) = self.check_reservation(r, force, now_ms) {
+        let mut r = r.clone();
+        if let Some(ask) = gpus {
+            match self.pick_gpus(&r, ask, force, now_ms) {
+                Ok(held) => {
+                    r.nodes = held.keys().cloned().collect();
+                    r.gpus = held;
+                }
+                Err(why) => return Outcome::Rejected(Rejection::BadReservation(why)),
+            }
+        }
+        if let Err(refusal) = self.check_reservation(&r, force, now_ms) {
             return Outcome::Rejected(refusal);
         }
-        self.reservations.insert(r.name.clone(), r.clone());
+        self.reservations.insert(r.name.clone(), r);
         Outcome::Applied
+    }
+
+    /// `ask.count` GPUs for `r`'s window, from nodes that take work (of `ask.pool`), in name
+    /// order: none another reservation holds then, nor (unless `force`) one a running job may
+    /// still hold when it starts.
+    fn pick_gpus(
+        &self,
+        r: &Reservation,
+        ask: &GpuAsk,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<BTreeMap<String, Vec<u32>>, String> {
+        let others: Vec<&Reservation> = self
+            .reservations
+            .values()
+            .filter(|o| o.overlaps(r.start_ms, Some(r.end_ms)))
+            .collect();
+        let mut held = BTreeMap::new();
+        let mut left = ask.count;
+        let candidates = self.nodes.values().filter(|n| {
+            n.unavailable_reason().is_none()
+                && ask.pool.as_ref().is_none_or(|p| *p == n.inventory.pool)
+        });
+        for node in candidates {
+            if left == 0 {
+                break;
+            }
+            let busy: BTreeSet<u32> = node
+                .jobs
+                .iter()
+                .filter_map(|id| self.jobs.get(id))
+                .filter(|j| {
+                    let end = j
+                        .spec
+                        .time_limit_for(j.shape)
+                        .map(|limit| j.start_time_ms.unwrap_or(now_ms).saturating_add(limit));
+                    !force && end.is_none_or(|end| end > r.start_ms)
+                })
+                .filter_map(|j| j.part_on(&node.name))
+                .flat_map(|p| p.gpus.iter().copied())
+                .collect();
+            let free: Vec<u32> = node
+                .usable_gpus()
+                .iter()
+                .map(|g| g.index)
+                .filter(|g| !busy.contains(g))
+                .filter(|g| !others.iter().any(|o| o.touches(&node.name, &[*g])))
+                .take(left as usize)
+                .collect();
+            if !free.is_empty() {
+                left -= u32::try_from(free.len()).unwrap_or(left);
+                held.insert(node.name.clone(), free);
+            }
+        }
+        if left > 0 {
+            let pool = ask
+                .pool
+                .as_ref()
+                .map(|p| format!(" of pool {p}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "only {} GPU(s){pool} can be held for that window (wanted {}){}",
+                ask.count - left,
+                ask.count,
+                if force {
+                    ""
+                } else {
+                    "; --force counts those of running jobs too"
+                }
+            ));
+        }
+        Ok(held)
     }
 
     fn update_reservation(&mut self, r: &Reservation, force: bool, now_ms: u64) -> Outcome {
@@ -619,7 +713,7 @@ impl StateMachine {
         let window = (r.start_ms, Some(r.end_ms));
         for other in self.reservations.values().filter(|o| o.name != r.name) {
             if other.overlaps(window.0, window.1)
-                && let Some(node) = r.nodes.iter().find(|n| other.nodes.contains(n))
+                && let Some(node) = r.clash(other)
             {
                 return bad(format!(
                     "node {node} is in reservation {} at that time",
@@ -632,11 +726,10 @@ impl StateMachine {
                 let running = self.nodes.get(name).into_iter().flat_map(|n| &n.jobs);
                 for id in running {
                     // Its own members' jobs run there by right.
-                    let Some(job) = self
-                        .jobs
-                        .get(id)
-                        .filter(|j| j.spec.reservation.as_deref() != Some(r.name.as_str()))
-                    else {
+                    let Some(job) = self.jobs.get(id).filter(|j| {
+                        j.spec.reservation.as_deref() != Some(r.name.as_str())
+                            && j.part_on(name).is_some_and(|p| r.touches(name, &p.gpus))
+                    }) else {
                         continue;
                     };
                     let end = job

@@ -1,6 +1,8 @@
 //! Advance reservations: nodes held over a window for some users' and accounts' jobs
 //! (`gantry reservation`). Replicated state; the policies plan around them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use gantry_model::names::is_plain_name;
@@ -14,6 +16,9 @@ pub struct Reservation {
     pub start_ms: u64,
     pub end_ms: u64,
     pub nodes: Vec<String>,
+    /// For a reservation of GPUs (`--gpus N`): the GPUs it holds on each of its nodes. Empty:
+    /// it holds its nodes whole.
+    pub gpus: BTreeMap<String, Vec<u32>>,
     /// Whose jobs may run in it: these users, and the users of these accounts (and their
     /// sub-accounts).
     pub users: Vec<String>,
@@ -42,7 +47,10 @@ impl Reservation {
             return Err("a reservation may last a year at most".into());
         }
         if self.nodes.is_empty() {
-            return Err("a reservation needs nodes".into());
+            return Err("a reservation needs nodes or GPUs".into());
+        }
+        if self.maintenance && !self.gpus.is_empty() {
+            return Err("a maintenance reservation holds whole nodes: give --nodes".into());
         }
         if self.maintenance && !(self.users.is_empty() && self.accounts.is_empty()) {
             return Err("a maintenance reservation runs no jobs: give no users or accounts".into());
@@ -56,6 +64,45 @@ impl Reservation {
             }
         }
         Ok(())
+    }
+
+    /// Whether it holds `gpus` on `node`, or any of them (`all` false).
+    fn holds(&self, node: &str, gpus: &[u32], all: bool) -> bool {
+        if !self.nodes.iter().any(|n| n == node) {
+            return false;
+        }
+        if self.gpus.is_empty() {
+            return true;
+        }
+        let held = self.gpus.get(node).map_or(&[][..], Vec::as_slice);
+        if all {
+            gpus.iter().all(|g| held.contains(g))
+        } else {
+            gpus.iter().any(|g| held.contains(g))
+        }
+    }
+
+    /// Whether a job's part of `gpus` on `node` would use what it holds.
+    pub fn touches(&self, node: &str, gpus: &[u32]) -> bool {
+        self.holds(node, gpus, false)
+    }
+
+    /// Whether a member's part of `gpus` on `node` is inside it.
+    pub fn covers(&self, node: &str, gpus: &[u32]) -> bool {
+        self.holds(node, gpus, true)
+    }
+
+    /// A node both hold something of at once, if any.
+    pub fn clash<'a>(&'a self, other: &Reservation) -> Option<&'a str> {
+        self.nodes.iter().map(String::as_str).find(|node| {
+            if !other.nodes.iter().any(|n| n == node) {
+                return false;
+            }
+            match (self.gpus.get(*node), other.gpus.get(*node)) {
+                (Some(mine), Some(theirs)) => mine.iter().any(|g| theirs.contains(g)),
+                _ => self.gpus.is_empty() || other.gpus.is_empty(),
+            }
+        })
     }
 
     /// Whether its window overlaps `[start, end)` (`end` None: for ever).

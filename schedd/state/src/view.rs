@@ -64,6 +64,7 @@ impl StateMachine {
                     start_ms: r.start_ms,
                     end_ms: r.end_ms,
                     nodes: r.nodes.clone(),
+                    gpus: r.gpus.clone(),
                 })
                 .collect(),
         }

@@ -855,6 +855,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     created_by: "root".into(),
                     maintenance: false,
                     started: false,
+                    gpus: Default::default(),
                 };
                 if update {
                     Command::UpdateReservation {
@@ -867,6 +868,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                         reservation,
                         force,
                         now_ms: 4,
+                        gpus: None,
                     }
                 }
             }),
@@ -1717,11 +1719,13 @@ fn reservations_are_checked_and_enforced_at_apply() {
         created_by: "root".into(),
         maintenance: false,
         started: false,
+        gpus: Default::default(),
     };
     let create = |r: Reservation, force| Command::CreateReservation {
         reservation: r,
         force,
         now_ms: 10,
+        gpus: None,
     };
     let running = log.submit(1, 1);
     log.allocate(running, "n2", vec![0]);
@@ -1818,11 +1822,13 @@ fn a_maintenance_reservation_requeues_what_is_left_when_it_starts() {
         created_by: "root".into(),
         maintenance: true,
         started: false,
+        gpus: Default::default(),
     };
     let create = |r: &Reservation| Command::CreateReservation {
         reservation: r.clone(),
         force: true,
         now_ms: 10,
+        gpus: None,
     };
     assert!(
         matches!(log.apply(create(&window)), Outcome::Rejected(_)),
@@ -1845,4 +1851,61 @@ fn a_maintenance_reservation_requeues_what_is_left_when_it_starts() {
         matches!(log.apply(started(101)), Outcome::Ignored(_)),
         "once"
     );
+}
+
+/// A reservation of GPUs: picked at apply in node order, around running jobs and other
+/// reservations; outsiders keep the node's other GPUs, members get only the held ones.
+#[test]
+fn a_reservation_of_gpus_holds_those_gpus_only() {
+    use crate::command::GpuAsk;
+    use crate::reservation::Reservation;
+    let mut log = Log::new();
+    log.register("n1", 4);
+    log.register("n2", 4);
+    let busy = log.submit(1, 1);
+    log.allocate(busy, "n1", vec![0]);
+    let create = |name: &str, count| Command::CreateReservation {
+        reservation: Reservation {
+            name: name.into(),
+            start_ms: 0,
+            end_ms: 3_600_000,
+            nodes: vec![],
+            gpus: Default::default(),
+            users: vec!["ann".into()],
+            accounts: vec![],
+            created_by: "root".into(),
+            maintenance: false,
+            started: false,
+        },
+        gpus: Some(GpuAsk { count, pool: None }),
+        force: false,
+        now_ms: 1,
+    };
+    assert_eq!(log.apply(create("five", 5)), Outcome::Applied);
+    let held = log.sm.reservations(2).next().unwrap().gpus.clone();
+    assert_eq!(
+        held,
+        [
+            ("n1".to_string(), vec![1, 2, 3]),
+            ("n2".to_string(), vec![0, 1])
+        ]
+        .into()
+    );
+    let Outcome::Rejected(refusal) = log.apply(create("more", 3)) else {
+        panic!("only 2 GPUs are left");
+    };
+    assert!(
+        refusal
+            .to_string()
+            .contains("only 2 GPU(s) can be held for that window (wanted 3)"),
+        "{refusal}"
+    );
+    // Outsiders: n2's GPUs 2 and 3 are free for them, 0 and 1 are not.
+    let outsider = log.submit(1, 1);
+    let refused = |out: Outcome| match out {
+        Outcome::Rejected(Rejection::Stale { why, .. }) => why,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert!(refused(log.allocate(outsider, "n2", vec![1])).contains("held by reservation five"));
+    assert_eq!(log.allocate(outsider, "n2", vec![2]), Outcome::Applied);
 }
