@@ -6,7 +6,7 @@
 
 use std::fs;
 
-use gantry_testkit::scripts::{counter, first_run_hangs, lines, script, wait_lines};
+use gantry_testkit::scripts::{first_run_hangs, lines, script};
 use gantry_testkit::{
     Schedd, Site, gantry, gantry_ok, job, nodes, submit, wait_for, wait_nodes_up, wait_state,
 };
@@ -22,17 +22,8 @@ fn node_state(url: &str, name: &str) -> (String, String) {
 #[test]
 fn drain_requeue_moves_a_checkpointable_job_and_the_node_ends_drained() {
     let site = Site::start(&[]);
-    let (url, work, wd) = (site.url(), &site.work, site.wd());
-    let _node1 = site.node("gpu1", 1);
-    wait_nodes_up(url, 1);
-    let counter = script(work, "count.sh", &counter(work));
-    let id = submit(
-        url,
-        &["-G", "1", "--checkpoint", "SIGUSR1@60s", "-D", wd, &counter],
-    );
-    wait_lines("the job to count to 20", &work.join("steps"), 20);
-    let _node2 = site.node("gpu2", 1);
-    wait_nodes_up(url, 2);
+    let (url, work) = (site.url(), &site.work);
+    let (id, _gpu1, _gpu2) = site.counter_on_first_of_two("gpu1", "gpu2");
 
     let out = gantry_ok(
         url,

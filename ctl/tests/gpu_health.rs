@@ -6,23 +6,14 @@
 
 use std::fs;
 
-use gantry_testkit::scripts::{counter, lines, script, wait_lines};
-use gantry_testkit::{Site, nodes, submit, wait_for, wait_nodes_up, wait_state};
+use gantry_testkit::scripts::lines;
+use gantry_testkit::{Site, nodes, wait_for, wait_state};
 
 #[test]
 fn an_injected_gpu_failure_drains_the_node_and_requeues_its_job() {
     let site = Site::start(&[]);
-    let (url, work, wd) = (site.url(), &site.work, site.wd());
-    let _gpu1 = site.node("gpu1", 1);
-    wait_nodes_up(url, 1);
-    let counter = script(work, "count.sh", &counter(work));
-    let id = submit(
-        url,
-        &["-G", "1", "--checkpoint", "SIGUSR1@60s", "-D", wd, &counter],
-    );
-    wait_lines("the job to count to 20", &work.join("steps"), 20);
-    let _gpu2 = site.node("gpu2", 1);
-    wait_nodes_up(url, 2);
+    let (url, work) = (site.url(), &site.work);
+    let (id, _gpu1, _gpu2) = site.counter_on_first_of_two("gpu1", "gpu2");
 
     // The test hook: what NVML would report on a real GPU.
     let faults = site.dir.path().join("gpu1").join("gpu-faults");

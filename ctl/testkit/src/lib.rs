@@ -627,6 +627,30 @@ impl Site {
     pub fn wd(&self) -> &str {
         self.work.to_str().unwrap()
     }
+
+    /// A job to move: node `first` (1 GPU) runs [`scripts::counter`] with a checkpoint
+    /// contract until it has counted to 20; then node `second` (1 GPU) is up to take it.
+    /// Returns the job's id and both nodes.
+    pub fn counter_on_first_of_two(&self, first: &str, second: &str) -> (u64, Noded, Noded) {
+        let url = self.url();
+        let first = self.node(first, 1);
+        wait_nodes_up(url, 1);
+        let script = scripts::script(&self.work, "count.sh", &scripts::counter(&self.work));
+        let args = [
+            "-G",
+            "1",
+            "--checkpoint",
+            "SIGUSR1@60s",
+            "-D",
+            self.wd(),
+            &script,
+        ];
+        let id = submit(url, &args);
+        scripts::wait_lines("the job to count to 20", &self.work.join("steps"), 20);
+        let second = self.node(second, 1);
+        wait_nodes_up(url, 2);
+        (id, first, second)
+    }
 }
 
 /// Kills the process groups of every supervisor and job recorded under `dir` (any
