@@ -1,8 +1,10 @@
 //! GPU health: failures the daemon reports to the scheduler, which then gives the GPU to no
 //! job, stops the jobs on it (to run again elsewhere) and drains the node. Two sources:
 //!
-//! - NVML, when the GPUs came from it: a GPU that stops answering (`GPU is lost`) or whose
-//!   count of uncorrectable (volatile) ECC errors grows after the daemon started.
+//! - NVML, when the GPUs came from it: a critical XID event of a hardware kind (see
+//!   [`HARDWARE_XIDS`]; the XIDs an application's own faults cause are only logged), a GPU
+//!   that stops answering (`GPU is lost`), or one whose count of uncorrectable (volatile) ECC
+//!   errors grows after the daemon started.
 //! - The fault file `<data-dir>/gpu-faults`: one `INDEX REASON` per line, appended to by an
 //!   admin or a test — fire drills, and GPUs of a declared inventory.
 //!
@@ -13,9 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nvml_wrapper::Nvml;
+use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError};
+use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{EventSet, Nvml};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -24,6 +28,12 @@ pub const FAULT_FILE: &str = "gpu-faults";
 
 /// How often the sources are read: a failed GPU's jobs are lost work already.
 const POLL: Duration = Duration::from_millis(500);
+
+/// XIDs that mean the GPU itself is failing (NVIDIA's XID catalogue): double-bit and
+/// uncontained ECC errors, row remapping and page retirement failures, NVLink errors, a GPU
+/// fallen off the bus, GSP failures. Others (13, 31, 43, 45, 68...) come from what an
+/// application did and do not take a GPU out of service.
+pub const HARDWARE_XIDS: [u64; 13] = [48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120, 140];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuFault {
@@ -34,10 +44,11 @@ pub struct GpuFault {
 /// Starts watching `gpus` (their indices); faults arrive on the receiver, each GPU once.
 pub fn watch(data_dir: &Path, gpus: Vec<u32>, nvml: bool) -> mpsc::UnboundedReceiver<GpuFault> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let gpus: BTreeSet<u32> = gpus.into_iter().collect();
     let mut watcher = Watcher {
         fault_file: data_dir.join(FAULT_FILE),
-        gpus: gpus.into_iter().collect(),
-        nvml: nvml.then(NvmlHealth::start).flatten(),
+        nvml: nvml.then(|| NvmlHealth::start(&gpus)).flatten(),
+        gpus,
         reported: BTreeSet::new(),
         bad_lines: BTreeSet::new(),
     };
@@ -117,28 +128,37 @@ fn parse_fault(line: &str, gpus: &BTreeSet<u32>) -> Result<GpuFault, String> {
     Ok(GpuFault { gpu, reason })
 }
 
-/// NVML's view: uncorrectable ECC errors counted from the daemon's start, lost GPUs.
+/// NVML's view: critical XID events, uncorrectable ECC errors counted from the daemon's
+/// start, lost GPUs.
 struct NvmlHealth {
-    nvml: Nvml,
+    /// Lives as long as the daemon: the event set borrows it.
+    nvml: &'static Nvml,
     ecc_at_start: BTreeMap<u32, u64>,
+    /// `None` when NVML would not register XID events for every GPU watched.
+    xid_events: Option<EventSet<'static>>,
 }
 
 impl NvmlHealth {
-    fn start() -> Option<NvmlHealth> {
-        match Nvml::init() {
-            Ok(nvml) => Some(NvmlHealth {
-                nvml,
-                ecc_at_start: BTreeMap::new(),
-            }),
+    fn start(gpus: &BTreeSet<u32>) -> Option<NvmlHealth> {
+        let nvml: &'static Nvml = match Nvml::init() {
+            Ok(nvml) => Box::leak(Box::new(nvml)),
             Err(e) => {
                 warn!("GPU health is not watched through NVML: {e}");
-                None
+                return None;
             }
-        }
+        };
+        let xid_events = register_xid_events(nvml, gpus)
+            .inspect_err(|e| warn!("XID events are not watched: {e}"))
+            .ok();
+        Some(NvmlHealth {
+            nvml,
+            ecc_at_start: BTreeMap::new(),
+            xid_events,
+        })
     }
 
     fn poll(&mut self, gpus: &BTreeSet<u32>) -> Vec<GpuFault> {
-        let mut faults = Vec::new();
+        let mut faults = self.xid_faults();
         for &gpu in gpus {
             let ecc = self.nvml.device_by_index(gpu).and_then(|device| {
                 device.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)
@@ -163,6 +183,52 @@ impl NvmlHealth {
         }
         faults
     }
+
+    /// The hardware XIDs seen since the last poll (the others are logged).
+    fn xid_faults(&self) -> Vec<GpuFault> {
+        let Some(events) = &self.xid_events else {
+            return Vec::new();
+        };
+        let mut faults = Vec::new();
+        loop {
+            match events.wait(0) {
+                Ok(event) => {
+                    let Ok(gpu) = event.device.index() else {
+                        continue;
+                    };
+                    match event.event_data {
+                        Some(XidError::Value(xid)) if HARDWARE_XIDS.contains(&xid) => {
+                            faults.push(GpuFault {
+                                gpu,
+                                reason: format!("XID {xid} (NVML)"),
+                            });
+                        }
+                        other => warn!(gpu, xid = ?other, "XID event: not a hardware failure"),
+                    }
+                }
+                Err(NvmlError::Timeout) => return faults,
+                Err(e) => {
+                    debug!("no XID event read: {e}");
+                    return faults;
+                }
+            }
+        }
+    }
+}
+
+/// One event set with the critical XID events of every GPU watched.
+fn register_xid_events(
+    nvml: &'static Nvml,
+    gpus: &BTreeSet<u32>,
+) -> Result<EventSet<'static>, NvmlError> {
+    let mut set = nvml.create_event_set()?;
+    for &gpu in gpus {
+        set = nvml
+            .device_by_index(gpu)?
+            .register_events(EventTypes::CRITICAL_XID_ERROR, set)
+            .map_err(|e| e.error)?;
+    }
+    Ok(set)
 }
 
 #[cfg(test)]
