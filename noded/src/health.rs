@@ -257,6 +257,32 @@ mod tests {
         );
     }
 
+    /// Asked to watch NVML where there is no driver (this machine), the watcher says so in
+    /// the log and still watches the fault file.
+    #[test]
+    fn without_nvml_the_fault_file_is_still_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut faults = watch(dir.path(), vec![0, 1], true);
+        std::fs::write(dir.path().join(FAULT_FILE), "1 XID 79\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let fault = loop {
+            match faults.try_recv() {
+                Ok(fault) => break fault,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("no fault reported: {e}"),
+            }
+        };
+        assert_eq!(
+            fault,
+            GpuFault {
+                gpu: 1,
+                reason: "XID 79".into()
+            }
+        );
+    }
+
     #[test]
     fn each_gpu_is_reported_once_and_bad_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
