@@ -407,13 +407,18 @@ async fn the_node_runs_jobs_reports_them_and_survives_its_own_restart() {
         "hi\n"
     );
 
-    // A job that runs for a while; the daemon crashes under it.
+    // A job that runs until the test lets it end (a fixed sleep would end on its own on a
+    // loaded machine before the checks below); the daemon crashes under it.
     session.assign(vec![assignment(
         2,
         Some(launch(
             &scratch.work,
             2,
-            &["sh", "-c", "sleep 3; echo slept"],
+            &[
+                "sh",
+                "-c",
+                "while [ ! -e release-2 ]; do sleep 0.05; done; echo slept",
+            ],
         )),
         false,
     )]);
@@ -435,6 +440,7 @@ async fn the_node_runs_jobs_reports_them_and_survives_its_own_restart() {
     assert!(register.finished.is_empty(), "{:?}", register.finished);
     session.registered("n1", 1000);
     session.assign(vec![assignment(2, None, false)]);
+    fs::write(scratch.work.join("release-2"), "").unwrap();
     let exited = session.exited(2).await;
     assert_eq!(
         (exited.reason, exited.exit_code),
