@@ -129,7 +129,7 @@ pub async fn queue(args: QueueArgs, scheduler: &mut Scheduler) -> anyhow::Result
     Ok(())
 }
 
-pub const EXPLAIN_HEADER: [&str; 13] = [
+pub const EXPLAIN_HEADER: [&str; 14] = [
     "RANK",
     "JOBID",
     "USER",
@@ -141,6 +141,7 @@ pub const EXPLAIN_HEADER: [&str; 13] = [
     "QOSF",
     "DEADL",
     "SIZE",
+    "SHORT",
     "EST_START",
     "REASON",
 ];
@@ -157,7 +158,8 @@ pub fn explain_table(jobs: &[pb::Job]) -> String {
                     (
                         e.rank.to_string(),
                         e.priority.to_string(),
-                        [f.age, f.fair_share, f.qos, f.deadline, f.size].map(|v| v.to_string()),
+                        [f.age, f.fair_share, f.qos, f.deadline, f.size, f.short]
+                            .map(|v| v.to_string()),
                         e.estimated_start.clone().unwrap_or_else(|| "-".into()),
                     )
                 }
@@ -793,6 +795,7 @@ mod tests {
                 qos: 1000,
                 deadline: 0,
                 size: 250,
+                short: 600,
             }),
             rank: 2,
             estimated_start_ms: Some(60_000),
@@ -801,7 +804,7 @@ mod tests {
         let text = show_text(&pending, UNIX_EPOCH);
         assert!(
             text.contains(
-                "priority: 2750 (age 0, fair_share 1000, qos 1000, deadline 0, size 250)\n\
+                "priority: 2750 (age 0, fair_share 1000, qos 1000, deadline 0, size 250, short 600)\n\
                  rank: 2\nestimated_start: 1970-01-01T00:01:00.000Z\n"
             ),
             "{text}"
@@ -810,9 +813,9 @@ mod tests {
         assert!(!show_text(&unranked, UNIX_EPOCH).contains("rank:"));
         assert_eq!(
             explain_table(&[pending, unranked]),
-            "RANK  JOBID  USER   ACCOUNT  QOS   PRIORITY  AGE  FAIR  QOSF  DEADL  SIZE  EST_START                 REASON\n\
-             2     4      alice  default  high  2750      0    1000  1000  0      250   1970-01-01T00:01:00.000Z  Priority: waiting behind job 3\n\
-             -     5      alice  default        -         -    -     -     -      -     -                         -\n"
+            "RANK  JOBID  USER   ACCOUNT  QOS   PRIORITY  AGE  FAIR  QOSF  DEADL  SIZE  SHORT  EST_START                 REASON\n\
+             2     4      alice  default  high  2750      0    1000  1000  0      250   600    1970-01-01T00:01:00.000Z  Priority: waiting behind job 3\n\
+             -     5      alice  default        -         -    -     -     -      -     -      -                         -\n"
         );
     }
 

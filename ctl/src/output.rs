@@ -116,6 +116,7 @@ pub struct FactorsRow {
     pub qos: u32,
     pub deadline: u32,
     pub size: u32,
+    pub short: u32,
 }
 
 impl ExplanationRow {
@@ -133,17 +134,18 @@ impl ExplanationRow {
                 qos: f.qos,
                 deadline: f.deadline,
                 size: f.size,
+                short: f.short,
             },
             estimated_start: job.estimated_start_ms.and_then(timestamp),
         })
     }
 
-    /// `2750 (age 120, fair_share 1000, qos 500, deadline 0, size 250)`.
+    /// `2750 (age 120, fair_share 1000, qos 500, deadline 0, size 250, short 0)`.
     pub fn priority_text(&self) -> String {
         let f = &self.factors;
         format!(
-            "{} (age {}, fair_share {}, qos {}, deadline {}, size {})",
-            self.priority, f.age, f.fair_share, f.qos, f.deadline, f.size
+            "{} (age {}, fair_share {}, qos {}, deadline {}, size {}, short {})",
+            self.priority, f.age, f.fair_share, f.qos, f.deadline, f.size, f.short
         )
     }
 }

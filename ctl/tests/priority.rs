@@ -64,6 +64,8 @@ fn qos_and_deadlines_order_the_queue_and_every_pending_job_is_explained() {
         "{first}"
     );
     assert_eq!(first["factors"]["qos"], 500);
+    // 1 GPU for 30 minutes: shown, though it weighs nothing by default.
+    assert_eq!(first["factors"]["short"], 691, "{first}");
     // The blocker's time limit lets the first job get a reservation, with a start.
     assert!(first["estimated_start"].is_string(), "{first}");
     assert_eq!(ranks[1].1["factors"]["qos"], 1000);

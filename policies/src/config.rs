@@ -27,6 +27,8 @@ pub struct Weights {
     pub qos: u32,
     pub deadline: u32,
     pub size: u32,
+    /// Shorter jobs first: by the GPU time they ask for (0, the default: off).
+    pub short: u32,
 }
 
 /// A QoS level: its priority factor, and which levels' jobs its jobs may preempt.
@@ -45,7 +47,8 @@ pub enum SchedulingProfile {
     #[default]
     Gantry,
     /// Slurm's usual setup: multifactor priority, EASY backfill (one reservation, of whole
-    /// nodes), the main request only, no guarantees reclaimed.
+    /// nodes), one request per job (the first that can ever run here), no guarantees
+    /// reclaimed.
     SlurmLike,
     /// First come, first served, first fit: the first job that does not fit blocks the
     /// queue; no backfill.
@@ -85,6 +88,9 @@ pub struct PolicyConfig {
     /// A job with a deadline grows urgent over this long before it must start (its slack
     /// falls from this to zero).
     pub deadline_horizon_ms: u64,
+    /// The GPU time (GPUs × time limit, in GPU-milliseconds) at and above which a job's
+    /// `short` factor is 0.
+    pub short_max_gpu_ms: u64,
     /// How many blocked jobs get a reserved start per pass.
     pub reservation_depth: u32,
     pub qos: BTreeMap<String, QosLevel>,
@@ -170,10 +176,12 @@ impl Default for PolicyConfig {
                 qos: 2000,
                 deadline: 4000,
                 size: 500,
+                short: 0,
             },
             half_life_ms: 7 * DAY_MS,
             age_max_ms: 7 * DAY_MS,
             deadline_horizon_ms: DAY_MS,
+            short_max_gpu_ms: 1000 * HOUR_MS,
             reservation_depth: 8,
             qos: BTreeMap::from([
                 ("low".to_string(), level(0, &[])),
@@ -204,16 +212,18 @@ pub enum ConfigError {
 }
 
 /// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 20] = [
     "profile",
     "weight.age",
     "weight.fair_share",
     "weight.qos",
     "weight.deadline",
     "weight.size",
+    "weight.short",
     "fair_share.half_life",
     "priority.age_max",
     "deadline.horizon",
+    "priority.short_max",
     "backfill.depth",
     "pool.default",
     "preempt.min_runtime",
@@ -236,6 +246,7 @@ impl PolicyConfig {
             ("weight.qos", w.qos.to_string()),
             ("weight.deadline", w.deadline.to_string()),
             ("weight.size", w.size.to_string()),
+            ("weight.short", w.short.to_string()),
             (
                 "fair_share.half_life",
                 format_duration_ms(self.half_life_ms),
@@ -244,6 +255,10 @@ impl PolicyConfig {
             (
                 "deadline.horizon",
                 format_duration_ms(self.deadline_horizon_ms),
+            ),
+            (
+                "priority.short_max",
+                format_duration_ms(self.short_max_gpu_ms),
             ),
             ("backfill.depth", self.reservation_depth.to_string()),
             ("pool.default", self.default_pool.clone()),
@@ -370,9 +385,11 @@ impl PolicyConfig {
             "weight.qos" => self.weights.qos = weight()?,
             "weight.deadline" => self.weights.deadline = weight()?,
             "weight.size" => self.weights.size = weight()?,
+            "weight.short" => self.weights.short = weight()?,
             "fair_share.half_life" => self.half_life_ms = duration()?,
             "priority.age_max" => self.age_max_ms = duration()?,
             "deadline.horizon" => self.deadline_horizon_ms = duration()?,
+            "priority.short_max" => self.short_max_gpu_ms = duration()?,
             "backfill.depth" => self.reservation_depth = count(MAX_RESERVATION_DEPTH)?,
             "pool.default" => {
                 if !gantry_model::names::is_plain_name(value) {

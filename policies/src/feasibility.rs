@@ -132,6 +132,11 @@ fn usable(node: &NodeView, shape: &Shape) -> u32 {
     }
 }
 
+/// Whether `shape` may use `node` (its pool and labels) and it, empty, could hold one part.
+pub(crate) fn could_hold_part(node: &NodeView, shape: &Shape) -> bool {
+    shape.admits(&node.pool, &node.labels) && fits_capacity(node, shape)
+}
+
 /// Whether `node`, empty, could hold one part of `shape`.
 fn fits_capacity(node: &NodeView, shape: &Shape) -> bool {
     let capacity = Resources {

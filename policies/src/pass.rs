@@ -167,16 +167,10 @@ impl Pass {
         decisions: &mut Decisions,
     ) -> Option<bool> {
         let kind = self.kind;
-        // The baselines know only the main request.
-        let shapes = match kind {
-            SchedulingProfile::Gantry => job.shapes.len(),
-            _ => job.shapes.len().min(1),
-        };
         let mut never = None;
-        let possible: Vec<(usize, &Shape)> = job
+        let mut possible: Vec<(usize, &Shape)> = job
             .shapes
             .iter()
-            .take(shapes)
             .enumerate()
             .filter(
                 |(_, shape)| match self.feasibility.never_fits(&view.nodes, shape) {
@@ -188,6 +182,11 @@ impl Pass {
                 },
             )
             .collect();
+        if kind != SchedulingProfile::Gantry {
+            // The baselines know one request per job, as Slurm does: the first that can run
+            // here (the main request, unless only an alternative could ever fit).
+            possible.truncate(1);
+        }
         if possible.is_empty() {
             let why = never.unwrap_or_else(|| "the job names no way to run".into());
             decisions.waiting.push((job.id, WaitReason::NeverFits(why)));
@@ -202,7 +201,7 @@ impl Pass {
         }
         if let Some(name) = &job.reservation {
             // Inside its reservation it competes with the other members only.
-            self.start_in_reservation(view, take_back, job, name, now, decisions);
+            self.start_in_reservation(view, take_back, (job, &possible), name, now, decisions);
             return Some(false);
         }
         if let Some(behind) = self.blocked_by {
@@ -386,6 +385,9 @@ impl Pass {
                     ),
                 };
                 decisions.preempt.push((*victim, why));
+                if plan.claim == Claim::Defragment {
+                    decisions.moved.push(*victim);
+                }
             }
             let why = match plan.claim {
                 Claim::Guarantee(_) => WaitReason::Reclaiming {
@@ -428,12 +430,13 @@ impl Pass {
 
 impl Pass {
     /// A member of reservation `name` starts on its nodes, inside its window and within its
-    /// account's caps, or waits saying why. It never holds anyone back.
+    /// account's caps, or waits saying why. It never holds anyone back. `possible`: the
+    /// shapes it may run in, by index.
     fn start_in_reservation(
         &mut self,
         view: &ClusterView,
         take_back: TakeBack,
-        job: &PendingJob,
+        (job, possible): (&PendingJob, &[(usize, &Shape)]),
         name: &str,
         now: u64,
         decisions: &mut Decisions,
@@ -460,12 +463,8 @@ impl Pass {
             .filter(|(_, n)| reservation.nodes.contains(&n.name))
             .map(|(i, _)| i)
             .collect();
-        let shapes = match self.kind {
-            SchedulingProfile::Gantry => job.shapes.len(),
-            _ => job.shapes.len().min(1),
-        };
         let mut fits_in_time = false;
-        for (index, shape) in job.shapes.iter().enumerate().take(shapes) {
+        for &(index, shape) in possible {
             let end = shape.end_if_started(now);
             if end.is_none_or(|end| end > reservation.end_ms) {
                 continue;

@@ -675,6 +675,46 @@ mod tests {
     }
 
     #[test]
+    fn the_baselines_run_the_first_request_that_can_ever_fit() {
+        use crate::config::SchedulingProfile;
+        let both = vec![
+            shape(1, 8, Some("h100"), Some(60_000)),
+            shape(1, 8, Some("a100"), Some(100_000)),
+        ];
+        // No H100s at all: only the alternative can run; every profile runs it.
+        for profile in [
+            SchedulingProfile::Gantry,
+            SchedulingProfile::SlurmLike,
+            SchedulingProfile::Fifo,
+        ] {
+            let mut view = ClusterView {
+                now_ms: 0,
+                nodes: vec![node_of("a", 8, "NVIDIA A100-SXM4-80GB")],
+                pending: vec![PendingJob::new(1, both.clone())],
+                ..Default::default()
+            };
+            view.config.profile = profile;
+            let d = schedule(&view);
+            assert_eq!(d.starts.len(), 1, "{profile:?}: {d:?}");
+            assert_eq!(d.starts[0].shape, 1, "{profile:?}");
+        }
+        // With H100s that are busy, the baselines wait for the main request; only Gantry
+        // weighs the alternative.
+        let mut h = node_of("h", 8, "NVIDIA H100 80GB HBM3");
+        let running = holding(&mut h, 10, &[0, 1, 2, 3, 4, 5], Some(100_000));
+        let mut view = ClusterView {
+            now_ms: 0,
+            nodes: vec![h, node_of("a", 8, "NVIDIA A100-SXM4-80GB")],
+            running: vec![running],
+            pending: vec![PendingJob::new(1, both)],
+            ..Default::default()
+        };
+        view.config.profile = SchedulingProfile::SlurmLike;
+        let d = schedule(&view);
+        assert!(d.starts.is_empty(), "{d:?}");
+    }
+
+    #[test]
     fn an_account_at_its_gpu_limit_waits_without_holding_others_back() {
         let account = |name: &str, parent: Option<&str>, max: Option<u32>| crate::AccountView {
             name: name.into(),

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::accounts::Tree;
 use crate::config::{FACTOR_MAX, PolicyConfig, SchedulingProfile};
+use crate::placement::total_gpus;
 use crate::reclaim::within_guarantee;
 use crate::view::{ClusterView, PendingJob};
 
@@ -20,6 +21,7 @@ pub struct Factors {
     pub qos: u32,
     pub deadline: u32,
     pub size: u32,
+    pub short: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -30,8 +32,20 @@ pub struct Priority {
 }
 
 /// Where a job stands in the queue; lower keys are served first: jobs within their
-/// account's guarantee, then highest priority, then earliest submitted, then lowest id.
-pub(crate) type RankKey = (bool, std::cmp::Reverse<u64>, u64, JobId);
+/// account's guarantee, then jobs moved to defragment, then the rest (the [`Tier`]); within
+/// a tier highest priority, then earliest submitted, then lowest id.
+pub(crate) type RankKey = (Tier, std::cmp::Reverse<u64>, u64, JobId);
+
+/// The first part of a [`RankKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Tier {
+    /// Within its account's guarantee: borrowers never hold it back.
+    Guaranteed,
+    /// Moved to defragment, not restarted yet: it takes the place kept for it before the
+    /// jobs queued behind it can (but never a guarantee's).
+    Moved,
+    Rest,
+}
 
 /// Computes priorities and queue places, for the jobs of a view and for jobs arriving after
 /// it (judged at the view's time).
@@ -47,7 +61,7 @@ impl Ranker {
             sum.saturating_add(&n.capacity)
         });
         Ranker {
-            fair: FairShare::new(view, tree),
+            fair: FairShare::new(view, tree, &capacity),
             capacity,
         }
     }
@@ -61,6 +75,7 @@ impl Ranker {
             qos: config.qos_priority(&job.qos).unwrap_or(0).min(FACTOR_MAX),
             deadline: urgency(job, now, config),
             size: job.shapes.first().map_or(0, |s| size(s, &self.capacity)),
+            short: job.shapes.first().map_or(0, |s| shortness(s, config)),
         };
         let w = &config.weights;
         let weighted = |weight: u32, factor: u32| u64::from(weight) * u64::from(factor);
@@ -68,7 +83,8 @@ impl Ranker {
             + weighted(w.fair_share, factors.fair_share)
             + weighted(w.qos, factors.qos)
             + weighted(w.deadline, factors.deadline)
-            + weighted(w.size, factors.size))
+            + weighted(w.size, factors.size)
+            + weighted(w.short, factors.short))
             / u64::from(FACTOR_MAX);
         Priority { total, factors }
     }
@@ -81,12 +97,16 @@ pub(crate) fn rank_key(
     covered: bool,
     profile: SchedulingProfile,
 ) -> RankKey {
-    let covered = covered && profile == SchedulingProfile::Gantry;
+    let tier = match (profile, covered, job.moved) {
+        (SchedulingProfile::Gantry, true, _) => Tier::Guaranteed,
+        (SchedulingProfile::Gantry, false, true) => Tier::Moved,
+        _ => Tier::Rest,
+    };
     let priority = match profile {
         SchedulingProfile::Fifo => 0,
         _ => priority.total,
     };
-    (!covered, std::cmp::Reverse(priority), job.submit_ms, job.id)
+    (tier, std::cmp::Reverse(priority), job.submit_ms, job.id)
 }
 
 /// The pending jobs in the order they are served (see [`RankKey`]): indices into
@@ -103,7 +123,6 @@ pub(crate) fn rank(
         .enumerate()
         .map(|(i, job)| {
             let priority = ranker.priority(job, view, tree);
-            // Jobs an account's guarantee covers go first: borrowers never hold them back.
             let covered = job
                 .shapes
                 .first()
@@ -142,25 +161,35 @@ fn urgency(job: &PendingJob, now: u64, config: &PolicyConfig) -> u32 {
     FACTOR_MAX - ratio(slack, config.deadline_horizon_ms)
 }
 
-/// The job's dominant share of the cluster: its largest fraction of all GPUs, CPUs or memory.
+/// The job's dominant share of the cluster: its largest fraction of all GPUs, CPUs or
+/// memory, in thousandths.
 fn size(shape: &Shape, capacity: &Resources) -> u32 {
-    let n = u64::from(shape.num_nodes);
-    let ask = &shape.per_node;
-    [
-        (u64::from(ask.gpus) * n, u64::from(capacity.gpus)),
-        (u64::from(ask.cpus) * n, u64::from(capacity.cpus)),
-        (ask.mem_mib * n, capacity.mem_mib),
-    ]
-    .into_iter()
-    .filter(|(_, total)| *total > 0)
-    .map(|(asked, total)| ratio(asked, total))
-    .max()
-    .unwrap_or(0)
+    let ppm = shape.total().dominant_share_ppm(capacity);
+    u32::try_from(ppm / 1000).unwrap_or(FACTOR_MAX)
+}
+
+/// How short a job is, by the GPU time its main request asks for (GPUs × time limit; a job
+/// without GPUs counts as one): 1000 at one GPU-minute or less, falling on a log scale to 0
+/// at `priority.short_max`; 0 without a time limit. Shortest-first is what minimizes mean
+/// completion time, and a time limit is the only length a scheduler is told.
+fn shortness(shape: &Shape, config: &PolicyConfig) -> u32 {
+    const FLOOR_MS: f64 = 60_000.0;
+    let Some(limit) = shape.time_limit_ms else {
+        return 0;
+    };
+    let asked = total_gpus(shape).max(1).saturating_mul(limit) as f64;
+    let most = (config.short_max_gpu_ms as f64).max(2.0 * FLOOR_MS);
+    if asked <= FLOOR_MS {
+        return FACTOR_MAX;
+    }
+    let left = 1.0 - (asked / FLOOR_MS).ln() / (most / FLOOR_MS).ln();
+    (f64::from(FACTOR_MAX) * left.max(0.0)).round() as u32
 }
 
 /// Fair share, Slurm's classic form over the account tree: factor = 2^(−U/S), where U is the
 /// account's (sub-accounts included) part of all recent usage, decayed by the half-life, and
-/// S its normalized share of the cluster (see [`Tree::normalized_share`]).
+/// S its normalized share of the cluster (see [`Tree::normalized_share`]). Running jobs count
+/// for what they have used so far, so a long job lowers its account's share as it runs.
 #[derive(Clone)]
 struct FairShare {
     /// Decayed usage of each account, its sub-accounts' included.
@@ -172,18 +201,31 @@ struct FairShare {
 }
 
 impl FairShare {
-    fn new(view: &ClusterView, tree: &Tree) -> FairShare {
+    fn new(view: &ClusterView, tree: &Tree, capacity: &Resources) -> FairShare {
         let half_life = view.config.half_life_ms.max(1) as f64;
-        let mut subtree: BTreeMap<&str, f64> = BTreeMap::new();
-        let mut all = 0.0;
+        let mut used: BTreeMap<&str, f64> = BTreeMap::new();
         for (account, charges) in &view.usage {
-            let used = charges
+            *used.entry(account).or_default() += charges
                 .iter()
                 .map(|(at, charge)| {
                     let age = view.now_ms.saturating_sub(*at) as f64;
                     *charge as f64 * (-age / half_life).exp2()
                 })
                 .sum::<f64>();
+        }
+        for job in &view.running {
+            let share: u64 = job
+                .parts
+                .iter()
+                .map(|p| p.res.dominant_share_ppm(capacity))
+                .sum();
+            let ran = view.now_ms.saturating_sub(job.start_ms) as f64;
+            *used.entry(&job.account).or_default() +=
+                share as f64 * decayed_seconds(ran, half_life);
+        }
+        let mut subtree: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut all = 0.0;
+        for (account, used) in used {
             all += used;
             for a in tree.path(account) {
                 *subtree.entry(a).or_default() += used;
@@ -224,10 +266,16 @@ impl FairShare {
     }
 }
 
+/// Seconds of use at a constant rate over the last `ran_ms`, each weighed as the half-life
+/// `half_life_ms` has decayed it by now: ∫ 2^(−age/h) d(age) over [0, ran] = h/ln 2 · (1 − 2^(−ran/h)).
+fn decayed_seconds(ran_ms: f64, half_life_ms: f64) -> f64 {
+    half_life_ms / 1000.0 / std::f64::consts::LN_2 * (1.0 - (-ran_ms / half_life_ms).exp2())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::NodeView;
+    use crate::view::{NodeView, RunningJob};
 
     const HOUR: u64 = 3_600_000;
 
@@ -308,14 +356,48 @@ mod tests {
                 qos: 1000,
                 deadline: 1000,
                 size: 500,
+                // 16 GPU-hours: 1 − ln(960) / ln(60,000) of the way from 1 GPU-minute to 1,000
+                // GPU-hours.
+                short: 376,
             }
         );
-        // Past its slack: deadline at its maximum. Defaults: 1000·0.5 + 2000 + 2000 + 4000 + 500·0.5.
+        // Past its slack: deadline at its maximum. Defaults: 1000·0.5 + 2000 + 2000 + 4000 +
+        // 500·0.5, and `short` weighs nothing unless an admin sets it.
         assert_eq!(p.total, 500 + 2000 + 2000 + 4000 + 250);
         let mut j = job(1, 8, Some(2));
         j.deadline_ms = Some(14 * HOUR);
         let v = view(0, vec![j]);
         assert_eq!(rank_all(&v)[0].1.factors.deadline, 500, "12 h of slack");
+    }
+
+    #[test]
+    fn with_a_short_weight_jobs_asking_less_gpu_time_go_first() {
+        let short = |gpus: u32, limit_h: Option<u64>| {
+            let v = view(0, vec![job(1, gpus, limit_h)]);
+            rank_all(&v)[0].1.factors.short
+        };
+        // 1 GPU-hour, 16, 1,000 and more; no limit: nothing known, nothing favoured.
+        assert_eq!(short(1, Some(1)), 628);
+        assert!(short(8, Some(2)) < short(1, Some(1)));
+        assert_eq!(short(8, Some(125)), 0);
+        assert_eq!(short(8, Some(1000)), 0);
+        assert_eq!(short(1, None), 0);
+        let mut tiny = job(9, 1, None);
+        tiny.shapes[0].time_limit_ms = Some(30_000);
+        assert_eq!(rank_all(&view(0, vec![tiny]))[0].1.factors.short, 1000);
+        // Off by default: submit order. With a weight, the shortest first.
+        let jobs = || vec![job(1, 8, Some(10)), job(2, 1, None), job(3, 1, Some(1))];
+        assert_eq!(order(&view(0, jobs())), [1, 2, 3]);
+        let mut v = view(0, jobs());
+        v.config.set("weight.size", "0").unwrap();
+        v.config.set("weight.short", "1000").unwrap();
+        assert_eq!(order(&v), [3, 1, 2]);
+        v.config.set("priority.short_max", "10h").unwrap();
+        assert_eq!(
+            rank_all(&v)[1].1.factors.short,
+            0,
+            "80 GPU-hours is past 10"
+        );
     }
 
     #[test]
@@ -369,6 +451,66 @@ mod tests {
         let f: Vec<u32> = ranked.iter().map(|(_, p)| p.factors.fair_share).collect();
         // vision: U = 1/3 → 2^(-2/3) = 0.63; nlp: U = 2/3 → 2^(-4/3) = 0.397.
         assert_eq!(f, [630, 397]);
+    }
+
+    #[test]
+    fn a_running_job_counts_as_it_runs_as_much_as_when_it_has_ended() {
+        let of = |id: u64, account: &str| {
+            let mut j = job(id, 1, None);
+            j.account = account.into();
+            j
+        };
+        let fair_shares = |v: &ClusterView| -> Vec<u32> {
+            let ranked = rank_all(v);
+            [1, 2]
+                .map(|id| {
+                    let r = ranked.iter().find(|(i, _)| v.pending[*i].id == id);
+                    r.map_or(0, |(_, p)| p.factors.fair_share)
+                })
+                .to_vec()
+        };
+        let half = 500_000 * 3600; // half the 16 GPUs for an hour
+        let mut v = view(12 * HOUR, vec![of(1, "vision"), of(2, "nlp")]);
+        v.usage.insert("vision".into(), vec![(0, 6 * half)]);
+        assert_eq!(
+            fair_shares(&v),
+            [250, 1000],
+            "only vision has used anything"
+        );
+        // nlp has held 8 of the 16 GPUs for the last 12 hours and still does.
+        v.running = vec![RunningJob {
+            id: 9,
+            account: "nlp".into(),
+            start_ms: 0,
+            stopping: false,
+            ends_at_ms: None,
+            qos: "normal".into(),
+            checkpointed_ms: None,
+            movable: None,
+            deadline_ms: None,
+            parts: vec![crate::Held {
+                node: "n".into(),
+                res: Resources {
+                    gpus: 8,
+                    cpus: 1,
+                    mem_mib: 1024,
+                },
+                gpus: (0..8).collect(),
+            }],
+        }];
+        let running = fair_shares(&v);
+        assert!(
+            running[0] > running[1],
+            "nlp's running job weighs more than vision's 6 hours: {running:?}"
+        );
+        // Ended now and charged by the hour, as the state records it, it weighs the same.
+        v.running.clear();
+        v.usage
+            .insert("nlp".into(), (0..12).map(|h| (h * HOUR, half)).collect());
+        let ended = fair_shares(&v);
+        for (r, e) in running.iter().zip(&ended) {
+            assert!(r.abs_diff(*e) <= 3, "running {running:?}, ended {ended:?}");
+        }
     }
 
     #[test]

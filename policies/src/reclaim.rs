@@ -27,6 +27,7 @@ use std::cell::Cell;
 
 use crate::accounts::Tree;
 use crate::config::{Preemption, VictimOrder};
+use crate::feasibility::could_hold_part;
 use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, total_gpus};
 use crate::profile::{Profile, Share, shares};
@@ -314,12 +315,19 @@ impl<'v> Reclaimer<'v> {
         let now = view.now_ms;
         let stopping = self.stopping_shares();
         let free = profile.free_during_with(now, shape.end_if_started(now), &stopping);
+        // Free GPUs of the kind it asks for, on nodes that could hold a part of it.
         let scattered: u64 = view
             .nodes
             .iter()
             .zip(&free)
-            .filter(|(n, _)| shape.admits(&n.pool, &n.labels))
-            .map(|(_, f)| u64::from(f.res.gpus))
+            .filter(|(n, _)| could_hold_part(n, shape))
+            .map(|(n, f)| {
+                let takes = |i: &u32| n.gpus.iter().any(|g| g.index == *i && shape.takes(g));
+                match shape.gpu_model {
+                    None => u64::from(f.res.gpus),
+                    Some(_) => f.gpus.iter().filter(|i| takes(i)).count() as u64,
+                }
+            })
             .sum();
         if scattered < total_gpus(shape) {
             return None;
@@ -404,11 +412,12 @@ impl<'v> Reclaimer<'v> {
                 &view.topology,
             )
         };
-        // Jobs on nodes the job may not use free nothing for it.
+        // Jobs on nodes the job may not use, or that could never hold a part of it (too
+        // small, other GPU models), free nothing for it.
         let usable: BTreeSet<&str> = view
             .nodes
             .iter()
-            .filter(|n| shape.admits(&n.pool, &n.labels))
+            .filter(|n| could_hold_part(n, shape))
             .map(|n| n.name.as_str())
             .collect();
         let mut candidates: Vec<&RunningJob> = view
@@ -682,6 +691,50 @@ mod tests {
         // then not needed: 12 + 11 make 3.
         v.pending[0].shapes[0].per_node = res(3);
         assert_eq!(preempted(&v), [12, 11]);
+    }
+
+    #[test]
+    fn victims_are_looked_for_only_on_nodes_that_could_run_the_job() {
+        // Job 1 wants 4 H100s: node a's. Nine A100 nodes hold 72 one-GPU jobs, each cheaper
+        // to stop than either of node a's, more than a reclaim ever looks at.
+        let mut v = qos_view("high", 4);
+        v.pending[0].shapes[0].gpu_model = Some("h100".into());
+        let h100_node = v.nodes[0].clone();
+        let a100 = |name: String| {
+            let capacity = Resources {
+                gpus: 8,
+                cpus: 8,
+                mem_mib: 64,
+            };
+            NodeView {
+                name,
+                gpus: (0..8)
+                    .map(|index| Gpu {
+                        index,
+                        model: "A100".into(),
+                        ..h100_node.gpus[0].clone()
+                    })
+                    .collect(),
+                capacity,
+                free: Resources::default(),
+                free_gpus: vec![],
+                ..h100_node.clone()
+            }
+        };
+        for n in 0..9u64 {
+            let name = format!("b{n}");
+            v.nodes.push(a100(name.clone()));
+            for gpu in 0..8u32 {
+                let mut cheap = RunningJob {
+                    qos: "low".into(),
+                    checkpointed_ms: Some(59 * MIN),
+                    ..running(100 + n * 8 + u64::from(gpu), "nlp", 0, &[gpu])
+                };
+                cheap.parts[0].node = name.clone();
+                v.running.push(cheap);
+            }
+        }
+        assert_eq!(preempted(&v), [10, 11]);
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub struct ClusterView {
     /// Jobs holding resources, with when their time limits give them back.
     pub running: Vec<RunningJob>,
     pub config: PolicyConfig,
-    /// Per account, what it has used: `(when, dominant-share ppm × seconds)`, for fair share.
+    /// Per account, what ended runs used: `(when, dominant-share ppm × seconds)`, for fair
+    /// share (what running jobs have used so far, fair share adds from `running`).
     pub usage: BTreeMap<String, Vec<(u64, u64)>>,
     /// The account tree. Accounts jobs name that are not in it count as children of `root`
     /// with a share of 1.
@@ -174,6 +175,10 @@ pub struct PendingJob {
     pub waiting_on: Vec<Dependency>,
     /// The reservation it runs in (`--reservation`): only there, only in its window.
     pub reservation: Option<String>,
+    /// It was stopped to be moved for defragmentation and has not started since. It ranks
+    /// right after the jobs guarantees cover, ahead of every other: the pass that moved it
+    /// kept a place for it, and the jobs queued behind it must not take that place.
+    pub moved: bool,
 }
 
 impl PendingJob {
@@ -188,6 +193,7 @@ impl PendingJob {
             deadline_ms: None,
             waiting_on: vec![],
             reservation: None,
+            moved: false,
         }
     }
 
@@ -208,6 +214,9 @@ pub struct Decisions {
     /// Running jobs to stop and requeue, with why: borrowers whose GPUs an account below its
     /// guarantee takes back, jobs a higher QoS preempts, jobs moved to defragment.
     pub preempt: Vec<(JobId, String)>,
+    /// Of `preempt`, the jobs moved to defragment: pending again, they rank ahead of all but
+    /// guaranteed jobs (see [`PendingJob::moved`]).
+    pub moved: Vec<JobId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

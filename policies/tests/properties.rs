@@ -115,9 +115,14 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
         0..25,
     );
     let caps = prop::collection::vec(prop::option::of(1u32..=16), 3);
-    // Defragmentation's budget, and how much of it account "a" has used.
-    let defrag = (0u32..=2, 0u32..=2);
-    (nodes, jobs, caps, defrag).prop_map(|(nodes, jobs, caps, (per_hour, used))| {
+    // Defragmentation's budget, and how much of it account "a" has used; the short factor's
+    // weight (off, at the age factor's, above it).
+    let settings = (
+        0u32..=2,
+        0u32..=2,
+        prop::sample::select(vec![0u32, 1000, 4000]),
+    );
+    (nodes, jobs, caps, settings).prop_map(|(nodes, jobs, caps, (per_hour, used, short))| {
         let mut view = ClusterView {
             now_ms: 1_000_000,
             preempted_last_hour: BTreeMap::from([(ACCOUNTS[0].to_string(), used)]),
@@ -126,6 +131,7 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
         view.config
             .set("defrag.per_hour", &per_hour.to_string())
             .unwrap();
+        view.config.set("weight.short", &short.to_string()).unwrap();
         for (i, (count, busy, limit)) in nodes.into_iter().enumerate() {
             let (n, running) = node(
                 i,
@@ -166,6 +172,9 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
             if i % 4 == 1 {
                 job.deadline_ms = limit.map(|l| view.now_ms + 2 * l);
             }
+            // Every fifth was moved to defragment a moment ago: it ranks right after the jobs
+            // guarantees cover.
+            job.moved = i % 5 == 3;
             view.pending.push(job);
         }
         view.accounts = std::iter::once(AccountView {

@@ -130,6 +130,9 @@ struct Job {
     labels: Vec<String>,
     /// Runs in this reservation.
     reservation: Option<String>,
+    /// Stopped to be moved for defragmentation, not started since.
+    #[serde(default)]
+    moved: bool,
 }
 
 fn one() -> u32 {
@@ -287,6 +290,7 @@ fn view(s: &Scenario) -> ClusterView {
             job.qos = j.qos.clone();
             job.deadline_ms = j.deadline_in.as_deref().map(|t| NOW + ms(t));
             job.reservation = j.reservation.clone();
+            job.moved = j.moved;
             job.submit_ms = NOW - j.submitted_ago.as_deref().map_or(0, ms) + j.id;
             job
         })
@@ -346,6 +350,16 @@ fn check(path: &Path) -> Result<(), String> {
     let view = view(&scenario);
     let d = schedule(&view);
     let mut problems = Vec::new();
+    // Exactly the jobs stopped to defragment are marked as moved.
+    let moves: Vec<u64> = d
+        .preempt
+        .iter()
+        .filter(|(_, why)| why.starts_with("moved to defragment"))
+        .map(|(id, _)| *id)
+        .collect();
+    if moves != d.moved {
+        problems.push(format!("moved: {:?}, but moves: {moves:?}", d.moved));
+    }
     let starts: BTreeMap<String, Vec<String>> = d
         .starts
         .iter()

@@ -337,6 +337,7 @@ fn job_to_pb(
                 qos: f.qos,
                 deadline: f.deadline,
                 size: f.size,
+                short: f.short,
             }
         }),
         rank: explained.map_or(0, |e| e.rank),

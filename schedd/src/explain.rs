@@ -100,7 +100,7 @@ mod tests {
                 (3, WaitReason::Priority { behind: 7 }),
             ],
             ranked: vec![(7, p(20)), (3, p(10))],
-            preempt: vec![],
+            ..Decisions::default()
         };
         let explained = explain(&decisions, 1_000);
         assert_eq!(
@@ -121,7 +121,7 @@ mod tests {
             waiting: vec![(3, WaitReason::Priority { behind: 1 })],
             // Job 1 started: it is ahead of nobody.
             ranked: vec![(1, Priority::default()), (3, Priority::default())],
-            preempt: vec![],
+            ..Decisions::default()
         };
         let mut explained = explain(&decisions, 1_000);
         assert_eq!(lookup(&explained, 3).unwrap().rank, 1);

@@ -87,6 +87,7 @@ pub async fn run(engine: Engine, explanations: Explanations, topology: Arc<Topol
                 let decisions = Decisions {
                     starts: plan.decisions().starts.clone(),
                     preempt: plan.decisions().preempt.clone(),
+                    moved: plan.decisions().moved.clone(),
                     ..Decisions::default()
                 };
                 planned = Some(Planned {
@@ -198,6 +199,7 @@ async fn propose(engine: &Engine, decisions: &Decisions) -> Proposed {
                 job: *job,
                 attempt: attempt(*job),
                 reason: reason.clone(),
+                moved: decisions.moved.contains(job),
                 now_ms: now_ms(),
             }
         });

@@ -145,7 +145,12 @@ fn a_node_that_stays_away_has_its_no_requeue_jobs_end_node_fail() {
         &["--gpus", "1", "--cpus", "2", "--mem", "2G"],
     );
     wait_nodes_up(&url, 1);
-    let id = submit(&url, &["-G", "1", "--no-requeue", "--", "sleep", "1000"]);
+    // Its output goes to the test's directory, not the source tree.
+    let wd = dir.path().to_str().unwrap();
+    let id = submit(
+        &url,
+        &["-G", "1", "--no-requeue", "-D", wd, "--", "sleep", "1000"],
+    );
     wait_state(&url, id, "RUNNING");
     node.daemon.kill9();
     let ended = wait_state(&url, id, "NODE_FAIL");

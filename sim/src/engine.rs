@@ -85,6 +85,8 @@ struct Tracked {
     run_ms: u64,
     preemptions: u32,
     lost_gpu_ms: u64,
+    /// Moved to defragment and not started since: it ranks ahead of the rest of the queue.
+    moved: bool,
 }
 
 impl Tracked {
@@ -228,6 +230,7 @@ impl Engine<'_> {
             run_ms: 0,
             preemptions: 0,
             lost_gpu_ms: 0,
+            moved: false,
         };
         if let Some(why) = never_fits(&self.nodes, &self.shape(&tracked)) {
             self.refused.push((job.id, why));
@@ -256,6 +259,7 @@ impl Engine<'_> {
             qos: job.trace.qos.clone(),
             deadline_ms: job.trace.deadline_ms,
             submit_ms: job.trace.submit_ms,
+            moved: job.moved,
             ..PendingJob::single(job.trace.id, self.shape(job))
         })
     }
@@ -338,10 +342,11 @@ impl Engine<'_> {
             let plan = Plan::new(self.view(now));
             let decisions = plan.decisions();
             let (preempt, starts) = (decisions.preempt.clone(), decisions.starts.clone());
+            let moved = decisions.moved.clone();
             // A plan stands only while nothing but arrivals happens: not past a preemption.
             self.plan = preempt.is_empty().then_some(plan);
             for (victim, _) in &preempt {
-                self.preempt(*victim, now);
+                self.preempt(*victim, now, moved.contains(victim));
             }
             self.start_all(starts, now);
             if preempt.is_empty() || self.pending.is_empty() {
@@ -369,6 +374,7 @@ impl Engine<'_> {
                 });
             }
             job.first_start_ms.get_or_insert(now);
+            job.moved = false;
             let work_end = now + job.remaining_ms;
             let end_ms = job.limit_ms.map_or(work_end, |l| work_end.min(now + l));
             self.ends.push(Reverse((end_ms, start.job)));
@@ -442,7 +448,7 @@ impl Engine<'_> {
     /// Stops a running job and queues it again. It keeps the work up to its last checkpoint
     /// (every `checkpoint_interval` of work; none without one); the rest of this attempt,
     /// restart cost included, is lost, and the next attempt pays the restart cost again.
-    fn preempt(&mut self, id: JobId, now: u64) {
+    fn preempt(&mut self, id: JobId, now: u64, moved: bool) {
         let Some(run) = self.release(id, now) else {
             return;
         };
@@ -454,6 +460,7 @@ impl Engine<'_> {
                 .last_checkpoint(run.start_ms, now, restart)
                 .map_or(job.saved_ms, |(saved, _)| saved);
             job.preemptions += 1;
+            job.moved = moved;
             job.lost_gpu_ms += (ran - (saved - job.saved_ms).min(ran)) * gpus;
             job.saved_ms = saved;
             job.remaining_ms = job.trace.duration_ms - saved + restart;

@@ -80,6 +80,9 @@ struct Common {
     /// Jobs without a checkpoint interval checkpoint every DUR of work, e.g. 30m
     #[arg(long, value_name = "DUR")]
     checkpoint_every: Option<String>,
+    /// Replay arrivals this many times as dense (2: the same jobs in half the time)
+    #[arg(long, value_name = "FACTOR", default_value = "1")]
+    load: String,
     /// A policy setting, as `gantry admin config set` takes it (repeatable), e.g.
     /// `--set preempt.victims=youngest`
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -153,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|d| duration("--checkpoint-every", d))
             .transpose()?
             .filter(|ms| *ms > 0),
+        load: Additions::parse_load(&common.load).map_err(|e| anyhow::anyhow!("--load: {e}"))?,
     };
     additions.apply(&mut trace.jobs, common.seed);
     let limit_factor = match common.limit_factor.as_str() {

@@ -172,6 +172,7 @@ pub fn table(rows: &[Metrics]) -> String {
         "ftf_max",
         "deadline_hit",
         "preempt",
+        "lost_gpu_h",
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for m in rows {
@@ -191,6 +192,7 @@ pub fn table(rows: &[Metrics]) -> String {
             m.deadline_hit_rate
                 .map_or("-".into(), |r| format!("{r:.3}")),
             m.preemptions.to_string(),
+            format!("{:.0}", m.gpu_hours_lost),
         ]);
     }
     let widths: Vec<usize> = (0..header.len())

@@ -298,6 +298,10 @@ fn the_cli_compares_profiles_and_refuses_bad_input() {
             vec!["run", "--cluster", "1x4", "--format", "philly", "--trace"],
             "expected the header",
         ),
+        (
+            vec!["run", "--cluster", "1x4", "--load", "0", "--trace"],
+            "--load: expected a number above 0",
+        ),
     ] {
         let result = std::process::Command::new(bin)
             .args(&args)

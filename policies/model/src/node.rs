@@ -94,11 +94,41 @@ impl Resources {
             mem_mib: self.mem_mib.saturating_add(other.mem_mib),
         }
     }
+
+    /// The largest fraction of `capacity`'s GPUs, CPUs or memory that this is, in parts
+    /// per million (at most a million; a dimension `capacity` lacks counts as none).
+    pub fn dominant_share_ppm(&self, capacity: &Resources) -> u64 {
+        let ppm = |asked: u64, total: u64| {
+            asked
+                .saturating_mul(1_000_000)
+                .checked_div(total)
+                .map_or(0, |share| share.min(1_000_000))
+        };
+        ppm(u64::from(self.gpus), u64::from(capacity.gpus))
+            .max(ppm(u64::from(self.cpus), u64::from(capacity.cpus)))
+            .max(ppm(self.mem_mib, capacity.mem_mib))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dominant_share_is_the_largest_fraction_of_capacity() {
+        let r = |gpus, cpus, mem_mib| Resources {
+            gpus,
+            cpus,
+            mem_mib,
+        };
+        let cluster = r(8, 64, 1024);
+        assert_eq!(r(4, 1, 1).dominant_share_ppm(&cluster), 500_000);
+        assert_eq!(r(0, 48, 1).dominant_share_ppm(&cluster), 750_000);
+        assert_eq!(r(1, 1, 1024).dominant_share_ppm(&cluster), 1_000_000);
+        // More than there is counts as all of it; a dimension the cluster lacks, as none.
+        assert_eq!(r(16, 1, 1).dominant_share_ppm(&cluster), 1_000_000);
+        assert_eq!(r(4, 0, 0).dominant_share_ppm(&r(0, 64, 1024)), 0);
+    }
 
     #[test]
     fn fits_in_checks_every_dimension() {

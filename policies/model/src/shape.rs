@@ -43,6 +43,16 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// What it asks for on all its nodes together.
+    pub fn total(&self) -> Resources {
+        let n = self.num_nodes;
+        Resources {
+            gpus: self.per_node.gpus.saturating_mul(n),
+            cpus: self.per_node.cpus.saturating_mul(n),
+            mem_mib: self.per_node.mem_mib.saturating_mul(u64::from(n)),
+        }
+    }
+
     /// When it would end at the latest if it started at `start` (`None`: no limit).
     pub fn end_if_started(&self, start: u64) -> Option<u64> {
         self.time_limit_ms.map(|limit| start.saturating_add(limit))
@@ -247,6 +257,24 @@ pub fn format_alternative(alt: &Alternative) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shape_totals_its_nodes() {
+        let shape = Shape {
+            num_nodes: 3,
+            per_node: Resources {
+                gpus: 8,
+                cpus: 16,
+                mem_mib: 1024,
+            },
+            gpu_model: None,
+            time_limit_ms: None,
+            pool: None,
+            labels: vec![],
+        };
+        let total = shape.total();
+        assert_eq!((total.gpus, total.cpus, total.mem_mib), (24, 48, 3072));
+    }
 
     #[test]
     fn models_match_whole_tokens_ignoring_case() {

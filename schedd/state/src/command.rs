@@ -130,6 +130,9 @@ pub enum Command {
         job: JobId,
         attempt: u32,
         reason: String,
+        /// It is moved to defragment: pending again, it ranks ahead of all but guaranteed jobs
+        /// (`Job::moved`).
+        moved: bool,
         now_ms: u64,
     },
     /// An admin creates an advance reservation (`gantry reservation create`). Refused over

@@ -293,8 +293,9 @@ impl StateMachine {
                 job,
                 attempt,
                 reason,
+                moved,
                 now_ms,
-            } => self.requeue(*job, *attempt, reason, *now_ms),
+            } => self.requeue(*job, *attempt, reason, *moved, *now_ms),
             Command::CreateReservation {
                 reservation,
                 gpus,
@@ -324,7 +325,14 @@ impl StateMachine {
         }
     }
 
-    fn requeue(&mut self, id: JobId, attempt: u32, reason: &str, now_ms: u64) -> Outcome {
+    fn requeue(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        reason: &str,
+        moved: bool,
+        now_ms: u64,
+    ) -> Outcome {
         match self.jobs.get_mut(&id) {
             Some(job)
                 if job.state == JobState::Running && job.attempt == attempt && !job.stopping() =>
@@ -333,6 +341,7 @@ impl StateMachine {
                     why: reason.to_string(),
                     cause: RequeueCause::Preempted,
                 });
+                job.moved = moved;
                 let account = job.spec.account.clone();
                 self.preemptions.note(&account, now_ms);
                 Outcome::Applied
@@ -421,6 +430,7 @@ impl StateMachine {
                 last_checkpoint_ms: None,
                 checkpoint_progress: None,
                 automatic_requeues: 0,
+                moved: false,
             },
         );
         for dependency in &spec.dependencies {
@@ -905,6 +915,7 @@ impl StateMachine {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.state = JobState::Running;
             job.start_time_ms = Some(now_ms);
+            job.moved = false;
             job.epoch = index;
             job.shape = shape;
             job.parts = parts.iter().map(plan_part).collect();

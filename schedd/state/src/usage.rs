@@ -1,5 +1,6 @@
 //! What each account has used, for fair share: charges in hourly buckets, pruned once they
-//! are too old to count. The policies decay them by the configured half-life.
+//! are too old to count. The policies decay them by the configured half-life; what running
+//! jobs have used so far they add themselves (see `gantry_policies`' fair share).
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,8 @@ pub struct Usage {
 
 impl Usage {
     /// Charges `account` for holding `res` of a cluster of `capacity` from `start_ms` to
-    /// `end_ms`, and drops what has decayed away by then.
+    /// `end_ms`, each hour's part in that hour's bucket (so a long run's early hours decay
+    /// from when they were used, not from its end), and drops what has decayed away by then.
     pub fn charge(
         &mut self,
         account: &str,
@@ -28,15 +30,21 @@ impl Usage {
         end_ms: u64,
         half_life_ms: u64,
     ) {
-        let amount = charge(res, capacity, start_ms, end_ms);
-        let buckets = self.accounts.entry(account.to_string()).or_default();
-        if amount > 0 {
-            let bucket = end_ms - end_ms % BUCKET_MS;
-            let slot = buckets.entry(bucket).or_default();
-            *slot = slot.saturating_add(amount);
-        }
+        let share = res.dominant_share_ppm(capacity);
         let horizon = end_ms.saturating_sub(half_life_ms.saturating_mul(KEEP_HALF_LIVES));
-        buckets.retain(|at, _| *at >= horizon);
+        let buckets = self.accounts.entry(account.to_string()).or_default();
+        if share > 0 {
+            let mut from = start_ms.max(horizon);
+            while from < end_ms {
+                let bucket = from - from % BUCKET_MS;
+                let to = end_ms.min(bucket + BUCKET_MS);
+                let slot = buckets.entry(bucket).or_default();
+                *slot = slot.saturating_add(share.saturating_mul(to - from) / 1000);
+                from = to;
+            }
+        }
+        let first_kept = horizon - horizon % BUCKET_MS;
+        buckets.retain(|at, _| *at >= first_kept);
         if buckets.is_empty() {
             self.accounts.remove(account);
         }
@@ -54,21 +62,6 @@ impl Usage {
     }
 }
 
-/// Dominant-share ppm × seconds: the largest fraction of the cluster's GPUs, CPUs or memory
-/// that `res` is, over `[start_ms, end_ms)`.
-pub fn charge(res: &Resources, capacity: &Resources, start_ms: u64, end_ms: u64) -> u64 {
-    let ppm = |asked: u64, total: u64| {
-        asked
-            .saturating_mul(1_000_000)
-            .checked_div(total)
-            .map_or(0, |share| share.min(1_000_000))
-    };
-    let share = ppm(u64::from(res.gpus), u64::from(capacity.gpus))
-        .max(ppm(u64::from(res.cpus), u64::from(capacity.cpus)))
-        .max(ppm(res.mem_mib, capacity.mem_mib));
-    share.saturating_mul(end_ms.saturating_sub(start_ms) / 1000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,10 +77,47 @@ mod tests {
     #[test]
     fn the_dominant_resource_is_charged_for_the_time_held() {
         let cluster = res(8, 64, 1024);
-        assert_eq!(charge(&res(4, 1, 1), &cluster, 0, 10_000), 500_000 * 10);
+        let mut usage = Usage::default();
+        usage.charge("a", &res(4, 1, 1), &cluster, 0, 10_000, BUCKET_MS);
         // A CPU-only job is charged for its CPUs.
-        assert_eq!(charge(&res(0, 32, 1), &cluster, 0, 2_000), 500_000 * 2);
-        assert_eq!(charge(&res(4, 1, 1), &res(0, 0, 0), 0, 10_000), 0);
+        usage.charge("b", &res(0, 32, 1), &cluster, 0, 2_000, BUCKET_MS);
+        usage.charge("c", &res(4, 1, 1), &res(0, 0, 0), 0, 10_000, BUCKET_MS);
+        let charges = usage.charges();
+        assert_eq!(charges["a"], [(0, 500_000 * 10)]);
+        assert_eq!(charges["b"], [(0, 500_000 * 2)]);
+        assert!(!charges.contains_key("c"));
+    }
+
+    #[test]
+    fn a_long_run_is_charged_in_the_hours_it_used() {
+        let cluster = res(8, 64, 1024);
+        let mut usage = Usage::default();
+        let hour = BUCKET_MS;
+        // Half the cluster from 0:30 to 3:15.
+        usage.charge(
+            "a",
+            &res(4, 1, 1),
+            &cluster,
+            hour / 2,
+            3 * hour + hour / 4,
+            1000 * hour,
+        );
+        let half = 500_000;
+        assert_eq!(
+            usage.charges()["a"],
+            [
+                (0, half * 1800),
+                (hour, half * 3600),
+                (2 * hour, half * 3600),
+                (3 * hour, half * 900)
+            ]
+        );
+        // Hours older than ten half-lives are not charged at all.
+        let mut usage = Usage::default();
+        usage.charge("a", &res(8, 1, 1), &cluster, 0, 20 * hour, hour);
+        let charges = &usage.charges()["a"];
+        assert_eq!(charges.len(), 10);
+        assert_eq!(charges[0], (10 * hour, 1_000_000 * 3600));
     }
 
     #[test]

@@ -1,12 +1,9 @@
 //! Builds the policies' input from the state.
 
-use std::collections::BTreeMap;
-
-use gantry_model::{JobId, Resources};
+use gantry_model::JobId;
 use gantry_policies::{ClusterView, Held, NodeView, PendingJob, ReservationView, RunningJob};
 
 use crate::machine::StateMachine;
-use crate::usage::charge;
 
 impl StateMachine {
     /// The snapshot the policies decide on: every node, and the pending jobs in priority
@@ -52,7 +49,7 @@ impl StateMachine {
             pending,
             running,
             config: self.config.clone(),
-            usage: self.usage_at(now_ms),
+            usage: self.usage.charges(),
             accounts: self.accounts.views(),
             // Not state: the scheduler's configuration adds it.
             topology: Default::default(),
@@ -84,6 +81,7 @@ impl StateMachine {
                 account: j.spec.account.clone(),
                 qos: j.spec.qos.clone(),
                 reservation: j.spec.reservation.clone(),
+                moved: j.moved,
                 deadline_ms: j.spec.deadline_ms,
                 waiting_on: j
                     .spec
@@ -98,31 +96,6 @@ impl StateMachine {
                     .collect(),
             })
             .collect()
-    }
-
-    /// Fair-share charges: those recorded when parts ended, plus what running parts have
-    /// used so far.
-    fn usage_at(&self, now_ms: u64) -> BTreeMap<String, Vec<(u64, u64)>> {
-        let mut charges = self.usage.charges();
-        let capacity = self.nodes.values().fold(Resources::default(), |sum, n| {
-            sum.saturating_add(&n.inventory.capacity())
-        });
-        for job in self.active.iter().filter_map(|id| self.jobs.get(id)) {
-            let start = job.start_time_ms.unwrap_or(now_ms);
-            let running: u64 = job
-                .parts
-                .iter()
-                .filter(|p| p.exit.is_none())
-                .map(|p| charge(&p.resources(), &capacity, start, now_ms))
-                .sum();
-            if running > 0 {
-                charges
-                    .entry(job.spec.account.clone())
-                    .or_default()
-                    .push((now_ms, running));
-            }
-        }
-        charges
     }
 
     /// Every node as the policies see it. Cheap next to the queue: a submit checks its

@@ -248,13 +248,26 @@ fn draw(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// What a run may add to a trace that lacks it (`--qos-mix`, `--checkpoint-every`).
-#[derive(Debug, Clone, Default)]
+/// What a run may add to or change in a trace (`--qos-mix`, `--checkpoint-every`, `--load`).
+#[derive(Debug, Clone)]
 pub struct Additions {
     /// QoS levels and their weights: every job gets one, drawn from the seed and its id.
     pub qos_mix: Vec<(String, u32)>,
     /// The checkpoint interval of jobs that have none.
     pub checkpoint_every_ms: Option<u64>,
+    /// Arrivals this many times as dense (1: as traced): every job's time after the first
+    /// arrival is divided by it, its deadline moving with it.
+    pub load: f64,
+}
+
+impl Default for Additions {
+    fn default() -> Self {
+        Additions {
+            qos_mix: Vec::new(),
+            checkpoint_every_ms: None,
+            load: 1.0,
+        }
+    }
 }
 
 impl Additions {
@@ -278,9 +291,26 @@ impl Additions {
         Ok(mix)
     }
 
+    /// `--load`: a finite number above 0.
+    pub fn parse_load(text: &str) -> Result<f64, String> {
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f > 0.0)
+            .ok_or_else(|| format!("expected a number above 0, e.g. 1.5 (got {text:?})"))
+    }
+
     pub fn apply(&self, jobs: &mut [TraceJob], seed: u64) {
         let total: u64 = self.qos_mix.iter().map(|(_, w)| u64::from(*w)).sum();
+        let first = jobs.iter().map(|j| j.submit_ms).min().unwrap_or(0);
         for job in jobs {
+            if self.load != 1.0 {
+                let submit = first + ((job.submit_ms - first) as f64 / self.load).round() as u64;
+                job.deadline_ms = job
+                    .deadline_ms
+                    .map(|d| submit + d.saturating_sub(job.submit_ms));
+                job.submit_ms = submit;
+            }
             if total > 0 {
                 // Its own stream (seed + 1), so the levels do not follow the users.
                 let mut at = draw(seed.wrapping_add(1), job.id) % total;
@@ -330,6 +360,7 @@ mod tests {
         let additions = Additions {
             qos_mix: mix,
             checkpoint_every_ms: Some(60_000),
+            ..Additions::default()
         };
         additions.apply(&mut jobs, 9);
         let high = jobs.iter().filter(|j| j.qos == "high").count();
@@ -340,6 +371,39 @@ mod tests {
         let mut again: Vec<TraceJob> = (1..=4000).map(job).collect();
         additions.apply(&mut again, 9);
         assert_eq!(jobs, again);
+    }
+
+    #[test]
+    fn a_load_compresses_arrivals_after_the_first_and_keeps_deadlines_slack() {
+        let job = |id, submit_ms, deadline_ms| TraceJob {
+            deadline_ms,
+            ..TraceJob::plain(id, submit_ms, "u".into(), "a".into())
+        };
+        let mut jobs = vec![
+            job(1, 10_000, None),
+            job(2, 20_000, Some(25_000)),
+            job(3, 40_000, None),
+        ];
+        let twice = Additions {
+            load: Additions::parse_load("2").unwrap(),
+            ..Additions::default()
+        };
+        twice.apply(&mut jobs, 0);
+        let times: Vec<_> = jobs.iter().map(|j| (j.submit_ms, j.deadline_ms)).collect();
+        assert_eq!(
+            times,
+            [(10_000, None), (15_000, Some(20_000)), (25_000, None)]
+        );
+        // Half the load spreads them out.
+        let half = Additions {
+            load: 0.5,
+            ..Additions::default()
+        };
+        half.apply(&mut jobs, 0);
+        assert_eq!(jobs[2].submit_ms, 40_000);
+        for bad in ["0", "-1", "inf", "NaN", "fast"] {
+            assert!(Additions::parse_load(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

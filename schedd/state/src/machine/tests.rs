@@ -892,11 +892,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
             by: "root".into(),
             now_ms: 9,
         }),
-        (job.clone(), 0u32..2).prop_map(|(job, attempt)| Command::Requeue {
-            job,
-            attempt,
-            reason: "reclaimed".into(),
-            now_ms: 10,
+        (job.clone(), 0u32..2, any::<bool>()).prop_map(|(job, attempt, moved)| {
+            Command::Requeue {
+                job,
+                attempt,
+                reason: "reclaimed".into(),
+                moved,
+                now_ms: 10,
+            }
         }),
         (
             prop::collection::vec(job.clone(), 1..3),
@@ -1021,6 +1024,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
         job: id,
         attempt,
         reason: "account vision reclaims its guaranteed GPUs for job 9".into(),
+        moved: false,
         now_ms: 5,
     };
     assert!(
@@ -1060,6 +1064,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
         job: other,
         attempt: 0,
         reason: "r".into(),
+        moved: false,
         now_ms: 6,
     });
     log.apply(Command::Cancel {
@@ -1077,6 +1082,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
         job: quick,
         attempt: 0,
         reason: "r".into(),
+        moved: false,
         now_ms: 8,
     });
     log.exit(quick, "n1", ExitReason::Exited, Some(0));
@@ -1132,6 +1138,7 @@ fn checkpoints_are_reported_with_the_runs_token_and_a_preempted_exit_requeues() 
         job: id,
         attempt: 0,
         reason: "preempted for job 9 of QoS high".into(),
+        moved: false,
         now_ms: 5,
     });
     // It saved and left with code 0 when warned: preempted all the same.
@@ -1352,7 +1359,8 @@ fn jobs_are_held_released_and_requeued_by_their_owners_or_admins() {
 }
 
 /// Defragmentation's budget reads the preemptions of the last hour per account, by the
-/// scheduler or an admin; only jobs with a checkpoint contract are offered to it as movable.
+/// scheduler or an admin; only jobs with a checkpoint contract are offered to it as movable,
+/// and a moved job is marked so until it starts again.
 #[test]
 fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
     let mut log = Log::new();
@@ -1375,9 +1383,32 @@ fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
         job: a,
         attempt: 0,
         reason: "moved to defragment: job 9 needs its GPUs together".into(),
+        moved: true,
         now_ms: 10,
     };
     assert_eq!(log.apply(requeue), Outcome::Applied);
+    // Stopped, it is pending again marked as moved (it ranks first) until it starts again.
+    log.exit(a, "n1", ExitReason::Cancelled, None);
+    let pending = |log: &Log| -> Vec<(u64, bool)> {
+        let view = log.sm.cluster_view(12);
+        view.pending.iter().map(|p| (p.id, p.moved)).collect()
+    };
+    assert_eq!(pending(&log), [(a, true)]);
+    let restart = Command::Allocate {
+        job: a,
+        attempt: 1,
+        shape: 0,
+        parts: vec![PartPlan {
+            node: "n1".into(),
+            gpus: vec![2],
+            cpus: 1,
+            mem_mib: 256,
+        }],
+        token: String::new(),
+        now_ms: 13,
+    };
+    assert_eq!(log.apply(restart), Outcome::Applied);
+    assert!(!log.sm.job(a).unwrap().moved);
     let preempt = Command::Control {
         jobs: vec![b],
         action: Control::Preempt,
