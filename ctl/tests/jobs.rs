@@ -598,7 +598,23 @@ fn a_job_starts_after_its_dependencies_or_is_cancelled_when_they_fail() {
         url,
         &["-d", &format!("afterok:{first}"), "-D", wd, "--", "true"],
     );
-    let failing = submit(url, &["-D", wd, "--", "false"]);
+    // Fails once the test creates its gate: the jobs that depend on it are submitted while
+    // it has not ended (a plain `false` could end first, and they would be refused).
+    let fail_gate = c.work.join("fail-gate");
+    let failing = submit(
+        url,
+        &[
+            "-D",
+            wd,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "while [ ! -e {} ]; do sleep 0.05; done; false",
+                fail_gate.to_str().unwrap()
+            ),
+        ],
+    );
     let after_failing = submit(
         url,
         &["-d", &format!("afterok:{failing}"), "-D", wd, "--", "true"],
@@ -628,6 +644,7 @@ fn a_job_starts_after_its_dependencies_or_is_cancelled_when_they_fail() {
         serde_json::json!([format!("afterok:{first}")])
     );
 
+    fs::write(&fail_gate, "").unwrap();
     let cancelled = wait_state(url, after_failing, "CANCELLED");
     assert_eq!(
         cancelled["reason"],
