@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use gantry_testkit::{Cluster, Noded, Value, gantry, gantry_ok, submit, wait_nodes_up, wait_state};
+use gantry_testkit::{
+    Cluster, Noded, Value, gantry, gantry_ok, submit, wait_for, wait_nodes_up, wait_state,
+};
 
 fn json(server: &str, args: &[&str]) -> Value {
     let mut full = args.to_vec();
@@ -85,10 +87,13 @@ fn usage_totals_equal_the_sum_over_jobs_on_every_replica_and_after_a_failover() 
     // At least 1 GPU × 1 s and 2 GPUs × 2 s.
     let gpu_seconds = usage["total"]["gpu_seconds"].as_u64().unwrap();
     assert!(gpu_seconds >= 5, "{usage}");
-    // The same on every replica, from its own copy of the state.
+    // The same on every replica, from its own copy of the state (once it has applied the
+    // last commit: a follower may be a moment behind).
     for id in cluster.ids() {
         let url = cluster.url(id);
-        assert_eq!(json(&url, &["usage", "--stale", "--server", &url]), usage);
+        wait_for(&format!("replica {id} to report {usage}"), || {
+            (json(&url, &["usage", "--stale", "--server", &url]) == usage).then_some(())
+        });
     }
 
     let leader = cluster.leader();

@@ -280,7 +280,9 @@ fn periodic_counter(work: &Path) -> String {
 /// never running twice at once.
 #[test]
 fn a_job_whose_node_dies_resumes_on_another_node_from_its_last_checkpoint() {
-    let c = Site::start(&["--heartbeat-timeout", "4s", "--heartbeat-interval", "500ms"]);
+    // A 6 s timeout gives the job a kill grace of 2.25 s in its lease: time for its TERM trap
+    // to note where it stopped on a loaded machine.
+    let c = Site::start(&["--heartbeat-timeout", "6s", "--heartbeat-interval", "500ms"]);
     let (url, work, wd) = (c.url(), &c.work, c.wd());
     let mut node1 = c.node("node1", 1);
     wait_nodes_up(url, 1);
@@ -365,7 +367,7 @@ fn a_job_that_asks_is_requeued_at_its_time_limit() {
             "-G",
             "1",
             "-t",
-            "2s",
+            "4s",
             "--requeue-on-timeout",
             "-D",
             wd,
@@ -374,7 +376,7 @@ fn a_job_that_asks_is_requeued_at_its_time_limit() {
     );
     let once = submit(
         url,
-        &["-G", "1", "-t", "2s", "-D", wd, "--", "sleep", "100"],
+        &["-G", "1", "-t", "4s", "-D", wd, "--", "sleep", "100"],
     );
     let done = wait_state(url, again, "COMPLETED");
     assert_eq!(lines(&runs), ["run 0", "run 1"]);

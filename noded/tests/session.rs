@@ -273,6 +273,24 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Some process holds a `flock` on `path` (as /proc/locks lists it: `... FLOCK ... MAJ:MIN:INODE
+/// ...`). Read, not probed: a probe could take the lock from the daemon.
+fn flock_held(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(inode) = fs::metadata(path).map(|m| m.ino()) else {
+        return false;
+    };
+    let suffix = format!(":{inode}");
+    match fs::read_to_string("/proc/locks") {
+        Ok(locks) => locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"FLOCK") && fields.get(5).is_some_and(|f| f.ends_with(&suffix))
+        }),
+        // Cannot tell: the file exists, the lock follows it within microseconds.
+        Err(_) => true,
+    }
+}
+
 fn alive(pid: u32) -> bool {
     // A zombie has no command line.
     fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
@@ -676,8 +694,7 @@ async fn two_daemons_cannot_share_a_data_dir() {
     let (stop, shutdown) = watch::channel(None);
     let first = tokio::spawn(run_node(config.clone(), shutdown.clone()));
     let lock = scratch.data.join("noded.lock");
-    eventually("the first daemon to take its lock", || lock.exists()).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("the first daemon to take its lock", || flock_held(&lock)).await;
     let err = run_node(config, shutdown).await.unwrap_err().to_string();
     assert!(err.contains("is in use by another gantry-noded"), "{err}");
     stop.send(Some(Shutdown::LeaveJobs)).unwrap();

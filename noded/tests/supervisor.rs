@@ -370,8 +370,9 @@ fn a_time_limit_ends_the_job_with_timeout() {
 
 #[test]
 fn a_job_that_ignores_sigterm_gets_sigkill_after_the_grace_period() {
+    // The limit leaves the shell time to trap SIGTERM on a loaded machine.
     let scratch = prepare(JobKey::new(6, 0), 300, |work| pb::Launch {
-        time_limit_ms: 500,
+        time_limit_ms: 2_000,
         ..launch(work, &["sh", "-c", "trap '' TERM; echo ready; sleep 30"])
     });
     let status = run_to_end(&scratch);
@@ -438,8 +439,9 @@ fn with_checkpoint(scratch: &Scratch, signal: &str, lead_ms: u64) {
 /// `TIMEOUT` at the limit; the signal reaches the whole group.
 #[test]
 fn the_checkpoint_signal_comes_its_lead_before_the_time_limit() {
+    // The warning comes 2 s after the start: time for the shell to trap SIGUSR1.
     let scratch = prepare(JobKey::new(15, 0), 5_000, |work| pb::Launch {
-        time_limit_ms: 1_500,
+        time_limit_ms: 3_000,
         program: script(
             "#!/bin/sh
 trap 'echo warned > warned' USR1
@@ -698,9 +700,18 @@ fn a_job_is_stopped_when_the_contact_lease_runs_out_and_killed_by_its_end() {
         launch(work, &["sh", "-c", "trap '' TERM; echo ready; sleep 1000"])
     });
     with_contact_lease(&scratch);
+    // A long lease until the job has trapped SIGTERM (a lease running out before that would
+    // kill it with SIGTERM), then one about to run out: the supervisor reads the file again.
+    store_lease(&scratch, 600_000, 1_200_000);
+    let mut child = supervise(&scratch.dir);
+    let out = scratch.work.join("out.txt");
+    wait_for("the job to trap SIGTERM", || {
+        read(&out).contains("ready").then_some(())
+    });
     store_lease(&scratch, 1_000, 2_000);
     let started = Instant::now();
-    let status = run_to_end(&scratch);
+    assert!(wait_exit(&mut child).success());
+    let status = status(&scratch.dir);
     assert!(started.elapsed() < Duration::from_secs(60), "{status:?}");
     assert_eq!(
         (status.reason, status.signal),
@@ -718,14 +729,16 @@ fn a_job_is_stopped_when_the_contact_lease_runs_out_and_killed_by_its_end() {
 #[test]
 fn a_renewed_contact_lease_lets_the_job_finish() {
     let scratch = prepare(JobKey::new(14, 0), 1_000, |work| {
-        launch(work, &["sh", "-c", "sleep 2; exit 3"])
+        launch(work, &["sh", "-c", "sleep 4; exit 3"])
     });
     with_contact_lease(&scratch);
-    store_lease(&scratch, 500, 1_000);
+    // The job outlives the first lease; the renewals keep it going (a 2 s lease leaves the
+    // renewing thread room to stall on a loaded machine).
+    store_lease(&scratch, 2_000, 4_000);
     let mut child = supervise(&scratch.dir);
     // Renewed every 100 ms, as heartbeats do, for as long as the job runs.
     let exit = wait_for("the supervisor to exit", || {
-        store_lease(&scratch, 500, 1_000);
+        store_lease(&scratch, 2_000, 4_000);
         thread::sleep(Duration::from_millis(100));
         child.try_wait().unwrap()
     });

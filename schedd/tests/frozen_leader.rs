@@ -96,16 +96,21 @@ fn a_frozen_leader_is_replaced_steps_down_when_resumed_and_no_job_runs_twice() {
     wait_nodes_up(&servers, 2);
 
     let record = work.join("runs");
+    // Jobs hold their GPUs until the test opens the gate once the leader is frozen, so work
+    // is still queued then however slowly the submits went.
+    let gate = work.join("gate");
     let script = format!(
         "r={}; echo \"start $GANTRY_JOB_ID $GANTRY_NODE $CUDA_VISIBLE_DEVICES $(date +%s%N)\" >> $r; \
+         while [ ! -e {} ]; do sleep 0.05; done; \
          sleep 1; echo \"end $GANTRY_JOB_ID $GANTRY_NODE $CUDA_VISIBLE_DEVICES $(date +%s%N)\" >> $r",
-        record.display()
+        record.display(),
+        gate.display()
     );
     let wd = work.to_str().unwrap();
     let ids: Vec<u64> = (0..JOBS)
         .map(|_| submit(&servers, &["-G", "1", "-D", wd, "--", "sh", "-c", &script]))
         .collect();
-    // Four GPUs, four jobs at a time: wait until they are busy, with work still queued.
+    // Four GPUs, four jobs at a time: wait until they are busy; the other 20 are queued.
     wait_for("four jobs running", || {
         let text = fs::read_to_string(&record).ok()?;
         (runs(&text).len() >= 4).then_some(())
@@ -117,6 +122,7 @@ fn a_frozen_leader_is_replaced_steps_down_when_resumed_and_no_job_runs_twice() {
     let frozen = Instant::now();
     let new = cluster.leader();
     assert_ne!(new, old, "a frozen replica cannot lead");
+    fs::write(&gate, "").unwrap();
     eprintln!(
         "replica {new} leads {:?} after replica {old} was frozen",
         frozen.elapsed()

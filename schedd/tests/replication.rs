@@ -230,7 +230,7 @@ fn kill_9_of_the_leader_during_a_submit_storm_loses_no_acknowledged_job() {
     let mut s = three_replicas();
     let _node = s.node();
     let servers = s.cluster.servers();
-    let leader = s.cluster.leader();
+    s.cluster.leader();
 
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(Mutex::new(Acks::default()));
@@ -249,11 +249,8 @@ fn kill_9_of_the_leader_during_a_submit_storm_loses_no_acknowledged_job() {
         (acks.lock().unwrap().ids.len() >= EACH_SIDE && storm_start.elapsed() >= STORM_SIDE)
             .then_some(())
     });
-    assert_eq!(
-        s.cluster.leaders(),
-        vec![leader],
-        "the leader changed before the kill"
-    );
+    // The leader of now: a busy machine may have had an election during the storm.
+    let leader = s.cluster.leader();
     s.cluster.kill9(leader);
     let killed_at = Instant::now();
     wait_for("acknowledged submits started after the kill", || {
