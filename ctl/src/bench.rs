@@ -47,14 +47,7 @@ struct SubmitReport {
     latency_max_ms: f64,
 }
 
-pub async fn run(command: BenchCommand, addresses: Vec<String>) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Submit(args) => submit(args, addresses).await,
-        BenchCommand::Schedule(args) => crate::bench_schedule::run(&args),
-    }
-}
-
-async fn submit(args: SubmitBench, addresses: Vec<String>) -> anyhow::Result<()> {
+pub async fn submit(args: SubmitBench, addresses: Vec<String>) -> anyhow::Result<()> {
     let work_dir = std::env::current_dir()?.to_string_lossy().into_owned();
     let spec = pb::JobSpec {
         name: "bench".into(),

@@ -23,7 +23,7 @@ pub struct DevArgs {
     /// [default: $XDG_DATA_HOME/gantry/dev or ~/.local/share/gantry/dev].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// How many scheduler replicas to run, as one Raft group (1, 3 or 5; 3 shows failover).
+    /// How many scheduler replicas to run, as one Raft group (1 to 7; 3 shows failover).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
     replicas: u16,
     /// How many node daemons to run (0: a scheduler alone, e.g. for `gantry bench`).

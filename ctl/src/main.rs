@@ -190,14 +190,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Nodes(c) => c.run(async |args, s| nodes::nodes(args, s).await.map(done)),
         Command::Drain(c) => c.run(async |args, s| nodes::drain(args, s).await.map(done)),
         Command::Resume(c) => c.run(async |args, s| nodes::resume(args, s).await.map(done)),
-        // Many concurrent clients: a runtime with a thread per core.
         Command::Bench(c) => {
             init_logging();
-            let addresses = c.server.addresses()?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime
-                .block_on(bench::run(c.args.command, addresses))
-                .map(done)
+            match c.args.command {
+                // The policy code runs here: no scheduler, so `--server` is not even read.
+                bench::BenchCommand::Schedule(args) => bench_schedule::run(&args).map(done),
+                // Many concurrent clients: a runtime with a thread per core.
+                bench::BenchCommand::Submit(args) => {
+                    let addresses = c.server.addresses()?;
+                    let runtime = tokio::runtime::Runtime::new()?;
+                    runtime.block_on(bench::submit(args, addresses)).map(done)
+                }
+            }
         }
         Command::Admin(c) => c.run(async |args, s| admin::run(args.command, s).await.map(done)),
         Command::Account(c) => {

@@ -19,8 +19,10 @@ struct Args {
     /// This replica's id in the Raft group (1 and up) [default: 1].
     #[arg(long)]
     id: Option<u64>,
-    /// Every replica as ID=ADDR, comma-separated, this one included (e.g.
-    /// 1=10.0.0.1:7420,2=10.0.0.2:7420,3=10.0.0.3:7420); without it, a group of one.
+    /// The replicas as ID=ADDR, comma-separated (e.g.
+    /// 1=10.0.0.1:7420,2=10.0.0.2:7420,3=10.0.0.3:7420): for a new group every replica, this
+    /// one included; to join a running group the others only (it waits to be added with
+    /// `gantry admin replica add`). Without it, a group of one.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
     /// Address for the client API, node sessions and Raft traffic (`host:port`).

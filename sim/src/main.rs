@@ -50,7 +50,8 @@ struct Common {
     /// Its format: gantry (docs/simulation.md), philly, alibaba or pollux
     #[arg(long, value_enum, default_value = "gantry")]
     format: Format,
-    /// A cluster TOML file, or NODESxGPUS[:MODEL] for a uniform one (e.g. 32x8:V100)
+    /// A cluster TOML file, an Alibaba node list (*.csv), or NODESxGPUS[:MODEL] for a
+    /// uniform one (e.g. 32x8:V100)
     #[arg(long)]
     cluster: String,
     /// The Pollux applications' throughput profiles (`<app>/placements.csv`, ...), for

@@ -40,7 +40,8 @@ pub struct InventoryArgs {
     /// NVLink domains of the declared GPUs, e.g. 0-3,4-7 [default: all in one].
     #[arg(long, value_name = "RANGES")]
     pub nvlink_groups: Option<String>,
-    /// CPUs offered to jobs [default: the machine's CPU count].
+    /// CPUs offered to jobs [default: the CPUs this process may use, affinity and cgroup
+    /// quota included].
     #[arg(long, value_name = "N")]
     pub cpus: Option<u32>,
     /// Memory offered to jobs, e.g. 256G [default: the machine's physical memory].
