@@ -63,6 +63,10 @@ pub(crate) fn full_pass(view: &ClusterView) -> FullPass {
     };
     let mut keys = Vec::with_capacity(room);
     let mut holds_back = None;
+    for (shape, picks) in reclaimer.places_of_moving(&pass.profile) {
+        let held = shares(&shape, &picks);
+        pass.profile.claim(&shape, view.now_ms, held);
+    }
     for (index, priority, key) in rank(view, &pass.tree, &ranker) {
         let job = &view.pending[index];
         decisions.ranked.push((job.id, priority));

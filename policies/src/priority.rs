@@ -483,6 +483,7 @@ mod tests {
             account: "nlp".into(),
             start_ms: 0,
             stopping: false,
+            moving: false,
             ends_at_ms: None,
             qos: "normal".into(),
             checkpointed_ms: None,

@@ -21,7 +21,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use gantry_model::{JobId, Shape};
+use gantry_model::{JobId, Resources, Shape};
 
 use std::cell::Cell;
 
@@ -381,6 +381,48 @@ impl<'v> Reclaimer<'v> {
             .collect()
     }
 
+    /// Where the jobs being moved start again: for each, in the order of the view, a place
+    /// free from now on (or held by other jobs being stopped, as the move counted it),
+    /// after the places of those before it. None where there is no such place any more:
+    /// it then waits as any moved job does.
+    pub(crate) fn places_of_moving(&self, profile: &Profile) -> Vec<(Shape, Picks)> {
+        let view = self.view;
+        let mut kept: Vec<Share> = Vec::new();
+        let mut places = Vec::new();
+        for mover in view.running.iter().filter(|r| r.moving) {
+            let Some(shape) = &mover.movable else {
+                continue;
+            };
+            let others: Vec<Share> = view
+                .running
+                .iter()
+                .filter(|r| r.stopping && r.id != mover.id)
+                .flat_map(|r| self.shares(r))
+                .collect();
+            let end = shape.end_if_started(view.now_ms);
+            let mut free = profile.free_during_with(view.now_ms, end, &others);
+            for share in &kept {
+                free[share.node].take(&share.res, &share.gpus);
+            }
+            // Not on the nodes it leaves: the job it was moved for needs them together.
+            for share in self.shares(mover) {
+                let left = &mut free[share.node];
+                left.res = Resources::default();
+                left.gpus.clear();
+            }
+            // The first room, lowest GPUs, as a reservation takes: what a pass starts keeps
+            // off it, so the next pass finds the very same place (it gets its GPUs anew
+            // when it starts).
+            let Some(picks) = place(shape, &view.nodes, &free, Pick::Reserve, &view.topology)
+            else {
+                continue;
+            };
+            kept.extend(shares(shape, &picks));
+            places.push((shape.clone(), picks));
+        }
+        places
+    }
+
     /// The GPUs `job` can have now in `shape` from jobs being stopped and, if those are not
     /// enough, from up to `max_victims` running jobs `may_take` allows (given those chosen
     /// so far), cheapest first; victims it does not need after all are spared.
@@ -528,6 +570,7 @@ mod tests {
             account: account.into(),
             start_ms,
             stopping: false,
+            moving: false,
             ends_at_ms: None,
             parts: vec![HeldPart {
                 node: "a".into(),

@@ -102,6 +102,7 @@ impl ClusterView {
                 deadline_ms: job.deadline_ms,
                 start_ms: self.now_ms,
                 stopping: false,
+                moving: false,
                 ends_at_ms: shape.end_if_started(self.now_ms),
                 parts,
             });
@@ -118,6 +119,11 @@ pub struct RunningJob {
     /// Being stopped already (cancelled, failed elsewhere, requeued): its resources are
     /// about to be free.
     pub stopping: bool,
+    /// Being stopped to be moved for defragmentation: the pass that moved it found it a
+    /// place to start again at once, and every pass keeps one for it until it is pending
+    /// again (else a job arriving meanwhile could take it, and the moved job the GPUs it
+    /// freed).
+    pub moving: bool,
     /// Start plus time limit; `None`: no limit.
     pub ends_at_ms: Option<u64>,
     /// Its QoS level: who may preempt it.

@@ -70,6 +70,7 @@ fn node(
         account: ACCOUNTS[(id % 3) as usize].into(),
         start_ms: 0,
         stopping: false,
+        moving: false,
         ends_at_ms: limit,
         parts: vec![Held {
             node: name,
@@ -376,10 +377,15 @@ proptest! {
         arrivals in prop::collection::vec((1u32..=2, 0u32..=8, prop::option::of(1u64..=30), 0usize..4, prop::bool::weighted(0.2)), 1..8),
     ) {
         let mut view = view;
-        // Every level, some checkpointed: higher QoS levels preempt them.
+        // Every level, some checkpointed: higher QoS levels preempt them. Some movable ones
+        // are being moved: the passes keep a place for each.
         for (i, job) in view.running.iter_mut().enumerate() {
             job.qos = ["low", "normal", "high"][i % 3].into();
             job.checkpointed_ms = (i % 2 == 0).then_some(view.now_ms / 2);
+            if job.id % 3 == 1 && job.movable.is_some() {
+                job.stopping = true;
+                job.moving = true;
+            }
         }
         let mut plan = Plan::new(view.clone());
         let mut truth = view.with_starts(plan.decisions());
@@ -469,6 +475,7 @@ proptest! {
                         id: *id,
                         start_ms: 0,
                         stopping: false,
+                        moving: false,
                         account: "default".into(),
                         ends_at_ms: Some(*end),
                         parts: vec![Held { node: name.clone(), res, gpus: gpus.clone() }],

@@ -98,6 +98,9 @@ struct Running {
     /// It has a checkpoint contract: defragmentation may move it.
     #[serde(default)]
     checkpointed: bool,
+    /// It is being stopped to be moved for defragmentation (implies `checkpointed`).
+    #[serde(default)]
+    moving: bool,
     #[serde(default = "normal")]
     qos: String,
     deadline_in: Option<String>,
@@ -245,7 +248,7 @@ fn view(s: &Scenario) -> ClusterView {
                     })
                     .collect();
             let parts: Vec<Held> = parts;
-            let movable = r.checkpointed.then(|| Shape {
+            let movable = (r.checkpointed || r.moving).then(|| Shape {
                 num_nodes: parts.len() as u32,
                 per_node: parts[0].res,
                 gpu_model: None,
@@ -257,7 +260,8 @@ fn view(s: &Scenario) -> ClusterView {
                 id: r.id,
                 account: r.account.clone(),
                 start_ms: NOW - r.started_ago.as_deref().map_or(0, ms),
-                stopping: false,
+                stopping: r.moving,
+                moving: r.moving,
                 ends_at_ms: r.ends_in.as_deref().map(|t| NOW + ms(t)),
                 parts,
                 qos: r.qos.clone(),

@@ -308,6 +308,7 @@ impl Engine<'_> {
                 account: job.trace.account.clone(),
                 start_ms: run.start_ms,
                 stopping: false,
+                moving: false,
                 ends_at_ms: job.limit_ms.map(|limit| run.start_ms + limit),
                 parts: run.parts.clone(),
                 qos: job.trace.qos.clone(),

@@ -46,8 +46,9 @@ pub struct Job {
     /// How many times it was requeued on the scheduler's own account (node failures, time
     /// limits): at `requeue.max` the next such end is final.
     pub automatic_requeues: u32,
-    /// Stopped to be moved for defragmentation, and not started since: it ranks right after
-    /// the jobs guarantees cover (`PendingJob::moved`).
+    /// Stopped to be moved for defragmentation, and not started since: while it stops the
+    /// passes keep a place for it (`RunningJob::moving`); pending, it ranks right after the
+    /// jobs guarantees cover (`PendingJob::moved`).
     pub moved: bool,
 }
 

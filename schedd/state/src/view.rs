@@ -19,6 +19,7 @@ impl StateMachine {
                 account: j.spec.account.clone(),
                 start_ms: j.start_time_ms.unwrap_or(now_ms),
                 stopping: j.stopping(),
+                moving: j.stopping() && j.moved,
                 ends_at_ms: j
                     .spec
                     .time_limit_for(j.shape)

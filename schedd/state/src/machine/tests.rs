@@ -1387,6 +1387,12 @@ fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
         now_ms: 10,
     };
     assert_eq!(log.apply(requeue), Outcome::Applied);
+    // While it stops, the passes keep a place for it; an ordinary stop is not a move.
+    let moving = |log: &Log| -> Vec<(u64, bool, bool)> {
+        let view = log.sm.cluster_view(11);
+        view.running.iter().map(|r| (r.id, r.stopping, r.moving)).collect()
+    };
+    assert_eq!(moving(&log), [(a, true, true), (b, false, false)]);
     // Stopped, it is pending again marked as moved (it ranks first) until it starts again.
     log.exit(a, "n1", ExitReason::Cancelled, None);
     let pending = |log: &Log| -> Vec<(u64, bool)> {
@@ -1417,6 +1423,7 @@ fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
         now_ms: 20,
     };
     assert_eq!(log.apply(preempt), Outcome::Applied);
+    assert_eq!(moving(&log), [(a, false, false), (b, true, false)]);
     let hour = gantry_policies::disruption::WINDOW_MS;
     let counted = |now| log.sm.cluster_view(now).preempted_last_hour;
     assert_eq!(counted(30), [("default".to_string(), 2)].into());
