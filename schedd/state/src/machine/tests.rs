@@ -1390,7 +1390,10 @@ fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
     // While it stops, the passes keep a place for it; an ordinary stop is not a move.
     let moving = |log: &Log| -> Vec<(u64, bool, bool)> {
         let view = log.sm.cluster_view(11);
-        view.running.iter().map(|r| (r.id, r.stopping, r.moving)).collect()
+        view.running
+            .iter()
+            .map(|r| (r.id, r.stopping, r.moving))
+            .collect()
     };
     assert_eq!(moving(&log), [(a, true, true), (b, false, false)]);
     // Stopped, it is pending again marked as moved (it ranks first) until it starts again.
