@@ -6,6 +6,7 @@
 
 use std::fs;
 
+use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{OneNode, Schedd, gantry, gantry_ok, job, submit, wait_for, wait_state};
 use serde_json::Value;
 
@@ -60,7 +61,7 @@ fn an_account_tree_with_members_and_a_gpu_limit() {
     let me = gantry_testkit::caller_user();
     gantry_ok(url, &["account", "add-user", "vision", &me]);
     let release = work.join("release");
-    let hold = format!("while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    let hold = until_exists(&release);
     let held = |account: &str| {
         submit(
             url,
@@ -191,7 +192,7 @@ fn a_guarantee_is_reclaimed_from_a_borrower_which_is_requeued_and_runs_again() {
     );
 
     let release = work.join("release");
-    let hold = format!("while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    let hold = until_exists(&release);
     let borrower = submit(url, &["-G", "2", "-D", wd, "--", "sh", "-c", &hold]);
     wait_state(url, borrower, "RUNNING");
     let owner = submit(url, &["-A", "vision", "-G", "2", "-D", wd, "--", "true"]);

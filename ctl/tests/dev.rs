@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{
     Daemon, bin, job, kill_leftovers, process_group_alive, submit, wait_for, wait_nodes_up,
     wait_state,
@@ -57,10 +58,7 @@ impl Drop for Dev {
 }
 
 fn hold_script(release: &Path) -> String {
-    format!(
-        "echo pgid=$$; while [ ! -e {} ]; do sleep 0.05; done; echo finished",
-        release.display()
-    )
+    format!("echo pgid=$$; {}; echo finished", until_exists(release))
 }
 
 #[test]

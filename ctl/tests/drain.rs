@@ -6,7 +6,7 @@
 
 use std::fs;
 
-use gantry_testkit::scripts::{first_run_hangs, lines, script};
+use gantry_testkit::scripts::{first_run_hangs, lines, script, until_exists};
 use gantry_testkit::{
     Schedd, Site, gantry, gantry_ok, job, nodes, submit, wait_for, wait_nodes_up, wait_state,
 };
@@ -71,7 +71,7 @@ fn drain_deadline_lets_jobs_run_until_then_and_a_plain_drain_lets_them_finish() 
             "--",
             "sh",
             "-c",
-            &format!("while [ ! -e {} ]; do sleep 0.05; done", release.display()),
+            &until_exists(&release),
         ],
     );
     wait_state(url, requeued, "RUNNING");

@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::Path;
 
+use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{
     Noded, Schedd, gantry, gantry_ok, job, process_group_alive, submit, wait_for, wait_nodes_up,
     wait_state,
@@ -102,7 +103,7 @@ fn three_two_gpu_jobs_on_a_four_gpu_node_run_two_at_a_time() {
     let url = &c.schedd.url;
     // Each job holds its GPUs until a file appears, so the test decides when they end.
     let release = c.work.join("release");
-    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    let script = until_exists(&release);
     let ids: Vec<u64> = (0..3)
         .map(|_| {
             submit(
@@ -580,19 +581,8 @@ fn a_job_starts_after_its_dependencies_or_is_cancelled_when_they_fail() {
     let url = c.schedd.url.as_str();
     let wd = work_dir(&c);
     let gate = c.work.join("gate");
-    let gate_path = gate.to_str().unwrap();
     // Runs until the test creates the gate file.
-    let first = submit(
-        url,
-        &[
-            "-D",
-            wd,
-            "--",
-            "sh",
-            "-c",
-            &format!("while [ ! -e {gate_path} ]; do sleep 0.05; done"),
-        ],
-    );
+    let first = submit(url, &["-D", wd, "--", "sh", "-c", &until_exists(&gate)]);
     wait_state(url, first, "RUNNING");
     let after_ok = submit(
         url,
@@ -609,10 +599,7 @@ fn a_job_starts_after_its_dependencies_or_is_cancelled_when_they_fail() {
             "--",
             "sh",
             "-c",
-            &format!(
-                "while [ ! -e {} ]; do sleep 0.05; done; false",
-                fail_gate.to_str().unwrap()
-            ),
+            &format!("{}; false", until_exists(&fail_gate)),
         ],
     );
     let after_failing = submit(

@@ -9,7 +9,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use gantry_testkit::scripts::{count_script, counter, first_run_hangs, lines, script, wait_lines};
+use gantry_testkit::scripts::{
+    count_script, counter, first_run_hangs, lines, script, until_exists, wait_lines,
+};
 use gantry_testkit::{
     OneNode, Site, bin, gantry, gantry_ok, job, nodes, submit, wait_nodes_up, wait_state,
 };
@@ -199,10 +201,9 @@ fn jobs_are_held_released_requeued_and_preempted_by_hand() {
     let runs = work.join("runs");
     let release = work.join("release");
     let body = format!(
-        "#!/bin/sh\necho \"run $GANTRY_RESTART_COUNT\" >> {runs}\n\
-         while [ ! -e {release} ]; do sleep 0.05; done\n",
-        runs = runs.display(),
-        release = release.display()
+        "#!/bin/sh\necho \"run $GANTRY_RESTART_COUNT\" >> {}\n{}\n",
+        runs.display(),
+        until_exists(&release)
     );
     let script = script(work, "wait.sh", &body);
     let a = submit(url, &["-G", "1", "-t", "1h", "-D", wd, &script]);

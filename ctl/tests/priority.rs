@@ -6,6 +6,7 @@
 
 use std::fs;
 
+use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{OneNode, Schedd, gantry, gantry_ok, submit, wait_for, wait_state};
 use serde_json::Value;
 
@@ -34,7 +35,7 @@ fn qos_and_deadlines_order_the_queue_and_every_pending_job_is_explained() {
 
     // The only GPU is busy until the test lets go; everything else queues behind it.
     let release = work.join("release");
-    let hold = format!("while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    let hold = until_exists(&release);
     let blocker = submit(
         url,
         &["-G", "1", "-t", "1h", "-D", wd, "--", "sh", "-c", &hold],

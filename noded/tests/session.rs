@@ -15,6 +15,7 @@ use gantry_noded::{
     InventoryArgs, NodeConfig, Shutdown, SupervisorCommand, discover_inventory, run_node,
 };
 use gantry_proto as pb;
+use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{Daemon, kill_leftovers};
 use pb::node_message::Msg as Up;
 use pb::node_session_server::{NodeSession, NodeSessionServer};
@@ -435,7 +436,7 @@ async fn the_node_runs_jobs_reports_them_and_survives_its_own_restart() {
             &[
                 "sh",
                 "-c",
-                "while [ ! -e release-2 ]; do sleep 0.05; done; echo slept",
+                &format!("{}; echo slept", until_exists(Path::new("release-2"))),
             ],
         )),
         false,

@@ -11,6 +11,7 @@ use std::fs;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{
     Cluster, DEADLINE, Noded, gantry, submit, try_all_jobs, wait_for, wait_nodes_up,
 };
@@ -101,10 +102,10 @@ fn a_frozen_leader_is_replaced_steps_down_when_resumed_and_no_job_runs_twice() {
     let gate = work.join("gate");
     let script = format!(
         "r={}; echo \"start $GANTRY_JOB_ID $GANTRY_NODE $CUDA_VISIBLE_DEVICES $(date +%s%N)\" >> $r; \
-         while [ ! -e {} ]; do sleep 0.05; done; \
+         {}; \
          sleep 1; echo \"end $GANTRY_JOB_ID $GANTRY_NODE $CUDA_VISIBLE_DEVICES $(date +%s%N)\" >> $r",
         record.display(),
-        gate.display()
+        until_exists(&gate)
     );
     let wd = work.to_str().unwrap();
     let ids: Vec<u64> = (0..JOBS)

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 
+use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{Noded, Schedd, gantry_ok, job, submit, wait_for, wait_nodes_up, wait_state};
 
 #[test]
@@ -27,10 +28,7 @@ fn kill_9_of_the_scheduler_loses_no_acknowledged_job_and_running_jobs_complete()
 
     // Jobs that outlive the crash, held until the test releases them.
     let release = work.join("release");
-    let hold = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; echo done",
-        release.display()
-    );
+    let hold = format!("{}; echo done", until_exists(&release));
     let running: Vec<u64> = (0..2)
         .map(|_| submit(&url, &["-G", "2", "-D", wd, "--", "sh", "-c", &hold]))
         .collect();
@@ -89,10 +87,7 @@ fn a_node_daemon_crash_loses_no_job() {
     wait_nodes_up(&url, 1);
 
     let release = work.join("release");
-    let hold = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; echo survived",
-        release.display()
-    );
+    let hold = format!("{}; echo survived", until_exists(&release));
     let survivor = submit(&url, &["-G", "1", "-D", wd, "--", "sh", "-c", &hold]);
     let quick = submit(
         &url,
@@ -104,10 +99,7 @@ fn a_node_daemon_crash_loses_no_job() {
             "--",
             "sh",
             "-c",
-            &format!(
-                "while [ ! -e {} ]; do sleep 0.05; done; exit 4",
-                release.display()
-            ),
+            &format!("{}; exit 4", until_exists(&release)),
         ],
     );
     wait_state(&url, survivor, "RUNNING");

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{
     Cluster, DEADLINE, Noded, Value, gantry, gantry_ok, job, submit, try_all_jobs, wait_for,
     wait_nodes_up, wait_state,
@@ -316,9 +317,9 @@ impl Drop for StopOnDrop {
 /// `release` to exist, then prints "done".
 fn held_job(starts: &Path, release: &Path) -> String {
     format!(
-        "echo $$ >> {}; while [ ! -e {} ]; do sleep 0.05; done; echo done",
+        "echo $$ >> {}; {}; echo done",
         starts.display(),
-        release.display()
+        until_exists(release)
     )
 }
 

@@ -7,6 +7,13 @@ use std::path::Path;
 
 use crate::{bin, wait_for};
 
+/// Shell that waits until the test creates `gate`: for a job that must still be running (or
+/// not have ended yet) at some point of a test, where a fixed sleep could end first on a
+/// loaded machine.
+pub fn until_exists(gate: &Path) -> String {
+    format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display())
+}
+
 /// Writes a job script into `work`; returns its path as `gantry submit` takes it.
 pub fn script(work: &Path, name: &str, body: &str) -> String {
     let path = work.join(name);
