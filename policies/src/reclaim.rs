@@ -28,7 +28,6 @@ use std::cell::Cell;
 use crate::accounts::Tree;
 use crate::config::{Preemption, VictimOrder};
 use crate::feasibility::could_hold_part;
-use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, total_gpus};
 use crate::profile::{Profile, Share, shares};
 use crate::view::{ClusterView, PendingJob, RunningJob};
@@ -362,7 +361,7 @@ impl<'v> Reclaimer<'v> {
                 mover_shape,
                 &view.nodes,
                 &free,
-                Pick::Start(&Demand::default()),
+                Pick::Reserve,
                 &view.topology,
             )?;
             kept.extend(shares(mover_shape, &picks));
@@ -450,7 +449,7 @@ impl<'v> Reclaimer<'v> {
                 shape,
                 &view.nodes,
                 &free,
-                Pick::Start(&Demand::default()),
+                Pick::Reserve,
                 &view.topology,
             )
         };
