@@ -445,13 +445,7 @@ impl<'v> Reclaimer<'v> {
             let mut extra = stopping.clone();
             extra.extend(victims.iter().flat_map(|v| self.shares(v)));
             let free = profile.free_during_with(view.now_ms, end, &extra);
-            place(
-                shape,
-                &view.nodes,
-                &free,
-                Pick::Reserve,
-                &view.topology,
-            )
+            place(shape, &view.nodes, &free, Pick::Reserve, &view.topology)
         };
         // Jobs on nodes the job may not use, or that could never hold a part of it (too
         // small, other GPU models), free nothing for it.

@@ -65,12 +65,15 @@ impl Scheduler {
             .map_err(data_dir_error)?;
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(data_dir_error)?;
-        let store = SledRaftLog::open(&config.data_dir.join("raft")).map_err(|source| {
-            ServeError::Store {
+        let store = SledRaftLog::open(&config.data_dir.join("raft"))
+            .and_then(|store| {
+                store.check_format(gantry_state::STATE_FORMAT)?;
+                Ok(store)
+            })
+            .map_err(|source| ServeError::Store {
                 dir: dir.clone(),
                 source,
-            }
-        })?;
+            })?;
         let peers = config.peer_urls()?;
         let engine_config = EngineConfig {
             id: config.id,

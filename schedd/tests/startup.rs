@@ -78,3 +78,34 @@ fn the_data_directory_is_private_and_used_by_one_scheduler_at_a_time() {
         "cannot open the log",
     );
 }
+
+/// A data directory written in another state format (an older or newer Gantry) is refused
+/// with what to do, before the scheduler listens, and left as it was.
+#[test]
+fn a_data_directory_of_another_state_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("schedd");
+    let mut first = Schedd::start(&data, &[]);
+    first.daemon.kill9();
+    let other = gantry_state::STATE_FORMAT + 1;
+    {
+        let db = sled::open(data.join("raft")).unwrap();
+        let meta = db.open_tree("raft_meta").unwrap();
+        meta.insert("data_format", &other.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let refusal = format!(
+        "the data was written in state format {other}; this build reads format {}, and there is \
+         no migration between formats",
+        gantry_state::STATE_FORMAT
+    );
+    schedd_fails(&args, &refusal);
+    // Refused again: nothing was rewritten.
+    schedd_fails(&args, &refusal);
+}

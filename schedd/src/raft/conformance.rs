@@ -453,6 +453,43 @@ pub(super) fn reopen_sled(dir: &Path) -> SledRaftLog {
     }
 }
 
+/// A new log records the data format it is opened with; reopened in the same format it
+/// opens, in another (or without a record, with data in it) it is refused and untouched.
+#[test]
+fn sled_refuses_data_of_another_format() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = SledRaftLog::open(dir.path()).unwrap();
+        log.check_format(3).unwrap();
+        append(&mut log, &entries(1, 2, 1), Some(&hard_state(1, 0, 2)));
+    }
+    let log = reopen_sled(dir.path());
+    log.check_format(3).unwrap();
+    let refused = log.check_format(4).unwrap_err().to_string();
+    assert!(
+        refused.starts_with("the data was written in state format 3; this build reads format 4"),
+        "{refused}"
+    );
+    log.check_format(3).unwrap();
+    assert_eq!(log.last_index().unwrap(), 2);
+    drop(log);
+
+    // Data from before formats were recorded.
+    let old = tempfile::tempdir().unwrap();
+    {
+        let mut log = SledRaftLog::open(old.path()).unwrap();
+        append(&mut log, &entries(1, 1, 1), Some(&hard_state(1, 0, 1)));
+    }
+    let log = reopen_sled(old.path());
+    let refused = log.check_format(1).unwrap_err().to_string();
+    assert!(
+        refused
+            .starts_with("the data was written by a version that did not record its state format"),
+        "{refused}"
+    );
+    assert_eq!(log.last_index().unwrap(), 1);
+}
+
 #[test]
 fn sled_survives_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ const CONF_STATE: &[u8] = b"conf_state";
 const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 const APPLIED: &[u8] = b"applied";
+const DATA_FORMAT: &[u8] = b"data_format";
 
 pub struct SledRaftLog {
     db: sled::Db,
@@ -58,6 +59,44 @@ impl SledRaftLog {
             drop_entries(&log.entries, snapshot.index, false)?;
         }
         Ok(log)
+    }
+
+    /// Records `format` — the encoding of what entries and snapshots carry — in a new log,
+    /// and refuses a log written in another (or before formats were recorded): positional
+    /// encodings would decode it into wrong commands rather than fail.
+    pub fn check_format(&self, format: u32) -> Result<(), RaftLogError> {
+        match self.meta.get(DATA_FORMAT)? {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| {
+                        RaftLogError::Corrupt(format!(
+                            "the data format record has {} bytes, not 4",
+                            bytes.len()
+                        ))
+                    })?;
+                if found == format {
+                    Ok(())
+                } else {
+                    Err(RaftLogError::Format {
+                        found: Some(found),
+                        expected: format,
+                    })
+                }
+            }
+            None if self.entries.is_empty()
+                && !self.meta.contains_key(HARD_STATE)?
+                && !self.meta.contains_key(SNAPSHOT_DATA)? =>
+            {
+                self.meta.insert(DATA_FORMAT, &format.to_be_bytes())?;
+                self.db.flush()?;
+                Ok(())
+            }
+            None => Err(RaftLogError::Format {
+                found: None,
+                expected: format,
+            }),
+        }
     }
 
     /// Waits for the last snapshot's compaction, so that one runs at a time.

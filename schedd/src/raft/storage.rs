@@ -51,6 +51,15 @@ pub enum RaftLogError {
     CommitBeyondLog { commit: u64, last: u64 },
     #[error("applied index {applied} is beyond the commit index {commit}")]
     AppliedBeyondCommit { applied: u64, commit: u64 },
+    #[error(
+        "{}; this build reads format {expected}, and there is no migration between formats: \
+         run the version that wrote it, or move the directory aside to start empty",
+        match found {
+            Some(found) => format!("the data was written in state format {found}"),
+            None => "the data was written by a version that did not record its state format".into(),
+        }
+    )]
+    Format { found: Option<u32>, expected: u32 },
 }
 
 impl From<RaftLogError> for raft::Error {

@@ -16,6 +16,13 @@ pub mod reservation;
 pub mod usage;
 mod view;
 
+/// The encoding of [`Command`]s in the log and of the state in snapshots. Both are postcard,
+/// which is positional: a field or variant added, removed or moved anywhere changes it, and
+/// data of another format would decode into wrong commands rather than fail. Bump it with
+/// every such change (the test `the_encoding_is_the_recorded_state_format` notices them);
+/// the scheduler refuses a data directory written in another format.
+pub const STATE_FORMAT: u32 = 1;
+
 pub use command::{Command, Control, DrainMode, ExitReason, GpuAsk, Outcome, PartExit, Rejection};
 pub use job::{Attempt, Job, Part, Requeue};
 pub use machine::{SnapshotError, StateMachine};

@@ -1950,3 +1950,39 @@ fn a_reservation_of_gpus_holds_those_gpus_only() {
     assert!(refused(log.allocate(outsider, "n2", vec![1])).contains("held by reservation five"));
     assert_eq!(log.allocate(outsider, "n2", vec![2]), Outcome::Applied);
 }
+
+/// FNV-1a: a hash whose value never changes with the Rust or crate versions.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The bytes of commands and snapshots are what `STATE_FORMAT` says: any change to their
+/// encoding (a field or variant of a command or of the state added, removed or moved)
+/// changes this fingerprint of a fixed, seeded sample of logs. When it fails: bump
+/// `crate::STATE_FORMAT` and record the new fingerprint with it — unless only the sample
+/// changed (`arb_command`), which needs the new fingerprint alone.
+#[test]
+fn the_encoding_is_the_recorded_state_format() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut hash = 0xcbf2_9ce4_8422_2325;
+    for _ in 0..64 {
+        let commands = prop::collection::vec(arb_command(), 40)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        for command in &commands {
+            hash = fnv1a(hash, &postcard::to_stdvec(command).unwrap());
+        }
+        hash = fnv1a(hash, &replay(&commands).to_snapshot());
+    }
+    assert_eq!(
+        (crate::STATE_FORMAT, format!("{hash:016x}")),
+        (1, "f08b887017a8fd54".to_string()),
+        "the encoding of commands or snapshots changed: bump STATE_FORMAT and record the new \
+         fingerprint"
+    );
+}
