@@ -394,6 +394,11 @@ impl Pass {
                 }
             }
             let why = match plan.claim {
+                // Nothing stopped for it: what it waits for is being stopped already, for
+                // whatever reason (another job's preemption, a cancel, a drain).
+                _ if plan.victims.is_empty() => WaitReason::Stopping {
+                    awaits: plan.awaits,
+                },
                 Claim::Guarantee(_) => WaitReason::Reclaiming {
                     stopping: plan.victims,
                 },

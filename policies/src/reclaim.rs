@@ -164,6 +164,8 @@ pub(crate) struct Reclaimed {
     pub(crate) claim: Claim,
     pub(crate) picks: Picks,
     pub(crate) victims: Vec<JobId>,
+    /// The jobs being stopped already (for whatever reason) whose GPUs it takes.
+    pub(crate) awaits: Vec<JobId>,
     /// Where moved victims start again: the pass keeps these for them.
     pub(crate) moves: Vec<(Shape, Picks)>,
     /// What accounts hold once the victims are gone and the job runs.
@@ -509,13 +511,34 @@ impl<'v> Reclaimer<'v> {
             }
         }
         held.add(tree, &job.account, total_gpus(shape));
+        let awaits = self.stopping_under(&picks);
         Some(Reclaimed {
             claim,
             picks,
             victims: chosen.iter().map(|v| v.id).collect(),
+            awaits,
             moves: Vec::new(),
             held,
         })
+    }
+
+    /// The jobs being stopped that hold some of `picks`: a GPU picked, or, on a node where
+    /// no GPU is picked, any of its CPUs and memory.
+    fn stopping_under(&self, picks: &Picks) -> Vec<JobId> {
+        self.view
+            .running
+            .iter()
+            .filter(|r| r.stopping)
+            .filter(|r| {
+                self.shares(r).iter().any(|held| {
+                    picks.iter().any(|(node, gpus)| {
+                        *node == held.node
+                            && (gpus.is_empty() || gpus.iter().any(|g| held.gpus.contains(g)))
+                    })
+                })
+            })
+            .map(|r| r.id)
+            .collect()
     }
 
     /// The pass goes ahead with `plan`.

@@ -259,16 +259,18 @@ pub enum WaitReason {
     /// Jobs it depends on have not ended yet.
     Dependency { on: Vec<Dependency> },
     /// Its account is below its guarantee: GPUs are being taken back for it from borrowers,
-    /// these jobs (none: jobs already being stopped free enough).
+    /// these jobs.
     Reclaiming { stopping: Vec<JobId> },
     /// Its QoS preempts the jobs being stopped for it.
     Preempting { stopping: Vec<JobId>, qos: String },
+    /// It starts on what these jobs, being stopped already, hold: as soon as they end.
+    Stopping { awaits: Vec<JobId> },
     /// It would miss its deadline waiting: these jobs without one are being stopped for it.
     Deadline { stopping: Vec<JobId> },
     /// It runs in a reservation and waits for it: its window, or room in it; says which.
     Reservation(String),
     /// The GPUs it needs are free but scattered: these checkpointable jobs are being moved
-    /// elsewhere so that it fits (none: jobs already being stopped make room).
+    /// elsewhere so that it fits.
     Defragmenting { moving: Vec<JobId> },
 }
 
@@ -290,14 +292,18 @@ impl std::fmt::Display for WaitReason {
                 let on: Vec<String> = on.iter().map(Dependency::to_string).collect();
                 write!(f, "Dependency: waits for {}", on.join(", "))
             }
-            WaitReason::Reclaiming { stopping } if stopping.is_empty() => write!(
-                f,
-                "Reclaiming: its account's guaranteed GPUs free up as jobs being stopped end"
-            ),
-            WaitReason::Preempting { stopping, qos } if stopping.is_empty() => write!(
-                f,
-                "Preempting: QoS {qos} starts it as the jobs being stopped end"
-            ),
+            WaitReason::Stopping { awaits } => match &awaits[..] {
+                [] => write!(f, "Resources: starts as the jobs being stopped end"),
+                [one] => write!(f, "Resources: starts as job {one}, being stopped, ends"),
+                many => {
+                    let ids: Vec<String> = many.iter().map(u64::to_string).collect();
+                    write!(
+                        f,
+                        "Resources: starts as jobs {}, being stopped, end",
+                        ids.join(", ")
+                    )
+                }
+            },
             WaitReason::Preempting { stopping, qos } => {
                 let ids: Vec<String> = stopping.iter().map(u64::to_string).collect();
                 write!(
@@ -307,10 +313,6 @@ impl std::fmt::Display for WaitReason {
                 )
             }
             WaitReason::Reservation(why) => write!(f, "Reservation: {why}"),
-            WaitReason::Deadline { stopping } if stopping.is_empty() => write!(
-                f,
-                "Deadline: it starts as the jobs stopped for its deadline end"
-            ),
             WaitReason::Deadline { stopping } => {
                 let ids: Vec<String> = stopping.iter().map(u64::to_string).collect();
                 write!(
@@ -319,10 +321,6 @@ impl std::fmt::Display for WaitReason {
                     ids.join(", ")
                 )
             }
-            WaitReason::Defragmenting { moving } if moving.is_empty() => write!(
-                f,
-                "Defragmenting: it starts as the jobs being moved for it end"
-            ),
             WaitReason::Defragmenting { moving } => {
                 let ids: Vec<String> = moving.iter().map(u64::to_string).collect();
                 write!(

@@ -297,7 +297,11 @@ proptest! {
             if let WaitReason::Reserved { in_ms } = why {
                 match again.get(job) {
                     // It starts on GPUs being freed for it, as soon as they are.
-                    Some(WaitReason::Preempting { .. } | WaitReason::Reclaiming { .. }) => {}
+                    Some(
+                        WaitReason::Preempting { .. }
+                        | WaitReason::Reclaiming { .. }
+                        | WaitReason::Stopping { .. },
+                    ) => {}
                     Some(WaitReason::Reserved { in_ms: later }) => prop_assert!(
                         later <= in_ms,
                         "job {} was promised {} ms, now {} ms\nfirst {:?}\nsecond {:?}\npending {:?}\ncaps {:?}\nfree {:?}\nrunning {:?}", job, in_ms, later, first, second, view.pending.iter().map(|j| (j.id, j.account.clone(), j.shapes.iter().map(|s| (s.num_nodes, s.per_node.gpus, s.gpu_model.clone(), s.time_limit_ms)).collect::<Vec<_>>())).collect::<Vec<_>>(), view.accounts.iter().map(|a| (a.name.clone(), a.max_gpus)).collect::<Vec<_>>(), view.nodes.iter().map(|n| (n.name.clone(), n.free_gpus.clone(), n.gpus.iter().map(|g| g.model.clone()).collect::<Vec<_>>())).collect::<Vec<_>>(), view.running.iter().map(|r| (r.id, r.account.clone(), r.ends_at_ms, r.parts.iter().map(|p| (p.node.clone(), p.gpus.clone())).collect::<Vec<_>>())).collect::<Vec<_>>()
