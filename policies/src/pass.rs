@@ -63,8 +63,7 @@ pub(crate) fn full_pass(view: &ClusterView) -> FullPass {
     };
     let mut keys = Vec::with_capacity(room);
     let mut holds_back = None;
-    for (shape, picks) in reclaimer.places_of_moving(&pass.profile) {
-        let held = shares(&shape, &picks);
+    for (shape, held) in reclaimer.places_of_moving(&pass.profile) {
         pass.profile.claim(&shape, view.now_ms, held);
     }
     for (index, priority, key) in rank(view, &pass.tree, &ranker) {
@@ -365,7 +364,7 @@ impl Pass {
                 reclaimer.commit(&plan);
             }
             // Where the moved jobs start again is theirs: later jobs of the pass keep off.
-            for (mover, picks) in &plan.moves {
+            for (_, mover, picks) in &plan.moves {
                 profile.claim(mover, now, shares(mover, picks));
             }
             for victim in &plan.victims {
@@ -389,9 +388,11 @@ impl Pass {
                     ),
                 };
                 decisions.preempt.push((*victim, why));
-                if plan.claim == Claim::Defragment {
-                    decisions.moved.push(*victim);
-                }
+            }
+            for (mover, shape, picks) in &plan.moves {
+                decisions
+                    .moved
+                    .push((*mover, parts(shape, &view.nodes, picks.clone())));
             }
             let why = match plan.claim {
                 // Nothing stopped for it: what it waits for is being stopped already, for

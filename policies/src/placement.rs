@@ -327,7 +327,7 @@ mod tests {
             account: "default".into(),
             start_ms: 0,
             stopping: false,
-            moving: false,
+            moving_to: None,
             ends_at_ms,
             parts: vec![Held {
                 node: n.name.clone(),

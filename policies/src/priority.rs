@@ -41,8 +41,8 @@ pub(crate) type RankKey = (Tier, std::cmp::Reverse<u64>, u64, JobId);
 pub(crate) enum Tier {
     /// Within its account's guarantee: borrowers never hold it back.
     Guaranteed,
-    /// Moved to defragment, not restarted yet: it takes the place kept for it before the
-    /// jobs queued behind it can (but never a guarantee's).
+    /// Moved to defragment, not restarted yet: it is placed before the jobs queued behind it
+    /// could take the room kept for it while it stopped (but never before a guarantee's).
     Moved,
     Rest,
 }
@@ -483,7 +483,7 @@ mod tests {
             account: "nlp".into(),
             start_ms: 0,
             stopping: false,
-            moving: false,
+            moving_to: None,
             ends_at_ms: None,
             qos: "normal".into(),
             checkpointed_ms: None,

@@ -167,7 +167,7 @@ pub(crate) struct Reclaimed {
     /// The jobs being stopped already (for whatever reason) whose GPUs it takes.
     pub(crate) awaits: Vec<JobId>,
     /// Where moved victims start again: the pass keeps these for them.
-    pub(crate) moves: Vec<(Shape, Picks)>,
+    pub(crate) moves: Vec<(JobId, Shape, Picks)>,
     /// What accounts hold once the victims are gone and the job runs.
     held: Held,
 }
@@ -367,7 +367,7 @@ impl<'v> Reclaimer<'v> {
                 &view.topology,
             )?;
             kept.extend(shares(mover_shape, &picks));
-            plan.moves.push((mover_shape.clone(), picks));
+            plan.moves.push((mover.id, mover_shape.clone(), picks));
         }
         Some(plan)
     }
@@ -382,16 +382,16 @@ impl<'v> Reclaimer<'v> {
             .collect()
     }
 
-    /// Where the jobs being moved start again: for each, in the order of the view, a place
-    /// free from now on (or held by other jobs being stopped, as the move counted it),
-    /// after the places of those before it. None where there is no such place any more:
-    /// it then waits as any moved job does.
-    pub(crate) fn places_of_moving(&self, profile: &Profile) -> Vec<(Shape, Picks)> {
+    /// The places kept for the jobs being moved, as the passes that moved them chose them:
+    /// each that is still free (counting what other jobs being stopped hold as free, as the
+    /// move did). One that is not (its node went down) is kept no more: the job then waits
+    /// as any moved job does.
+    pub(crate) fn places_of_moving(&self, profile: &Profile) -> Vec<(Shape, Vec<Share>)> {
         let view = self.view;
-        let mut kept: Vec<Share> = Vec::new();
         let mut places = Vec::new();
-        for mover in view.running.iter().filter(|r| r.moving) {
-            let Some(shape) = &mover.movable else {
+        let mut kept: Vec<Share> = Vec::new();
+        for mover in &view.running {
+            let (Some(place), Some(shape)) = (&mover.moving_to, &mover.movable) else {
                 continue;
             };
             let others: Vec<Share> = view
@@ -400,26 +400,35 @@ impl<'v> Reclaimer<'v> {
                 .filter(|r| r.stopping && r.id != mover.id)
                 .flat_map(|r| self.shares(r))
                 .collect();
-            let end = shape.end_if_started(view.now_ms);
-            let mut free = profile.free_during_with(view.now_ms, end, &others);
+            let mut free =
+                profile.free_during_with(view.now_ms, shape.end_if_started(view.now_ms), &others);
             for share in &kept {
                 free[share.node].take(&share.res, &share.gpus);
             }
-            // Not on the nodes it leaves: the job it was moved for needs them together.
-            for share in self.shares(mover) {
-                let left = &mut free[share.node];
-                left.res = Resources::default();
-                left.gpus.clear();
+            let held: Option<Vec<Share>> = place
+                .iter()
+                .map(|part| {
+                    let node = *self.index.get(part.node.as_str())?;
+                    let res = Resources {
+                        gpus: u32::try_from(part.gpus.len()).ok()?,
+                        cpus: part.cpus,
+                        mem_mib: part.mem_mib,
+                    };
+                    let room = &free[node];
+                    (view.nodes[node].schedulable
+                        && res.fits_in(&room.res)
+                        && part.gpus.iter().all(|g| room.gpus.contains(g)))
+                    .then(|| Share {
+                        node,
+                        res,
+                        gpus: part.gpus.clone(),
+                    })
+                })
+                .collect();
+            if let Some(held) = held {
+                kept.extend(held.iter().cloned());
+                places.push((shape.clone(), held));
             }
-            // The first room, lowest GPUs, as a reservation takes: what a pass starts keeps
-            // off it, so the next pass finds the very same place (it gets its GPUs anew
-            // when it starts).
-            let Some(picks) = place(shape, &view.nodes, &free, Pick::Reserve, &view.topology)
-            else {
-                continue;
-            };
-            kept.extend(shares(shape, &picks));
-            places.push((shape.clone(), picks));
         }
         places
     }
@@ -586,7 +595,7 @@ mod tests {
             account: account.into(),
             start_ms,
             stopping: false,
-            moving: false,
+            moving_to: None,
             ends_at_ms: None,
             parts: vec![HeldPart {
                 node: "a".into(),

@@ -45,7 +45,7 @@ pub fn full_cluster(nodes: u32, gpus: u32, pending: u32) -> ClusterView {
                 id: running.len() as u64 + 1,
                 start_ms: 0,
                 stopping: false,
-                moving: false,
+                moving_to: None,
                 account: "default".into(),
                 ends_at_ms: Some(1 + rng.next(8 * HOUR_MS)),
                 parts: vec![Held {

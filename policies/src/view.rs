@@ -102,7 +102,7 @@ impl ClusterView {
                 deadline_ms: job.deadline_ms,
                 start_ms: self.now_ms,
                 stopping: false,
-                moving: false,
+                moving_to: None,
                 ends_at_ms: shape.end_if_started(self.now_ms),
                 parts,
             });
@@ -119,11 +119,10 @@ pub struct RunningJob {
     /// Being stopped already (cancelled, failed elsewhere, requeued): its resources are
     /// about to be free.
     pub stopping: bool,
-    /// Being stopped to be moved for defragmentation: the pass that moved it found it a
-    /// place to start again at once, and every pass keeps one for it until it is pending
-    /// again (else a job arriving meanwhile could take it, and the moved job the GPUs it
-    /// freed).
-    pub moving: bool,
+    /// Being stopped to be moved for defragmentation: the place the pass that moved it found
+    /// for it to start again at once. Every pass keeps it for it while it stops (else a job
+    /// arriving meanwhile could take it, and the moved job the GPUs it freed).
+    pub moving_to: Option<Vec<PartPlan>>,
     /// Start plus time limit; `None`: no limit.
     pub ends_at_ms: Option<u64>,
     /// Its QoS level: who may preempt it.
@@ -182,8 +181,9 @@ pub struct PendingJob {
     /// The reservation it runs in (`--reservation`): only there, only in its window.
     pub reservation: Option<String>,
     /// It was stopped to be moved for defragmentation and has not started since. It ranks
-    /// right after the jobs guarantees cover, ahead of every other: the pass that moved it
-    /// kept a place for it, and the jobs queued behind it must not take that place.
+    /// right after the jobs guarantees cover, ahead of every other, so that the room kept for
+    /// it while it stopped is still there when it is placed (afresh, fragmentation-aware:
+    /// the job it was moved for is in the demand).
     pub moved: bool,
 }
 
@@ -220,9 +220,10 @@ pub struct Decisions {
     /// Running jobs to stop and requeue, with why: borrowers whose GPUs an account below its
     /// guarantee takes back, jobs a higher QoS preempts, jobs moved to defragment.
     pub preempt: Vec<(JobId, String)>,
-    /// Of `preempt`, the jobs moved to defragment: pending again, they rank ahead of all but
+    /// Of `preempt`, the jobs moved to defragment, with the place kept for each while it
+    /// stops (see [`RunningJob::moving_to`]); pending again, they rank ahead of all but
     /// guaranteed jobs (see [`PendingJob::moved`]).
-    pub moved: Vec<JobId>,
+    pub moved: Vec<(JobId, Vec<PartPlan>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

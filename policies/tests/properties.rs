@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{Gpu, Resources, Shape};
 use gantry_policies::{
-    AccountView, ClusterView, Held, NodeView, PendingJob, Plan, RunningJob, WaitReason, schedule,
+    AccountView, ClusterView, Held, NodeView, PartPlan, PendingJob, Plan, RunningJob, WaitReason,
+    schedule,
 };
 use proptest::prelude::*;
 
@@ -70,7 +71,7 @@ fn node(
         account: ACCOUNTS[(id % 3) as usize].into(),
         start_ms: 0,
         stopping: false,
-        moving: false,
+        moving_to: None,
         ends_at_ms: limit,
         parts: vec![Held {
             node: name,
@@ -381,14 +382,33 @@ proptest! {
         arrivals in prop::collection::vec((1u32..=2, 0u32..=8, prop::option::of(1u64..=30), 0usize..4, prop::bool::weighted(0.2)), 1..8),
     ) {
         let mut view = view;
-        // Every level, some checkpointed: higher QoS levels preempt them. Some movable ones
-        // are being moved: the passes keep a place for each.
-        for (i, job) in view.running.iter_mut().enumerate() {
+        // Some movable jobs are being moved, each to the lowest free GPUs of another node
+        // with room: the passes keep that place for it.
+        let places: Vec<Option<Vec<PartPlan>>> = view
+            .running
+            .iter()
+            .map(|job| {
+                let ask = job.movable.as_ref().filter(|_| job.id % 3 == 1)?.per_node;
+                let node = view.nodes.iter().find(|n| {
+                    n.name != job.parts[0].node
+                        && ask.fits_in(&n.free)
+                        && n.free_gpus.len() >= ask.gpus as usize
+                })?;
+                Some(vec![PartPlan {
+                    node: node.name.clone(),
+                    gpus: node.free_gpus[..ask.gpus as usize].to_vec(),
+                    cpus: ask.cpus,
+                    mem_mib: ask.mem_mib,
+                }])
+            })
+            .collect();
+        // Every level, some checkpointed: higher QoS levels preempt them.
+        for (i, (job, place)) in view.running.iter_mut().zip(places).enumerate() {
             job.qos = ["low", "normal", "high"][i % 3].into();
             job.checkpointed_ms = (i % 2 == 0).then_some(view.now_ms / 2);
-            if job.id % 3 == 1 && job.movable.is_some() {
+            if place.is_some() {
                 job.stopping = true;
-                job.moving = true;
+                job.moving_to = place;
             }
         }
         let mut plan = Plan::new(view.clone());
@@ -479,7 +499,7 @@ proptest! {
                         id: *id,
                         start_ms: 0,
                         stopping: false,
-                        moving: false,
+                        moving_to: None,
                         account: "default".into(),
                         ends_at_ms: Some(*end),
                         parts: vec![Held { node: name.clone(), res, gpus: gpus.clone() }],

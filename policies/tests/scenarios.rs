@@ -10,7 +10,7 @@ use std::path::Path;
 use gantry_model::units::parse_duration_ms;
 use gantry_model::{Gpu, Resources, Shape};
 use gantry_policies::{
-    AccountView, ClusterView, Held, NodeView, PendingJob, PolicyConfig, ReservationView,
+    AccountView, ClusterView, Held, NodeView, PartPlan, PendingJob, PolicyConfig, ReservationView,
     RunningJob, Topology, schedule,
 };
 use serde::Deserialize;
@@ -98,9 +98,10 @@ struct Running {
     /// It has a checkpoint contract: defragmentation may move it.
     #[serde(default)]
     checkpointed: bool,
-    /// It is being stopped to be moved for defragmentation (implies `checkpointed`).
+    /// It is being stopped to be moved for defragmentation, to start again here
+    /// (`node:gpu,gpu` per node; implies `checkpointed`).
     #[serde(default)]
-    moving: bool,
+    moving_to: Vec<String>,
     #[serde(default = "normal")]
     qos: String,
     deadline_in: Option<String>,
@@ -248,7 +249,8 @@ fn view(s: &Scenario) -> ClusterView {
                     })
                     .collect();
             let parts: Vec<Held> = parts;
-            let movable = (r.checkpointed || r.moving).then(|| Shape {
+            let moving = !r.moving_to.is_empty();
+            let movable = (r.checkpointed || moving).then(|| Shape {
                 num_nodes: parts.len() as u32,
                 per_node: parts[0].res,
                 gpu_model: None,
@@ -260,8 +262,22 @@ fn view(s: &Scenario) -> ClusterView {
                 id: r.id,
                 account: r.account.clone(),
                 start_ms: NOW - r.started_ago.as_deref().map_or(0, ms),
-                stopping: r.moving,
-                moving: r.moving,
+                stopping: moving,
+                moving_to: moving.then(|| {
+                    r.moving_to
+                        .iter()
+                        .map(|text| {
+                            // As its parts above hold.
+                            let (node, gpus) = parse_part(text);
+                            PartPlan {
+                                node,
+                                gpus,
+                                cpus: 1,
+                                mem_mib: 1024,
+                            }
+                        })
+                        .collect()
+                }),
                 ends_at_ms: r.ends_in.as_deref().map(|t| NOW + ms(t)),
                 parts,
                 qos: r.qos.clone(),
@@ -361,8 +377,9 @@ fn check(path: &Path) -> Result<(), String> {
         .filter(|(_, why)| why.starts_with("moved to defragment"))
         .map(|(id, _)| *id)
         .collect();
-    if moves != d.moved {
-        problems.push(format!("moved: {:?}, but moves: {moves:?}", d.moved));
+    let moved: Vec<u64> = d.moved.iter().map(|(id, _)| *id).collect();
+    if moves != moved {
+        problems.push(format!("moved: {moved:?}, but moves: {moves:?}"));
     }
     let starts: BTreeMap<String, Vec<String>> = d
         .starts

@@ -199,7 +199,11 @@ async fn propose(engine: &Engine, decisions: &Decisions) -> Proposed {
                 job: *job,
                 attempt: attempt(*job),
                 reason: reason.clone(),
-                moved: decisions.moved.contains(job),
+                moved_to: decisions
+                    .moved
+                    .iter()
+                    .find(|(moved, _)| moved == job)
+                    .map(|(_, place)| place.clone()),
                 now_ms: now_ms(),
             }
         });

@@ -308,7 +308,7 @@ impl Engine<'_> {
                 account: job.trace.account.clone(),
                 start_ms: run.start_ms,
                 stopping: false,
-                moving: false,
+                moving_to: None,
                 ends_at_ms: job.limit_ms.map(|limit| run.start_ms + limit),
                 parts: run.parts.clone(),
                 qos: job.trace.qos.clone(),
@@ -347,7 +347,7 @@ impl Engine<'_> {
             // A plan stands only while nothing but arrivals happens: not past a preemption.
             self.plan = preempt.is_empty().then_some(plan);
             for (victim, _) in &preempt {
-                self.preempt(*victim, now, moved.contains(victim));
+                self.preempt(*victim, now, moved.iter().any(|(m, _)| m == victim));
             }
             self.start_all(starts, now);
             if preempt.is_empty() || self.pending.is_empty() {

@@ -300,7 +300,7 @@ fn the_cli_compares_profiles_and_refuses_bad_input() {
         ),
         (
             vec!["run", "--cluster", "1x4", "--load", "0", "--trace"],
-            "--load: expected a number above 0",
+            "--load: expected a number from 0.01 to 100",
         ),
     ] {
         let result = std::process::Command::new(bin)

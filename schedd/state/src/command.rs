@@ -130,9 +130,10 @@ pub enum Command {
         job: JobId,
         attempt: u32,
         reason: String,
-        /// It is moved to defragment: pending again, it ranks ahead of all but guaranteed jobs
-        /// (`Job::moved`).
-        moved: bool,
+        /// It is moved to defragment, to start again here: the passes keep this place for it
+        /// while it stops; pending again, it ranks ahead of all but guaranteed jobs
+        /// (`Job::moved_to`).
+        moved_to: Option<Vec<PartPlan>>,
         now_ms: u64,
     },
     /// An admin creates an advance reservation (`gantry reservation create`). Refused over

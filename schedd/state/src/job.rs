@@ -1,6 +1,7 @@
 //! A job as the state machine keeps it.
 
 use gantry_model::{JobId, JobSpec, JobState, Owner, Resources};
+use gantry_policies::PartPlan;
 use serde::{Deserialize, Serialize};
 
 use crate::command::PartExit;
@@ -46,10 +47,11 @@ pub struct Job {
     /// How many times it was requeued on the scheduler's own account (node failures, time
     /// limits): at `requeue.max` the next such end is final.
     pub automatic_requeues: u32,
-    /// Stopped to be moved for defragmentation, and not started since: while it stops the
-    /// passes keep a place for it (`RunningJob::moving`); pending, it ranks right after the
-    /// jobs guarantees cover (`PendingJob::moved`).
-    pub moved: bool,
+    /// Stopped to be moved for defragmentation, and not started since, with the place the
+    /// move found for it: while it stops the passes keep that place for it
+    /// (`RunningJob::moving_to`); pending, it ranks right after the jobs guarantees cover
+    /// (`PendingJob::moved`).
+    pub moved_to: Option<Vec<PartPlan>>,
 }
 
 /// Why a running job is being stopped to run again.

@@ -293,9 +293,9 @@ impl StateMachine {
                 job,
                 attempt,
                 reason,
-                moved,
+                moved_to,
                 now_ms,
-            } => self.requeue(*job, *attempt, reason, *moved, *now_ms),
+            } => self.requeue(*job, *attempt, reason, moved_to.as_ref(), *now_ms),
             Command::CreateReservation {
                 reservation,
                 gpus,
@@ -330,7 +330,7 @@ impl StateMachine {
         id: JobId,
         attempt: u32,
         reason: &str,
-        moved: bool,
+        moved_to: Option<&Vec<PartPlan>>,
         now_ms: u64,
     ) -> Outcome {
         match self.jobs.get_mut(&id) {
@@ -341,7 +341,7 @@ impl StateMachine {
                     why: reason.to_string(),
                     cause: RequeueCause::Preempted,
                 });
-                job.moved = moved;
+                job.moved_to = moved_to.cloned();
                 let account = job.spec.account.clone();
                 self.preemptions.note(&account, now_ms);
                 Outcome::Applied
@@ -430,7 +430,7 @@ impl StateMachine {
                 last_checkpoint_ms: None,
                 checkpoint_progress: None,
                 automatic_requeues: 0,
-                moved: false,
+                moved_to: None,
             },
         );
         for dependency in &spec.dependencies {
@@ -915,7 +915,7 @@ impl StateMachine {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.state = JobState::Running;
             job.start_time_ms = Some(now_ms);
-            job.moved = false;
+            job.moved_to = None;
             job.epoch = index;
             job.shape = shape;
             job.parts = parts.iter().map(plan_part).collect();

@@ -50,12 +50,18 @@ impl Usage {
         }
     }
 
-    /// Every account's charges as `(when, amount)`, for the policies.
+    /// Every account's charges as `(when, amount)`, for the policies. An hour's charge is
+    /// dated at the hour's middle: dated at its start, it would decay as if all of it were
+    /// as old as its oldest part (by up to a third at a one-hour half-life), and an
+    /// account's use would jump when a run's last hour moved from running into the buckets.
     pub fn charges(&self) -> BTreeMap<String, Vec<(u64, u64)>> {
         self.accounts
             .iter()
             .map(|(account, buckets)| {
-                let charges = buckets.iter().map(|(at, c)| (*at, *c)).collect();
+                let charges = buckets
+                    .iter()
+                    .map(|(at, c)| (at + BUCKET_MS / 2, *c))
+                    .collect();
                 (account.clone(), charges)
             })
             .collect()
@@ -83,8 +89,10 @@ mod tests {
         usage.charge("b", &res(0, 32, 1), &cluster, 0, 2_000, BUCKET_MS);
         usage.charge("c", &res(4, 1, 1), &res(0, 0, 0), 0, 10_000, BUCKET_MS);
         let charges = usage.charges();
-        assert_eq!(charges["a"], [(0, 500_000 * 10)]);
-        assert_eq!(charges["b"], [(0, 500_000 * 2)]);
+        // Dated at the middle of their hour.
+        let mid = BUCKET_MS / 2;
+        assert_eq!(charges["a"], [(mid, 500_000 * 10)]);
+        assert_eq!(charges["b"], [(mid, 500_000 * 2)]);
         assert!(!charges.contains_key("c"));
     }
 
@@ -106,10 +114,10 @@ mod tests {
         assert_eq!(
             usage.charges()["a"],
             [
-                (0, half * 1800),
-                (hour, half * 3600),
-                (2 * hour, half * 3600),
-                (3 * hour, half * 900)
+                (hour / 2, half * 1800),
+                (hour + hour / 2, half * 3600),
+                (2 * hour + hour / 2, half * 3600),
+                (3 * hour + hour / 2, half * 900)
             ]
         );
         // Hours older than ten half-lives are not charged at all.
@@ -117,7 +125,7 @@ mod tests {
         usage.charge("a", &res(8, 1, 1), &cluster, 0, 20 * hour, hour);
         let charges = &usage.charges()["a"];
         assert_eq!(charges.len(), 10);
-        assert_eq!(charges[0], (10 * hour, 1_000_000 * 3600));
+        assert_eq!(charges[0], (10 * hour + hour / 2, 1_000_000 * 3600));
     }
 
     #[test]
@@ -127,7 +135,7 @@ mod tests {
         let hour = BUCKET_MS;
         usage.charge("a", &res(8, 1, 1), &cluster, 0, 1000, hour);
         usage.charge("a", &res(8, 1, 1), &cluster, 0, 2000, hour);
-        assert_eq!(usage.charges()["a"], [(0, 3_000_000)]);
+        assert_eq!(usage.charges()["a"], [(hour / 2, 3_000_000)]);
         // Ten half-lives (hours) later the first bucket is gone.
         usage.charge(
             "a",
@@ -137,7 +145,7 @@ mod tests {
             11 * hour + 1000,
             hour,
         );
-        assert_eq!(usage.charges()["a"], [(11 * hour, 1_000_000)]);
+        assert_eq!(usage.charges()["a"], [(11 * hour + hour / 2, 1_000_000)]);
         usage.charge("b", &res(0, 0, 0), &cluster, 0, 0, hour);
         assert!(!usage.charges().contains_key("b"));
     }

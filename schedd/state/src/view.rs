@@ -19,7 +19,11 @@ impl StateMachine {
                 account: j.spec.account.clone(),
                 start_ms: j.start_time_ms.unwrap_or(now_ms),
                 stopping: j.stopping(),
-                moving: j.stopping() && j.moved,
+                // A cancel while it stops ends the move: it will not start again.
+                moving_to: j
+                    .moved_to
+                    .clone()
+                    .filter(|_| j.stopping() && !j.cancel_requested),
                 ends_at_ms: j
                     .spec
                     .time_limit_for(j.shape)
@@ -82,7 +86,7 @@ impl StateMachine {
                 account: j.spec.account.clone(),
                 qos: j.spec.qos.clone(),
                 reservation: j.spec.reservation.clone(),
-                moved: j.moved,
+                moved: j.moved_to.is_some(),
                 deadline_ms: j.spec.deadline_ms,
                 waiting_on: j
                     .spec

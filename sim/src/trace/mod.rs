@@ -291,13 +291,13 @@ impl Additions {
         Ok(mix)
     }
 
-    /// `--load`: a finite number above 0.
+    /// `--load`: from 0.01 to 100 (beyond, arrival times would leave the range of time).
     pub fn parse_load(text: &str) -> Result<f64, String> {
         text.trim()
             .parse::<f64>()
             .ok()
-            .filter(|f| f.is_finite() && *f > 0.0)
-            .ok_or_else(|| format!("expected a number above 0, e.g. 1.5 (got {text:?})"))
+            .filter(|f| (0.01..=100.0).contains(f))
+            .ok_or_else(|| format!("expected a number from 0.01 to 100, e.g. 1.5 (got {text:?})"))
     }
 
     pub fn apply(&self, jobs: &mut [TraceJob], seed: u64) {
@@ -305,10 +305,11 @@ impl Additions {
         let first = jobs.iter().map(|j| j.submit_ms).min().unwrap_or(0);
         for job in jobs {
             if self.load != 1.0 {
-                let submit = first + ((job.submit_ms - first) as f64 / self.load).round() as u64;
+                let later = ((job.submit_ms - first) as f64 / self.load).round() as u64;
+                let submit = first.saturating_add(later);
                 job.deadline_ms = job
                     .deadline_ms
-                    .map(|d| submit + d.saturating_sub(job.submit_ms));
+                    .map(|d| submit.saturating_add(d.saturating_sub(job.submit_ms)));
                 job.submit_ms = submit;
             }
             if total > 0 {
@@ -401,7 +402,7 @@ mod tests {
         };
         half.apply(&mut jobs, 0);
         assert_eq!(jobs[2].submit_ms, 40_000);
-        for bad in ["0", "-1", "inf", "NaN", "fast"] {
+        for bad in ["0", "-1", "inf", "NaN", "fast", "1e-13", "0.009", "101"] {
             assert!(Additions::parse_load(bad).is_err(), "{bad}");
         }
     }
