@@ -580,7 +580,7 @@ impl CannotStartNow {
 
 /// The first moment after now at which `shape` fits for its whole time limit and `allowed`
 /// (the account's caps) agrees, and where.
-fn earliest_later_start(
+pub(crate) fn earliest_later_start(
     shape: &Shape,
     nodes: &[NodeView],
     topology: &Topology,

@@ -28,6 +28,7 @@ use std::cell::Cell;
 use crate::accounts::Tree;
 use crate::config::{Preemption, VictimOrder};
 use crate::feasibility::could_hold_part;
+use crate::pass::earliest_later_start;
 use crate::placement::{Pick, Picks, place, total_gpus};
 use crate::profile::{Profile, Share, shares};
 use crate::view::{ClusterView, PendingJob, RunningJob};
@@ -71,15 +72,28 @@ fn running_gpus(job: &RunningJob) -> u64 {
     job.parts.iter().map(|p| u64::from(p.res.gpus)).sum()
 }
 
-/// Puts the jobs a preemption should stop first first: the least work lost per GPU freed
-/// (since the last checkpoint, or the start, plus the restart cost), or the youngest.
+/// The work stopping `job` now loses per GPU, in ms: since its last checkpoint (or its
+/// start), plus the restart cost.
+fn lost_per_gpu(job: &RunningJob, now: u64, rules: &Preemption) -> u64 {
+    let since = job
+        .checkpointed_ms
+        .unwrap_or(job.start_ms)
+        .max(job.start_ms);
+    now.saturating_sub(since)
+        .saturating_add(rules.restart_cost_ms)
+}
+
+/// Puts the jobs a preemption should stop first first: the least work lost per GPU freed,
+/// or the youngest.
 fn order_victims(jobs: &mut [&RunningJob], now: u64, rules: &Preemption) {
     match rules.victims {
         VictimOrder::Youngest => jobs.sort_by_key(|r| (Reverse(r.start_ms), Reverse(r.id))),
         VictimOrder::CheckpointAware => jobs.sort_by_key(|r| {
-            let since = r.checkpointed_ms.unwrap_or(r.start_ms).max(r.start_ms);
-            let lost_per_gpu = now.saturating_sub(since) + rules.restart_cost_ms;
-            (lost_per_gpu, Reverse(r.start_ms), Reverse(r.id))
+            (
+                lost_per_gpu(r, now, rules),
+                Reverse(r.start_ms),
+                Reverse(r.id),
+            )
         }),
     }
 }
@@ -305,7 +319,9 @@ impl<'v> Reclaimer<'v> {
 
     /// Moves a few checkpointable jobs so that `job` fits, when the GPUs it needs are free
     /// (or being freed) on nodes it may use, only not together: each mover must fit again at
-    /// once elsewhere, on what the job leaves.
+    /// once elsewhere, on what the job leaves; and only when that pays: the job's GPUs × how
+    /// much sooner it starts than it would by the running jobs' limits must outweigh the
+    /// movers' lost work (a job those limits never let start always gains).
     fn defragment(&self, ask: &Ask) -> Option<Reclaimed> {
         let Ask { profile, shape, .. } = *ask;
         let view = self.view;
@@ -352,7 +368,7 @@ impl<'v> Reclaimer<'v> {
         let mut freed = stopping;
         freed.extend(movers.iter().flat_map(|m| self.shares(m)));
         let mut kept = shares(shape, &plan.picks);
-        for mover in movers {
+        for mover in &movers {
             let mover_shape = mover.movable.as_ref()?;
             let end = mover_shape.end_if_started(now);
             let mut free = profile.free_during_with(now, end, &freed);
@@ -368,6 +384,18 @@ impl<'v> Reclaimer<'v> {
             )?;
             kept.extend(shares(mover_shape, &picks));
             plan.moves.push((mover.id, mover_shape.clone(), picks));
+        }
+        let rules = &view.config.preemption;
+        let lost: u64 = movers
+            .iter()
+            .map(|m| running_gpus(m).saturating_mul(lost_per_gpu(m, now, rules)))
+            .sum();
+        let later = earliest_later_start(shape, &view.nodes, &view.topology, profile, |_| true);
+        if let Some((start, _)) = later {
+            let gain = total_gpus(shape).saturating_mul(start.saturating_sub(now));
+            if gain <= lost {
+                return None;
+            }
         }
         Some(plan)
     }
