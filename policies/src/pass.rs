@@ -363,9 +363,12 @@ impl Pass {
             if let TakeBack::From(reclaimer) = take_back {
                 reclaimer.commit(&plan);
             }
-            // Where the moved jobs start again is theirs: later jobs of the pass keep off.
-            for (_, mover, picks) in &plan.moves {
-                profile.claim(mover, now, shares(mover, picks));
+            // Where the moved jobs start again is theirs: later jobs of the pass keep off, and
+            // the passes while they stop keep it for them.
+            for (mover, shape, picks) in &plan.moves {
+                profile.claim(shape, now, shares(shape, picks));
+                let place = parts(shape, &view.nodes, picks.clone());
+                decisions.moved.push((*mover, place));
             }
             for victim in &plan.victims {
                 let why = match &plan.claim {
@@ -388,11 +391,6 @@ impl Pass {
                     ),
                 };
                 decisions.preempt.push((*victim, why));
-            }
-            for (mover, shape, picks) in &plan.moves {
-                decisions
-                    .moved
-                    .push((*mover, parts(shape, &view.nodes, picks.clone())));
             }
             let why = match plan.claim {
                 // Nothing stopped for it: what it waits for is being stopped already, for

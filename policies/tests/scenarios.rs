@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use gantry_model::units::parse_duration_ms;
@@ -371,13 +371,13 @@ fn check(path: &Path) -> Result<(), String> {
     let d = schedule(&view);
     let mut problems = Vec::new();
     // Exactly the jobs stopped to defragment are marked as moved.
-    let moves: Vec<u64> = d
+    let moves: BTreeSet<u64> = d
         .preempt
         .iter()
         .filter(|(_, why)| why.starts_with("moved to defragment"))
         .map(|(id, _)| *id)
         .collect();
-    let moved: Vec<u64> = d.moved.iter().map(|(id, _)| *id).collect();
+    let moved: BTreeSet<u64> = d.moved.iter().map(|(id, _)| *id).collect();
     if moves != moved {
         problems.push(format!("moved: {moved:?}, but moves: {moves:?}"));
     }
