@@ -160,12 +160,10 @@ async fn serve(args: DevArgs) -> Result<()> {
             ..SchedConfig::default()
         };
         config.validate()?;
-        let scheduler = Scheduler::open(config).with_context(|| {
-            format!(
-                "cannot open {} (is another gantry dev using it?)",
-                dir.display()
-            )
-        })?;
+        // What went wrong (another gantry dev holding it, data of another format) is in the
+        // error itself.
+        let scheduler =
+            Scheduler::open(config).with_context(|| format!("cannot open {}", dir.display()))?;
         let (stop, stopped) = oneshot::channel::<()>();
         stop_schedulers.push(stop);
         schedulers.spawn(scheduler.serve(listener, async {

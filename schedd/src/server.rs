@@ -24,10 +24,11 @@ use crate::transport::{GrpcTransport, RaftService};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
-    #[error("cannot open the data directory {dir}: {source}")]
-    DataDir { dir: String, source: std::io::Error },
-    #[error("cannot open the log in {dir}: {source}")]
-    Store { dir: String, source: RaftLogError },
+    // The cause is in the message, not a `source`: error chains would print it twice.
+    #[error("cannot open the data directory {dir}: {error}")]
+    DataDir { dir: String, error: std::io::Error },
+    #[error("cannot open the log in {dir}: {error}")]
+    Store { dir: String, error: RaftLogError },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -54,9 +55,9 @@ impl Scheduler {
     /// environment) the data directory and recovers the state from the log.
     pub fn open(config: SchedConfig) -> Result<Scheduler, ServeError> {
         let dir = config.data_dir.display().to_string();
-        let data_dir_error = |source| ServeError::DataDir {
+        let data_dir_error = |error| ServeError::DataDir {
             dir: dir.clone(),
-            source,
+            error,
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -70,9 +71,9 @@ impl Scheduler {
                 store.check_format(gantry_state::STATE_FORMAT)?;
                 Ok(store)
             })
-            .map_err(|source| ServeError::Store {
+            .map_err(|error| ServeError::Store {
                 dir: dir.clone(),
-                source,
+                error,
             })?;
         let peers = config.peer_urls()?;
         let engine_config = EngineConfig {
