@@ -13,11 +13,13 @@ use gantry_testkit::{
 };
 use serde_json::Value;
 
+/// Fields drop in order: the node daemon (which kills the jobs left, found by their pid
+/// files) and the scheduler go before their directory does.
 struct Cluster {
-    _dir: tempfile::TempDir,
-    work: std::path::PathBuf,
     _node: Noded,
     schedd: Schedd,
+    work: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 fn cluster(gpus: u32) -> Cluster {
@@ -34,10 +36,10 @@ fn cluster(gpus: u32) -> Cluster {
     );
     wait_nodes_up(&schedd.url, 1);
     Cluster {
-        _dir: dir,
-        work,
         _node: node,
         schedd,
+        work,
+        _dir: dir,
     }
 }
 
