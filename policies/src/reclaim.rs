@@ -411,25 +411,27 @@ impl<'v> Reclaimer<'v> {
     }
 
     /// The places kept for the jobs being moved, as the passes that moved them chose them:
-    /// each that is still free (counting what other jobs being stopped hold as free, as the
-    /// move did). One that is not (its node went down) is kept no more: the job then waits
+    /// each that is still free (counting what jobs being stopped hold as free, as the move
+    /// did). One that is not (its node went down) is kept no more: the job then waits
     /// as any moved job does.
     pub(crate) fn places_of_moving(&self, profile: &Profile) -> Vec<(Shape, Vec<Share>)> {
         let view = self.view;
+        let mut movers = view
+            .running
+            .iter()
+            .filter_map(|r| Some((r.moving_to.as_ref()?, r.movable.as_ref()?)))
+            .peekable();
         let mut places = Vec::new();
+        if movers.peek().is_none() {
+            // Every pass comes here: most have nothing to keep.
+            return places;
+        }
+        // As the move counted: what every job being stopped holds (the movers' own) is free.
+        let stopping = self.stopping_shares();
         let mut kept: Vec<Share> = Vec::new();
-        for mover in &view.running {
-            let (Some(place), Some(shape)) = (&mover.moving_to, &mover.movable) else {
-                continue;
-            };
-            let others: Vec<Share> = view
-                .running
-                .iter()
-                .filter(|r| r.stopping && r.id != mover.id)
-                .flat_map(|r| self.shares(r))
-                .collect();
+        for (place, shape) in movers {
             let mut free =
-                profile.free_during_with(view.now_ms, shape.end_if_started(view.now_ms), &others);
+                profile.free_during_with(view.now_ms, shape.end_if_started(view.now_ms), &stopping);
             for share in &kept {
                 free[share.node].take(&share.res, &share.gpus);
             }
