@@ -343,11 +343,11 @@ impl Engine<'_> {
             let plan = Plan::new(self.view(now));
             let decisions = plan.decisions();
             let (preempt, starts) = (decisions.preempt.clone(), decisions.starts.clone());
-            let moved = decisions.moved.clone();
+            let moved: Vec<JobId> = decisions.moved.iter().map(|(id, _)| *id).collect();
             // A plan stands only while nothing but arrivals happens: not past a preemption.
             self.plan = preempt.is_empty().then_some(plan);
             for (victim, _) in &preempt {
-                self.preempt(*victim, now, moved.iter().any(|(m, _)| m == victim));
+                self.preempt(*victim, now, moved.contains(victim));
             }
             self.start_all(starts, now);
             if preempt.is_empty() || self.pending.is_empty() {
