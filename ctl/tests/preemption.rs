@@ -263,6 +263,33 @@ fn jobs_are_held_released_requeued_and_preempted_by_hand() {
     wait_state(url, b, "COMPLETED");
 }
 
+/// The Slurm idiom `scontrol requeue $SLURM_JOB_ID` from inside the job, which then exits at
+/// once: the requeue is acknowledged, so every such job runs again, whichever of its exit and
+/// the stop reaches the scheduler first (4 of 13 ended COMPLETED at attempt 0).
+#[test]
+fn a_job_that_requeues_itself_and_exits_at_once_runs_again() {
+    let c = OneNode::start(&["--gpus", "4", "--cpus", "8", "--mem", "8G"]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    let runs = work.join("runs");
+    let body = format!(
+        "#!/bin/sh\necho \"$GANTRY_JOB_ID run $GANTRY_RESTART_COUNT\" >> {runs}\n\
+         if [ \"$GANTRY_RESTART_COUNT\" -eq 0 ]; then {gantry} requeue \"$GANTRY_JOB_ID\" || exit 7; fi\n\
+         exit 0\n",
+        runs = runs.display(),
+        gantry = bin("gantry").display(),
+    );
+    let script = script(work, "requeue_self.sh", &body);
+    let ids: Vec<u64> = (0..8)
+        .map(|_| submit(url, &["-G", "1", "-t", "10m", "-D", wd, &script]))
+        .collect();
+    for id in &ids {
+        let done = wait_state(url, *id, "COMPLETED");
+        assert_eq!(done["attempt"], 1, "{done}");
+        assert_eq!(done["attempts"][0]["outcome"], "REQUEUED", "{done}");
+    }
+    assert_eq!(lines(&runs).len(), 2 * ids.len(), "{:?}", lines(&runs));
+}
+
 /// Saves its count and reports it every 10 steps. Its first run stops at 25 and waits
 /// there; on SIGTERM it notes where it was stopped (without saving) and exits.
 fn periodic_counter(work: &Path) -> String {

@@ -1999,3 +1999,210 @@ fn the_encoding_is_the_recorded_state_format() {
          fingerprint"
     );
 }
+
+// ---- An acknowledged requeue is never lost (issue 16, defect 1) ----
+
+/// The ways a running job is asked to stop and run again, each acknowledged once applied.
+#[derive(Debug, Clone, Copy)]
+enum RequeueAsk {
+    /// `gantry requeue` (the Slurm idiom `scontrol requeue $SLURM_JOB_ID` from the job itself).
+    ByHand,
+    /// `gantry preempt`, by an admin.
+    ByAdmin,
+    /// A reclaim or a QoS preemption from the scheduling pass.
+    Reclaim,
+    /// `gantry drain --requeue`.
+    Drain,
+}
+
+fn requeue_command(ask: RequeueAsk, job: u64, now_ms: u64) -> Command {
+    let control = |action| Command::Control {
+        jobs: vec![job],
+        action,
+        by: "ann".into(),
+        admin: true,
+        now_ms,
+    };
+    match ask {
+        RequeueAsk::ByHand => control(Control::Requeue),
+        RequeueAsk::ByAdmin => control(Control::Preempt),
+        RequeueAsk::Reclaim => Command::Requeue {
+            job,
+            attempt: 0,
+            reason: "account vision reclaims its guaranteed GPUs for job 9".into(),
+            moved_to: None,
+            now_ms,
+        },
+        RequeueAsk::Drain => Command::Drain {
+            nodes: vec!["n1".into()],
+            reason: "maintenance".into(),
+            by: "root".into(),
+            mode: DrainMode::Requeue,
+            now_ms,
+        },
+    }
+}
+
+/// The job asked its own requeue and exited 0 before the stop reached it (`gantry requeue
+/// "$GANTRY_JOB_ID"; exit 0`): 4 of 13 such jobs ended COMPLETED at attempt 0 and never ran
+/// again. Once a requeue is acknowledged, the run counts as requeued however it ends.
+#[test]
+fn an_acknowledged_requeue_is_not_lost_when_the_job_exits_before_the_stop() {
+    for ask in [
+        RequeueAsk::ByHand,
+        RequeueAsk::ByAdmin,
+        RequeueAsk::Reclaim,
+        RequeueAsk::Drain,
+    ] {
+        for (reason, code) in [
+            (ExitReason::Exited, Some(0)),
+            (ExitReason::Exited, Some(3)),
+            (ExitReason::Preempted, Some(0)),
+        ] {
+            let mut log = Log::new();
+            log.register("n1", 4);
+            let id = log.submit(1, 1);
+            assert_eq!(log.allocate(id, "n1", vec![0]), Outcome::Applied);
+            assert_eq!(
+                log.apply(requeue_command(ask, id, 5)),
+                Outcome::Applied,
+                "{ask:?}"
+            );
+            assert_eq!(log.exit(id, "n1", reason, code), Outcome::Applied);
+            let job = log.sm.job(id).unwrap();
+            assert_eq!(
+                (job.state, job.attempt),
+                (JobState::Pending, 1),
+                "{ask:?} then {reason:?} {code:?}: {}",
+                job.reason
+            );
+        }
+    }
+}
+
+/// What can happen to a running job's run, in any order.
+#[derive(Debug, Clone)]
+enum RunEvent {
+    Requeue(RequeueAsk),
+    Started {
+        node: usize,
+    },
+    Exit {
+        node: usize,
+        reason: ExitReason,
+        code: Option<i32>,
+    },
+    /// The node daemon registers again, still running the job or not.
+    Reconnect {
+        node: usize,
+        runs_it: bool,
+    },
+    /// The node is declared lost, then comes back.
+    Lost {
+        node: usize,
+    },
+}
+
+fn arb_run_event() -> impl Strategy<Value = RunEvent> {
+    let ask = prop::sample::select(vec![
+        RequeueAsk::ByHand,
+        RequeueAsk::ByAdmin,
+        RequeueAsk::Reclaim,
+        RequeueAsk::Drain,
+    ]);
+    let exit = prop::sample::select(vec![
+        (ExitReason::Exited, Some(0)),
+        (ExitReason::Exited, Some(1)),
+        (ExitReason::Preempted, Some(0)),
+        (ExitReason::Cancelled, None),
+        (ExitReason::Timeout, None),
+        (ExitReason::Lost, None),
+    ]);
+    prop_oneof![
+        ask.prop_map(RunEvent::Requeue),
+        (0..2usize).prop_map(|node| RunEvent::Started { node }),
+        (0..2usize, exit).prop_map(|(node, (reason, code))| RunEvent::Exit { node, reason, code }),
+        (0..2usize, any::<bool>())
+            .prop_map(|(node, runs_it)| RunEvent::Reconnect { node, runs_it }),
+        (0..2usize).prop_map(|node| RunEvent::Lost { node }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Requeue, exits, starts, node reports and reconnects in every order: once a requeue is
+    /// acknowledged (applied), the run that ends counts as requeued — the job is pending as
+    /// its next run — whatever its parts' exits were.
+    #[test]
+    fn an_acknowledged_requeue_counts_however_and_whenever_the_run_ends(
+        nodes in 1..=2usize,
+        no_requeue in any::<bool>(),
+        events in prop::collection::vec(arb_run_event(), 1..12),
+    ) {
+        let names = ["n1", "n2"];
+        let mut log = Log::new();
+        for name in names {
+            log.register(name, 4);
+        }
+        let mut s = spec(u32::try_from(nodes).unwrap(), 1);
+        s.requeue.on_node_failure = !no_requeue;
+        let id = log.submit_spec(s);
+        let parts = names[..nodes]
+            .iter()
+            .map(|n| PartPlan { node: (*n).into(), gpus: vec![0], cpus: 1, mem_mib: 256 })
+            .collect();
+        let allocated = log.apply(Command::Allocate {
+            shape: 0, job: id, attempt: 0, parts, now_ms: 3, token: String::new(),
+        });
+        prop_assert_eq!(allocated, Outcome::Applied);
+        let mut acknowledged = false;
+        let mut at = 10;
+        for event in events {
+            at += 1;
+            let ended_before = log.sm.job(id).unwrap().attempt > 0
+                || log.sm.job(id).unwrap().state.is_terminal();
+            match event {
+                RunEvent::Requeue(ask) => {
+                    if log.apply(requeue_command(ask, id, at)) == Outcome::Applied {
+                        prop_assert!(!ended_before, "a requeue of an ended run was acknowledged");
+                        acknowledged = true;
+                    }
+                }
+                RunEvent::Started { node } => {
+                    log.apply(Command::JobStarted {
+                        job: id, attempt: 0, node: names[node % nodes].into(), now_ms: at,
+                    });
+                }
+                RunEvent::Exit { node, reason, code } => {
+                    let exit = PartExit { reason, exit_code: code, signal: None, message: "m".into() };
+                    log.apply(Command::JobExited {
+                        job: id, attempt: 0, node: names[node % nodes].into(), exit, now_ms: at,
+                    });
+                }
+                RunEvent::Reconnect { node, runs_it } => {
+                    let running = if runs_it { vec![(id, 0)] } else { vec![] };
+                    log.apply(Command::RegisterNode {
+                        name: names[node % nodes].into(),
+                        inventory: inventory(4),
+                        running,
+                        failed_gpus: vec![],
+                        now_ms: at,
+                    });
+                }
+                RunEvent::Lost { node } => {
+                    log.apply(node_lost(names[node % nodes], at));
+                    log.register(names[node % nodes], 4);
+                }
+            }
+        }
+        let job = log.sm.job(id).unwrap();
+        let ended = job.attempt > 0 || job.state.is_terminal();
+        if acknowledged && ended {
+            prop_assert_eq!(
+                (job.state, job.attempt), (JobState::Pending, 1),
+                "an acknowledged requeue was lost: {}", job.reason
+            );
+        }
+    }
+}
