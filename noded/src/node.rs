@@ -16,7 +16,9 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{NodeConfig, Shutdown, server_urls};
 use crate::contact;
 use crate::error::NodedError;
-use crate::executor::{Executor, JobEnded, LaunchOutcome, LocalExecutor, LocalExecutorConfig};
+use crate::executor::{
+    Executor, ExecutorError, JobEnded, LaunchOutcome, LocalExecutor, LocalExecutorConfig,
+};
 use crate::fence::{LeaderTerm, StaleLeader};
 use crate::health::{self, GpuFault};
 use crate::jobdir::{ExitReason, JobKey, JobStatus};
@@ -323,9 +325,14 @@ impl<E: Executor> Node<E> {
                     }
                 },
                 Action::Stop { key, reason } => {
-                    if let Err(e) = self.executor.stop(key, reason) {
-                        // Its supervisor is gone already: its end is on the way.
-                        warn!(job = %key, "cannot stop: {e}");
+                    match self.executor.stop(key, reason) {
+                        Ok(()) => {}
+                        // It ended as the stop came (a job that requeued itself and exited,
+                        // say): its end is on the way, and the scheduler decides what it means.
+                        Err(ExecutorError::NotRunning(_)) => {
+                            info!(job = %key, "stop not needed: the job has just ended");
+                        }
+                        Err(e) => warn!(job = %key, "cannot stop: {e}"),
                     }
                     self.jobs.insert(key, LocalJob::Running { stopping: true });
                 }

@@ -1255,14 +1255,11 @@ impl StateMachine {
         if job.parts.iter().any(|p| p.exit.is_none()) {
             return;
         }
-        // A job that finished on its own before the stop reached it is done, not requeued.
-        let finished = job
-            .parts
-            .iter()
-            .all(|p| p.exit.as_ref().is_some_and(PartExit::succeeded));
+        // An acknowledged requeue holds however the run ended: a job that asked its own
+        // requeue and exited at once, or saved its checkpoint and exited 0 when warned, exited
+        // 0 too.
         let requeue = job.requeue.take();
         if !job.cancel_requested
-            && !finished
             && let Some(requeue) = requeue
         {
             let why = requeue.why;
