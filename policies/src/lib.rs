@@ -33,5 +33,5 @@ pub use priority::{Factors, Priority};
 pub use topology::{Switch, Topology, TopologyError};
 pub use view::{
     AccountView, ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, ReservationView,
-    RunningJob, Start, WaitReason,
+    RunningJob, Start, Victim, WaitReason,
 };

@@ -24,7 +24,9 @@ use crate::priority::{RankKey, Ranker, rank};
 use crate::profile::{Profile, Share, shares};
 use crate::reclaim::{Ask, Claim, Reclaimed, Reclaimer};
 use crate::topology::Topology;
-use crate::view::{ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, WaitReason};
+use crate::view::{
+    ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, Victim, WaitReason,
+};
 
 /// One scheduling pass. Jobs that could never run on the known nodes block nothing. A job
 /// with alternatives runs in the shape that would finish first, judged by time limits.
@@ -390,7 +392,11 @@ impl Pass {
                         job.id
                     ),
                 };
-                decisions.preempt.push((*victim, why));
+                decisions.preempt.push(Victim {
+                    job: *victim,
+                    for_job: job.id,
+                    reason: why,
+                });
             }
             let why = match plan.claim {
                 // Nothing stopped for it: what it waits for is being stopped already, for

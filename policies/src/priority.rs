@@ -31,14 +31,21 @@ pub struct Priority {
     pub factors: Factors,
 }
 
-/// Where a job stands in the queue; lower keys are served first: jobs within their
-/// account's guarantee, then jobs moved to defragment, then the rest (the [`Tier`]); within
-/// a tier highest priority, then earliest submitted, then lowest id.
+/// Where a job stands in the queue; lower keys are served first: jobs for which running
+/// jobs were stopped, then jobs within their account's guarantee, then jobs moved to
+/// defragment, then the rest (the [`Tier`]); within a tier highest priority, then earliest
+/// submitted, then lowest id.
 pub(crate) type RankKey = (Tier, std::cmp::Reverse<u64>, u64, JobId);
 
 /// The first part of a [`RankKey`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Tier {
+    /// Running jobs were stopped for it: what they free is its, or another job would take
+    /// it and the claimant would stop more jobs (or the same ones, restarted, again). The
+    /// earliest claim first: its victims are the first to be gone.
+    Claimant {
+        since: u64,
+    },
     /// Within its account's guarantee: borrowers never hold it back.
     Guaranteed,
     /// Moved to defragment, not restarted yet: it is placed before the jobs queued behind it
@@ -97,9 +104,10 @@ pub(crate) fn rank_key(
     covered: bool,
     profile: SchedulingProfile,
 ) -> RankKey {
-    let tier = match (profile, covered, job.moved) {
-        (SchedulingProfile::Gantry, true, _) => Tier::Guaranteed,
-        (SchedulingProfile::Gantry, false, true) => Tier::Moved,
+    let tier = match (profile, job.claimant, covered, job.moved) {
+        (SchedulingProfile::Gantry, Some(since), _, _) => Tier::Claimant { since },
+        (SchedulingProfile::Gantry, None, true, _) => Tier::Guaranteed,
+        (SchedulingProfile::Gantry, None, false, true) => Tier::Moved,
         _ => Tier::Rest,
     };
     let priority = match profile {

@@ -149,6 +149,25 @@ fn lenders<'a>(tree: &'a Tree, owed: &str, borrower: &'a str) -> Option<Vec<&'a 
     (meet > 0).then(|| path[..meet].to_vec())
 }
 
+/// Whether stopping `victim` for a job of `account` leaves every account that loses the
+/// victim's GPUs (the victim's own and those above it that `account` is not in) at or above
+/// its guarantee. A QoS or a deadline never takes what a guarantee covers: the guarantee would
+/// take it straight back, and the two would undo each other pass after pass.
+fn keeps_guarantees(tree: &Tree, held: &Held, account: &str, victim: &RunningJob) -> bool {
+    if !tree.has_guarantees() {
+        return true;
+    }
+    let ours = tree.path(account);
+    let gpus = running_gpus(victim);
+    tree.path(&victim.account)
+        .into_iter()
+        .filter(|a| !ours.contains(a))
+        .all(|a| match tree.guarantee(a) {
+            0 => true,
+            guarantee => held.of(a) >= u64::from(guarantee) + gpus,
+        })
+}
+
 /// Why GPUs are taken back for a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Claim {
@@ -283,10 +302,11 @@ impl<'v> Reclaimer<'v> {
     fn make_time(&self, ask: &Ask) -> Option<Reclaimed> {
         let config = &self.view.config;
         let level = config.qos_priority(&ask.job.qos)?;
-        let may_take = |_: &Held, _: &[&RunningJob], victim: &RunningJob| {
+        let may_take = |held: &Held, _: &[&RunningJob], victim: &RunningJob| {
             victim.deadline_ms.is_none()
                 && config.qos_priority(&victim.qos).is_none_or(|p| p <= level)
                 && self.stoppable(victim)
+                && keeps_guarantees(ask.tree, held, &ask.job.account, victim)
         };
         self.take(ask, Claim::Deadline, MAX_VICTIMS, may_take)
     }
@@ -310,8 +330,10 @@ impl<'v> Reclaimer<'v> {
         if preempts.is_empty() || (!any_victim && !self.any_stopping) {
             return None;
         }
-        let may_take = |_: &Held, _: &[&RunningJob], victim: &RunningJob| {
-            preempts.contains(&victim.qos) && self.stoppable(victim)
+        let may_take = |held: &Held, _: &[&RunningJob], victim: &RunningJob| {
+            preempts.contains(&victim.qos)
+                && self.stoppable(victim)
+                && keeps_guarantees(ask.tree, held, &ask.job.account, victim)
         };
         let claim = Claim::Qos(ask.job.qos.clone());
         self.take(ask, claim, MAX_VICTIMS, may_take)
@@ -596,7 +618,7 @@ impl<'v> Reclaimer<'v> {
 mod tests {
     use gantry_model::{Gpu, Resources};
 
-    use crate::view::{AccountView, Held as HeldPart, NodeView, PendingJob};
+    use crate::view::{AccountView, Held as HeldPart, NodeView, PendingJob, Victim};
     use crate::{ClusterView, schedule};
 
     use super::*;
@@ -695,7 +717,7 @@ mod tests {
     }
 
     fn preempted(view: &ClusterView) -> Vec<JobId> {
-        schedule(view).preempt.into_iter().map(|(j, _)| j).collect()
+        schedule(view).preempt.into_iter().map(|v| v.job).collect()
     }
 
     const MIN: u64 = 60_000;
@@ -728,7 +750,11 @@ mod tests {
         assert!(d.starts.is_empty());
         assert_eq!(
             d.preempt,
-            [(10, "preempted for job 1 of QoS high".to_string())]
+            [Victim {
+                job: 10,
+                for_job: 1,
+                reason: "preempted for job 1 of QoS high".to_string()
+            }]
         );
         assert_eq!(
             d.waiting[0].1.to_string(),
@@ -841,10 +867,11 @@ mod tests {
         assert!(d.starts.is_empty());
         assert_eq!(
             d.preempt,
-            [(
-                11,
-                "account vision reclaims its guaranteed GPUs for job 1".to_string()
-            )]
+            [Victim {
+                job: 11,
+                for_job: 1,
+                reason: "account vision reclaims its guaranteed GPUs for job 1".to_string()
+            }]
         );
         assert_eq!(preempted(&view(Some(4), None, 4)), [11, 10]);
     }

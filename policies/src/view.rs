@@ -68,9 +68,12 @@ impl ClusterView {
     /// happens. For benchmarks and tests.
     pub fn with_starts(&self, decisions: &Decisions) -> ClusterView {
         let mut next = self.clone();
-        for (victim, _) in &decisions.preempt {
-            if let Some(job) = next.running.iter_mut().find(|j| j.id == *victim) {
+        for victim in &decisions.preempt {
+            if let Some(job) = next.running.iter_mut().find(|j| j.id == victim.job) {
                 job.stopping = true;
+            }
+            if let Some(job) = next.pending.iter_mut().find(|j| j.id == victim.for_job) {
+                job.claimant.get_or_insert(self.now_ms);
             }
         }
         for start in &decisions.starts {
@@ -185,6 +188,13 @@ pub struct PendingJob {
     /// it while it stopped is still there when it is placed (afresh, fragmentation-aware:
     /// the job it was moved for is in the demand).
     pub moved: bool,
+    /// Running jobs were stopped for its current run (a reclaim, a QoS or deadline
+    /// preemption, a defragmentation) and it has not started since, with when the first of
+    /// them was (any increasing count: the state machine gives the log index). It ranks
+    /// first, so that what they free goes to it and not to a job queued behind (which would
+    /// leave it to stop more, or the same ones again); among such jobs, the earliest claim
+    /// first.
+    pub claimant: Option<u64>,
 }
 
 impl PendingJob {
@@ -200,6 +210,7 @@ impl PendingJob {
             waiting_on: vec![],
             reservation: None,
             moved: false,
+            claimant: None,
         }
     }
 
@@ -217,13 +228,24 @@ pub struct Decisions {
     pub waiting: Vec<(JobId, WaitReason)>,
     /// Every pending job in the order it was considered, with its priority.
     pub ranked: Vec<(JobId, Priority)>,
-    /// Running jobs to stop and requeue, with why: borrowers whose GPUs an account below its
+    /// Running jobs to stop and requeue: borrowers whose GPUs an account below its
     /// guarantee takes back, jobs a higher QoS preempts, jobs moved to defragment.
-    pub preempt: Vec<(JobId, String)>,
+    pub preempt: Vec<Victim>,
     /// Of `preempt`, the jobs moved to defragment, with the place kept for each while it
     /// stops (see [`RunningJob::moving_to`]); pending again, they rank ahead of all but
     /// guaranteed jobs (see [`PendingJob::moved`]).
     pub moved: Vec<(JobId, Vec<PartPlan>)>,
+}
+
+/// A running job a pass stops, for whom and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Victim {
+    pub job: JobId,
+    /// The waiting job it is stopped for: a claimant until it starts (see
+    /// [`PendingJob::claimant`]).
+    pub for_job: JobId,
+    /// As its history shows it: `preempted for job 9 of QoS high`.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{Gpu, Resources, Shape};
 use gantry_policies::{
-    AccountView, ClusterView, Held, NodeView, PartPlan, PendingJob, Plan, RunningJob, WaitReason,
-    schedule,
+    AccountView, ClusterView, Held, NodeView, PartPlan, PendingJob, Plan, RunningJob, Victim,
+    WaitReason, schedule,
 };
 use proptest::prelude::*;
 
@@ -257,7 +257,7 @@ proptest! {
         // Defragmentation moves only checkpointable jobs, within each account's budget; a
         // deadline stops only jobs without one.
         let mut moved: BTreeMap<&str, u32> = BTreeMap::new();
-        for (victim, why) in &d.preempt {
+        for Victim { job: victim, reason: why, .. } in &d.preempt {
             if why.ends_with("which would miss its deadline") {
                 let r = view.running.iter().find(|r| r.id == *victim).unwrap();
                 prop_assert!(r.deadline_ms.is_none(), "job {} races its own deadline", victim);
@@ -358,10 +358,9 @@ proptest! {
             return Ok(());
         }
         // Jobs later in the pass may preempt for their own reasons (deadlines, moves).
-        let reclaim = format!("reclaims its guaranteed GPUs for job {first}");
         let victims: BTreeSet<u64> = d.preempt.iter()
-            .filter(|(_, why)| why.ends_with(&reclaim))
-            .map(|(j, _)| *j)
+            .filter(|v| v.for_job == *first && v.reason.contains("reclaims its guaranteed GPUs"))
+            .map(|v| v.job)
             .collect();
         prop_assert!(!victims.is_empty(), "job {} waits behind borrowers: {:?}", first, d);
         prop_assert!(view.running.iter().filter(|r| victims.contains(&r.id)).all(|r| r.account != "a"));

@@ -374,8 +374,8 @@ fn check(path: &Path) -> Result<(), String> {
     let moves: BTreeSet<u64> = d
         .preempt
         .iter()
-        .filter(|(_, why)| why.starts_with("moved to defragment"))
-        .map(|(id, _)| *id)
+        .filter(|v| v.reason.starts_with("moved to defragment"))
+        .map(|v| v.job)
         .collect();
     let moved: BTreeSet<u64> = d.moved.iter().map(|(id, _)| *id).collect();
     if moves != moved {
@@ -422,7 +422,7 @@ fn check(path: &Path) -> Result<(), String> {
             ));
         }
     }
-    let preempt: Vec<u64> = d.preempt.iter().map(|(id, _)| *id).collect();
+    let preempt: Vec<u64> = d.preempt.iter().map(|v| v.job).collect();
     if preempt != scenario.expect.preempt {
         problems.push(format!(
             "preempt: expected {:?}, got {preempt:?}",

@@ -193,16 +193,18 @@ async fn propose(engine: &Engine, decisions: &Decisions) -> Proposed {
     }
     let commands: Vec<Command> = engine.read(|s| {
         let attempt = |job| s.job(job).map_or(0, |j| j.attempt);
-        let requeues = decisions.preempt.iter().map(|(job, reason)| {
-            tracing::info!(job, %reason, "preempting");
+        let requeues = decisions.preempt.iter().map(|victim| {
+            let job = victim.job;
+            tracing::info!(job, for_job = victim.for_job, reason = %victim.reason, "preempting");
             Command::Requeue {
-                job: *job,
-                attempt: attempt(*job),
-                reason: reason.clone(),
+                job,
+                attempt: attempt(job),
+                for_job: victim.for_job,
+                reason: victim.reason.clone(),
                 moved_to: decisions
                     .moved
                     .iter()
-                    .find(|(moved, _)| moved == job)
+                    .find(|(moved, _)| *moved == job)
                     .map(|(_, place)| place.clone()),
                 now_ms: now_ms(),
             }

@@ -87,6 +87,9 @@ struct Tracked {
     lost_gpu_ms: u64,
     /// Moved to defragment and not started since: it ranks ahead of the rest of the queue.
     moved: bool,
+    /// Jobs were preempted for it since this moment, and it has not started since: it
+    /// ranks first (`PendingJob::claimant`).
+    claimant: Option<u64>,
 }
 
 impl Tracked {
@@ -231,6 +234,7 @@ impl Engine<'_> {
             preemptions: 0,
             lost_gpu_ms: 0,
             moved: false,
+            claimant: None,
         };
         if let Some(why) = never_fits(&self.nodes, &self.shape(&tracked)) {
             self.refused.push((job.id, why));
@@ -260,6 +264,7 @@ impl Engine<'_> {
             deadline_ms: job.trace.deadline_ms,
             submit_ms: job.trace.submit_ms,
             moved: job.moved,
+            claimant: job.claimant,
             ..PendingJob::single(job.trace.id, self.shape(job))
         })
     }
@@ -346,8 +351,11 @@ impl Engine<'_> {
             let moved: Vec<JobId> = decisions.moved.iter().map(|(id, _)| *id).collect();
             // A plan stands only while nothing but arrivals happens: not past a preemption.
             self.plan = preempt.is_empty().then_some(plan);
-            for (victim, _) in &preempt {
-                self.preempt(*victim, now, moved.contains(victim));
+            for victim in &preempt {
+                self.preempt(victim.job, now, moved.contains(&victim.job));
+                if let Some(waiting) = self.tracked.get_mut(&victim.for_job) {
+                    waiting.claimant.get_or_insert(now);
+                }
             }
             self.start_all(starts, now);
             if preempt.is_empty() || self.pending.is_empty() {
@@ -376,6 +384,7 @@ impl Engine<'_> {
             }
             job.first_start_ms.get_or_insert(now);
             job.moved = false;
+            job.claimant = None;
             let work_end = now + job.remaining_ms;
             let end_ms = job.limit_ms.map_or(work_end, |l| work_end.min(now + l));
             self.ends.push(Reverse((end_ms, start.job)));

@@ -129,6 +129,8 @@ pub enum Command {
     Requeue {
         job: JobId,
         attempt: u32,
+        /// The waiting job it is stopped for: a claimant while pending (`Job::claimant_since`).
+        for_job: JobId,
         reason: String,
         /// It is moved to defragment, to start again here: the passes keep this place for it
         /// while it stops; pending again, it ranks ahead of all but guaranteed jobs

@@ -52,6 +52,11 @@ pub struct Job {
     /// (`RunningJob::moving_to`); pending, it ranks right after the jobs guarantees cover
     /// (`PendingJob::moved`).
     pub moved_to: Option<Vec<PartPlan>>,
+    /// Pending, running jobs were stopped for this run (`Command::Requeue.for_job`) since
+    /// the log index given, and it has not started since: it ranks first, earliest claim
+    /// first (`PendingJob::claimant`), so what they free is its. Ends when it starts or is
+    /// held.
+    pub claimant_since: Option<u64>,
 }
 
 /// Why a running job is being stopped to run again.

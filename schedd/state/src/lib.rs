@@ -21,7 +21,7 @@ mod view;
 /// data of another format would decode into wrong commands rather than fail. Bump it with
 /// every such change (the test `the_encoding_is_the_recorded_state_format` notices them);
 /// the scheduler refuses a data directory written in another format.
-pub const STATE_FORMAT: u32 = 2;
+pub const STATE_FORMAT: u32 = 3;
 
 pub use command::{Command, Control, DrainMode, ExitReason, GpuAsk, Outcome, PartExit, Rejection};
 pub use job::{Attempt, Job, Part, Requeue};

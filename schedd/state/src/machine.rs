@@ -292,10 +292,18 @@ impl StateMachine {
             Command::Requeue {
                 job,
                 attempt,
+                for_job,
                 reason,
                 moved_to,
                 now_ms,
-            } => self.requeue(*job, *attempt, reason, moved_to.as_ref(), *now_ms),
+            } => {
+                let stop = Stop {
+                    job: *job,
+                    attempt: *attempt,
+                    for_job: *for_job,
+                };
+                self.requeue(index, stop, reason, moved_to.as_ref(), *now_ms)
+            }
             Command::CreateReservation {
                 reservation,
                 gpus,
@@ -327,8 +335,12 @@ impl StateMachine {
 
     fn requeue(
         &mut self,
-        id: JobId,
-        attempt: u32,
+        index: u64,
+        Stop {
+            job: id,
+            attempt,
+            for_job,
+        }: Stop,
         reason: &str,
         moved_to: Option<&Vec<PartPlan>>,
         now_ms: u64,
@@ -344,6 +356,13 @@ impl StateMachine {
                 job.moved_to = moved_to.cloned();
                 let account = job.spec.account.clone();
                 self.preemptions.note(&account, now_ms);
+                if let Some(waiting) = self
+                    .jobs
+                    .get_mut(&for_job)
+                    .filter(|w| w.state == JobState::Pending && w.held_by.is_none())
+                {
+                    waiting.claimant_since.get_or_insert(index);
+                }
                 Outcome::Applied
             }
             _ => Outcome::Ignored(format!("job {id}.{attempt} is not running unstopped")),
@@ -430,6 +449,7 @@ impl StateMachine {
                 last_checkpoint_ms: None,
                 checkpoint_progress: None,
                 automatic_requeues: 0,
+                claimant_since: None,
                 moved_to: None,
             },
         );
@@ -865,6 +885,8 @@ impl StateMachine {
                 Control::Hold => {
                     job.held_by = Some(by.to_string());
                     job.reason = format!("held by {by}");
+                    // Held, it gives up what was stopped for it.
+                    job.claimant_since = None;
                 }
                 Control::Release => {
                     job.held_by = None;
@@ -916,6 +938,7 @@ impl StateMachine {
             job.state = JobState::Running;
             job.start_time_ms = Some(now_ms);
             job.moved_to = None;
+            job.claimant_since = None;
             job.epoch = index;
             job.shape = shape;
             job.parts = parts.iter().map(plan_part).collect();
@@ -1439,6 +1462,14 @@ impl StateMachine {
         }
         Outcome::Applied
     }
+}
+
+/// A running job's run to stop, and the waiting job it is stopped for.
+#[derive(Clone, Copy)]
+struct Stop {
+    job: JobId,
+    attempt: u32,
+    for_job: JobId,
 }
 
 fn plan_part(plan: &PartPlan) -> Part {

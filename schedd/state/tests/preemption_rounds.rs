@@ -58,15 +58,6 @@ fn inventory(gpus: u32) -> NodeInventory {
     }
 }
 
-/// The job a preemption's reason names: "... for job 12 ...".
-fn waiting_job(reason: &str) -> JobId {
-    let (_, after) = reason
-        .split_once("for job ")
-        .unwrap_or_else(|| panic!("a preemption names the job it is for: {reason:?}"));
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().unwrap()
-}
-
 impl Rounds {
     fn new(nodes: &[u32], stop_lag: u64) -> Rounds {
         let mut r = Rounds {
@@ -185,12 +176,14 @@ impl Rounds {
     fn round(&mut self) {
         let view = self.sm.cluster_view(self.now_ms);
         let decisions = gantry_policies::schedule(&view);
-        for (victim, reason) in &decisions.preempt {
+        for stop in &decisions.preempt {
+            let victim = &stop.job;
             let attempt = self.sm.job(*victim).unwrap().attempt;
             let outcome = self.apply(Command::Requeue {
                 job: *victim,
                 attempt,
-                reason: reason.clone(),
+                for_job: stop.for_job,
+                reason: stop.reason.clone(),
                 moved_to: decisions
                     .moved
                     .iter()
@@ -199,7 +192,7 @@ impl Rounds {
                 now_ms: self.now_ms,
             });
             if outcome == Outcome::Applied {
-                let waiting = waiting_job(reason);
+                let waiting = stop.for_job;
                 let run = self.sm.job(waiting).unwrap().attempt;
                 *self.stopped_for.entry((*victim, waiting, run)).or_default() += 1;
                 self.victims.entry(waiting).or_default().insert(*victim);

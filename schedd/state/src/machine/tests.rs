@@ -892,22 +892,25 @@ fn arb_command() -> impl Strategy<Value = Command> {
             by: "root".into(),
             now_ms: 9,
         }),
-        (job.clone(), 0u32..2, any::<bool>()).prop_map(|(job, attempt, moved)| {
-            Command::Requeue {
-                job,
-                attempt,
-                reason: "reclaimed".into(),
-                moved_to: moved.then(|| {
-                    vec![PartPlan {
-                        node: "n1".into(),
-                        gpus: vec![1],
-                        cpus: 1,
-                        mem_mib: 256,
-                    }]
-                }),
-                now_ms: 10,
+        (job.clone(), 0u32..2, any::<bool>(), job.clone()).prop_map(
+            |(job, attempt, moved, for_job)| {
+                Command::Requeue {
+                    job,
+                    attempt,
+                    for_job,
+                    reason: "reclaimed".into(),
+                    moved_to: moved.then(|| {
+                        vec![PartPlan {
+                            node: "n1".into(),
+                            gpus: vec![1],
+                            cpus: 1,
+                            mem_mib: 256,
+                        }]
+                    }),
+                    now_ms: 10,
+                }
             }
-        }),
+        ),
         (
             prop::collection::vec(job.clone(), 1..3),
             prop::sample::select(vec![
@@ -1030,6 +1033,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
     let requeue = |attempt| Command::Requeue {
         job: id,
         attempt,
+        for_job: 9,
         reason: "account vision reclaims its guaranteed GPUs for job 9".into(),
         moved_to: None,
         now_ms: 5,
@@ -1070,6 +1074,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
     log.apply(Command::Requeue {
         job: other,
         attempt: 0,
+        for_job: 9,
         reason: "r".into(),
         moved_to: None,
         now_ms: 6,
@@ -1088,6 +1093,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
     log.apply(Command::Requeue {
         job: quick,
         attempt: 0,
+        for_job: 9,
         reason: "r".into(),
         moved_to: None,
         now_ms: 8,
@@ -1144,6 +1150,7 @@ fn checkpoints_are_reported_with_the_runs_token_and_a_preempted_exit_requeues() 
     log.apply(Command::Requeue {
         job: id,
         attempt: 0,
+        for_job: 9,
         reason: "preempted for job 9 of QoS high".into(),
         moved_to: None,
         now_ms: 5,
@@ -1389,6 +1396,7 @@ fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
     let requeue = Command::Requeue {
         job: a,
         attempt: 0,
+        for_job: 9,
         reason: "moved to defragment: job 9 needs its GPUs together".into(),
         moved_to: Some(vec![PartPlan {
             node: "n1".into(),
@@ -1994,7 +2002,7 @@ fn the_encoding_is_the_recorded_state_format() {
     }
     assert_eq!(
         (crate::STATE_FORMAT, format!("{hash:016x}")),
-        (2, "4cb764437ab677f1".to_string()),
+        (3, "4bfdf5bd7836879f".to_string()),
         "the encoding of commands or snapshots changed: bump STATE_FORMAT and record the new \
          fingerprint"
     );
@@ -2029,6 +2037,7 @@ fn requeue_command(ask: RequeueAsk, job: u64, now_ms: u64) -> Command {
         RequeueAsk::Reclaim => Command::Requeue {
             job,
             attempt: 0,
+            for_job: 9,
             reason: "account vision reclaims its guaranteed GPUs for job 9".into(),
             moved_to: None,
             now_ms,
