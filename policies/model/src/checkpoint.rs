@@ -130,4 +130,12 @@ mod tests {
             assert!(err.contains(why), "{bad}: {err}");
         }
     }
+
+    /// Slurm's `--signal=USR1@30` means 30 seconds; Gantry's bare number meant 30 minutes.
+    #[test]
+    fn a_bare_lead_is_seconds_as_in_slurm() {
+        assert_eq!(Checkpoint::parse("USR1@30").unwrap().lead_ms, 30_000);
+        assert_eq!(Checkpoint::parse("USR1@90").unwrap().lead_ms, 90_000);
+        assert_eq!(Checkpoint::parse("USR1@2m").unwrap().lead_ms, 120_000);
+    }
 }

@@ -591,6 +591,25 @@ pub(crate) mod tests {
         );
     }
 
+    /// `-t 20s --checkpoint USR1@30m` was accepted and the job died of the signal at its
+    /// start: the warning must come after the start, for every way the job may run.
+    #[test]
+    fn a_checkpoint_lead_not_shorter_than_the_time_limit_is_refused() {
+        let with = |limit_ms: u64, lead_ms: u64| JobSpec {
+            time_limit_ms: Some(limit_ms),
+            checkpoint: Some(Checkpoint {
+                lead_ms,
+                ..Checkpoint::default()
+            }),
+            ..spec()
+        };
+        assert_eq!(with(60_000, 30_000).validate(), Ok(()));
+        for (limit, lead) in [(20_000, 1_800_000), (30_000, 30_000)] {
+            let err = with(limit, lead).validate().unwrap_err().to_string();
+            assert!(err.contains("must be shorter than the time limit"), "{err}");
+        }
+    }
+
     #[test]
     fn output_paths_default_substitute_and_resolve() {
         assert_eq!(
