@@ -17,6 +17,11 @@ pub enum CheckpointCommand {
         /// How far the job got, in its own units (a step, an epoch...)
         #[arg(long, value_name = "N")]
         progress: Option<u64>,
+        /// The job's work is done: when this run exits with code 0 the job is COMPLETED,
+        /// even if it was being stopped to run again (a preemption, a time limit with
+        /// --requeue-on-timeout)
+        #[arg(long = "final")]
+        work_done: bool,
     },
 }
 
@@ -43,7 +48,10 @@ fn this_job(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<(u64, u32, S
 }
 
 pub async fn run(command: CheckpointCommand, scheduler: &mut Scheduler) -> anyhow::Result<()> {
-    let CheckpointCommand::Done { progress } = command;
+    let CheckpointCommand::Done {
+        progress,
+        work_done,
+    } = command;
     let (job_id, attempt, token) = this_job(|name| std::env::var(name).ok())?;
     let request = pb::CheckpointDoneRequest {
         job_id,
@@ -51,6 +59,7 @@ pub async fn run(command: CheckpointCommand, scheduler: &mut Scheduler) -> anyho
         token,
         has_progress: progress.is_some(),
         progress: progress.unwrap_or(0),
+        work_done,
     };
     scheduler
         .call_retrying(|mut client| {

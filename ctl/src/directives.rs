@@ -32,6 +32,7 @@ pub enum Flag {
     Dependency,
     Checkpoint,
     CheckpointInterval,
+    Signal,
     Requeue,
     NoRequeue,
     RequeueOnTimeout,
@@ -39,7 +40,7 @@ pub enum Flag {
 }
 
 impl Flag {
-    pub const ALL: [Flag; 23] = [
+    pub const ALL: [Flag; 24] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -59,6 +60,7 @@ impl Flag {
         Flag::Dependency,
         Flag::Checkpoint,
         Flag::CheckpointInterval,
+        Flag::Signal,
         Flag::Requeue,
         Flag::NoRequeue,
         Flag::RequeueOnTimeout,
@@ -86,6 +88,7 @@ impl Flag {
             | Flag::Deadline
             | Flag::Checkpoint
             | Flag::CheckpointInterval
+            | Flag::Signal
             | Flag::Requeue
             | Flag::NoRequeue
             | Flag::RequeueOnTimeout
@@ -114,6 +117,7 @@ impl Flag {
             Flag::Dependency => "dependency",
             Flag::Checkpoint => "checkpoint",
             Flag::CheckpointInterval => "checkpoint-interval",
+            Flag::Signal => "signal",
             Flag::Requeue => "requeue",
             Flag::NoRequeue => "no-requeue",
             Flag::RequeueOnTimeout => "requeue-on-timeout",

@@ -104,11 +104,18 @@ pub struct SubmitArgs {
     /// afterany:ID (ended), afternotok:ID (ended without success); several joined by `,`
     #[arg(short = 'd', long = "dependency", value_name = "DEPS")]
     pub dependency: Option<String>,
-    /// Warn the job with SIGNAL, LEAD before it is preempted or reaches its time limit, so it
-    /// can checkpoint (e.g. SIGUSR1@120s, the defaults); it gets GANTRY_CHECKPOINT_DIR, kept
-    /// across its restarts, and a preempted run is requeued to resume from it
+    /// Warn the job's batch shell (or command) with SIGNAL, LEAD before it is preempted or
+    /// reaches its time limit, so it can checkpoint (e.g. SIGUSR1@120s, the defaults; a bare
+    /// LEAD is seconds; job:SIGNAL@LEAD warns every process of the job); it gets
+    /// GANTRY_CHECKPOINT_DIR, kept across its restarts, and a preempted run is requeued to
+    /// resume from it
     #[arg(long = "checkpoint", value_name = "SIGNAL@LEAD")]
     pub checkpoint: Option<String>,
+    /// Slurm's --signal: the checkpoint warning with Slurm's meaning, [B:]SIG[@SECONDS]
+    /// (every process of the job, or with B: only the batch shell; 60 seconds before by
+    /// default; SIG a name or a number)
+    #[arg(long = "signal", value_name = "[B:]SIG[@SECS]")]
+    pub signal: Option<String>,
     /// How often the job checkpoints on its own, e.g. 30m (implies --checkpoint with its
     /// defaults): preemption prefers jobs that lose the least since their last checkpoint
     #[arg(long = "checkpoint-interval", value_name = "DUR")]
@@ -434,11 +441,33 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
             .collect(),
         None => vec![],
     };
-    let mut checkpoint = match setting(&args.checkpoint, Flag::Checkpoint) {
-        Some(s) => Some(
-            Checkpoint::parse(s.value)
-                .map_err(|e| s.invalid(format!("{}: {e}", Flag::Checkpoint.label())))?,
-        ),
+    // Two ways to say the same thing: the command line's wins over a directive, and both at
+    // one level is a contradiction.
+    let warning = match (
+        setting(&args.checkpoint, Flag::Checkpoint),
+        setting(&args.signal, Flag::Signal),
+    ) {
+        (Some(c), Some(s))
+            if (c.origin == Origin::CommandLine) == (s.origin == Origin::CommandLine) =>
+        {
+            return Err(s.invalid(format!(
+                "{} and {} both say how the job is warned: give one",
+                Flag::Checkpoint.label(),
+                Flag::Signal.label()
+            )));
+        }
+        (Some(_), Some(s)) if s.origin == Origin::CommandLine => Some((s, Flag::Signal)),
+        (Some(c), _) => Some((c, Flag::Checkpoint)),
+        (None, s) => s.map(|s| (s, Flag::Signal)),
+    };
+    let mut checkpoint = match warning {
+        Some((s, flag)) => {
+            let parsed = match flag {
+                Flag::Signal => Checkpoint::parse_slurm(s.value),
+                _ => Checkpoint::parse(s.value),
+            };
+            Some(parsed.map_err(|e| s.invalid(format!("{}: {e}", flag.label())))?)
+        }
         None => None,
     };
     if let Some(s) = setting(&args.checkpoint_interval, Flag::CheckpointInterval) {
@@ -1161,10 +1190,59 @@ mod tests {
                 },
                 "--checkpoint-interval: expected a duration longer than 0",
             ),
+            (
+                SubmitArgs {
+                    checkpoint: Some("USR1@60s".into()),
+                    signal: Some("B:USR1@60".into()),
+                    ..command(&["true"])
+                },
+                "--checkpoint and --signal both say how the job is warned",
+            ),
+            (
+                SubmitArgs {
+                    signal: Some("R:USR1@60".into()),
+                    ..command(&["true"])
+                },
+                "--signal: --signal R: (a reservation's overlap) is not supported",
+            ),
         ] {
             let err = error(&args, dir.path());
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    /// `#SBATCH --signal=B:USR1@90` as Slurm means it; the command line's `--checkpoint` wins
+    /// over it.
+    #[test]
+    fn slurm_signal_directives_and_who_gets_the_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("job.sh"),
+            "#!/bin/sh\n#SBATCH --signal=B:USR1@90\ntrue\n",
+        )
+        .unwrap();
+        let contract = |args: &SubmitArgs| {
+            build_request(args, &ctx(dir.path()))
+                .unwrap()
+                .spec
+                .checkpoint
+                .map(|c| (c.signal, c.lead_ms, c.whole_job))
+        };
+        let script = SubmitArgs {
+            program: vec!["job.sh".into()],
+            ..Default::default()
+        };
+        assert_eq!(contract(&script), Some(("SIGUSR1".into(), 90_000, false)));
+        let over = SubmitArgs {
+            checkpoint: Some("job:USR2@30".into()),
+            ..script.clone()
+        };
+        assert_eq!(contract(&over), Some(("SIGUSR2".into(), 30_000, true)));
+        let slurm = SubmitArgs {
+            signal: Some("USR1".into()),
+            ..command(&["true"])
+        };
+        assert_eq!(contract(&slurm), Some(("SIGUSR1".into(), 60_000, true)));
     }
 
     /// Node failures requeue unless `--no-requeue`; the command line beats the script, and

@@ -11,7 +11,9 @@
 //! | `supervisor.log` | supervisor (stderr) | the supervisor's own messages |
 //! | `supervisor.pid` | supervisor, once its signal handlers are installed | the supervisor's pid |
 //! | `job.pid` | supervisor | the job's pid, which is also its process group id |
-//! | `stop-reason` | daemon, before SIGTERM | `CANCELLED` or `NODE_SHUTDOWN` |
+//! | `stop-reason` | daemon, before SIGTERM | `CANCELLED`, `NODE_SHUTDOWN` or `PREEMPTED` |
+//! | `stop-warning` | daemon, before `stop-reason` | with `PREEMPTED`: why it is stopped to run again ([`Warning`]) |
+//! | `warning` | supervisor, before the checkpoint signal | why the job is warned (`GANTRY_WARNING_FILE`, mode 0644) |
 //! | `status.json` | supervisor at the end | [`JobStatus`], written atomically |
 
 use std::fmt;
@@ -31,6 +33,8 @@ pub const SUPERVISOR_LOG_FILE: &str = "supervisor.log";
 pub const SUPERVISOR_PID_FILE: &str = "supervisor.pid";
 pub const JOB_PID_FILE: &str = "job.pid";
 pub const STOP_REASON_FILE: &str = "stop-reason";
+pub const STOP_WARNING_FILE: &str = "stop-warning";
+pub const WARNING_FILE: &str = "warning";
 pub const STATUS_FILE: &str = "status.json";
 
 /// One run of one job: the scheduler never reuses a `(job_id, attempt)` pair.
@@ -72,6 +76,8 @@ impl fmt::Display for JobKey {
 
 /// Why a job ended (shared with the scheduler; the wire's `ExitReason` has the same names).
 pub use gantry_model::ExitReason;
+/// Why a job is warned with its checkpoint signal.
+pub use gantry_model::Warning;
 
 /// How a job ended: `status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +89,10 @@ pub struct JobStatus {
     /// When the job was started (ms since the Unix epoch); 0 if it never was.
     pub start_ms: u64,
     pub end_ms: u64,
+    /// The supervisor had warned it of its time limit (its checkpoint signal) before it
+    /// ended: it ran out of time, whatever its exit.
+    #[serde(default)]
+    pub after_time_limit_warning: bool,
 }
 
 impl JobStatus {
@@ -95,6 +105,7 @@ impl JobStatus {
             message: message.into(),
             start_ms: 0,
             end_ms: now_ms(),
+            after_time_limit_warning: false,
         }
     }
 
@@ -106,6 +117,7 @@ impl JobStatus {
             exit_code: self.exit_code,
             signal: self.signal,
             message: self.message.clone(),
+            after_time_limit_warning: self.after_time_limit_warning,
         }
     }
 }
@@ -175,6 +187,9 @@ pub struct CheckpointRecord {
     pub lead_ms: u64,
     /// `GANTRY_CHECKPOINT_DIR`.
     pub dir: PathBuf,
+    /// Every process of the job gets the signal, not only its main one.
+    #[serde(default)]
+    pub whole_job: bool,
 }
 
 impl LaunchRecord {
@@ -422,6 +437,31 @@ impl JobDir {
         ExitReason::parse(&fs::read_to_string(self.file(STOP_REASON_FILE)).ok()?)
     }
 
+    /// Written before `stop-reason`, so a supervisor that reads a preemption there finds why.
+    pub fn write_stop_warning(&self, warning: Warning) -> Result<(), JobDirError> {
+        write_atomic(
+            &self.file(STOP_WARNING_FILE),
+            format!("{}\n", warning.as_str()).as_bytes(),
+            0o644,
+            false,
+        )
+    }
+
+    pub fn read_stop_warning(&self) -> Option<Warning> {
+        Warning::parse(&fs::read_to_string(self.file(STOP_WARNING_FILE)).ok()?)
+    }
+
+    /// What the job finds in `GANTRY_WARNING_FILE` when its checkpoint signal comes: written
+    /// just before the signal, readable by the job's user.
+    pub fn write_warning(&self, warning: Warning) -> Result<(), JobDirError> {
+        write_atomic(
+            &self.file(WARNING_FILE),
+            format!("{}\n", warning.as_str()).as_bytes(),
+            0o644,
+            false,
+        )
+    }
+
     pub fn remove(&self) -> Result<(), JobDirError> {
         match fs::remove_dir_all(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(JobDirError::io(&self.path, e)),
@@ -558,6 +598,7 @@ mod tests {
             message: "time limit reached".into(),
             start_ms: 1_000,
             end_ms: 2_000,
+            after_time_limit_warning: true,
         };
         dir.write_status(&status).unwrap();
         assert_eq!(dir.read_status().unwrap(), Some(status.clone()));

@@ -324,8 +324,12 @@ impl<E: Executor> Node<E> {
                         reports.push(message(pb::node_message::Msg::Exited(status.to_pb(key))));
                     }
                 },
-                Action::Stop { key, reason } => {
-                    match self.executor.stop(key, reason) {
+                Action::Stop {
+                    key,
+                    reason,
+                    warning,
+                } => {
+                    match self.executor.stop(key, reason, warning) {
                         Ok(()) => {}
                         // It ended as the stop came (a job that requeued itself and exited,
                         // say): its end is on the way, and the scheduler decides what it means.
@@ -451,7 +455,7 @@ impl<E: Executor> Node<E> {
             .collect();
         info!(jobs = self.running(), "node daemon stopping with its jobs");
         for key in to_stop {
-            if let Err(e) = self.executor.stop(key, ExitReason::NodeShutdown) {
+            if let Err(e) = self.executor.stop(key, ExitReason::NodeShutdown, None) {
                 warn!(job = %key, "cannot stop: {e}");
             }
             self.jobs.insert(key, LocalJob::Running { stopping: true });

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_proto as pb;
 
+use gantry_model::Warning;
+
 use crate::jobdir::{ExitReason, JobKey, JobStatus};
 
 /// What the node knows about one job.
@@ -27,8 +29,13 @@ pub enum Action {
         key: JobKey,
         launch: Box<pb::Launch>,
     },
-    /// SIGTERM, then SIGKILL after the grace period.
-    Stop { key: JobKey, reason: ExitReason },
+    /// SIGTERM, then SIGKILL after the grace period; with a `warning`, the job's checkpoint
+    /// signal first (it is stopped to run again, for that reason).
+    Stop {
+        key: JobKey,
+        reason: ExitReason,
+        warning: Option<Warning>,
+    },
     /// Delete its record: the scheduler has applied its end.
     Forget { key: JobKey },
     /// Record and report an end without running anything.
@@ -89,12 +96,19 @@ pub fn reconcile(local: &BTreeMap<JobKey, LocalJob>, assignments: &pb::Assignmen
                 message: NO_RECORD_MESSAGE.to_string(),
             }),
             (Some(LocalJob::Running { stopping: false }), _) if assignment.cancel => {
-                let reason = if assignment.preempt {
-                    ExitReason::Preempted
+                let (reason, warning) = if assignment.preempt {
+                    // A scheduler that names no reason is older than the word: a preemption.
+                    let warning =
+                        Warning::parse(&assignment.warning).unwrap_or(Warning::Preemption);
+                    (ExitReason::Preempted, Some(warning))
                 } else {
-                    ExitReason::Cancelled
+                    (ExitReason::Cancelled, None)
                 };
-                actions.push(Action::Stop { key, reason });
+                actions.push(Action::Stop {
+                    key,
+                    reason,
+                    warning,
+                });
             }
             // Running as it should, being stopped already, or ended and reported already.
             (Some(_), _) => {}
@@ -105,6 +119,7 @@ pub fn reconcile(local: &BTreeMap<JobKey, LocalJob>, assignments: &pb::Assignmen
             actions.push(Action::Stop {
                 key: *key,
                 reason: ExitReason::Cancelled,
+                warning: None,
             });
         }
     }
@@ -144,6 +159,7 @@ mod tests {
             cancel,
             launch,
             preempt: false,
+            warning: String::new(),
         }
     }
 
@@ -206,7 +222,8 @@ mod tests {
                 },
                 Action::Stop {
                     key: K1,
-                    reason: ExitReason::Cancelled
+                    reason: ExitReason::Cancelled,
+                    warning: None,
                 },
             ]
         );
@@ -222,7 +239,8 @@ mod tests {
             ),
             vec![Action::Stop {
                 key: K1,
-                reason: ExitReason::Cancelled
+                reason: ExitReason::Cancelled,
+                warning: None,
             }]
         );
         assert_eq!(
@@ -245,7 +263,8 @@ mod tests {
             run(&[(K1, LocalJob::Running { stopping: false })], preempt),
             vec![Action::Stop {
                 key: K1,
-                reason: ExitReason::Preempted
+                reason: ExitReason::Preempted,
+                warning: Some(Warning::Preemption),
             }]
         );
     }
@@ -260,7 +279,8 @@ mod tests {
             run(&local, vec![]),
             vec![Action::Stop {
                 key: K1,
-                reason: ExitReason::Cancelled
+                reason: ExitReason::Cancelled,
+                warning: None,
             }]
         );
     }
@@ -351,7 +371,8 @@ mod tests {
             vec![
                 Action::Stop {
                     key: k3,
-                    reason: ExitReason::Cancelled
+                    reason: ExitReason::Cancelled,
+                    warning: None,
                 },
                 Action::Launch {
                     key: k4,
@@ -364,7 +385,8 @@ mod tests {
                 },
                 Action::Stop {
                     key: K1,
-                    reason: ExitReason::Cancelled
+                    reason: ExitReason::Cancelled,
+                    warning: None,
                 },
             ]
         );

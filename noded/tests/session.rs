@@ -254,6 +254,7 @@ fn assignment(job_id: u64, launch: Option<pb::Launch>, cancel: bool) -> pb::Assi
         cancel,
         launch,
         preempt: false,
+        warning: String::new(),
     }
 }
 

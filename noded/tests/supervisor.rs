@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use gantry_noded::contact::{self, ContactLease};
 use gantry_noded::jobdir::{
     CheckpointRecord, ExitReason, JOB_PID_FILE, JobDir, JobKey, JobStatus, LaunchRecord,
-    STATUS_FILE, SUPERVISOR_PID_FILE,
+    STATUS_FILE, SUPERVISOR_PID_FILE, WARNING_FILE, Warning,
 };
 use gantry_proto as pb;
 use gantry_testkit::{kill_leftovers, wait_for};
@@ -431,12 +431,13 @@ fn with_checkpoint(scratch: &Scratch, signal: &str, lead_ms: u64) {
         signal: signal.into(),
         lead_ms,
         dir: scratch.work.clone(),
+        whole_job: false,
     });
     scratch.dir.write_record(&record).unwrap();
 }
 
-/// A job declaring `SIGUSR1@LEAD` gets SIGUSR1 that long before its time limit, and ends
-/// `TIMEOUT` at the limit; the signal reaches the whole group.
+/// A job declaring `SIGUSR1@LEAD` gets SIGUSR1 that long before its time limit, told why in
+/// `GANTRY_WARNING_FILE`, and ends `TIMEOUT` at the limit, its status saying it was warned.
 #[test]
 fn the_checkpoint_signal_comes_its_lead_before_the_time_limit() {
     // The warning comes 2 s after the start: time for the shell to trap SIGUSR1.
@@ -444,7 +445,7 @@ fn the_checkpoint_signal_comes_its_lead_before_the_time_limit() {
         time_limit_ms: 3_000,
         program: script(
             "#!/bin/sh
-trap 'echo warned > warned' USR1
+trap 'cat \"$GANTRY_WARNING_FILE\" > warned' USR1
 while true; do sleep 0.05; done
 ",
             &[],
@@ -454,7 +455,40 @@ while true; do sleep 0.05; done
     with_checkpoint(&scratch, "SIGUSR1", 1_000);
     let status = run_to_end(&scratch);
     assert_eq!(status.reason, ExitReason::Timeout, "{status:?}");
-    assert_eq!(read(&scratch.work.join("warned")), "warned\n");
+    assert!(status.after_time_limit_warning, "{status:?}");
+    assert_eq!(read(&scratch.work.join("warned")), "time_limit\n");
+}
+
+/// A job that exits by itself once warned of its time limit still says it was warned (with
+/// `--requeue-on-timeout` it runs again: it ran out of time); one that ends before the
+/// warning does not.
+#[test]
+fn an_exit_after_the_time_limit_warning_is_reported_as_warned() {
+    for (limit_ms, warned) in [(3_000, true), (60_000, false)] {
+        let scratch = prepare(JobKey::new(18, 0), 5_000, |work| pb::Launch {
+            time_limit_ms: limit_ms,
+            program: script(
+                "#!/bin/sh
+trap 'exit 0' USR1
+i=0
+while [ $i -lt 60 ]; do sleep 0.05; i=$((i + 1)); done
+",
+                &[],
+            ),
+            ..launch(work, &[])
+        });
+        with_checkpoint(&scratch, "SIGUSR1", 2_500);
+        let status = run_to_end(&scratch);
+        assert_eq!(
+            (
+                status.reason,
+                status.exit_code,
+                status.after_time_limit_warning
+            ),
+            (ExitReason::Exited, Some(0), warned),
+            "{status:?}"
+        );
+    }
 }
 
 /// A stop for a preemption warns a job with a checkpoint signal and lets it end by itself:
@@ -477,6 +511,7 @@ echo up > up
     wait_for("the job to start", || {
         scratch.work.join("up").exists().then_some(())
     });
+    scratch.dir.write_stop_warning(Warning::Drain).unwrap();
     scratch
         .dir
         .write_stop_reason(ExitReason::Preempted)
@@ -491,6 +526,7 @@ echo up > up
     );
     assert_eq!(status.message, "preempted: exited with code 0");
     assert_eq!(read(&scratch.work.join("saved")), "saved\n");
+    assert_eq!(read(&scratch.dir.file(WARNING_FILE)), "drain\n");
 }
 
 /// A preempted job that reports its checkpoint done (the file `gantry checkpoint done`

@@ -588,6 +588,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             job: request.job_id,
             attempt: request.attempt,
             progress: request.has_progress.then_some(request.progress),
+            work_done: request.work_done,
             now_ms: now_ms(),
         };
         match self.propose(command).await? {

@@ -39,6 +39,7 @@ fn exit_from_pb(e: &pb::JobExited) -> PartExit {
         exit_code: e.exit_code,
         signal: e.signal,
         message: e.message.clone(),
+        after_time_limit_warning: e.after_time_limit_warning,
     }
 }
 
@@ -229,14 +230,16 @@ fn desired(
         let launch = (!launched.contains(&(job.id, job.attempt)))
             .then(|| launch(job, node))
             .flatten();
+        // Stopped to be requeued, and not cancelled meanwhile: warn it to checkpoint.
+        let warning = job.requeue_warning();
         jobs.push(pb::Assignment {
             job_id: job.id,
             attempt: job.attempt,
             epoch: job.epoch,
             cancel,
             launch,
-            // Stopped to be requeued, and not cancelled meanwhile: warn it to checkpoint.
-            preempt: job.requeue.is_some() && !job.cancel_requested,
+            preempt: warning.is_some(),
+            warning: warning.map(|w| w.as_str().to_string()).unwrap_or_default(),
         });
     }
     (keys, pb::Assignments { jobs })

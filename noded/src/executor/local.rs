@@ -21,7 +21,7 @@ use super::{Executor, ExecutorError, JobEnded, LaunchOutcome};
 use crate::config::SupervisorCommand;
 use crate::jobdir::{
     CheckpointRecord, ExitReason, JOB_PID_FILE, JobDir, JobKey, JobStatus, LaunchRecord,
-    SUPERVISOR_LOG_FILE, SUPERVISOR_PID_FILE, list_job_dirs,
+    SUPERVISOR_LOG_FILE, SUPERVISOR_PID_FILE, Warning, list_job_dirs,
 };
 use crate::procfs;
 use crate::reconcile::LocalJob;
@@ -254,6 +254,7 @@ impl Executor for LocalExecutor {
                         signal: checkpoint.signal.clone(),
                         lead_ms: checkpoint.lead_ms,
                         dir: path,
+                        whole_job: checkpoint.whole_job,
                     }),
                     ..record
                 }
@@ -313,12 +314,21 @@ impl Executor for LocalExecutor {
         Ok(LaunchOutcome::Started { pid })
     }
 
-    fn stop(&mut self, key: JobKey, reason: ExitReason) -> Result<(), ExecutorError> {
+    fn stop(
+        &mut self,
+        key: JobKey,
+        reason: ExitReason,
+        warning: Option<Warning>,
+    ) -> Result<(), ExecutorError> {
         let dir = self.dir(key);
         // The reason first: the supervisor reads it when the SIGTERM arrives, and also right
         // after it has installed its signal handlers and written its pid file. So a supervisor
         // without a pid file yet must not be signalled (SIGTERM would kill it outright); it
-        // will find the reason itself and not start the job.
+        // will find the reason itself and not start the job. The warning before the reason:
+        // a supervisor that sees the reason finds it.
+        if let Some(warning) = warning {
+            dir.write_stop_warning(warning)?;
+        }
         dir.write_stop_reason(reason)?;
         let ready = dir
             .read_pid(SUPERVISOR_PID_FILE)

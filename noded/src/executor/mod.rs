@@ -9,7 +9,7 @@ pub use local::{LocalExecutor, LocalExecutorConfig};
 use gantry_proto as pb;
 use thiserror::Error;
 
-use crate::jobdir::{ExitReason, JobDirError, JobKey, JobStatus};
+use crate::jobdir::{ExitReason, JobDirError, JobKey, JobStatus, Warning};
 use crate::reconcile::LocalJob;
 
 /// A job ended; sent by the executor on the channel it was created with.
@@ -54,8 +54,14 @@ pub trait Executor {
     fn launch(&mut self, key: JobKey, launch: &pb::Launch) -> Result<LaunchOutcome, ExecutorError>;
 
     /// Asks a running job to stop (SIGTERM, then SIGKILL after the grace period); its end is
-    /// delivered as an event with `reason`.
-    fn stop(&mut self, key: JobKey, reason: ExitReason) -> Result<(), ExecutorError>;
+    /// delivered as an event with `reason`. With a `warning` (a stop to run again) a job with
+    /// a checkpoint contract gets its signal first, told why.
+    fn stop(
+        &mut self,
+        key: JobKey,
+        reason: ExitReason,
+        warning: Option<Warning>,
+    ) -> Result<(), ExecutorError>;
 
     /// Records the end of a job that never ran here (lost, or cancelled before it started).
     fn record_ended(&mut self, key: JobKey, status: &JobStatus) -> Result<(), ExecutorError>;

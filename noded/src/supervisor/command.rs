@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use nix::unistd::{Gid, Uid, getegid, geteuid, setegid, seteuid, setgroups};
 
-use crate::jobdir::{JobDir, LaunchRecord, ProgramRecord, SCRIPT_FILE};
+use crate::jobdir::{JobDir, LaunchRecord, ProgramRecord, SCRIPT_FILE, WARNING_FILE};
 
 /// Used when the job's own environment has no `PATH`, so a bare command name still resolves.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -21,8 +21,8 @@ pub fn job_identity(record: &LaunchRecord) -> Option<(Uid, Gid)> {
 }
 
 /// The job's environment: exactly its own (not the daemon's), then Gantry's and Slurm's
-/// variables on top. Later entries win.
-pub fn job_env(record: &LaunchRecord) -> Vec<(String, String)> {
+/// variables on top. Later entries win. `dir` is the job's own directory on this node.
+pub fn job_env(record: &LaunchRecord, dir: &JobDir) -> Vec<(String, String)> {
     let mut env = record.env.clone();
     if !env.iter().any(|(name, _)| name == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
@@ -73,6 +73,10 @@ pub fn job_env(record: &LaunchRecord) -> Vec<(String, String)> {
             checkpoint.dir.to_string_lossy().into_owned(),
         ));
         env.push(("GANTRY_CHECKPOINT_SIGNAL".into(), checkpoint.signal.clone()));
+        env.push((
+            "GANTRY_WARNING_FILE".into(),
+            dir.file(WARNING_FILE).to_string_lossy().into_owned(),
+        ));
     }
     env
 }
@@ -199,7 +203,7 @@ pub fn spawn_job(dir: &JobDir, record: &LaunchRecord) -> Result<Child, String> {
     command
         .args(&args)
         .env_clear()
-        .envs(job_env(record))
+        .envs(job_env(record, dir))
         .current_dir(&record.work_dir)
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -259,7 +263,10 @@ mod tests {
 
     #[test]
     fn job_env_is_the_jobs_own_plus_gantry_and_slurm_variables() {
-        let env = job_env(&record());
+        let env = job_env(
+            &record(),
+            &JobDir::at(std::path::Path::new("/data/jobs/42.2")),
+        );
         assert_eq!(get(&env, "HOME"), Some("/home/ada"));
         assert_eq!(get(&env, "PATH"), Some(DEFAULT_PATH));
         // The allocation wins over whatever the submitter had.
@@ -288,10 +295,14 @@ mod tests {
 
     #[test]
     fn no_gpus_means_an_empty_device_list() {
-        let env = job_env(&LaunchRecord {
-            gpus: vec![],
-            ..record()
-        });
+        let dir = JobDir::at(std::path::Path::new("/data/jobs/42.2"));
+        let env = job_env(
+            &LaunchRecord {
+                gpus: vec![],
+                ..record()
+            },
+            &dir,
+        );
         assert_eq!(get(&env, "CUDA_VISIBLE_DEVICES"), Some(""));
         assert_eq!(get(&env, "SLURM_GPUS_ON_NODE"), Some("0"));
     }

@@ -16,10 +16,10 @@ use nix::sys::signal::Signal;
 use nix::unistd::{Pid, setsid};
 
 use signals::SignalWatch;
-use watch::{JobEnd, Limits, ProcessEnd, watch_job};
+use watch::{JobEnd, Limits, ProcessEnd, Warn, watch_job};
 
 use crate::jobdir::{
-    ExitReason, JOB_PID_FILE, JobDir, JobStatus, LaunchRecord, SUPERVISOR_PID_FILE, now_ms,
+    ExitReason, JOB_PID_FILE, JobDir, JobStatus, LaunchRecord, SUPERVISOR_PID_FILE, Warning, now_ms,
 };
 
 fn log(message: &str) {
@@ -125,8 +125,11 @@ fn run_job(
         time_limit: (record.time_limit_ms > 0).then(|| Duration::from_millis(record.time_limit_ms)),
         grace: Duration::from_millis(record.kill_grace_ms),
         warning: record.checkpoint.as_ref().and_then(|c| {
-            let signal = c.signal.parse::<Signal>().ok()?;
-            Some((signal, Duration::from_millis(c.lead_ms)))
+            Some(Warn {
+                signal: c.signal.parse::<Signal>().ok()?,
+                lead: Duration::from_millis(c.lead_ms),
+                whole_job: c.whole_job,
+            })
         }),
         checkpoint_done: record
             .checkpoint
@@ -136,14 +139,21 @@ fn run_job(
         contact_lease: record.contact_lease.clone(),
     };
     let stop_reason = || match dir.read_stop_reason() {
-        Some(reason @ (ExitReason::NodeShutdown | ExitReason::Preempted)) => reason,
-        _ => ExitReason::Cancelled,
+        Some(ExitReason::Preempted) => (ExitReason::Preempted, dir.read_stop_warning()),
+        Some(ExitReason::NodeShutdown) => (ExitReason::NodeShutdown, None),
+        _ => (ExitReason::Cancelled, None),
+    };
+    let announce = |why: Warning| {
+        if let Err(e) = dir.write_warning(why) {
+            log(&format!("cannot tell the job why it is warned: {e}"));
+        }
     };
     let end = watch_job(
         Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
         limits,
         signals,
         stop_reason,
+        announce,
     );
     // The child was reaped by `watch_job`; dropping the handle does nothing more.
     drop(child);
@@ -180,6 +190,7 @@ fn status_of(end: &JobEnd, record: &LaunchRecord, start_ms: u64, end_ms: u64) ->
                 message: e.clone(),
                 start_ms,
                 end_ms,
+                after_time_limit_warning: end.warned_of_limit,
             };
         }
     };
@@ -224,6 +235,7 @@ fn status_of(end: &JobEnd, record: &LaunchRecord, start_ms: u64, end_ms: u64) ->
         message,
         start_ms,
         end_ms,
+        after_time_limit_warning: end.warned_of_limit,
     }
 }
 
@@ -269,6 +281,7 @@ mod tests {
             process: Ok(process),
             stopped,
             killed,
+            warned_of_limit: false,
         };
         let s = status_of(&end(ProcessEnd::Code(3), None, false), &record(), 1, 2);
         assert_eq!(
@@ -313,6 +326,7 @@ mod tests {
             process: Err("gone".into()),
             stopped: None,
             killed: false,
+            warned_of_limit: false,
         };
         assert_eq!(status_of(&lost, &record(), 1, 2).reason, ExitReason::Lost);
     }

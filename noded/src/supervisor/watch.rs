@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use super::signals::SignalWatch;
 use crate::contact::{ContactLease, boottime_ms};
-use crate::jobdir::ExitReason;
+use crate::jobdir::{ExitReason, Warning};
 use crate::procfs;
 
 /// How the job's main process ended.
@@ -31,15 +31,28 @@ pub struct JobEnd {
     pub stopped: Option<ExitReason>,
     /// The grace period ran out and the group got SIGKILL.
     pub killed: bool,
+    /// The job got its checkpoint signal for its time limit before it ended.
+    pub warned_of_limit: bool,
+}
+
+/// The job's checkpoint signal, and who gets it.
+#[derive(Debug, Clone, Copy)]
+pub struct Warn {
+    pub signal: Signal,
+    /// Sent that long before the time limit, and that long before SIGTERM when the job is
+    /// stopped to run again.
+    pub lead: Duration,
+    /// Its whole process group; otherwise its main process only (the batch shell, or the
+    /// command), as launchers and a shell's helpers have no handler and would die of it.
+    pub whole_job: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub time_limit: Option<Duration>,
     pub grace: Duration,
-    /// The job's checkpoint signal and its lead: sent that long before the time limit, and
-    /// that long before SIGTERM when the job is preempted.
-    pub warning: Option<(Signal, Duration)>,
+    /// The job's checkpoint signal, when it declared one.
+    pub warning: Option<Warn>,
     /// Touched by `gantry checkpoint done` in the job: once touched after a preemption's
     /// warning, the SIGTERM comes at once instead of at the end of the lead.
     pub checkpoint_done: Option<PathBuf>,
@@ -103,25 +116,33 @@ fn reap(job: Pid) -> Result<Reap, String> {
 
 /// Waits for the job (pid `job`, also its process group) to end. On the time limit or on
 /// SIGTERM/SIGINT: SIGTERM to the group, SIGKILL after the grace period. `stop_reason` says
-/// why a SIGTERM came (the daemon leaves a `stop-reason` file before signalling). A job with
-/// a checkpoint signal gets it its lead before the time limit, and on a preemption its lead
-/// before the SIGTERM.
+/// why a SIGTERM came (the daemon leaves a `stop-reason` file before signalling), and for a
+/// stop to run again why (`stop-warning`). A job with a checkpoint signal gets it its lead
+/// before the time limit, and on a stop to run again its lead before the SIGTERM; `announce`
+/// tells it why just before (`GANTRY_WARNING_FILE`).
 pub fn watch_job(
     job: Pid,
     limits: Limits,
     signals: &SignalWatch,
-    stop_reason: impl Fn() -> ExitReason,
+    stop_reason: impl Fn() -> (ExitReason, Option<Warning>),
+    announce: impl Fn(Warning),
 ) -> JobEnd {
     let started = Instant::now();
     let limit_at = limits.time_limit.map(|d| started + d);
     // When the checkpoint signal is due before the limit (at once for a limit shorter than
     // the lead); `None` once sent or without one.
     let mut warn_at = match (limits.warning, limit_at) {
-        (Some((_, lead)), Some(limit)) => Some(limit.checked_sub(lead).unwrap_or(started)),
+        (Some(w), Some(limit)) => Some(limit.checked_sub(w.lead).unwrap_or(started)),
         _ => None,
     };
-    let warn = |signal: Signal| {
-        let _ = killpg(job, signal);
+    let mut warned_of_limit = false;
+    let warn = |w: Warn, why: Warning| {
+        announce(why);
+        let _ = if w.whole_job {
+            killpg(job, w.signal)
+        } else {
+            nix::sys::signal::kill(job, w.signal)
+        };
     };
     // A preemption: warned now, SIGTERM at this instant.
     let mut term_at: Option<Instant> = None;
@@ -145,13 +166,14 @@ pub fn watch_job(
             Err(e) => break Err(e),
         }
         let now = Instant::now();
-        if let (Some(at), Some((signal, _))) = (warn_at, limits.warning)
+        if let (Some(at), Some(w)) = (warn_at, limits.warning)
             && now >= at
             && stopped.is_none()
             && term_at.is_none()
         {
-            warn(signal);
+            warn(w, Warning::TimeLimit);
             warn_at = None;
+            warned_of_limit = true;
         }
         if stopped.is_none() && limit_at.is_some_and(|at| now >= at) {
             term_at = None;
@@ -206,14 +228,14 @@ pub fn watch_job(
         {
             match (stop_reason(), limits.warning) {
                 // Checkpoint first; the SIGTERM follows after the lead.
-                (ExitReason::Preempted, Some((signal, lead))) => {
+                ((ExitReason::Preempted, why), Some(w)) => {
                     done_before = Some(touched(limits.checkpoint_done.as_deref()));
-                    warn(signal);
+                    warn(w, why.unwrap_or(Warning::Preemption));
                     warn_at = None;
-                    term_at = Some(Instant::now() + lead);
+                    term_at = Some(Instant::now() + w.lead);
                     preempting = true;
                 }
-                (reason, _) => stopped = Some(begin_stop(reason)),
+                ((reason, _), _) => stopped = Some(begin_stop(reason)),
             }
         }
     };
@@ -224,6 +246,7 @@ pub fn watch_job(
             .map(|(reason, _)| reason)
             .or(preempting.then_some(ExitReason::Preempted)),
         killed,
+        warned_of_limit,
     }
 }
 

@@ -293,6 +293,12 @@ impl JobSpec {
         }
         if let Some(checkpoint) = &self.checkpoint {
             checkpoint.check().map_err(SpecError::BadCheckpoint)?;
+            // The shortest limit among the ways it may run: an alternative's is scaled.
+            if let Some(limit) = self.shapes().iter().filter_map(|s| s.time_limit_ms).min() {
+                checkpoint
+                    .check_against_limit(limit)
+                    .map_err(SpecError::BadCheckpoint)?;
+            }
         }
         if self.constraints.len() > MAX_CONSTRAINTS {
             return Err(SpecError::TooManyConstraints(self.constraints.len()));

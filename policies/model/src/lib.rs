@@ -13,7 +13,7 @@ pub mod shape;
 pub mod testing;
 pub mod units;
 
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, SignalTarget, Warning};
 pub use dependency::{Condition, Dependency};
 pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, RequeuePolicy, SpecError};
 pub use node::{Gpu, NodeInventory, Resources};

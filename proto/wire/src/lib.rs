@@ -67,6 +67,11 @@ pub fn checkpoint_from_pb(c: &pb::Checkpoint) -> model::Checkpoint {
         signal: c.signal.clone(),
         lead_ms: c.lead_ms,
         interval_ms: (c.interval_ms > 0).then_some(c.interval_ms),
+        to: if c.whole_job {
+            model::SignalTarget::Job
+        } else {
+            model::SignalTarget::Batch
+        },
     }
 }
 
@@ -75,6 +80,7 @@ pub fn checkpoint_to_pb(c: &model::Checkpoint) -> pb::Checkpoint {
         signal: c.signal.clone(),
         lead_ms: c.lead_ms,
         interval_ms: c.interval_ms.unwrap_or(0),
+        whole_job: c.to == model::SignalTarget::Job,
     }
 }
 
@@ -301,6 +307,7 @@ mod tests {
                 signal: "SIGUSR2".into(),
                 lead_ms: 30_000,
                 interval_ms: Some(600_000),
+                to: model::SignalTarget::Job,
             }),
             requeue: model::RequeuePolicy {
                 on_node_failure: false,

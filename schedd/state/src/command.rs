@@ -56,6 +56,9 @@ pub enum Command {
         attempt: u32,
         /// How far the job got, in its own units.
         progress: Option<u64>,
+        /// The job's work is done (`gantry checkpoint done --final`): the run ending with
+        /// exit code 0 completes the job, whatever stop was under way.
+        work_done: bool,
         now_ms: u64,
     },
     /// A node daemon (re)connected, with what it offers, which jobs it still runs, and which
@@ -228,11 +231,29 @@ pub struct PartExit {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub message: String,
+    /// It was warned of its time limit (its checkpoint signal) before it ended: with
+    /// `--requeue-on-timeout` it runs again whatever its exit, since it ran out of time.
+    pub after_time_limit_warning: bool,
 }
 
 impl PartExit {
     pub fn succeeded(&self) -> bool {
         self.reason == ExitReason::Exited && self.exit_code == Some(0) && self.signal.is_none()
+    }
+
+    /// The job's process exited with code 0, whether or not it was being stopped (it may
+    /// have finished its work during a warning's lead); a part the node lost or fenced did
+    /// not.
+    pub fn exited_zero(&self) -> bool {
+        self.exit_code == Some(0)
+            && self.signal.is_none()
+            && matches!(
+                self.reason,
+                ExitReason::Exited
+                    | ExitReason::Preempted
+                    | ExitReason::Cancelled
+                    | ExitReason::Timeout
+            )
     }
 
     /// The job state a job ends in when this is the exit that decides it.

@@ -1,6 +1,6 @@
 //! A job as the state machine keeps it.
 
-use gantry_model::{JobId, JobSpec, JobState, Owner, Resources};
+use gantry_model::{JobId, JobSpec, JobState, Owner, Resources, Warning};
 use gantry_policies::PartPlan;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,9 @@ pub struct Job {
     /// first (`PendingJob::claimant`), so what they free is its. Ends when it starts or is
     /// held.
     pub claimant_since: Option<u64>,
+    /// The current run said its work is done (`gantry checkpoint done --final`): ending
+    /// with exit code 0 it completes the job, whatever stop was under way.
+    pub work_done: bool,
 }
 
 /// Why a running job is being stopped to run again.
@@ -70,8 +73,10 @@ pub struct Requeue {
 pub enum RequeueCause {
     /// For another job (QoS, a guarantee reclaim, defragmentation) or by `gantry preempt`.
     Preempted,
-    /// `gantry requeue`, or a drain that requeues (`--requeue`, `--deadline`).
+    /// `gantry requeue`.
     ByHand,
+    /// Its node is drained (`--requeue`, `--deadline`) or taken by a maintenance reservation.
+    Drain,
     /// A node of the run failed (its job spec lets it run again).
     NodeFail,
     /// The run reached its time limit (`--requeue-on-timeout`).
@@ -83,7 +88,7 @@ impl RequeueCause {
     pub fn outcome(self) -> &'static str {
         match self {
             RequeueCause::Preempted => "PREEMPTED",
-            RequeueCause::ByHand => "REQUEUED",
+            RequeueCause::ByHand | RequeueCause::Drain => "REQUEUED",
             RequeueCause::NodeFail => "NODE_FAIL",
             RequeueCause::Timeout => "TIMEOUT",
         }
@@ -134,6 +139,20 @@ impl Part {
 }
 
 impl Job {
+    /// Why it is being stopped to run again, as its checkpoint warning names it; `None`
+    /// when it is not (or a cancel came meanwhile: that stop is final).
+    pub fn requeue_warning(&self) -> Option<Warning> {
+        let requeue = self.requeue.as_ref().filter(|_| !self.cancel_requested)?;
+        Some(match requeue.cause {
+            RequeueCause::Preempted if self.moved_to.is_some() => Warning::Move,
+            RequeueCause::Preempted => Warning::Preemption,
+            RequeueCause::ByHand => Warning::Requeue,
+            RequeueCause::Drain => Warning::Drain,
+            RequeueCause::NodeFail => Warning::NodeFailure,
+            RequeueCause::Timeout => Warning::TimeLimit,
+        })
+    }
+
     /// Whether its node should be stopping it now.
     pub fn stopping(&self) -> bool {
         self.cancel_requested || self.first_failure.is_some() || self.requeue.is_some()

