@@ -290,6 +290,46 @@ fn a_job_that_requeues_itself_and_exits_at_once_runs_again() {
     assert_eq!(lines(&runs).len(), 2 * ids.len(), "{:?}", lines(&runs));
 }
 
+/// A requeued run appended to its output where the earlier run's lines were (its checkpoint
+/// messages among them) — they were gone. `--open-mode truncate` starts every run afresh, as
+/// Slurm's does, and `%r` in `-o` gives each run its own file (`%x`: the job's name, which
+/// was written literally).
+#[test]
+fn a_requeued_job_keeps_its_earlier_runs_output() {
+    let c = OneNode::start(&["--gpus", "1", "--cpus", "4", "--mem", "4G"]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    let body = format!(
+        "#!/bin/sh\necho \"run $GANTRY_RESTART_COUNT of $GANTRY_JOB_NAME\"\n\
+         if [ \"$GANTRY_RESTART_COUNT\" -eq 0 ]; then {gantry} requeue \"$GANTRY_JOB_ID\" >/dev/null; fi\n",
+        gantry = bin("gantry").display(),
+    );
+    let script = script(work, "twice.sh", &body);
+    let run = |args: &[&str]| {
+        let mut all = vec!["-G", "1", "-t", "10m", "-D", wd];
+        all.extend_from_slice(args);
+        all.push(&script);
+        let id = submit(url, &all);
+        assert_eq!(wait_state(url, id, "COMPLETED")["attempt"], 1);
+        id
+    };
+    let read = |name: String| fs::read_to_string(work.join(name)).unwrap();
+    let id = run(&[]);
+    assert_eq!(
+        read(format!("gantry-{id}.out")),
+        "run 0 of twice.sh\nrun 1 of twice.sh\n"
+    );
+    let id = run(&["--open-mode", "truncate"]);
+    assert_eq!(read(format!("gantry-{id}.out")), "run 1 of twice.sh\n");
+    let id = run(&["-J", "runs", "-o", "%x-%j.%r.out"]);
+    assert_eq!(read(format!("runs-{id}.0.out")), "run 0 of runs\n");
+    assert_eq!(read(format!("runs-{id}.1.out")), "run 1 of runs\n");
+    let shown = gantry_ok(url, &["show", &id.to_string()]);
+    assert!(
+        shown.contains(&format!("stdout: {wd}/runs-{id}.1.out\n")),
+        "{shown}"
+    );
+}
+
 /// Saves its count and reports it every 10 steps. Its first run stops at 25 and waits
 /// there; on SIGTERM it notes where it was stopped (without saving) and exits.
 fn periodic_counter(work: &Path) -> String {
