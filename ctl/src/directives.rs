@@ -22,6 +22,7 @@ pub enum Flag {
     Account,
     Output,
     Error,
+    OpenMode,
     Chdir,
     Parsable,
     Alternative,
@@ -40,7 +41,7 @@ pub enum Flag {
 }
 
 impl Flag {
-    pub const ALL: [Flag; 24] = [
+    pub const ALL: [Flag; 25] = [
         Flag::JobName,
         Flag::GpusPerNode,
         Flag::CpusPerNode,
@@ -50,6 +51,7 @@ impl Flag {
         Flag::Account,
         Flag::Output,
         Flag::Error,
+        Flag::OpenMode,
         Flag::Chdir,
         Flag::Parsable,
         Flag::Alternative,
@@ -88,6 +90,7 @@ impl Flag {
             | Flag::Deadline
             | Flag::Checkpoint
             | Flag::CheckpointInterval
+            | Flag::OpenMode
             | Flag::Signal
             | Flag::Requeue
             | Flag::NoRequeue
@@ -107,6 +110,7 @@ impl Flag {
             Flag::Account => "account",
             Flag::Output => "output",
             Flag::Error => "error",
+            Flag::OpenMode => "open-mode",
             Flag::Chdir => "chdir",
             Flag::Parsable => "parsable",
             Flag::Alternative => "alt",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use gantry_model::dependency::parse_dependencies;
 use gantry_model::units::{parse_duration_ms, parse_size_mib};
-use gantry_model::{Checkpoint, SpecError};
+use gantry_model::{Checkpoint, OpenMode, SpecError};
 use gantry_proto as pb;
 use thiserror::Error;
 
@@ -124,15 +124,19 @@ pub struct SubmitArgs {
     /// job grows more urgent as its slack (deadline − now − time limit) shrinks
     #[arg(long = "deadline", value_name = "TIME")]
     pub deadline: Option<String>,
-    /// File for standard output, relative to the working directory; %j is the job id, %n the
-    /// node's rank, %N the node's name [default: gantry-%j.out]
+    /// File for standard output, relative to the working directory; %j is the job id, %x its
+    /// name, %r the run (0, then 1, 2... when requeued), %n the node's rank, %N the node's
+    /// name [default: gantry-%j.out]
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<String>,
-    /// File for standard error, relative to the working directory; %j is the job id, %n the
-    /// node's rank, %N the node's name
+    /// File for standard error, relative to the working directory; the same patterns as -o
     /// [default: the standard output file]
     #[arg(short = 'e', long = "error", value_name = "ERR")]
     pub error: Option<String>,
+    /// How each run opens its output files: append, or truncate [default: the first run
+    /// truncates, later runs (requeues) append]
+    #[arg(long = "open-mode", value_name = "MODE")]
+    pub open_mode: Option<String>,
     /// Directory the job runs in [default: the current directory]
     #[arg(short = 'D', long = "chdir", value_name = "DIR")]
     pub chdir: Option<String>,
@@ -485,6 +489,18 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
             .get_or_insert_with(Checkpoint::default)
             .interval_ms = Some(every);
     }
+    let open_mode = match setting(&args.open_mode, Flag::OpenMode) {
+        Some(s) => OpenMode::parse(s.value)
+            .map(|m| m.as_str().to_string())
+            .ok_or_else(|| {
+                s.invalid(format!(
+                    "{}: expected append or truncate (got {:?})",
+                    Flag::OpenMode.label(),
+                    s.value
+                ))
+            })?,
+        None => String::new(),
+    };
     let work_dir = match text(&args.chdir, Flag::Chdir) {
         Some(dir) => absolute(&ctx.cwd, Path::new(&dir)),
         None => ctx.cwd.clone(),
@@ -548,6 +564,7 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         no_requeue: !requeue_on_node_failure(args, &directives),
         requeue_on_timeout: args.requeue_on_timeout
             || directives.last(Flag::RequeueOnTimeout).is_some(),
+        open_mode,
     };
     gantry_wire::spec_from_pb(&spec)?.validate()?;
     let parsable = args.parsable || directives.last(Flag::Parsable).is_some();

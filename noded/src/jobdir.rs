@@ -176,6 +176,11 @@ pub struct LaunchRecord {
     pub job_token: String,
     #[serde(default)]
     pub servers: String,
+    /// Append to the output files rather than truncate them (a later run, `--open-mode
+    /// append`, or a job of several nodes). Records written before it existed: by the
+    /// number of nodes.
+    #[serde(default)]
+    pub append_output: bool,
 }
 
 /// How the supervisor warns the job before stopping it, and where it checkpoints.
@@ -283,6 +288,7 @@ impl LaunchRecord {
             checkpoint: None,
             job_token: launch.job_token.clone(),
             servers: String::new(),
+            append_output: launch.append_output,
         })
     }
 
@@ -563,6 +569,7 @@ mod tests {
             submit_dir: "/home/ada".into(),
             checkpoint: None,
             job_token: String::new(),
+            append_output: false,
         }
     }
 

@@ -243,6 +243,7 @@ fn launch(work: &Path, job_id: u64, argv: &[&str]) -> pb::Launch {
         submit_dir: work.to_str().unwrap().into(),
         checkpoint: None,
         job_token: String::new(),
+        append_output: false,
     }
 }
 

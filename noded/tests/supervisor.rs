@@ -71,6 +71,7 @@ fn launch(work: &Path, argv: &[&str]) -> pb::Launch {
         submit_dir: "/submit/here".into(),
         checkpoint: None,
         job_token: String::new(),
+        append_output: false,
     }
 }
 

@@ -268,7 +268,7 @@ fn job_to_pb(
     let (stdout_path, stderr_path) = if summary {
         Default::default()
     } else {
-        job.spec.output_paths(job.id)
+        job.spec.output_paths(job.id, job.attempt)
     };
     pb::Job {
         id: job.id,

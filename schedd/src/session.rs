@@ -250,7 +250,7 @@ fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
     let part = &job.parts[rank];
     // Per node, like Slurm's filename patterns: %n is the node's rank, %N its name.
     let per_node = |path: String| path.replace("%n", &rank.to_string()).replace("%N", node);
-    let (stdout_path, stderr_path) = job.spec.output_paths(job.id);
+    let (stdout_path, stderr_path) = job.spec.output_paths(job.id, job.attempt);
     let (stdout_path, stderr_path) = (per_node(stdout_path), per_node(stderr_path));
     let submit_dir = job
         .spec
@@ -277,6 +277,7 @@ fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
         submit_dir,
         checkpoint: job.spec.checkpoint.as_ref().map(convert::checkpoint_to_pb),
         job_token: job.token.clone(),
+        append_output: job.spec.appends_output(job.attempt, job.parts.len()),
     })
 }
 

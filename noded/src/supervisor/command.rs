@@ -136,9 +136,10 @@ fn as_user<T>(
     result
 }
 
-/// How the job's output files are opened. Every node of a multi-node job opens the same
-/// file (on a shared file system): each appends, so no rank truncates or overwrites the lines
-/// of another. A single-node job starts its file afresh, as sbatch does.
+/// How the job's output files are opened, as the scheduler said (`append_output`): a later
+/// run appends (unless `--open-mode truncate`), so the lines of the runs before it stay.
+/// Every node of a multi-node job opens the same file (on a shared file system): each
+/// appends, so no rank truncates or overwrites the lines of another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutputMode {
     Truncate,
@@ -147,7 +148,7 @@ enum OutputMode {
 
 impl OutputMode {
     fn for_job(record: &LaunchRecord) -> OutputMode {
-        if record.nodes.len() > 1 {
+        if record.append_output || record.nodes.len() > 1 {
             OutputMode::Append
         } else {
             OutputMode::Truncate

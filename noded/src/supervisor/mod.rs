@@ -272,6 +272,7 @@ mod tests {
             checkpoint: None,
             job_token: String::new(),
             servers: String::new(),
+            append_output: false,
         }
     }
 

@@ -83,11 +83,37 @@ pub struct JobSpec {
     pub reservation: Option<String>,
     pub program: Program,
     pub work_dir: String,
-    /// Output path templates (`%j` is the job id); `None` means `gantry-%j.out`.
+    /// Output path templates (`%j` the job id, `%x` its name, `%r` the run; `%n`, `%N` per
+    /// node); `None` means `gantry-%j.out`.
     pub stdout_path: Option<String>,
     pub stderr_path: Option<String>,
+    /// How each run opens them (`--open-mode`); `None`: the first run truncates, later runs
+    /// append, so a requeued run keeps its earlier runs' lines.
+    pub open_mode: Option<OpenMode>,
     /// The environment the job starts with (the submitter's, by default), in submit order.
     pub env: Vec<(String, String)>,
+}
+
+/// How a run opens its output files (`--open-mode`, as Slurm's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpenMode {
+    Append,
+    Truncate,
+}
+
+impl OpenMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpenMode::Append => "append",
+            OpenMode::Truncate => "truncate",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<OpenMode> {
+        [OpenMode::Append, OpenMode::Truncate]
+            .into_iter()
+            .find(|m| m.as_str() == text.trim().to_ascii_lowercase())
+    }
 }
 
 /// When the scheduler runs a job again, as its next run, instead of ending it. Preemptions
@@ -156,6 +182,8 @@ pub enum SpecError {
     BadDependency(String),
     #[error("{0}")]
     BadCheckpoint(String),
+    #[error("open mode {0:?} is not append or truncate")]
+    BadOpenMode(String),
 }
 
 /// More required labels than this is a script gone wrong, not a request.
@@ -218,11 +246,15 @@ impl JobSpec {
         self.shapes().into_iter().nth(usize::try_from(index).ok()?)
     }
 
-    /// The job's stdout and stderr paths: absolute, with `%j` replaced by the job id.
-    /// Both default to `gantry-<id>.out` in the working directory; stderr defaults to stdout's.
-    pub fn output_paths(&self, id: JobId) -> (String, String) {
+    /// Run `attempt`'s stdout and stderr paths: absolute, with `%j` replaced by the job id,
+    /// `%x` by its name and `%r` by the run (`GANTRY_RESTART_COUNT`). Both default to
+    /// `gantry-<id>.out` in the working directory; stderr defaults to stdout's.
+    pub fn output_paths(&self, id: JobId, attempt: u32) -> (String, String) {
         let resolve = |template: &str| {
-            let path = template.replace("%j", &id.to_string());
+            let path = template
+                .replace("%j", &id.to_string())
+                .replace("%x", &self.name)
+                .replace("%r", &attempt.to_string());
             if path.starts_with('/') {
                 path
             } else {
@@ -235,6 +267,18 @@ impl JobSpec {
             .as_deref()
             .map_or_else(|| stdout.clone(), resolve);
         (stdout, stderr)
+    }
+
+    /// Whether run `attempt` on `nodes` nodes appends to its output files: a later run by
+    /// default, and every node of a job of several (they share the files, and no rank may
+    /// truncate another's lines).
+    pub fn appends_output(&self, attempt: u32, nodes: usize) -> bool {
+        nodes > 1
+            || match self.open_mode {
+                Some(OpenMode::Append) => true,
+                Some(OpenMode::Truncate) => false,
+                None => attempt > 0,
+            }
     }
 
     /// Checks everything that can be checked without knowing the cluster.
@@ -619,7 +663,7 @@ pub(crate) mod tests {
     #[test]
     fn output_paths_default_substitute_and_resolve() {
         assert_eq!(
-            spec().output_paths(7),
+            spec().output_paths(7, 0),
             ("/tmp/gantry-7.out".into(), "/tmp/gantry-7.out".into())
         );
         let s = JobSpec {
@@ -628,9 +672,29 @@ pub(crate) mod tests {
             ..spec()
         };
         assert_eq!(
-            s.output_paths(9),
+            s.output_paths(9, 0),
             ("/tmp/logs/9.log".into(), "/var/err-9".into())
         );
+        let s = JobSpec {
+            name: "train".into(),
+            stdout_path: Some("%x-%j.%r.out".into()),
+            ..spec()
+        };
+        assert_eq!(s.output_paths(9, 2).0, "/tmp/train-9.2.out");
+    }
+
+    #[test]
+    fn later_runs_and_several_nodes_append_to_the_output() {
+        let with = |open_mode| JobSpec {
+            open_mode,
+            ..spec()
+        };
+        assert!(!with(None).appends_output(0, 1));
+        assert!(with(None).appends_output(1, 1));
+        assert!(with(None).appends_output(0, 2));
+        assert!(!with(Some(OpenMode::Truncate)).appends_output(3, 1));
+        assert!(with(Some(OpenMode::Truncate)).appends_output(3, 2));
+        assert!(with(Some(OpenMode::Append)).appends_output(0, 1));
     }
 
     #[test]

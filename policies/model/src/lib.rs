@@ -15,6 +15,8 @@ pub mod units;
 
 pub use checkpoint::{Checkpoint, SignalTarget, Warning};
 pub use dependency::{Condition, Dependency};
-pub use job::{ExitReason, JobId, JobSpec, JobState, Owner, Program, RequeuePolicy, SpecError};
+pub use job::{
+    ExitReason, JobId, JobSpec, JobState, OpenMode, Owner, Program, RequeuePolicy, SpecError,
+};
 pub use node::{Gpu, NodeInventory, Resources};
 pub use shape::{Alternative, Shape};

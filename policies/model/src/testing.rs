@@ -31,5 +31,6 @@ pub fn job_spec(num_nodes: u32, gpus_per_node: u32) -> JobSpec {
         checkpoint: None,
         requeue: Default::default(),
         reservation: None,
+        open_mode: None,
     }
 }

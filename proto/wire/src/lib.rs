@@ -59,6 +59,13 @@ pub fn spec_from_pb(spec: &pb::JobSpec) -> Result<model::JobSpec, model::SpecErr
             on_timeout: spec.requeue_on_timeout,
         },
         reservation: non_empty(&spec.reservation),
+        open_mode: match spec.open_mode.as_str() {
+            "" => None,
+            mode => Some(
+                model::OpenMode::parse(mode)
+                    .ok_or_else(|| model::SpecError::BadOpenMode(mode.to_string()))?,
+            ),
+        },
     })
 }
 
@@ -170,6 +177,10 @@ pub fn spec_to_pb(spec: &model::JobSpec) -> pb::JobSpec {
         no_requeue: !spec.requeue.on_node_failure,
         requeue_on_timeout: spec.requeue.on_timeout,
         reservation: spec.reservation.clone().unwrap_or_default(),
+        open_mode: spec
+            .open_mode
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -314,6 +325,7 @@ mod tests {
                 on_timeout: true,
             },
             reservation: Some("demo".into()),
+            open_mode: Some(model::OpenMode::Truncate),
         };
         assert_eq!(spec_from_pb(&spec_to_pb(&spec)), Ok(spec));
     }

