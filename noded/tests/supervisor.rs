@@ -17,7 +17,7 @@ use gantry_noded::jobdir::{
     STATUS_FILE, SUPERVISOR_PID_FILE, WARNING_FILE, Warning,
 };
 use gantry_proto as pb;
-use gantry_testkit::{kill_leftovers, wait_for};
+use gantry_testkit::{NOBODY, kill_leftovers, require_root, wait_for};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getsid};
@@ -689,11 +689,8 @@ fn the_supervisor_outlives_the_process_that_spawned_it() {
 
 #[test]
 fn a_root_daemon_runs_the_job_as_its_user() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: switching users needs root");
-        return;
-    }
-    let nobody = 65534;
+    require_root("running a job as nobody");
+    let nobody = NOBODY;
     let scratch = prepare(JobKey::new(13, 0), 1_000, |work| pb::Launch {
         uid: nobody,
         gid: nobody,

@@ -811,3 +811,15 @@ pub fn caller_user() -> String {
         _ => uid.as_raw().to_string(),
     }
 }
+
+/// For tests that switch users (jobs run as their owners): they need root, which CI has.
+/// They fail rather than skip without it, so that a run that cannot check them says so.
+pub fn require_root(what: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{what} needs root, to run jobs as another user: run the tests as root (CI does)"
+    );
+}
+
+/// A user other than root that jobs can run as: `nobody`, uid and gid 65534 on Linux.
+pub const NOBODY: u32 = 65534;
