@@ -191,6 +191,7 @@ async fn serve(args: DevArgs) -> Result<()> {
             kill_grace_ms: args.kill_grace,
             // One machine: every node shares it, so a requeued job resumes on any of them.
             checkpoint_root: Some(data_dir.join("checkpoints")),
+            checkpoint_sweep_every_ms: gantry_noded::DEFAULT_CHECKPOINT_SWEEP_MS,
             // Every dev node offers the same GPUs of this machine: NVML would report one
             // failure on all of them. Their fault files try GPU failures out.
             watch_nvml: false,

@@ -10,6 +10,8 @@ use crate::error::NodedError;
 
 /// Default time between SIGTERM and SIGKILL when a job is stopped.
 pub const DEFAULT_KILL_GRACE_MS: u64 = 10_000;
+/// Default time between two checkpoint sweeps.
+pub const DEFAULT_CHECKPOINT_SWEEP_MS: u64 = 3_600_000;
 
 /// How to start a per-job supervisor: `program args... --job-dir DIR`, where the program ends
 /// up calling [`crate::supervise_main`] (`gantry-noded supervise`, or the `gantry` binary).
@@ -54,6 +56,9 @@ pub struct NodeConfig {
     /// Where jobs that checkpoint get `GANTRY_CHECKPOINT_DIR` (`<root>/<job id>`); `None`:
     /// `<data-dir>/checkpoints`. Shared storage lets a job resume on another node.
     pub checkpoint_root: Option<PathBuf>,
+    /// How often the daemon asks the leader which checkpoint dirs belong to jobs that ended
+    /// `checkpoint.keep` ago, and removes those.
+    pub checkpoint_sweep_every_ms: u64,
     /// The GPUs came from NVML: watch their health there too (the fault file is always
     /// watched, see [`crate::health`]).
     pub watch_nvml: bool,

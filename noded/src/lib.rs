@@ -6,6 +6,7 @@
 //!   that embeds the daemon;
 //! - [`discover_inventory`] finds the node's GPUs (NVML or declared), CPUs and memory.
 
+pub mod checkpoints;
 mod config;
 pub mod contact;
 mod error;
@@ -22,8 +23,8 @@ mod session;
 mod supervisor;
 
 pub use config::{
-    DEFAULT_KILL_GRACE_MS, NodeConfig, Shutdown, SupervisorCommand, default_data_dir, hostname,
-    server_urls,
+    DEFAULT_CHECKPOINT_SWEEP_MS, DEFAULT_KILL_GRACE_MS, NodeConfig, Shutdown, SupervisorCommand,
+    default_data_dir, hostname, server_urls,
 };
 pub use error::NodedError;
 pub use inventory::{GpuInventory, InventoryArgs, InventoryError, discover_inventory};

@@ -9,8 +9,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use gantry_model::units::parse_interval_ms;
 use gantry_noded::{
-    DEFAULT_KILL_GRACE_MS, InventoryArgs, NodeConfig, Shutdown, SupervisorCommand,
-    default_data_dir, discover_inventory, hostname, run_node, server_urls, supervise_main,
+    DEFAULT_CHECKPOINT_SWEEP_MS, DEFAULT_KILL_GRACE_MS, InventoryArgs, NodeConfig, Shutdown,
+    SupervisorCommand, default_data_dir, discover_inventory, hostname, run_node, server_urls,
+    supervise_main,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -54,6 +55,10 @@ struct Cli {
     /// `<data-dir>/checkpoints`): shared storage lets a requeued job resume on another node
     #[arg(long, value_name = "DIR")]
     checkpoint_root: Option<PathBuf>,
+    /// How often to remove the checkpoint dirs of jobs that ended longer ago than the
+    /// scheduler's checkpoint.keep, e.g. 1h, 10m [default: 1h].
+    #[arg(long, value_name = "DUR", value_parser = parse_interval_ms)]
+    checkpoint_sweep_every: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -121,6 +126,9 @@ fn config(cli: Cli) -> anyhow::Result<NodeConfig> {
         supervisor,
         kill_grace_ms: cli.kill_grace.unwrap_or(DEFAULT_KILL_GRACE_MS),
         checkpoint_root: cli.checkpoint_root.clone(),
+        checkpoint_sweep_every_ms: cli
+            .checkpoint_sweep_every
+            .unwrap_or(DEFAULT_CHECKPOINT_SWEEP_MS),
         // Declared GPUs (flags or a file) are not NVML's to watch.
         watch_nvml: cli.inventory.gpus.is_none() && cli.inventory.inventory.is_none(),
     })

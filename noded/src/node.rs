@@ -13,6 +13,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::checkpoints::CheckpointRoot;
 use crate::config::{NodeConfig, Shutdown, server_urls};
 use crate::contact;
 use crate::error::NodedError;
@@ -44,16 +45,25 @@ pub async fn run_node(
     }
     let data_dir = prepare_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
+    let checkpoints = CheckpointRoot::new(
+        config
+            .checkpoint_root
+            .clone()
+            .unwrap_or_else(|| data_dir.join("checkpoints")),
+    );
+    checkpoints
+        .prepare()
+        .map_err(|source| NodedError::DataDir {
+            path: checkpoints.path().to_path_buf(),
+            source,
+        })?;
     let (executor, events) = LocalExecutor::new(LocalExecutorConfig {
         jobs_root: data_dir.join("jobs"),
         node_name: config.name.clone(),
         supervisor: config.supervisor.clone(),
         kill_grace_ms: config.kill_grace_ms,
         contact_lease: data_dir.join(contact::FILE),
-        checkpoint_root: config
-            .checkpoint_root
-            .clone()
-            .unwrap_or_else(|| data_dir.join("checkpoints")),
+        checkpoints: checkpoints.clone(),
         servers: servers.join(","),
     });
     let span = info_span!("node", node = %config.name);
@@ -65,6 +75,7 @@ pub async fn run_node(
         LeaderTerm::load(&data_dir),
         contact::Renewal::new(&data_dir, Duration::from_millis(config.kill_grace_ms)),
     );
+    node.checkpoints = Some(checkpoints);
     node.gpu_faults = Some(health::watch(&data_dir, gpus, config.watch_nvml));
     span.in_scope(|| node.recover())?;
     info!(
@@ -159,6 +170,9 @@ pub(crate) struct Node<E: Executor> {
     pub(crate) gpu_faults: Option<mpsc::UnboundedReceiver<GpuFault>>,
     /// Every GPU failure seen since the daemon started, with why.
     failed_gpus: BTreeMap<u32, String>,
+    /// The checkpoint root to sweep (none: no sweeping), and how often.
+    pub(crate) checkpoints: Option<CheckpointRoot>,
+    pub(crate) sweep_every: Duration,
 }
 
 impl<E: Executor> Node<E> {
@@ -182,6 +196,42 @@ impl<E: Executor> Node<E> {
             contact,
             gpu_faults: None,
             failed_gpus: BTreeMap::new(),
+            checkpoints: None,
+            sweep_every: Duration::from_millis(config.checkpoint_sweep_every_ms.max(1)),
+        }
+    }
+
+    /// The jobs this node runs or is told to run: their checkpoint dirs are never swept.
+    fn live_job_ids(&self) -> BTreeSet<u64> {
+        let assigned = self.desired.iter().flatten();
+        let running = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| matches!(job, LocalJob::Running { .. }))
+            .map(|(key, _)| key);
+        assigned.chain(running).map(|key| key.job_id).collect()
+    }
+
+    /// The question of a checkpoint sweep: which of the dirs found (of jobs not running
+    /// here) may go. `None` when there is nothing to ask.
+    pub(crate) fn checkpoint_sweep(&self) -> Option<pb::NodeMessage> {
+        let candidates = self
+            .checkpoints
+            .as_ref()?
+            .sweep_candidates(&self.live_job_ids());
+        (!candidates.is_empty()).then(|| {
+            message(pb::node_message::Msg::CheckpointSweep(
+                pb::CheckpointSweep {
+                    job_ids: candidates,
+                },
+            ))
+        })
+    }
+
+    /// The leader's answer to a sweep: these jobs ended `checkpoint.keep` ago.
+    pub(crate) fn on_checkpoints_ended(&self, ended: &[u64]) {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.remove(ended, &self.live_job_ids());
         }
     }
 

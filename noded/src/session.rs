@@ -200,6 +200,7 @@ pub(crate) async fn run_session<E: Executor>(
 
     let mut registered = false;
     let mut heartbeat: Option<Interval> = None;
+    let mut sweep: Option<Interval> = None;
     // Until `Registered` names the interval, the default one sets the lease.
     let mut lease = lease_for(DEFAULT_HEARTBEAT);
     let mut last_heard = Instant::now();
@@ -232,6 +233,12 @@ pub(crate) async fn run_session<E: Executor>(
                     let mut interval = tokio::time::interval_at(last_heard + period, period);
                     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                     heartbeat = Some(interval);
+                    if sweep.is_none() {
+                        let every = node.sweep_every;
+                        let mut interval = tokio::time::interval_at(last_heard + every, every);
+                        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                        sweep = Some(interval);
+                    }
                     if !registered {
                         info!(server = %url, node = %ack.node, heartbeat = ?period, lease = ?lease, fenced_after = ?fenced_after, "registered with the scheduler");
                     }
@@ -249,6 +256,10 @@ pub(crate) async fn run_session<E: Executor>(
                     debug!(jobs = assignments.jobs.len(), "assignments received");
                     outbox = node.apply(&assignments);
                 }
+                Ok(Some(pb::SchedulerMessage { msg: Some(pb::scheduler_message::Msg::CheckpointsEnded(ended)) })) => {
+                    last_heard = Instant::now();
+                    node.on_checkpoints_ended(&ended.job_ids);
+                }
                 Ok(Some(pb::SchedulerMessage { msg: None })) => {
                     // Empty, but the scheduler is alive.
                     last_heard = Instant::now();
@@ -263,6 +274,7 @@ pub(crate) async fn run_session<E: Executor>(
             Some(ended) = node.events.recv() => outbox.extend(node.on_job_ended(ended)),
             Some(fault) = next_fault(&mut node.gpu_faults) => outbox.push(node.on_gpu_fault(fault)),
             () = tick(&mut heartbeat) => outbox.push(message(pb::node_message::Msg::Heartbeat(pb::Heartbeat {}))),
+            () = tick(&mut sweep) => outbox.extend(node.checkpoint_sweep()),
             () = tokio::time::sleep_until(last_heard + lease) => {
                 return SessionEnd::Silent { registered, silence: last_heard.elapsed() };
             }

@@ -605,6 +605,7 @@ async fn in_process_shutdown_stops_or_leaves_the_jobs() {
         },
         kill_grace_ms: 2_000,
         checkpoint_root: None,
+        checkpoint_sweep_every_ms: gantry_noded::DEFAULT_CHECKPOINT_SWEEP_MS,
         watch_nvml: false,
     };
 
@@ -692,6 +693,7 @@ async fn two_daemons_cannot_share_a_data_dir() {
         },
         kill_grace_ms: 1_000,
         checkpoint_root: None,
+        checkpoint_sweep_every_ms: gantry_noded::DEFAULT_CHECKPOINT_SWEEP_MS,
         watch_nvml: false,
     };
     let (stop, shutdown) = watch::channel(None);

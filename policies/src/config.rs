@@ -104,6 +104,9 @@ pub struct PolicyConfig {
     pub pools: BTreeMap<String, PoolLimits>,
     /// A node one of whose GPUs fails is drained (`gpu_failure.drain`).
     pub drain_on_gpu_failure: bool,
+    /// How long a job's checkpoint dir outlives the job (`checkpoint.keep`); `None`: for
+    /// ever. The node daemons remove the dirs of jobs that ended longer ago.
+    pub checkpoint_keep_ms: Option<u64>,
 }
 
 /// What a pool asks of the jobs submitted to it (`pool.NAME.*` settings).
@@ -199,6 +202,7 @@ impl Default for PolicyConfig {
             max_requeues: 5,
             pools: BTreeMap::new(),
             drain_on_gpu_failure: true,
+            checkpoint_keep_ms: Some(7 * DAY_MS),
         }
     }
 }
@@ -212,7 +216,7 @@ pub enum ConfigError {
 }
 
 /// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
     "profile",
     "weight.age",
     "weight.fair_share",
@@ -233,6 +237,7 @@ const KEYS: [&str; 20] = [
     "defrag.per_hour",
     "requeue.max",
     "gpu_failure.drain",
+    "checkpoint.keep",
 ];
 
 impl PolicyConfig {
@@ -284,6 +289,11 @@ impl PolicyConfig {
             ),
             ("requeue.max", self.max_requeues.to_string()),
             ("gpu_failure.drain", self.drain_on_gpu_failure.to_string()),
+            (
+                "checkpoint.keep",
+                self.checkpoint_keep_ms
+                    .map_or_else(|| "none".to_string(), format_duration_ms),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -355,6 +365,16 @@ impl PolicyConfig {
                 self.drain_on_gpu_failure = value
                     .parse()
                     .map_err(|_| bad(format!("true or false (got {value:?})")))?;
+            }
+            "checkpoint.keep" => {
+                self.checkpoint_keep_ms = match value {
+                    "none" => None,
+                    _ => Some(parse_duration_ms(value).map_err(|_| {
+                        bad(format!(
+                            "expected a duration such as 7d or 0s, or none (got {value:?})"
+                        ))
+                    })?),
+                };
             }
             "preempt.min_runtime" => self.preemption.min_runtime_ms = any_duration()?,
             "preempt.grace" => self.preemption.grace_ms = any_duration()?,

@@ -147,7 +147,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             name.clone(),
             session,
             Duration::from_millis(self.config.heartbeat_interval_ms),
-            tx,
+            tx.clone(),
         ));
         tokio::spawn(read_reports(
             self.engine.clone(),
@@ -155,6 +155,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             name,
             session,
             inbound,
+            tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -289,9 +290,11 @@ async fn read_reports(
     node: String,
     session: u64,
     mut inbound: Streaming<pb::NodeMessage>,
+    downlink: mpsc::Sender<Result<pb::SchedulerMessage, Status>>,
 ) {
     let (tx, mut rx) = mpsc::channel::<Command>(1024);
     let reader_node = node.clone();
+    let reader_engine = engine.clone();
     let reader = tokio::spawn(async move {
         loop {
             let message = match inbound.message().await {
@@ -321,6 +324,21 @@ async fn read_reports(
                     }
                 }
                 Some(Msg::Heartbeat(_)) => continue,
+                Some(Msg::CheckpointSweep(sweep)) => {
+                    // A question, not a report: answered from the applied state.
+                    let ended =
+                        reader_engine.read(|s| s.checkpoints_to_remove(&sweep.job_ids, now_ms()));
+                    debug!(node = %reader_node, asked = sweep.job_ids.len(), ended = ended.len(), "checkpoint sweep");
+                    let answer = pb::SchedulerMessage {
+                        msg: Some(pb::scheduler_message::Msg::CheckpointsEnded(
+                            pb::CheckpointsEnded { job_ids: ended },
+                        )),
+                    };
+                    if downlink.send(Ok(answer)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 Some(Msg::Register(_)) | None => {
                     warn!(node = %reader_node, "ignoring an unexpected message on an established session");
                     continue;

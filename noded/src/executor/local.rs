@@ -5,7 +5,7 @@
 //! from the supervisor's `status.json`.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, Span, info, warn};
 
 use super::{Executor, ExecutorError, JobEnded, LaunchOutcome};
+use crate::checkpoints::CheckpointRoot;
 use crate::config::SupervisorCommand;
 use crate::jobdir::{
     CheckpointRecord, ExitReason, JOB_PID_FILE, JobDir, JobKey, JobStatus, LaunchRecord,
@@ -25,24 +26,6 @@ use crate::jobdir::{
 };
 use crate::procfs;
 use crate::reconcile::LocalJob;
-
-/// The job's checkpoint dir, kept across its attempts (and nodes, on shared storage): created
-/// if missing, private to the job's user.
-fn checkpoint_dir(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)?;
-    if nix::unistd::geteuid().is_root() && uid != 0 {
-        nix::unistd::chown(
-            path,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )?;
-    }
-    Ok(())
-}
 
 /// How often a supervisor that is not our child is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
@@ -58,8 +41,8 @@ pub struct LocalExecutorConfig {
     pub kill_grace_ms: u64,
     /// The contact lease every job's supervisor enforces.
     pub contact_lease: PathBuf,
-    /// Checkpoint dirs are `<checkpoint_root>/<job id>`.
-    pub checkpoint_root: PathBuf,
+    /// Where jobs' checkpoint dirs are (`<root>/<job id>`).
+    pub checkpoints: CheckpointRoot,
     /// The schedulers, as `GANTRY_SERVER` takes them: jobs report checkpoints there.
     pub servers: String,
 }
@@ -243,12 +226,18 @@ impl Executor for LocalExecutor {
         };
         let record = match launch.checkpoint.as_ref() {
             Some(checkpoint) => {
-                let path = self.config.checkpoint_root.join(key.job_id.to_string());
-                if let Err(e) = checkpoint_dir(&path, record.uid, record.gid) {
-                    let message =
-                        format!("cannot prepare the checkpoint dir {}: {e}", path.display());
-                    return Self::failed(&dir, key, message);
-                }
+                let checkpoints = &self.config.checkpoints;
+                let path = match checkpoints.job_dir(key.job_id, record.uid, record.gid) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        let message = format!(
+                            "cannot prepare the checkpoint dir {}/{}: {e}",
+                            checkpoints.path().display(),
+                            key.job_id
+                        );
+                        return Self::failed(&dir, key, message);
+                    }
+                };
                 LaunchRecord {
                     checkpoint: Some(CheckpointRecord {
                         signal: checkpoint.signal.clone(),

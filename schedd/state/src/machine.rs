@@ -955,6 +955,26 @@ impl StateMachine {
         Outcome::Applied
     }
 
+    /// Of `ids`, the jobs whose checkpoint dirs may be removed at `now_ms`: ended at least
+    /// `checkpoint.keep` ago, or no longer known though their id was handed out. A job that
+    /// has not ended, or an id this state never gave (another cluster's dir on shared
+    /// storage), keeps its dir.
+    pub fn checkpoints_to_remove(&self, ids: &[JobId], now_ms: u64) -> Vec<JobId> {
+        let Some(keep) = self.config.checkpoint_keep_ms else {
+            return Vec::new();
+        };
+        ids.iter()
+            .copied()
+            .filter(|id| match self.jobs.get(id) {
+                Some(job) => {
+                    let ended = job.end_time_ms.unwrap_or(job.submit_time_ms);
+                    job.state.is_terminal() && ended.saturating_add(keep) <= now_ms
+                }
+                None => *id < self.next_job_id,
+            })
+            .collect()
+    }
+
     /// Verifies a scheduling decision against the state at its index.
     fn check_allocation(
         &self,

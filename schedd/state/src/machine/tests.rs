@@ -949,6 +949,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             ),
         prop::sample::select(vec![
             ("weight.age", "5"),
+            ("checkpoint.keep", "0s"),
             ("backfill.depth", "2"),
             ("qos.urgent.priority", "900"),
             ("weight.qos", "lots"),
@@ -2016,7 +2017,7 @@ fn the_encoding_is_the_recorded_state_format() {
     }
     assert_eq!(
         (crate::STATE_FORMAT, format!("{hash:016x}")),
-        (3, "12512a504400351d".to_string()),
+        (3, "5a74b686b1bc5a75".to_string()),
         "the encoding of commands or snapshots changed: bump STATE_FORMAT and record the new \
          fingerprint"
     );
@@ -2354,4 +2355,40 @@ fn a_stop_to_run_again_names_its_cause() {
     assert_eq!(warning(RequeueAsk::ByAdmin), Some(Warning::Preemption));
     assert_eq!(warning(RequeueAsk::Reclaim), Some(Warning::Preemption));
     assert_eq!(warning(RequeueAsk::Drain), Some(Warning::Drain));
+}
+
+/// A checkpoint dir goes `checkpoint.keep` after its job ended; never while the job has not
+/// ended, nor for an id this state never gave out (another cluster's, on shared storage).
+#[test]
+fn checkpoint_dirs_go_only_once_their_jobs_ended_long_enough_ago() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let keep = |log: &mut Log, value: &str| {
+        let set = Command::SetConfig {
+            key: "checkpoint.keep".into(),
+            value: value.into(),
+            by: "root".into(),
+            now_ms: 1,
+        };
+        assert_eq!(log.apply(set), Outcome::Applied);
+    };
+    keep(&mut log, "10s");
+    let ended = log.submit(1, 1);
+    let running = log.submit(1, 1);
+    let pending = log.submit(1, 4);
+    log.allocate(ended, "n1", vec![0]);
+    log.allocate(running, "n1", vec![1]);
+    log.exit(ended, "n1", ExitReason::Exited, Some(0));
+    let asked = [ended, running, pending, 99];
+    // Ended at 9 ms: kept until 10 009 ms.
+    assert_eq!(
+        log.sm.checkpoints_to_remove(&asked, 10_008),
+        Vec::<u64>::new()
+    );
+    assert_eq!(log.sm.checkpoints_to_remove(&asked, 10_009), [ended]);
+    keep(&mut log, "none");
+    assert_eq!(
+        log.sm.checkpoints_to_remove(&asked, u64::MAX),
+        Vec::<u64>::new()
+    );
 }
