@@ -152,6 +152,14 @@ impl Scheduler for Fake {
         Ok(Response::new(pb::ResumeResponse {}))
     }
 
+    async fn replace_node(
+        &self,
+        _request: Request<pb::ReplaceNodeRequest>,
+    ) -> Result<Response<pb::ReplaceNodeResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::ReplaceNodeResponse {}))
+    }
+
     async fn replicas(
         &self,
         _request: Request<pb::ReplicasRequest>,

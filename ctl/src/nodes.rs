@@ -20,6 +20,18 @@ pub struct NodesArgs {
     /// Show the nodes as a tree under the switches of the scheduler's topology file
     #[arg(long)]
     pub topology: bool,
+    #[command(subcommand)]
+    pub action: Option<NodesAction>,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum NodesAction {
+    /// Let another machine take a node's name over (admins): the next node daemon to register
+    /// under it claims it. Stop the old machine's daemon first
+    Replace {
+        #[arg(value_name = "NODE")]
+        node: String,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -51,6 +63,9 @@ pub struct ResumeArgs {
 }
 
 pub async fn nodes(args: NodesArgs, scheduler: &mut Scheduler) -> anyhow::Result<()> {
+    if let Some(NodesAction::Replace { node }) = args.action {
+        return replace(node, scheduler).await;
+    }
     let request = pb::ListNodesRequest { stale: args.stale };
     let response = scheduler
         .call(|mut client| async move { client.list_nodes(request).await })
@@ -204,6 +219,23 @@ pub async fn resume(args: ResumeArgs, scheduler: &mut Scheduler) -> anyhow::Resu
         .await?;
     let text: String = nodes.iter().map(|n| format!("Resumed {n}\n")).collect();
     emit(&text)?;
+    Ok(())
+}
+
+async fn replace(node: String, scheduler: &mut Scheduler) -> anyhow::Result<()> {
+    let request = pb::ReplaceNodeRequest {
+        caller: Some(caller()),
+        node: node.clone(),
+    };
+    scheduler
+        .call(|mut client| {
+            let request = request.clone();
+            async move { client.replace_node(request).await }
+        })
+        .await?;
+    emit(&format!(
+        "Node {node} may be taken over: the next node daemon to register as {node} claims it\n"
+    ))?;
     Ok(())
 }
 

@@ -18,21 +18,22 @@ fn gpus_of(url: &str, name: &str) -> Option<u64> {
 #[test]
 fn a_second_node_daemon_cannot_take_a_name_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let mut schedd = Schedd::start(&dir.path().join("schedd"), &[]);
+    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
     let url = schedd.url.clone();
     let gpus = |n: &'static str| ["--gpus", n, "--cpus", "8", "--mem", "8G"];
     let first = Noded::start(&url, "gpu01", &dir.path().join("a"), &gpus("4"));
     wait_for("gpu01 with 4 GPUs", || {
         (gpus_of(&url, "gpu01") == Some(4)).then_some(())
     });
-    let mut second = Noded::start(&url, "gpu01", &dir.path().join("b"), &gpus("8"));
-    // The second daemon is told why, and the scheduler warns.
-    let refusal = second.daemon.wait_line("is in use by another node daemon");
+    let second = Noded::start(&url, "gpu01", &dir.path().join("b"), &gpus("8"));
+    // The second daemon is told why, naming both, and the scheduler warns.
+    let refusal = second.daemon.wait_log("is in use by another node daemon");
     assert!(refusal.contains("gantry nodes replace gpu01"), "{refusal}");
+    assert_eq!(refusal.matches("identity ").count(), 2, "{refusal}");
     let warned = schedd
         .daemon
-        .wait_line("refused a second node daemon for gpu01");
-    assert!(!warned.is_empty());
+        .wait_log("refused a second node daemon for gpu01");
+    assert!(warned.contains("WARN"), "{warned}");
     assert_eq!(gpus_of(&url, "gpu01"), Some(4), "the first keeps its node");
 
     // The same daemon coming back (its data dir, its identity) is itself: welcome.

@@ -13,6 +13,7 @@ mod error;
 pub mod executor;
 mod fence;
 pub mod health;
+pub mod identity;
 pub mod inventory;
 pub mod jobdir;
 pub mod lease;

@@ -22,6 +22,7 @@ use crate::executor::{
 };
 use crate::fence::{LeaderTerm, StaleLeader};
 use crate::health::{self, GpuFault};
+use crate::identity;
 use crate::jobdir::{ExitReason, JobKey, JobStatus};
 use crate::reconcile::{Action, LocalJob, desired_keys, forgettable, reconcile};
 use crate::session::{OpenSession, SessionEnd, run_session};
@@ -45,6 +46,10 @@ pub async fn run_node(
     }
     let data_dir = prepare_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
+    let identity = identity::load_or_create(&data_dir).map_err(|source| NodedError::DataDir {
+        path: data_dir.join(identity::FILE),
+        source,
+    })?;
     let checkpoints = CheckpointRoot::new(
         config
             .checkpoint_root
@@ -76,6 +81,7 @@ pub async fn run_node(
         contact::Renewal::new(&data_dir, Duration::from_millis(config.kill_grace_ms)),
     );
     node.checkpoints = Some(checkpoints);
+    node.identity = identity;
     node.gpu_faults = Some(health::watch(&data_dir, gpus, config.watch_nvml));
     span.in_scope(|| node.recover())?;
     info!(
@@ -170,6 +176,8 @@ pub(crate) struct Node<E: Executor> {
     pub(crate) gpu_faults: Option<mpsc::UnboundedReceiver<GpuFault>>,
     /// Every GPU failure seen since the daemon started, with why.
     failed_gpus: BTreeMap<u32, String>,
+    /// This daemon's identity (see [`crate::identity`]).
+    pub(crate) identity: String,
     /// The checkpoint root to sweep (none: no sweeping), and how often.
     pub(crate) checkpoints: Option<CheckpointRoot>,
     pub(crate) sweep_every: Duration,
@@ -196,6 +204,7 @@ impl<E: Executor> Node<E> {
             contact,
             gpu_faults: None,
             failed_gpus: BTreeMap::new(),
+            identity: String::new(),
             checkpoints: None,
             sweep_every: Duration::from_millis(config.checkpoint_sweep_every_ms.max(1)),
         }
@@ -296,6 +305,7 @@ impl<E: Executor> Node<E> {
             running,
             finished,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            identity: self.identity.clone(),
             failed_gpus: self
                 .failed_gpus
                 .iter()

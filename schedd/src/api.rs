@@ -23,6 +23,8 @@ pub struct SchedulerApi {
     pub engine: Engine,
     pub config: Arc<SchedConfig>,
     pub explanations: Explanations,
+    /// Which node daemons are connected (a node is not replaced under a live one).
+    pub liveness: Arc<crate::liveness::Liveness>,
 }
 
 fn caller(c: Option<pb::Caller>) -> Result<Owner, Status> {
@@ -129,7 +131,9 @@ fn rejection_status(r: Rejection) -> Status {
         | Rejection::PoolAccount { .. }
         | Rejection::NotInReservation { .. } => Status::permission_denied(message),
         Rejection::UnknownReservation(_) => Status::not_found(message),
-        Rejection::ReservationExists(_) => Status::already_exists(message),
+        Rejection::ReservationExists(_) | Rejection::NodeInUse { .. } => {
+            Status::already_exists(message)
+        }
         Rejection::Account(AccountError::Unknown(_)) => Status::not_found(message),
         Rejection::Account(AccountError::Exists(_)) => Status::already_exists(message),
         Rejection::Account(_) => Status::invalid_argument(message),
@@ -777,6 +781,34 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         })
         .await?;
         Ok(Response::new(pb::ResumeResponse {}))
+    }
+
+    async fn replace_node(
+        &self,
+        request: Request<pb::ReplaceNodeRequest>,
+    ) -> Result<Response<pb::ReplaceNodeResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "replace nodes")?;
+        let name = request.node;
+        if self.engine.read(|s| s.node(&name).is_none()) {
+            return Err(rejection_status(Rejection::UnknownNode(name)));
+        }
+        if let Some(from) = self.liveness.open_session(&name) {
+            return Err(Status::failed_precondition(format!(
+                "node {name} is connected (its node daemon connects from {from}): stop that \
+                 daemon first, then replace the node"
+            )));
+        }
+        self.propose(Command::ReplaceNode {
+            name: name.clone(),
+            by: who.user.clone(),
+            now_ms: now_ms(),
+        })
+        .await?;
+        tracing::info!(node = %name, by = %who.user, "node replaced: the next node daemon to register under its name takes it");
+        Ok(Response::new(pb::ReplaceNodeResponse {}))
     }
 
     async fn replicas(

@@ -13,11 +13,14 @@ pub struct Liveness {
 struct Seen {
     at: Instant,
     session: u64,
+    /// Where the session's daemon connects from, while its stream is open.
+    open_from: Option<String>,
 }
 
 impl Liveness {
-    /// A new session for `node` starts; it supersedes any earlier one. Returns its number.
-    pub fn connected(&self, node: &str) -> u64 {
+    /// A new session for `node`, from `peer`, starts; it supersedes any earlier one.
+    /// Returns its number.
+    pub fn connected(&self, node: &str, peer: &str) -> u64 {
         let mut nodes = self.lock();
         let session = nodes.get(node).map_or(1, |s| s.session + 1);
         nodes.insert(
@@ -25,9 +28,22 @@ impl Liveness {
             Seen {
                 at: Instant::now(),
                 session,
+                open_from: Some(peer.to_string()),
             },
         );
         session
+    }
+
+    /// Session `session` of `node` has ended (its stream closed).
+    pub fn ended(&self, node: &str, session: u64) {
+        if let Some(seen) = self.lock().get_mut(node).filter(|s| s.session == session) {
+            seen.open_from = None;
+        }
+    }
+
+    /// Where the daemon of `node` connects from, while its session is open.
+    pub fn open_session(&self, node: &str) -> Option<String> {
+        self.lock().get(node).and_then(|s| s.open_from.clone())
     }
 
     /// The node said something on session `session`.
@@ -98,10 +114,15 @@ mod tests {
     #[test]
     fn a_new_session_supersedes_the_old_one() {
         let l = Liveness::default();
-        let first = l.connected("n1");
-        let second = l.connected("n1");
+        let first = l.connected("n1", "10.0.0.1:5000");
+        let second = l.connected("n1", "10.0.0.1:5001");
         assert!(!l.is_current("n1", first));
         assert!(l.is_current("n1", second));
+        // The first session's end does not close the second.
+        l.ended("n1", first);
+        assert_eq!(l.open_session("n1").as_deref(), Some("10.0.0.1:5001"));
+        l.ended("n1", second);
+        assert_eq!(l.open_session("n1"), None);
         assert!(l.silent_for("n1", Instant::now()) < Duration::from_secs(5));
         let started = Instant::now() - Duration::from_secs(60);
         assert!(l.silent_for("never", started) >= Duration::from_secs(60));

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use gantry_model::{JobId, NodeInventory};
 use gantry_proto as pb;
+use gantry_state::machine::short_identity;
 use gantry_state::{Command, Job, Outcome, PartExit, StateMachine};
 use pb::node_message::Msg;
 use tokio::sync::mpsc;
@@ -62,6 +63,9 @@ impl pb::node_session_server::NodeSession for NodeSessions {
         request: Request<Streaming<pb::NodeMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         crate::api::require_leader(&self.engine, &self.config)?;
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {
             Some(pb::NodeMessage {
@@ -79,12 +83,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             }
         };
         let name = register.name.clone();
-        // What ended while the node was away is recorded before the node is reconciled.
-        let reports: Vec<Command> = register.finished.iter().map(|e| exited(&name, e)).collect();
-        self.engine
-            .propose_all(reports)
-            .await
-            .map_err(crate::api::engine_status)?;
+        self.admit_daemon(&name, &register.identity, &peer)?;
         let inventory = NodeInventory {
             gpus: register.gpus.iter().map(convert::gpu_from_pb).collect(),
             cpus: register.cpus,
@@ -103,8 +102,15 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             .collect();
         let command = Command::RegisterNode {
             name: name.clone(),
+            identity: register.identity.clone(),
             inventory,
             running,
+            // What ended while the node was away is recorded before it is reconciled.
+            finished: register
+                .finished
+                .iter()
+                .map(|e| (e.job_id, e.attempt, exit_from_pb(e)))
+                .collect(),
             failed_gpus: register
                 .failed_gpus
                 .iter()
@@ -127,7 +133,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
         // now, the session must not start under it.
         let term = self.engine.role().term;
         crate::api::require_leader(&self.engine, &self.config)?;
-        let session = self.liveness.connected(&name);
+        let session = self.liveness.connected(&name, &peer);
         let (tx, rx) = mpsc::channel(16);
         let registered = pb::Registered {
             node: name.clone(),
@@ -158,6 +164,34 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl NodeSessions {
+    /// Refuses a node daemon whose name belongs to another daemon's identity, saying which
+    /// and where both connect from (the state machine refuses it too, should two race).
+    fn admit_daemon(&self, name: &str, identity: &str, peer: &str) -> Result<(), Status> {
+        let held = self
+            .engine
+            .read(|s| s.node(name).map(|n| n.identity.clone()))
+            .filter(|held| !held.is_empty() && held != identity);
+        let Some(held) = held else {
+            return Ok(());
+        };
+        let owner = match self.liveness.open_session(name) {
+            Some(from) => format!("connected from {from}"),
+            None => "not connected now".to_string(),
+        };
+        let message = format!(
+            "node name {name} is in use by another node daemon (identity {}, {owner}); this \
+             one (identity {}, from {peer}) is refused: if this machine replaces that one, stop \
+             the other daemon and run `gantry nodes replace {name}`; otherwise give this one \
+             another --name",
+            short_identity(&held),
+            short_identity(identity)
+        );
+        warn!(node = %name, %peer, "refused a second node daemon for {name}: {message}");
+        Err(Status::already_exists(message))
     }
 }
 
@@ -295,6 +329,7 @@ async fn read_reports(
     let (tx, mut rx) = mpsc::channel::<Command>(1024);
     let reader_node = node.clone();
     let reader_engine = engine.clone();
+    let reader_liveness = liveness.clone();
     let reader = tokio::spawn(async move {
         loop {
             let message = match inbound.message().await {
@@ -305,7 +340,7 @@ async fn read_reports(
                     break;
                 }
             };
-            liveness.heard(&reader_node, session);
+            reader_liveness.heard(&reader_node, session);
             let command = match message.msg {
                 Some(Msg::Started(s)) => Command::JobStarted {
                     job: s.job_id,
@@ -369,5 +404,6 @@ async fn read_reports(
         }
     }
     reader.abort();
+    liveness.ended(&node, session);
     info!(node = %node, session, "node session ended");
 }

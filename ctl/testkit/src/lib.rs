@@ -88,6 +88,18 @@ impl Daemon {
         Daemon { child, log, lines }
     }
 
+    /// Waits until the daemon's log (its stderr) has a line containing `marker`; returns
+    /// that line.
+    pub fn wait_log(&self, marker: &str) -> String {
+        wait_for(&format!("{marker:?} in {}", self.log.display()), || {
+            fs::read_to_string(&self.log)
+                .ok()?
+                .lines()
+                .find(|line| line.contains(marker))
+                .map(str::to_string)
+        })
+    }
+
     /// Waits for a stdout line containing `marker` and returns the text after it.
     pub fn wait_line(&mut self, marker: &str) -> String {
         self.try_wait_line(marker).unwrap_or_else(|e| panic!("{e}"))

