@@ -210,3 +210,160 @@ fn a_guarantee_is_reclaimed_from_a_borrower_which_is_requeued_and_runs_again() {
     let started = |j: &Value| j["start_time"].as_str().unwrap().to_string();
     assert!(started(&owner) < started(&done), "{owner} {done}");
 }
+
+/// Any user could use `-q high` and `--deadline` to jump the queue and preempt others' jobs.
+/// Which QoS levels an account may use, and whether it may set deadlines, is granted by
+/// admins (Slurm's QOS per association); sub-accounts inherit their parent's.
+#[test]
+fn qos_levels_and_deadlines_are_granted_per_account() {
+    let c = OneNode::start(&["--gpus", "1", "--cpus", "4", "--mem", "4G"]);
+    let (url, wd) = (c.url(), c.wd());
+    refused(
+        url,
+        &["submit", "-q", "high", "-D", wd, "--", "true"],
+        "account default may not use QoS high (it may use low, normal)",
+    );
+    refused(
+        url,
+        &["submit", "--deadline", "now+1h", "-D", wd, "--", "true"],
+        "account default may not set deadlines",
+    );
+    submit(url, &["-q", "low", "-D", wd, "--", "true"]);
+    gantry_ok(
+        url,
+        &[
+            "account",
+            "set",
+            "default",
+            "--qos",
+            "low,normal,high",
+            "--deadlines",
+            "yes",
+        ],
+    );
+    submit(url, &["-q", "high", "-D", wd, "--", "true"]);
+    submit(url, &["--deadline", "now+1h", "-D", wd, "--", "true"]);
+    refused(
+        url,
+        &["account", "set", "default", "--qos", "low,nosuch"],
+        "unknown QoS \"nosuch\"",
+    );
+    // A sub-account inherits until it is given its own.
+    gantry_ok(url, &["account", "add", "team", "--qos", "low,normal,high"]);
+    gantry_ok(url, &["account", "add", "sub", "--parent", "team"]);
+    let me = gantry_testkit::caller_user();
+    gantry_ok(url, &["account", "add-user", "sub", &me]);
+    submit(url, &["-A", "sub", "-q", "high", "-D", wd, "--", "true"]);
+    refused(
+        url,
+        &[
+            "submit",
+            "-A",
+            "sub",
+            "--deadline",
+            "now+1h",
+            "-D",
+            wd,
+            "--",
+            "true",
+        ],
+        "account sub may not set deadlines",
+    );
+    let sub = accounts(url)
+        .into_iter()
+        .find(|a| a["name"] == "sub")
+        .unwrap();
+    assert_eq!(
+        sub["qos"],
+        serde_json::json!(["high", "low", "normal"]),
+        "{sub}"
+    );
+    assert_eq!(sub["deadlines"], false, "{sub}");
+}
+
+/// `gantry account add X --share 0` was taken as share 1; accounts could be neither changed
+/// nor removed. Now a share of 0 is refused, `set` changes what it is given (checked as `add`
+/// checks it), and `remove` refuses to orphan sub-accounts, jobs or users.
+#[test]
+fn accounts_are_changed_and_removed_and_a_zero_share_is_refused() {
+    let c = OneNode::start(&["--gpus", "2", "--cpus", "4", "--mem", "4G"]);
+    let (url, work, wd) = (c.url(), &c.work, c.wd());
+    refused(
+        url,
+        &["account", "add", "x", "--share", "0"],
+        "a share must be from 1 to 1000000 (got 0)",
+    );
+    gantry_ok(url, &["account", "add", "x"]);
+    gantry_ok(
+        url,
+        &["account", "set", "x", "--share", "4", "--max-gpus", "1"],
+    );
+    let x = accounts(url)
+        .into_iter()
+        .find(|a| a["name"] == "x")
+        .unwrap();
+    assert_eq!(
+        (&x["share"], &x["max_gpus"]),
+        (&Value::from(4), &Value::from(1))
+    );
+    refused(
+        url,
+        &["account", "set", "x", "--guarantee-gpus", "2"],
+        "the guarantee (2 GPUs) is above the limit (1 GPU)",
+    );
+    refused(url, &["account", "set", "x", "--share", "0"], "got 0");
+    refused(
+        url,
+        &["account", "set", "nosuch", "--share", "2"],
+        "account \"nosuch\" does not exist",
+    );
+
+    let me = gantry_testkit::caller_user();
+    gantry_ok(url, &["account", "add-user", "x", &me]);
+    let release = work.join("release");
+    let running = submit(
+        url,
+        &[
+            "-A",
+            "x",
+            "-G",
+            "1",
+            "-D",
+            wd,
+            "--",
+            "sh",
+            "-c",
+            &until_exists(&release),
+        ],
+    );
+    wait_state(url, running, "RUNNING");
+    refused(
+        url,
+        &["account", "remove", "x"],
+        &format!("account x has jobs that have not ended: {running}"),
+    );
+    fs::write(&release, "").unwrap();
+    wait_state(url, running, "COMPLETED");
+    refused(
+        url,
+        &["account", "remove", "x"],
+        &format!("account x has users ({me}): remove them first"),
+    );
+    gantry_ok(url, &["account", "remove-user", "x", &me]);
+    gantry_ok(url, &["account", "add", "y", "--parent", "x"]);
+    refused(
+        url,
+        &["account", "remove", "x"],
+        "account x has sub-accounts (y)",
+    );
+    gantry_ok(url, &["account", "remove", "y"]);
+    gantry_ok(url, &["account", "remove", "x"]);
+    assert!(!accounts(url).iter().any(|a| a["name"] == "x"));
+    refused(
+        url,
+        &["account", "remove", "default"],
+        "account default cannot be removed",
+    );
+    // Its ended job's history still names it.
+    assert_eq!(job(url, running)["account"], "x");
+}
