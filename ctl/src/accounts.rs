@@ -24,7 +24,37 @@ pub enum AccountCommand {
         /// The most GPUs its jobs (its sub-accounts' included) may hold at once
         #[arg(long = "max-gpus", value_name = "M")]
         max_gpus: Option<u32>,
+        /// The QoS levels its jobs may use, e.g. low,normal,high [default: its parent's; at
+        /// the top, the levels no higher than normal]
+        #[arg(long, value_name = "LEVELS")]
+        qos: Option<String>,
+        /// Whether its jobs may set deadlines: yes or no [default: as its parent; at the top,
+        /// no]
+        #[arg(long, value_name = "yes|no")]
+        deadlines: Option<String>,
     },
+    /// Change an account (admins only): only what is given changes
+    Set {
+        name: String,
+        /// Its fair share relative to its siblings
+        #[arg(long)]
+        share: Option<u32>,
+        /// GPUs it may always reach, or none
+        #[arg(long = "guarantee-gpus", value_name = "G|none")]
+        guarantee_gpus: Option<String>,
+        /// The most GPUs its jobs may hold at once, or none
+        #[arg(long = "max-gpus", value_name = "M|none")]
+        max_gpus: Option<String>,
+        /// The QoS levels its jobs may use (low,normal,high), or inherit (its parent's)
+        #[arg(long, value_name = "LEVELS|inherit")]
+        qos: Option<String>,
+        /// Whether its jobs may set deadlines: yes, no, or inherit
+        #[arg(long, value_name = "yes|no|inherit")]
+        deadlines: Option<String>,
+    },
+    /// Remove an account (admins only); refused while it has sub-accounts, users, or jobs
+    /// that have not ended
+    Remove { name: String },
     /// List the account tree, with users and GPUs in use
     List {
         /// Output format
@@ -36,6 +66,12 @@ pub enum AccountCommand {
     },
     /// Let USERS charge jobs to ACCOUNT (admins only)
     AddUser {
+        account: String,
+        #[arg(required = true, value_name = "USER")]
+        users: Vec<String>,
+    },
+    /// Stop USERS charging jobs to ACCOUNT (admins only); their jobs already queued run
+    RemoveUser {
         account: String,
         #[arg(required = true, value_name = "USER")]
         users: Vec<String>,
@@ -52,6 +88,10 @@ pub struct AccountRow {
     pub max_gpus: Option<u32>,
     pub users: Vec<String>,
     pub gpus_in_use: u64,
+    /// The QoS levels its jobs may use, and whether they may set deadlines (its own grants
+    /// or inherited).
+    pub qos: Vec<String>,
+    pub deadlines: bool,
 }
 
 impl From<&pb::Account> for AccountRow {
@@ -64,6 +104,8 @@ impl From<&pb::Account> for AccountRow {
             max_gpus: a.max_gpus,
             users: a.users.clone(),
             gpus_in_use: a.gpus_in_use,
+            qos: a.qos.clone(),
+            deadlines: a.deadlines,
         }
     }
 }
@@ -76,14 +118,18 @@ pub async fn run(command: AccountCommand, scheduler: &mut Scheduler) -> anyhow::
             share,
             guarantee_gpus,
             max_gpus,
+            qos,
+            deadlines,
         } => {
             let request = pb::AddAccountRequest {
                 caller: Some(caller()),
                 name,
                 parent,
-                share,
+                share: Some(share),
                 guarantee_gpus,
                 max_gpus,
+                qos,
+                deadlines,
             };
             scheduler
                 .call(|mut client| {
@@ -103,6 +149,56 @@ pub async fn run(command: AccountCommand, scheduler: &mut Scheduler) -> anyhow::
                 .call_retrying(|mut client| {
                     let request = request.clone();
                     async move { client.add_account_users(request).await }
+                })
+                .await?
+        }
+        AccountCommand::Set {
+            name,
+            share,
+            guarantee_gpus,
+            max_gpus,
+            qos,
+            deadlines,
+        } => {
+            let request = pb::SetAccountRequest {
+                caller: Some(caller()),
+                name,
+                share,
+                guarantee_gpus,
+                max_gpus,
+                qos,
+                deadlines,
+            };
+            // Setting the same values again is harmless: retried across a failover.
+            scheduler
+                .call_retrying(|mut client| {
+                    let request = request.clone();
+                    async move { client.set_account(request).await }
+                })
+                .await?
+        }
+        AccountCommand::Remove { name } => {
+            let request = pb::RemoveAccountRequest {
+                caller: Some(caller()),
+                name,
+            };
+            scheduler
+                .call(|mut client| {
+                    let request = request.clone();
+                    async move { client.remove_account(request).await }
+                })
+                .await?
+        }
+        AccountCommand::RemoveUser { account, users } => {
+            let request = pb::RemoveAccountUsersRequest {
+                caller: Some(caller()),
+                account,
+                users,
+            };
+            scheduler
+                .call(|mut client| {
+                    let request = request.clone();
+                    async move { client.remove_account_users(request).await }
                 })
                 .await?
         }
@@ -153,6 +249,8 @@ fn table(rows: &[AccountRow]) -> String {
                 opt(r.guarantee_gpus),
                 opt(r.max_gpus),
                 r.gpus_in_use.to_string(),
+                r.qos.join(","),
+                if r.deadlines { "yes" } else { "no" }.to_string(),
                 if r.users.is_empty() {
                     "-".to_string()
                 } else {
@@ -168,6 +266,8 @@ fn table(rows: &[AccountRow]) -> String {
             "GUARANTEE",
             "MAX_GPUS",
             "GPUS_IN_USE",
+            "QOS",
+            "DEADLINES",
             "USERS",
         ],
         &cells,
@@ -188,6 +288,10 @@ mod tests {
             max_gpus: max,
             users: vec![],
             gpus_in_use: 0,
+            qos: vec!["low".into(), "normal".into()],
+            qos_inherited: true,
+            deadlines: false,
+            deadlines_inherited: true,
         };
         let rows: Vec<AccountRow> = [
             account("root", "", None),
@@ -199,10 +303,10 @@ mod tests {
         .collect();
         assert_eq!(
             table(&rows),
-            "ACCOUNT     SHARE  GUARANTEE  MAX_GPUS  GPUS_IN_USE  USERS\n\
-             root        1      -          -         0            -\n  \
-             research  1      -          16        0            -\n    \
-             vision  1      -          -         0            -\n"
+            "ACCOUNT     SHARE  GUARANTEE  MAX_GPUS  GPUS_IN_USE  QOS         DEADLINES  USERS\n\
+             root        1      -          -         0            low,normal  no         -\n  \
+             research  1      -          16        0            low,normal  no         -\n    \
+             vision  1      -          -         0            low,normal  no         -\n"
         );
         let value = serde_json::to_value(&rows[0]).unwrap();
         let keys: Vec<&str> = value
@@ -214,11 +318,13 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "deadlines",
                 "gpus_in_use",
                 "guarantee_gpus",
                 "max_gpus",
                 "name",
                 "parent",
+                "qos",
                 "share",
                 "users"
             ]

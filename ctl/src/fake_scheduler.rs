@@ -224,6 +224,30 @@ impl Scheduler for Fake {
         Ok(Response::new(pb::AccountsResponse::default()))
     }
 
+    async fn set_account(
+        &self,
+        _request: Request<pb::SetAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::AccountsResponse::default()))
+    }
+
+    async fn remove_account(
+        &self,
+        _request: Request<pb::RemoveAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::AccountsResponse::default()))
+    }
+
+    async fn remove_account_users(
+        &self,
+        _request: Request<pb::RemoveAccountUsersRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        self.enter()?;
+        Ok(Response::new(pb::AccountsResponse::default()))
+    }
+
     async fn checkpoint_done(
         &self,
         _request: Request<pb::CheckpointDoneRequest>,

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use gantry_testkit::scripts::{lines, script, wait_lines};
-use gantry_testkit::{OneNode, bin, gantry, gantry_ok, job, submit, wait_state};
+use gantry_testkit::{
+    OneNode, bin, gantry, gantry_ok, grant_high_qos_and_deadlines, job, submit, wait_state,
+};
 
 /// The first fenced block of `lang` after the line of the user guide that contains `marker`.
 fn recipe(marker: &str, lang: &str) -> String {
@@ -156,6 +158,7 @@ fn the_guides_shell_recipe_resumes_after_a_preemption() {
         c.url(),
         &["admin", "config", "set", "preempt.min_runtime", "0s"],
     );
+    grant_high_qos_and_deadlines(c.url());
     yours(&c.work);
     let job_script = script(&c.work, "train.sh", &recipe(SHELL_RECIPE, "bash"));
     let total = 10;

@@ -13,7 +13,8 @@ use gantry_testkit::scripts::{
     count_script, counter, first_run_hangs, lines, script, until_exists, wait_lines,
 };
 use gantry_testkit::{
-    OneNode, Site, bin, gantry, gantry_ok, job, nodes, submit, wait_nodes_up, wait_state,
+    OneNode, Site, bin, gantry, gantry_ok, grant_high_qos_and_deadlines, job, nodes, submit,
+    wait_nodes_up, wait_state,
 };
 use serde_json::Value;
 
@@ -40,6 +41,7 @@ fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
         url,
         &["admin", "config", "set", "preempt.min_runtime", "0s"],
     );
+    grant_high_qos_and_deadlines(url);
     let script = script(work, "count.sh", &counter(work));
 
     let low = submit(
@@ -154,6 +156,7 @@ fn a_job_that_ignores_its_checkpoint_signal_is_stopped_after_its_lead_and_requeu
         url,
         &["admin", "config", "set", "preempt.min_runtime", "0s"],
     );
+    grant_high_qos_and_deadlines(url);
     let runs = work.join("runs");
     // Ignores SIGUSR1 and SIGTERM: only SIGKILL ends it.
     let script = script(

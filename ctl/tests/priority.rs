@@ -7,7 +7,9 @@
 use std::fs;
 
 use gantry_testkit::scripts::until_exists;
-use gantry_testkit::{OneNode, Schedd, gantry, gantry_ok, submit, wait_for, wait_state};
+use gantry_testkit::{
+    OneNode, Schedd, gantry, gantry_ok, grant_high_qos_and_deadlines, submit, wait_for, wait_state,
+};
 use serde_json::Value;
 
 /// `queue --explain -o json`: job ids by rank, once every pending job has been ranked.
@@ -32,6 +34,7 @@ fn stderr_of(url: &str, args: &[&str]) -> String {
 fn qos_and_deadlines_order_the_queue_and_every_pending_job_is_explained() {
     let c = OneNode::start(&["--gpus", "1", "--cpus", "4", "--mem", "4G"]);
     let (url, work, wd) = (c.url(), &c.work, c.wd());
+    grant_high_qos_and_deadlines(url);
 
     // The only GPU is busy until the test lets go; everything else queues behind it.
     let release = work.join("release");
@@ -151,10 +154,19 @@ fn bad_settings_qos_and_deadlines_are_refused_and_only_admins_change_settings() 
         stderr.contains("--deadline: invalid time \"soon\""),
         "{stderr}"
     );
-    // A new level exists as soon as it has a priority.
+    // A new level exists as soon as it has a priority, for the accounts granted it.
     gantry_ok(
         url,
         &["admin", "config", "set", "qos.urgent.priority", "900"],
+    );
+    let stderr = stderr_of(url, &["submit", "--qos", "urgent", "--", "true"]);
+    assert!(
+        stderr.contains("account default may not use QoS urgent"),
+        "{stderr}"
+    );
+    gantry_ok(
+        url,
+        &["account", "set", "default", "--qos", "normal,urgent"],
     );
     gantry_ok(url, &["submit", "--qos", "urgent", "--", "true"]);
 

@@ -312,7 +312,7 @@ fn a_maintenance_window_keeps_long_jobs_out_and_requeues_what_is_left() {
     refused(
         url,
         &["submit", "--reservation", "fw-update", "--", "true"],
-        "root may not use reservation fw-update",
+        "reservation fw-update is a maintenance window: no job runs in it",
     );
     // A GPU is free, but an hour would run into the window: it waits for the window's end,
     // an hour and 5 s after the create (less what the calls since took on a slow machine).

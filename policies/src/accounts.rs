@@ -215,7 +215,8 @@ impl GpuLedger {
                 .fold(active_at(start), u64::max);
             (held + gpus > u64::from(max)).then(|| {
                 format!(
-                    "account {a} may hold {max} GPUs; it holds {held} and this job needs {gpus}"
+                    "account {a} may hold {}; it holds {held} and this job needs {gpus}",
+                    gantry_model::units::gpus(max)
                 )
             })
         })

@@ -32,6 +32,6 @@ pub use plan::{Arrival, NeedsPass, Plan};
 pub use priority::{Factors, Priority};
 pub use topology::{Switch, Topology, TopologyError};
 pub use view::{
-    AccountView, ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob, ReservationView,
-    RunningJob, Start, Victim, WaitReason,
+    AccountView, Claimant, ClusterView, Decisions, Held, NodeView, PartPlan, PendingJob,
+    ReservationView, RunningJob, Start, Victim, WaitReason,
 };

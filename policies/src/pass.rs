@@ -22,7 +22,7 @@ use crate::fragmentation::Demand;
 use crate::placement::{Pick, Picks, place, shortage, total_gpus};
 use crate::priority::{RankKey, Ranker, rank};
 use crate::profile::{Profile, Share, shares};
-use crate::reclaim::{Ask, Claim, Reclaimed, Reclaimer};
+use crate::reclaim::{Ask, Claim, Kept, Reclaimed, Reclaimer};
 use crate::topology::Topology;
 use crate::view::{
     ClusterView, Decisions, NodeView, PartPlan, PendingJob, Start, Victim, WaitReason,
@@ -237,8 +237,39 @@ impl Pass {
                 None => true,
             }
         };
+        // A claimant keeps the place the jobs stopped for it free, while it holds.
+        let kept = match (&take_back, &job.claimant) {
+            (TakeBack::From(reclaimer), Some(claim)) if kind == SchedulingProfile::Gantry => {
+                let ask = Ask {
+                    tree,
+                    profile,
+                    job,
+                    shape: &job.shapes[0],
+                };
+                reclaimer.kept(&ask, &claim.place)
+            }
+            _ => None,
+        };
+        let keeps = kept.is_some();
         let mut options: Vec<Candidate> = Vec::new();
-        for &(index, shape) in &possible {
+        match kept {
+            Some(Kept::Free(picks)) => options.push(Candidate {
+                shape: 0,
+                start: now,
+                end: job.shapes[0].end_if_started(now),
+                picks,
+                reclaim: None,
+            }),
+            Some(Kept::Stopping(plan)) => options.push(Candidate {
+                shape: 0,
+                start: now,
+                end: job.shapes[0].end_if_started(now),
+                picks: plan.picks.clone(),
+                reclaim: Some(plan),
+            }),
+            None => {}
+        }
+        for &(index, shape) in possible.iter().filter(|_| !keeps) {
             if !within_limits(now, shape) {
                 continue;
             }
@@ -268,6 +299,7 @@ impl Pass {
         // request can also start now on GPUs taken back: one more candidate, chosen if it
         // finishes first.
         if kind == SchedulingProfile::Gantry
+            && !keeps
             && !options.iter().any(|o| o.shape == 0)
             && possible.iter().any(|(index, _)| *index == 0)
             && within_limits(now, &job.shapes[0])
@@ -311,7 +343,7 @@ impl Pass {
         }
         let may_reserve = self.reserved.len() < self.depth;
         // A later start may still finish first when the job has alternatives.
-        if may_reserve && (options.is_empty() || possible.len() > 1) {
+        if may_reserve && !keeps && (options.is_empty() || possible.len() > 1) {
             for &(index, shape) in &possible {
                 if options.iter().any(|o| o.shape == index) {
                     continue;
@@ -372,35 +404,21 @@ impl Pass {
                 let place = parts(shape, &view.nodes, picks.clone());
                 decisions.moved.push((*mover, place));
             }
+            let place = parts(shape, &view.nodes, plan.picks.clone());
             for victim in &plan.victims {
-                let why = match &plan.claim {
-                    Claim::Guarantee(owed) => {
-                        format!(
-                            "account {owed} reclaims its guaranteed GPUs for job {}",
-                            job.id
-                        )
-                    }
-                    Claim::Qos(qos) => format!("preempted for job {} of QoS {qos}", job.id),
-                    Claim::Deadline => {
-                        format!(
-                            "preempted for job {}, which would miss its deadline",
-                            job.id
-                        )
-                    }
-                    Claim::Defragment => format!(
-                        "moved to defragment: job {} needs its GPUs together",
-                        job.id
-                    ),
-                };
                 decisions.preempt.push(Victim {
                     job: *victim,
                     for_job: job.id,
-                    reason: why,
+                    reason: plan.claim.victim_reason(job.id),
+                    place: place.clone(),
                 });
             }
             let why = match plan.claim {
-                // Nothing stopped for it: what it waits for is being stopped already, for
-                // whatever reason (another job's preemption, a cancel, a drain).
+                // Nothing stopped for it (now): what it waits for is being stopped already,
+                // for it or for whatever reason (another job's preemption, a cancel, a drain).
+                Claim::Kept => WaitReason::Stopping {
+                    awaits: plan.awaits,
+                },
                 _ if plan.victims.is_empty() => WaitReason::Stopping {
                     awaits: plan.awaits,
                 },

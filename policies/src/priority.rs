@@ -104,8 +104,8 @@ pub(crate) fn rank_key(
     covered: bool,
     profile: SchedulingProfile,
 ) -> RankKey {
-    let tier = match (profile, job.claimant, covered, job.moved) {
-        (SchedulingProfile::Gantry, Some(since), _, _) => Tier::Claimant { since },
+    let tier = match (profile, &job.claimant, covered, job.moved) {
+        (SchedulingProfile::Gantry, Some(claim), _, _) => Tier::Claimant { since: claim.since },
         (SchedulingProfile::Gantry, None, true, _) => Tier::Guaranteed,
         (SchedulingProfile::Gantry, None, false, true) => Tier::Moved,
         _ => Tier::Rest,

@@ -30,8 +30,8 @@ use crate::config::{Preemption, VictimOrder};
 use crate::feasibility::could_hold_part;
 use crate::pass::earliest_later_start;
 use crate::placement::{Pick, Picks, place, total_gpus};
-use crate::profile::{Profile, Share, shares};
-use crate::view::{ClusterView, PendingJob, RunningJob};
+use crate::profile::{Free, Profile, Share, shares};
+use crate::view::{ClusterView, PartPlan, PendingJob, RunningJob};
 
 /// At most this many jobs are preempted for one waiting job in one pass.
 const MAX_VICTIMS: usize = 64;
@@ -179,6 +179,35 @@ pub(crate) enum Claim {
     Deadline,
     /// The job's GPUs are free but scattered: the victims move elsewhere.
     Defragment,
+    /// Jobs were stopped for it in an earlier pass: it keeps the place they free.
+    Kept,
+}
+
+impl Claim {
+    /// Why a job is stopped for job `for_job`, as its history shows it.
+    pub(crate) fn victim_reason(&self, for_job: JobId) -> String {
+        match self {
+            Claim::Guarantee(owed) => {
+                format!("account {owed} reclaims its guaranteed GPUs for job {for_job}")
+            }
+            Claim::Qos(qos) => format!("preempted for job {for_job} of QoS {qos}"),
+            Claim::Deadline => {
+                format!("preempted for job {for_job}, which would miss its deadline")
+            }
+            Claim::Defragment => {
+                format!("moved to defragment: job {for_job} needs its GPUs together")
+            }
+            Claim::Kept => format!("stopped for job {for_job}"),
+        }
+    }
+}
+
+/// A claimant's kept place ([`Reclaimer::kept`]).
+pub(crate) enum Kept {
+    /// All free: it starts there now.
+    Free(Picks),
+    /// Partly held by jobs being stopped: it waits for them, the place claimed for it.
+    Stopping(Reclaimed),
 }
 
 /// A waiting job's question to a reclaim: the pass's account tree and free resources, the
@@ -457,32 +486,81 @@ impl<'v> Reclaimer<'v> {
             for share in &kept {
                 free[share.node].take(&share.res, &share.gpus);
             }
-            let held: Option<Vec<Share>> = place
-                .iter()
-                .map(|part| {
-                    let node = *self.index.get(part.node.as_str())?;
-                    let res = Resources {
-                        gpus: u32::try_from(part.gpus.len()).ok()?,
-                        cpus: part.cpus,
-                        mem_mib: part.mem_mib,
-                    };
-                    let room = &free[node];
-                    (view.nodes[node].schedulable
-                        && res.fits_in(&room.res)
-                        && part.gpus.iter().all(|g| room.gpus.contains(g)))
-                    .then(|| Share {
-                        node,
-                        res,
-                        gpus: part.gpus.clone(),
-                    })
-                })
-                .collect();
-            if let Some(held) = held {
+            if let Some(held) = self.place_in(place, &free) {
                 kept.extend(held.iter().cloned());
                 places.push((shape.clone(), held));
             }
         }
         places
+    }
+
+    /// `place` as shares, if every part of it is on a schedulable node and fits in `free`
+    /// there, its very GPUs included.
+    fn place_in(&self, place: &[PartPlan], free: &[Free]) -> Option<Vec<Share>> {
+        place
+            .iter()
+            .map(|part| {
+                let node = *self.index.get(part.node.as_str())?;
+                let res = Resources {
+                    gpus: u32::try_from(part.gpus.len()).ok()?,
+                    cpus: part.cpus,
+                    mem_mib: part.mem_mib,
+                };
+                let room = &free[node];
+                (self.view.nodes[node].schedulable
+                    && res.fits_in(&room.res)
+                    && part.gpus.iter().all(|g| room.gpus.contains(g)))
+                .then(|| Share {
+                    node,
+                    res,
+                    gpus: part.gpus.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The place a claimant was counted to take when jobs were stopped for it (`place`, in
+    /// its main shape): it starts there if all of it is free now, or keeps it — waiting for
+    /// the jobs being stopped there — if the rest is theirs. `None` when the place no longer
+    /// holds (a node down, its GPUs taken): it is placed afresh. Keeping it is what stops two
+    /// claimants from taking each other's GPUs, or a victim restarting on its own.
+    pub(crate) fn kept(&self, ask: &Ask, place: &[PartPlan]) -> Option<Kept> {
+        let Ask {
+            tree,
+            profile,
+            job,
+            shape,
+        } = *ask;
+        let now = self.view.now_ms;
+        let end = shape.end_if_started(now);
+        let fits_shape = place.len() == shape.num_nodes as usize
+            && place.iter().all(|p| {
+                p.gpus.len() == shape.per_node.gpus as usize
+                    && p.cpus == shape.per_node.cpus
+                    && p.mem_mib == shape.per_node.mem_mib
+            });
+        if !fits_shape {
+            return None;
+        }
+        let picks = |shares: Vec<Share>| -> Picks {
+            shares.into_iter().map(|s| (s.node, s.gpus)).collect()
+        };
+        if let Some(shares) = self.place_in(place, &profile.free_during(now, end)) {
+            return Some(Kept::Free(picks(shares)));
+        }
+        let stopping = self.stopping_shares();
+        let shares = self.place_in(place, &profile.free_during_with(now, end, &stopping))?;
+        let picks = picks(shares);
+        let mut held = self.held.clone();
+        held.add(tree, &job.account, total_gpus(shape));
+        Some(Kept::Stopping(Reclaimed {
+            claim: Claim::Kept,
+            awaits: self.stopping_under(&picks),
+            picks,
+            victims: Vec::new(),
+            moves: Vec::new(),
+            held,
+        }))
     }
 
     /// The GPUs `job` can have now in `shape` from jobs being stopped and, if those are not
@@ -618,7 +696,7 @@ impl<'v> Reclaimer<'v> {
 mod tests {
     use gantry_model::{Gpu, Resources};
 
-    use crate::view::{AccountView, Held as HeldPart, NodeView, PendingJob, Victim};
+    use crate::view::{AccountView, Held as HeldPart, NodeView, PendingJob};
     use crate::{ClusterView, schedule};
 
     use super::*;
@@ -748,14 +826,12 @@ mod tests {
         // Job 10 loses 5 minutes of work, job 11 30 minutes: 10 goes, though it is older.
         let d = schedule(&qos_view("high", 2));
         assert!(d.starts.is_empty());
-        assert_eq!(
-            d.preempt,
-            [Victim {
-                job: 10,
-                for_job: 1,
-                reason: "preempted for job 1 of QoS high".to_string()
-            }]
-        );
+        let victims: Vec<(u64, u64, &str)> = d
+            .preempt
+            .iter()
+            .map(|v| (v.job, v.for_job, v.reason.as_str()))
+            .collect();
+        assert_eq!(victims, [(10, 1, "preempted for job 1 of QoS high")]);
         assert_eq!(
             d.waiting[0].1.to_string(),
             "Preempting: QoS high stops lower-QoS job 10 for it"
@@ -865,14 +941,21 @@ mod tests {
     fn a_guarantee_takes_back_from_the_youngest_borrowers_only_what_it_needs() {
         let d = schedule(&view(Some(4), None, 2));
         assert!(d.starts.is_empty());
+        let victims: Vec<(u64, u64, &str)> = d
+            .preempt
+            .iter()
+            .map(|v| (v.job, v.for_job, v.reason.as_str()))
+            .collect();
         assert_eq!(
-            d.preempt,
-            [Victim {
-                job: 11,
-                for_job: 1,
-                reason: "account vision reclaims its guaranteed GPUs for job 1".to_string()
-            }]
+            victims,
+            [(
+                11,
+                1,
+                "account vision reclaims its guaranteed GPUs for job 1"
+            )]
         );
+        // The place job 1 is counted to take: the borrower's GPUs.
+        assert_eq!(d.preempt[0].place[0].gpus, [2, 3]);
         assert_eq!(preempted(&view(Some(4), None, 4)), [11, 10]);
     }
 

@@ -73,7 +73,10 @@ impl ClusterView {
                 job.stopping = true;
             }
             if let Some(job) = next.pending.iter_mut().find(|j| j.id == victim.for_job) {
-                job.claimant.get_or_insert(self.now_ms);
+                job.claimant = Some(Claimant {
+                    since: job.claimant.as_ref().map_or(self.now_ms, |c| c.since),
+                    place: victim.place.clone(),
+                });
             }
         }
         for start in &decisions.starts {
@@ -189,12 +192,20 @@ pub struct PendingJob {
     /// the job it was moved for is in the demand).
     pub moved: bool,
     /// Running jobs were stopped for its current run (a reclaim, a QoS or deadline
-    /// preemption, a defragmentation) and it has not started since, with when the first of
-    /// them was (any increasing count: the state machine gives the log index). It ranks
-    /// first, so that what they free goes to it and not to a job queued behind (which would
-    /// leave it to stop more, or the same ones again); among such jobs, the earliest claim
-    /// first.
-    pub claimant: Option<u64>,
+    /// preemption, a defragmentation) and it has not started since. It ranks first, so that
+    /// what they free goes to it and not to a job queued behind (which would leave it to stop
+    /// more, or the same ones again), and keeps the place it was counted to take.
+    pub claimant: Option<Claimant>,
+}
+
+/// A waiting job's claim on what the jobs stopped for it free.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claimant {
+    /// When the first of them was stopped (any increasing count: the state machine gives
+    /// the log index): among claimants, the earliest first.
+    pub since: u64,
+    /// Where it was counted to start, in its main shape: the passes keep it for it.
+    pub place: Vec<PartPlan>,
 }
 
 impl PendingJob {
@@ -246,6 +257,9 @@ pub struct Victim {
     pub for_job: JobId,
     /// As its history shows it: `preempted for job 9 of QoS high`.
     pub reason: String,
+    /// Where the job it is stopped for is counted to start: kept for it (see
+    /// [`PendingJob::claimant`]).
+    pub place: Vec<PartPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use gantry_model::{JobId, JobState, Owner};
 use gantry_policies::Topology;
 use gantry_proto as pb;
 use gantry_state::accounting;
-use gantry_state::accounts::{self, Account, AccountError, NewAccount};
+use gantry_state::accounts::{self, Account, AccountChange, AccountError, NewAccount};
 use gantry_state::reservation::Reservation;
 use gantry_state::{Command, Control, DrainMode, GpuAsk, Job, Node, NodeState, Outcome, Rejection};
 use tonic::{Request, Response, Status};
@@ -88,14 +88,21 @@ fn accounts_to_pb(state: &gantry_state::StateMachine) -> pb::AccountsResponse {
     pb::AccountsResponse {
         accounts: ordered
             .into_iter()
-            .map(|a| pb::Account {
-                name: a.name.clone(),
-                parent: a.parent.clone().unwrap_or_default(),
-                share: a.share,
-                guarantee_gpus: a.guarantee_gpus,
-                max_gpus: a.max_gpus,
-                users: a.users.iter().cloned().collect(),
-                gpus_in_use: in_use.get(a.name.as_str()).copied().unwrap_or(0),
+            .map(|a| {
+                let grants = state.accounts().grants(&a.name, state.config());
+                pb::Account {
+                    name: a.name.clone(),
+                    parent: a.parent.clone().unwrap_or_default(),
+                    share: a.share,
+                    guarantee_gpus: a.guarantee_gpus,
+                    max_gpus: a.max_gpus,
+                    users: a.users.iter().cloned().collect(),
+                    gpus_in_use: in_use.get(a.name.as_str()).copied().unwrap_or(0),
+                    qos: grants.qos.into_iter().collect(),
+                    qos_inherited: a.qos.is_none(),
+                    deadlines: grants.deadlines,
+                    deadlines_inherited: a.deadlines.is_none(),
+                }
             })
             .collect(),
     }
@@ -131,11 +138,21 @@ fn rejection_status(r: Rejection) -> Status {
         | Rejection::PoolAccount { .. }
         | Rejection::NotInReservation { .. } => Status::permission_denied(message),
         Rejection::UnknownReservation(_) => Status::not_found(message),
+        Rejection::MaintenanceWindow(_) => Status::permission_denied(message),
+        Rejection::AccountInUse { .. } => Status::failed_precondition(message),
         Rejection::ReservationExists(_) | Rejection::NodeInUse { .. } => {
             Status::already_exists(message)
         }
         Rejection::Account(AccountError::Unknown(_)) => Status::not_found(message),
         Rejection::Account(AccountError::Exists(_)) => Status::already_exists(message),
+        Rejection::Account(
+            AccountError::QosNotGranted { .. } | AccountError::DeadlinesNotGranted(_),
+        ) => Status::permission_denied(message),
+        Rejection::Account(
+            AccountError::HasChildren { .. }
+            | AccountError::HasUsers { .. }
+            | AccountError::Permanent(_),
+        ) => Status::failed_precondition(message),
         Rejection::Account(_) => Status::invalid_argument(message),
         Rejection::UnknownJob(_) | Rejection::UnknownNode(_) => Status::not_found(message),
         Rejection::AlreadyEnded(..) | Rejection::Stale { .. } => {
@@ -951,9 +968,21 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             } else {
                 request.parent
             },
-            share: request.share.max(1),
+            share: request.share.unwrap_or(1),
             guarantee_gpus: request.guarantee_gpus,
             max_gpus: request.max_gpus,
+            qos: request
+                .qos
+                .as_deref()
+                .map(accounts::parse_qos_list)
+                .transpose()
+                .map_err(Status::invalid_argument)?,
+            deadlines: request
+                .deadlines
+                .as_deref()
+                .map(accounts::parse_yes_no)
+                .transpose()
+                .map_err(Status::invalid_argument)?,
         };
         self.propose(Command::AddAccount {
             account,
@@ -976,6 +1005,75 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             return Err(Status::invalid_argument("name at least one user"));
         }
         self.propose(Command::AddAccountUsers {
+            account: request.account,
+            users: request.users,
+            by: who.user,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(self.engine.read(accounts_to_pb)))
+    }
+
+    async fn set_account(
+        &self,
+        request: Request<pb::SetAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "manage accounts")?;
+        let change = AccountChange::parse(
+            request.share,
+            request.guarantee_gpus.as_deref(),
+            request.max_gpus.as_deref(),
+            request.qos.as_deref(),
+            request.deadlines.as_deref(),
+        )
+        .map_err(Status::invalid_argument)?;
+        if change.is_empty() {
+            return Err(Status::invalid_argument(
+                "nothing to change: give --share, --guarantee-gpus, --max-gpus, --qos or --deadlines",
+            ));
+        }
+        self.propose(Command::SetAccount {
+            name: request.name,
+            change,
+            by: who.user,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(self.engine.read(accounts_to_pb)))
+    }
+
+    async fn remove_account(
+        &self,
+        request: Request<pb::RemoveAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "manage accounts")?;
+        self.propose(Command::RemoveAccount {
+            name: request.name,
+            by: who.user,
+            now_ms: now_ms(),
+        })
+        .await?;
+        Ok(Response::new(self.engine.read(accounts_to_pb)))
+    }
+
+    async fn remove_account_users(
+        &self,
+        request: Request<pb::RemoveAccountUsersRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let request = request.into_inner();
+        let who = caller(request.caller)?;
+        self.require_admin(&who, "manage accounts")?;
+        if request.users.is_empty() {
+            return Err(Status::invalid_argument("name at least one user"));
+        }
+        self.propose(Command::RemoveAccountUsers {
             account: request.account,
             users: request.users,
             by: who.user,

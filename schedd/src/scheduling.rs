@@ -200,6 +200,7 @@ async fn propose(engine: &Engine, decisions: &Decisions) -> Proposed {
                 job,
                 attempt: attempt(job),
                 for_job: victim.for_job,
+                for_place: victim.place.clone(),
                 reason: victim.reason.clone(),
                 moved_to: decisions
                     .moved

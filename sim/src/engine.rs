@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use gantry_model::{JobId, Resources, Shape};
 use gantry_policies::{
-    ClusterView, Held, NodeView, PendingJob, Plan, PolicyConfig, Preemptions, RunningJob, Start,
-    Topology, never_fits,
+    Claimant, ClusterView, Held, NodeView, PendingJob, Plan, PolicyConfig, Preemptions, RunningJob,
+    Start, Topology, never_fits,
 };
 use gantry_state::usage::Usage;
 
@@ -87,9 +87,9 @@ struct Tracked {
     lost_gpu_ms: u64,
     /// Moved to defragment and not started since: it ranks ahead of the rest of the queue.
     moved: bool,
-    /// Jobs were preempted for it since this moment, and it has not started since: it
-    /// ranks first (`PendingJob::claimant`).
-    claimant: Option<u64>,
+    /// Jobs were preempted for it, and it has not started since: it ranks first and keeps
+    /// its place (`PendingJob::claimant`).
+    claimant: Option<Claimant>,
 }
 
 impl Tracked {
@@ -264,7 +264,7 @@ impl Engine<'_> {
             deadline_ms: job.trace.deadline_ms,
             submit_ms: job.trace.submit_ms,
             moved: job.moved,
-            claimant: job.claimant,
+            claimant: job.claimant.clone(),
             ..PendingJob::single(job.trace.id, self.shape(job))
         })
     }
@@ -354,7 +354,10 @@ impl Engine<'_> {
             for victim in &preempt {
                 self.preempt(victim.job, now, moved.contains(&victim.job));
                 if let Some(waiting) = self.tracked.get_mut(&victim.for_job) {
-                    waiting.claimant.get_or_insert(now);
+                    waiting.claimant = Some(Claimant {
+                        since: waiting.claimant.as_ref().map_or(now, |c| c.since),
+                        place: victim.place.clone(),
+                    });
                 }
             }
             self.start_all(starts, now);

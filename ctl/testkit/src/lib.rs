@@ -835,3 +835,20 @@ pub fn require_root(what: &str) {
 
 /// A user other than root that jobs can run as: `nobody`, uid and gid 65534 on Linux.
 pub const NOBODY: u32 = 65534;
+
+/// Lets everyone (the `default` account) use QoS `high` and deadlines, which are granted per
+/// account: for tests of what those do, not of who may use them.
+pub fn grant_high_qos_and_deadlines(server: &str) {
+    gantry_ok(
+        server,
+        &[
+            "account",
+            "set",
+            "default",
+            "--qos",
+            "low,normal,high",
+            "--deadlines",
+            "yes",
+        ],
+    );
+}

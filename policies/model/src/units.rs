@@ -60,6 +60,14 @@ pub fn parse_time_ms(text: &str, now_ms: u64) -> Result<u64, UnitError> {
     u64::try_from(ms).map_err(|_| err())
 }
 
+/// `1 GPU`, `2 GPUs`, `0 GPUs`: a count with its noun agreeing.
+pub fn gpus(n: impl Into<u64>) -> String {
+    match n.into() {
+        1 => "1 GPU".to_string(),
+        n => format!("{n} GPUs"),
+    }
+}
+
 /// Parses a duration into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<u64, UnitError> {
     let s = text.trim();

@@ -4,7 +4,7 @@ pub use gantry_model::ExitReason;
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner, SpecError};
 use gantry_policies::{ConfigError, PartPlan};
 
-use crate::accounts::{AccountError, NewAccount};
+use crate::accounts::{AccountChange, AccountError, NewAccount};
 use crate::reservation::Reservation;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -143,8 +143,10 @@ pub enum Command {
     Requeue {
         job: JobId,
         attempt: u32,
-        /// The waiting job it is stopped for: a claimant while pending (`Job::claimant_since`).
+        /// The waiting job it is stopped for, and where that job is counted to start: it is a
+        /// claimant, keeping that place, while pending (`Job::claim`).
         for_job: JobId,
+        for_place: Vec<PartPlan>,
         reason: String,
         /// It is moved to defragment, to start again here: the passes keep this place for it
         /// while it stops; pending again, it ranks ahead of all but guaranteed jobs
@@ -185,6 +187,27 @@ pub enum Command {
     },
     /// An admin lets `users` charge jobs to `account` (`gantry account add-user`).
     AddAccountUsers {
+        account: String,
+        users: Vec<String>,
+        by: String,
+        now_ms: u64,
+    },
+    /// An admin changes an account (`gantry account set`): checked as an addition is.
+    SetAccount {
+        name: String,
+        change: AccountChange,
+        by: String,
+        now_ms: u64,
+    },
+    /// An admin removes an account (`gantry account remove`): refused while it has
+    /// sub-accounts, users, or jobs that have not ended.
+    RemoveAccount {
+        name: String,
+        by: String,
+        now_ms: u64,
+    },
+    /// An admin takes users off an account (`gantry account remove-user`).
+    RemoveAccountUsers {
         account: String,
         users: Vec<String>,
         by: String,
@@ -311,8 +334,12 @@ pub enum Rejection {
         dependency: gantry_model::Dependency,
         ended: JobState,
     },
-    #[error("job {job} belongs to {owner}; only its owner or an admin may cancel it")]
-    NotOwner { job: JobId, owner: String },
+    #[error("job {job} belongs to {owner}; only its owner or an admin may {what} it")]
+    NotOwner {
+        job: JobId,
+        owner: String,
+        what: &'static str,
+    },
     #[error("node {0:?} does not exist")]
     UnknownNode(String),
     #[error("invalid node registration: {0}")]
@@ -357,6 +384,8 @@ pub enum Rejection {
     UnknownReservation(String),
     #[error("reservation {0} exists already")]
     ReservationExists(String),
+    #[error("reservation {0} is a maintenance window: no job runs in it")]
+    MaintenanceWindow(String),
     #[error("{user} may not use reservation {reservation} (it is for {members})")]
     NotInReservation {
         reservation: String,
@@ -377,6 +406,8 @@ pub enum Rejection {
         asked: String,
         max: String,
     },
+    #[error("account {account} has jobs that have not ended: {jobs}")]
+    AccountInUse { account: String, jobs: String },
     #[error(transparent)]
     BadConfig(#[from] ConfigError),
     #[error(transparent)]

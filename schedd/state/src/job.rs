@@ -1,7 +1,7 @@
 //! A job as the state machine keeps it.
 
 use gantry_model::{JobId, JobSpec, JobState, Owner, Resources, Warning};
-use gantry_policies::PartPlan;
+use gantry_policies::{Claimant, PartPlan};
 use serde::{Deserialize, Serialize};
 
 use crate::command::PartExit;
@@ -52,11 +52,11 @@ pub struct Job {
     /// (`RunningJob::moving_to`); pending, it ranks right after the jobs guarantees cover
     /// (`PendingJob::moved`).
     pub moved_to: Option<Vec<PartPlan>>,
-    /// Pending, running jobs were stopped for this run (`Command::Requeue.for_job`) since
-    /// the log index given, and it has not started since: it ranks first, earliest claim
-    /// first (`PendingJob::claimant`), so what they free is its. Ends when it starts or is
-    /// held.
-    pub claimant_since: Option<u64>,
+    /// Pending, running jobs were stopped for this run (`Command::Requeue.for_job`), and it
+    /// has not started since: it ranks first, earliest claim (log index) first, and the
+    /// passes keep the place the last of them counted it to take (`PendingJob::claimant`).
+    /// Ends when it starts or is held.
+    pub claim: Option<Claimant>,
     /// The current run said its work is done (`gantry checkpoint done --final`): ending
     /// with exit code 0 it completes the job, whatever stop was under way.
     pub work_done: bool,

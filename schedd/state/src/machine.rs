@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gantry_model::names::is_plain_name;
 use gantry_model::units::format_duration_ms;
 use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner};
-use gantry_policies::{PartPlan, PolicyConfig, Preemptions, none_fits};
+use gantry_policies::{Claimant, PartPlan, PolicyConfig, Preemptions, none_fits};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -313,6 +313,7 @@ impl StateMachine {
                 job,
                 attempt,
                 for_job,
+                for_place,
                 reason,
                 moved_to,
                 now_ms,
@@ -321,6 +322,7 @@ impl StateMachine {
                     job: *job,
                     attempt: *attempt,
                     for_job: *for_job,
+                    for_place,
                 };
                 self.requeue(index, stop, reason, moved_to.as_ref(), *now_ms)
             }
@@ -340,16 +342,70 @@ impl StateMachine {
                 Some(_) => Outcome::Applied,
                 None => Outcome::Rejected(Rejection::UnknownReservation(name.clone())),
             },
-            Command::AddAccount { account, .. } => match self.accounts.add(account) {
-                Ok(()) => Outcome::Applied,
-                Err(e) => Outcome::Rejected(e.into()),
-            },
+            Command::AddAccount { account, .. } => {
+                let added = self
+                    .known_qos(account.qos.as_ref())
+                    .and_then(|()| Ok(self.accounts.add(account)?));
+                match added {
+                    Ok(()) => Outcome::Applied,
+                    Err(refusal) => Outcome::Rejected(refusal),
+                }
+            }
+            Command::SetAccount { name, change, .. } => {
+                let changed = self
+                    .known_qos(change.qos.as_ref().and_then(Option::as_ref))
+                    .and_then(|()| Ok(self.accounts.set(name, change)?));
+                match changed {
+                    Ok(()) => Outcome::Applied,
+                    Err(refusal) => Outcome::Rejected(refusal),
+                }
+            }
+            Command::RemoveAccount { name, .. } => {
+                let live: Vec<String> = self
+                    .pending
+                    .iter()
+                    .chain(&self.active)
+                    .filter(|id| self.jobs.get(id).is_some_and(|j| &j.spec.account == name))
+                    .map(JobId::to_string)
+                    .collect();
+                if !live.is_empty() {
+                    return Outcome::Rejected(Rejection::AccountInUse {
+                        account: name.clone(),
+                        jobs: live.join(", "),
+                    });
+                }
+                match self.accounts.remove(name) {
+                    Ok(()) => Outcome::Applied,
+                    Err(e) => Outcome::Rejected(e.into()),
+                }
+            }
             Command::AddAccountUsers { account, users, .. } => {
                 match self.accounts.add_users(account, users) {
                     Ok(()) => Outcome::Applied,
                     Err(e) => Outcome::Rejected(e.into()),
                 }
             }
+            Command::RemoveAccountUsers { account, users, .. } => {
+                match self.accounts.remove_users(account, users) {
+                    Ok(()) => Outcome::Applied,
+                    Err(e) => Outcome::Rejected(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Refuses a grant naming a QoS level the configuration does not have.
+    fn known_qos(&self, qos: Option<&BTreeSet<String>>) -> Result<(), Rejection> {
+        match qos
+            .into_iter()
+            .flatten()
+            .find(|q| self.config.qos_priority(q).is_none())
+        {
+            Some(unknown) => Err(Rejection::UnknownQos {
+                qos: unknown.clone(),
+                known: self.config.qos_names().join(", "),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -360,6 +416,7 @@ impl StateMachine {
             job: id,
             attempt,
             for_job,
+            for_place,
         }: Stop,
         reason: &str,
         moved_to: Option<&Vec<PartPlan>>,
@@ -381,7 +438,11 @@ impl StateMachine {
                     .get_mut(&for_job)
                     .filter(|w| w.state == JobState::Pending && w.held_by.is_none())
                 {
-                    waiting.claimant_since.get_or_insert(index);
+                    // The latest pass's place; the first claim's rank.
+                    waiting.claim = Some(Claimant {
+                        since: waiting.claim.as_ref().map_or(index, |c| c.since),
+                        place: for_place.to_vec(),
+                    });
                 }
                 Outcome::Applied
             }
@@ -426,6 +487,16 @@ impl StateMachine {
         }
         if spec.deadline_ms.is_some_and(|deadline| deadline <= now_ms) {
             return Outcome::Rejected(Rejection::DeadlinePassed);
+        }
+        // A QoS level or a deadline raises a job's priority and may preempt others: only as
+        // the job's account was granted.
+        if let Err(e) = self.accounts.admit_asks(
+            &spec.account,
+            &spec.qos,
+            spec.deadline_ms.is_some(),
+            &self.config,
+        ) {
+            return Outcome::Rejected(e.into());
         }
         if let Some(why) = self.never_fits(spec) {
             return Outcome::Rejected(Rejection::Unsatisfiable(why));
@@ -473,7 +544,7 @@ impl StateMachine {
                 last_checkpoint_ms: None,
                 checkpoint_progress: None,
                 automatic_requeues: 0,
-                claimant_since: None,
+                claim: None,
                 work_done: false,
                 moved_to: None,
             },
@@ -497,7 +568,7 @@ impl StateMachine {
     fn cancel(&mut self, ids: &[JobId], by: &str, admin: bool, now_ms: u64) -> Outcome {
         // Check every job first: a request naming one bad id changes nothing.
         for id in ids {
-            if let Err(refusal) = self.may_touch(*id, by, admin) {
+            if let Err(refusal) = self.may_touch(*id, by, admin, "cancel") {
                 return Outcome::Rejected(refusal);
             }
         }
@@ -534,7 +605,15 @@ impl StateMachine {
 
     /// Job `id`, when `by` may act on it: it exists, has not ended, and is theirs (or `by` is
     /// an admin).
-    fn may_touch(&self, id: JobId, by: &str, admin: bool) -> Result<&Job, Rejection> {
+    /// Whether `by` may `what` (cancel, hold, ...) job `id`: its owner or an admin, while it
+    /// has not ended.
+    fn may_touch(
+        &self,
+        id: JobId,
+        by: &str,
+        admin: bool,
+        what: &'static str,
+    ) -> Result<&Job, Rejection> {
         let job = self.jobs.get(&id).ok_or(Rejection::UnknownJob(id))?;
         if job.state.is_terminal() {
             return Err(Rejection::AlreadyEnded(id, job.state));
@@ -543,6 +622,7 @@ impl StateMachine {
             return Err(Rejection::NotOwner {
                 job: id,
                 owner: job.owner.user.clone(),
+                what,
             });
         }
         Ok(job)
@@ -575,6 +655,9 @@ impl StateMachine {
             .map(|u| format!("user {u}"))
             .chain(r.accounts.iter().map(|a| format!("account {a}")))
             .collect();
+        if members.is_empty() {
+            return Err(Rejection::MaintenanceWindow(name.to_string()));
+        }
         Err(Rejection::NotInReservation {
             reservation: name.to_string(),
             user: user.to_string(),
@@ -871,7 +954,7 @@ impl StateMachine {
         }
         // Check every job first: a request naming one bad id changes nothing.
         for id in ids {
-            let job = match self.may_touch(*id, by, admin) {
+            let job = match self.may_touch(*id, by, admin, action.as_str()) {
                 Ok(job) => job,
                 Err(refusal) => return Outcome::Rejected(refusal),
             };
@@ -911,7 +994,7 @@ impl StateMachine {
                     job.held_by = Some(by.to_string());
                     job.reason = format!("held by {by}");
                     // Held, it gives up what was stopped for it.
-                    job.claimant_since = None;
+                    job.claim = None;
                 }
                 Control::Release => {
                     job.held_by = None;
@@ -963,7 +1046,7 @@ impl StateMachine {
             job.state = JobState::Running;
             job.start_time_ms = Some(now_ms);
             job.moved_to = None;
-            job.claimant_since = None;
+            job.claim = None;
             job.work_done = false;
             job.epoch = index;
             job.shape = shape;
@@ -1571,12 +1654,14 @@ pub fn short_identity(identity: &str) -> String {
     identity.chars().take(8).collect()
 }
 
-/// A running job's run to stop, and the waiting job it is stopped for.
+/// A running job's run to stop, and the waiting job it is stopped for, with the place that
+/// job is counted to take.
 #[derive(Clone, Copy)]
-struct Stop {
+struct Stop<'a> {
     job: JobId,
     attempt: u32,
     for_job: JobId,
+    for_place: &'a [PartPlan],
 }
 
 fn plan_part(plan: &PartPlan) -> Part {

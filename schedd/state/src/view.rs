@@ -87,7 +87,7 @@ impl StateMachine {
                 qos: j.spec.qos.clone(),
                 reservation: j.spec.reservation.clone(),
                 moved: j.moved_to.is_some(),
-                claimant: j.claimant_since,
+                claimant: j.claim.clone(),
                 deadline_ms: j.spec.deadline_ms,
                 waiting_on: j
                     .spec

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_model::{Gpu, JobId, JobSpec, JobState, NodeInventory, Owner};
-use gantry_state::accounts::NewAccount;
+use gantry_state::accounts::{AccountChange, NewAccount};
 use gantry_state::{Command, ExitReason, Outcome, PartExit, StateMachine};
 use proptest::prelude::*;
 
@@ -106,6 +106,20 @@ impl Rounds {
         });
     }
 
+    /// Lets every account use every QoS level configured now (a grant at the root).
+    fn grant_every_qos(&mut self) {
+        let levels = self.sm.config().qos.keys().cloned().collect();
+        self.ok(Command::SetAccount {
+            name: "root".into(),
+            change: AccountChange {
+                qos: Some(Some(levels)),
+                ..AccountChange::default()
+            },
+            by: "root".into(),
+            now_ms: self.now_ms,
+        });
+    }
+
     fn account(&mut self, name: &str, guarantee_gpus: Option<u32>) {
         self.ok(Command::AddAccount {
             account: NewAccount {
@@ -114,6 +128,8 @@ impl Rounds {
                 share: 1,
                 guarantee_gpus,
                 max_gpus: None,
+                qos: None,
+                deadlines: None,
             },
             by: "root".into(),
             now_ms: self.now_ms,
@@ -186,6 +202,7 @@ impl Rounds {
                 job: *victim,
                 attempt,
                 for_job: stop.for_job,
+                for_place: stop.place.clone(),
                 reason: stop.reason.clone(),
                 moved_to: decisions
                     .moved
@@ -277,6 +294,7 @@ fn a_guarantee_reclaim_and_a_qos_preemption_do_not_undo_each_other() {
     r.set("preempt.min_runtime", "0s");
     r.set("qos.urgent.priority", "900");
     r.set("qos.urgent.preempts", "low,normal");
+    r.grant_every_qos();
     r.account("vision", Some(2));
     let vision = r.submit(spec("vision", "normal", 2), 20);
     r.round();
@@ -341,6 +359,7 @@ proptest! {
             r.set("qos.urgent.priority", "900");
             r.set("qos.urgent.preempts", "low,normal");
         }
+        r.grant_every_qos();
         let names: Vec<String> = (0..case.guarantees.len()).map(|i| format!("a{i}")).collect();
         for (name, guarantee) in names.iter().zip(&case.guarantees) {
             r.account(name, *guarantee);

