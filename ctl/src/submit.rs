@@ -794,6 +794,22 @@ mod tests {
         build_request(args, &ctx(dir)).unwrap_err().to_string()
     }
 
+    /// A bad `--deadline` suggested `now-7d`: a deadline in the past, refused as soon as given.
+    #[test]
+    fn a_bad_deadline_suggests_times_to_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = error(
+            &SubmitArgs {
+                deadline: Some("soon".into()),
+                ..command(&["true"])
+            },
+            dir.path(),
+        );
+        assert!(err.contains("--deadline: invalid time \"soon\""), "{err}");
+        assert!(err.contains("now+6h"), "{err}");
+        assert!(!err.contains("now-"), "{err}");
+    }
+
     #[test]
     fn defaults_for_a_command() {
         let dir = tempfile::tempdir().unwrap();

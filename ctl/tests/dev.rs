@@ -154,3 +154,35 @@ fn sigterm_stops_gantry_dev_together_with_its_jobs() {
     );
     assert!(!process_group_alive(pgid), "the job outlived gantry dev");
 }
+
+/// The banner's suggestion works on the cluster it describes: it suggested `nvidia-smi -L`,
+/// which fails where the GPUs are declared (no driver).
+#[test]
+fn the_dev_banner_suggests_a_job_that_runs_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let mut dev = Dev::start(&data, "127.0.0.1:0");
+    let banner = dev.daemon.wait_line("gantry dev: try");
+    let suggested = banner
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {banner:?}"));
+    assert!(!suggested.contains("nvidia-smi"), "{banner}");
+    wait_nodes_up(&dev.url, 1);
+    let path = format!(
+        "{}:{}",
+        bin("gantry").parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("{suggested} --parsable")])
+        .env("PATH", path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let id: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{suggested}: {}", String::from_utf8_lossy(&out.stderr)));
+    wait_state(&dev.url, id, "COMPLETED");
+}

@@ -2519,3 +2519,22 @@ fn a_node_name_belongs_to_one_node_daemon_until_an_admin_replaces_it() {
         Outcome::Rejected(_)
     ));
 }
+
+/// A held job showed a queue position, as if it were waiting its turn: it is not in the
+/// queue until released, and the jobs behind it move up.
+#[test]
+fn a_held_job_has_no_queue_position() {
+    let mut log = Log::new();
+    log.register("n1", 4);
+    let (a, b, c) = (log.submit(1, 4), log.submit(1, 4), log.submit(1, 4));
+    let hold = Command::Control {
+        jobs: vec![b],
+        action: Control::Hold,
+        by: "ann".into(),
+        admin: false,
+        now_ms: 5,
+    };
+    assert_eq!(log.apply(hold), Outcome::Applied);
+    let places: Vec<Option<usize>> = [a, b, c].map(|id| log.sm.queue_position(id)).into();
+    assert_eq!(places, [Some(1), None, Some(2)]);
+}
