@@ -53,11 +53,12 @@ fn default_data_dir() -> Result<PathBuf> {
 }
 
 /// The GPUs NVML finds; or declared ones when `--gpus`/`--inventory` say so, or when
-/// there is no GPU here.
-fn inventory(args: &InventoryArgs) -> Result<gantry_model::NodeInventory> {
+/// there is no GPU here. With whether they are NVML's.
+fn inventory(args: &InventoryArgs) -> Result<(gantry_model::NodeInventory, bool)> {
     let explicit = args.gpus.is_some() || args.inventory.is_some();
     match gantry_noded::discover_inventory(args) {
-        Ok(inv) if explicit || !inv.gpus.is_empty() => Ok(inv),
+        Ok(inv) if explicit => Ok((inv, false)),
+        Ok(inv) if !inv.gpus.is_empty() => Ok((inv, true)),
         Ok(_) | Err(InventoryError::NoNvidiaDriver { .. }) if !explicit => {
             println!(
                 "No NVIDIA GPU found: each node declares {FAKE_GPUS} fake GPUs (--gpus N to choose)."
@@ -66,11 +67,21 @@ fn inventory(args: &InventoryArgs) -> Result<gantry_model::NodeInventory> {
                 gpus: Some(FAKE_GPUS),
                 ..args.clone()
             };
-            Ok(gantry_noded::discover_inventory(&declared)?)
+            Ok((gantry_noded::discover_inventory(&declared)?, false))
         }
-        Ok(inv) => Ok(inv),
+        Ok(inv) => Ok((inv, false)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A first job to try on this cluster: `nvidia-smi` only where there is a driver to ask.
+fn first_job(url: &str, nvml: bool) -> String {
+    let job = if nvml {
+        "nvidia-smi -L"
+    } else {
+        "sh -c 'echo \"my GPUs: $CUDA_VISIBLE_DEVICES\"'"
+    };
+    format!("GANTRY_SERVER={url} gantry submit -G 1 -- {job}")
 }
 
 fn current_user() -> Option<String> {
@@ -129,7 +140,7 @@ async fn serve(args: DevArgs) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&data_dir)?;
-    let inventory = inventory(&args.inventory)?;
+    let (inventory, nvml) = inventory(&args.inventory)?;
     let listeners = bind_replicas(args.listen, args.replicas).await?;
     let addresses = listeners
         .iter()
@@ -213,7 +224,8 @@ async fn serve(args: DevArgs) -> Result<()> {
     );
     println!("gantry dev: data in {}", data_dir.display());
     println!(
-        "gantry dev: try `GANTRY_SERVER={url} gantry submit -G 1 -- nvidia-smi -L`; Ctrl-C stops the cluster and its jobs."
+        "gantry dev: try `{}`; Ctrl-C stops the cluster and its jobs.",
+        first_job(&url, nvml)
     );
 
     let outcome = tokio::select! {

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use gantry_model::units::{format_duration_ms, parse_duration_ms, parse_time_ms};
+use gantry_model::units::{format_duration_ms, parse_duration_ms, parse_future_time_ms};
 use gantry_proto as pb;
 use serde::Serialize;
 
@@ -135,7 +135,7 @@ fn row(r: &pb::Reservation, now: u64) -> ReservationRow {
 
 /// The window from the flags: its start and end, ms since the epoch.
 fn window(start: &str, duration: &str, now: u64) -> anyhow::Result<(u64, u64)> {
-    let start = parse_time_ms(start, now).context("--start")?;
+    let start = parse_future_time_ms(start, now).context("--start")?;
     let length = parse_duration_ms(duration)
         .ok()
         .filter(|ms| *ms > 0)
@@ -224,7 +224,7 @@ pub async fn run(command: ReservationCommand, scheduler: &mut Scheduler) -> anyh
                 None => current.end_ms - current.start_ms,
             };
             let start_ms = match &start {
-                Some(text) => parse_time_ms(text, now).context("--start")?,
+                Some(text) => parse_future_time_ms(text, now).context("--start")?,
                 None => current.start_ms,
             };
             let changed = pb::Reservation {

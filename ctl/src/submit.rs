@@ -424,7 +424,7 @@ pub fn build_request(args: &SubmitArgs, ctx: &Context) -> Result<Request, Submit
         None => 0,
     };
     let deadline_ms = match setting(&args.deadline, Flag::Deadline) {
-        Some(s) => gantry_model::units::parse_time_ms(s.value, ctx.now_ms)
+        Some(s) => gantry_model::units::parse_future_time_ms(s.value, ctx.now_ms)
             .map_err(|e| s.invalid(format!("{}: {e}", Flag::Deadline.label())))?,
         None => 0,
     };

@@ -175,7 +175,10 @@ fn the_dev_banner_suggests_a_job_that_runs_here() {
         std::env::var("PATH").unwrap_or_default()
     );
     let out = std::process::Command::new("sh")
-        .args(["-c", &format!("{suggested} --parsable")])
+        .args([
+            "-c",
+            &suggested.replace("gantry submit", "gantry submit --parsable"),
+        ])
         .env("PATH", path)
         .current_dir(dir.path())
         .output()

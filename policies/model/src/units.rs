@@ -22,6 +22,11 @@ pub enum UnitError {
          as 2026-12-01T09:00 or 2026-12-01T09:00:00Z"
     )]
     Time(String),
+    #[error(
+        "invalid time {0:?}: use now+6h (or +6h), or an ISO 8601 UTC time such as \
+         2026-12-01T09:00 or 2026-12-01T09:00:00Z"
+    )]
+    FutureTime(String),
 }
 
 /// Parses a point in time into ms since the epoch: `now`, `now+DURATION`, `+DURATION`,
@@ -66,6 +71,12 @@ pub fn gpus(n: impl Into<u64>) -> String {
         1 => "1 GPU".to_string(),
         n => format!("{n} GPUs"),
     }
+}
+
+/// As [`parse_time_ms`], for a time that is to come (a deadline, a start): its error
+/// suggests only such times.
+pub fn parse_future_time_ms(text: &str, now_ms: u64) -> Result<u64, UnitError> {
+    parse_time_ms(text, now_ms).map_err(|_| UnitError::FutureTime(text.to_string()))
 }
 
 /// Parses a duration into milliseconds.

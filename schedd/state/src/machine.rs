@@ -151,7 +151,16 @@ impl StateMachine {
 
     /// Place of a pending job in the queue, 1 for the next one.
     pub fn queue_position(&self, id: JobId) -> Option<usize> {
-        self.pending.iter().position(|j| *j == id).map(|p| p + 1)
+        let held = |j: &JobId| self.jobs.get(j).is_some_and(|job| job.held_by.is_some());
+        if held(&id) {
+            // Out of the queue until released.
+            return None;
+        }
+        self.pending
+            .iter()
+            .filter(|j| !held(j))
+            .position(|j| *j == id)
+            .map(|p| p + 1)
     }
 
     /// Why a job could never run on the nodes known now, if it could not.
