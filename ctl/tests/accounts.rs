@@ -7,15 +7,8 @@
 use std::fs;
 
 use gantry_testkit::scripts::until_exists;
-use gantry_testkit::{OneNode, Schedd, gantry, gantry_ok, job, submit, wait_for, wait_state};
+use gantry_testkit::{OneNode, Schedd, gantry_ok, job, refused, submit, wait_for, wait_state};
 use serde_json::Value;
-
-fn refused(url: &str, args: &[&str], expected: &str) {
-    let out = gantry(url, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(stderr.contains(expected), "{args:?}: {stderr}");
-}
 
 fn accounts(url: &str) -> Vec<Value> {
     serde_json::from_str(&gantry_ok(url, &["account", "list", "-o", "json"])).unwrap()

@@ -8,30 +8,13 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use gantry_testkit::scripts::{script, until_exists};
-use gantry_testkit::{NOBODY, OneNode, bin, gantry_ok, require_root, wait_for, wait_state};
+use gantry_testkit::{NOBODY, OneNode, gantry_ok, require_root, submit_with, wait_for, wait_state};
 
 /// `gantry submit ARGS` as `nobody`, from `dir`.
 fn submit_as_nobody(url: &str, dir: &Path, args: &[&str]) -> u64 {
-    let out = Command::new(bin("gantry"))
-        .arg("submit")
-        .arg("--parsable")
-        .args(args)
-        .env("GANTRY_SERVER", url)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    submit_with(url, dir, args, |c| c.uid(NOBODY).gid(NOBODY))
 }
 
 /// A job run as `nobody` failed with `Permission denied`: the checkpoint root was made 0700

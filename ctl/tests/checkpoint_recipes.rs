@@ -7,11 +7,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use gantry_testkit::scripts::{lines, script, wait_lines};
 use gantry_testkit::{
-    OneNode, bin, gantry, gantry_ok, grant_high_qos_and_deadlines, job, submit, wait_state,
+    OneNode, bin, gantry, gantry_ok, grant_high_qos_and_deadlines, job, submit, submit_with,
+    wait_state,
 };
 
 /// The first fenced block of `lang` after the line of the user guide that contains `marker`.
@@ -69,24 +69,12 @@ fn submit_recipe(c: &OneNode, total: u32, args: &[&str]) -> u64 {
         bin("gantry").parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new(bin("gantry"))
-        .arg("submit")
-        .arg("--parsable")
-        .args(args)
-        .env("GANTRY_SERVER", c.url())
-        .env("PATH", path)
-        .env("TOTAL_STEPS", total.to_string())
-        .env("PYTHONPATH", &c.work)
-        .current_dir(&c.work)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    submit_with(c.url(), &c.work, args, |command| {
+        command
+            .env("PATH", path)
+            .env("TOTAL_STEPS", total.to_string())
+            .env("PYTHONPATH", &c.work)
+    })
 }
 
 fn steps_upto(n: u32) -> Vec<String> {

@@ -8,15 +8,8 @@ use std::process::{Command, Stdio};
 
 use gantry_testkit::scripts::until_exists;
 use gantry_testkit::{
-    NOBODY, OneNode, bin, gantry, gantry_ok, job, require_root, submit, wait_for, wait_state,
+    NOBODY, OneNode, bin, gantry_ok, job, refused, require_root, submit, wait_for, wait_state,
 };
-
-fn refused(url: &str, args: &[&str], expected: &str) {
-    let out = gantry(url, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(stderr.contains(expected), "{args:?}: {stderr}");
-}
 
 /// `gantry hold` or `requeue` of another user's job said "only its owner or an admin may
 /// cancel it"; a member refused from a maintenance reservation read "(it is for )"; a quota of

@@ -5,17 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use gantry_testkit::{
-    OneNode, Schedd, Value, gantry, gantry_ok, job, submit, wait_for, wait_state,
+    OneNode, Schedd, Value, gantry_ok, job, refused, submit, wait_for, wait_state,
 };
-
-fn refused(url: &str, args: &[&str], needle: &str) {
-    let out = gantry(url, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains(needle),
-        "{args:?}: {stderr}"
-    );
-}
 
 /// Waits until the scheduler has looked at a pending job, and returns its reason.
 fn reason(url: &str, id: u64) -> String {

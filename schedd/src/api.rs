@@ -169,6 +169,21 @@ fn rejection_status(r: Rejection) -> Status {
 }
 
 impl SchedulerApi {
+    /// An admin's change of the account tree: `command` builds it for the caller (or says
+    /// what is wrong with the request); the answer is the tree once it is applied.
+    async fn change_accounts(
+        &self,
+        caller_of: Option<pb::Caller>,
+        command: impl FnOnce(String) -> Result<Command, String>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        require_leader(&self.engine, &self.config)?;
+        let who = caller(caller_of)?;
+        self.require_admin(&who, "manage accounts")?;
+        let command = command(who.user).map_err(Status::invalid_argument)?;
+        self.propose(command).await?;
+        Ok(Response::new(self.engine.read(accounts_to_pb)))
+    }
+
     async fn propose(&self, command: Command) -> Result<Outcome, Status> {
         match self.engine.propose(command).await.map_err(engine_status)? {
             Outcome::Rejected(r) => Err(rejection_status(r)),
@@ -957,130 +972,119 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::AddAccountRequest>,
     ) -> Result<Response<pb::AccountsResponse>, Status> {
-        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
-        let who = caller(request.caller)?;
-        self.require_admin(&who, "manage accounts")?;
-        let account = NewAccount {
-            name: request.name,
-            parent: if request.parent.is_empty() {
-                accounts::ROOT.to_string()
-            } else {
-                request.parent
-            },
-            share: request.share.unwrap_or(1),
-            guarantee_gpus: request.guarantee_gpus,
-            max_gpus: request.max_gpus,
-            qos: request
-                .qos
-                .as_deref()
-                .map(accounts::parse_qos_list)
-                .transpose()
-                .map_err(Status::invalid_argument)?,
-            deadlines: request
-                .deadlines
-                .as_deref()
-                .map(accounts::parse_yes_no)
-                .transpose()
-                .map_err(Status::invalid_argument)?,
-        };
-        self.propose(Command::AddAccount {
-            account,
-            by: who.user,
-            now_ms: now_ms(),
+        self.change_accounts(request.caller.clone(), |by| {
+            let account = NewAccount {
+                name: request.name,
+                parent: if request.parent.is_empty() {
+                    accounts::ROOT.to_string()
+                } else {
+                    request.parent
+                },
+                share: request.share.unwrap_or(1),
+                guarantee_gpus: request.guarantee_gpus,
+                max_gpus: request.max_gpus,
+                qos: request
+                    .qos
+                    .as_deref()
+                    .map(accounts::parse_qos_list)
+                    .transpose()?,
+                deadlines: request
+                    .deadlines
+                    .as_deref()
+                    .map(accounts::parse_yes_no)
+                    .transpose()?,
+            };
+            Ok(Command::AddAccount {
+                account,
+                by,
+                now_ms: now_ms(),
+            })
         })
-        .await?;
-        Ok(Response::new(self.engine.read(accounts_to_pb)))
+        .await
     }
 
     async fn add_account_users(
         &self,
         request: Request<pb::AddAccountUsersRequest>,
     ) -> Result<Response<pb::AccountsResponse>, Status> {
-        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
-        let who = caller(request.caller)?;
-        self.require_admin(&who, "manage accounts")?;
-        if request.users.is_empty() {
-            return Err(Status::invalid_argument("name at least one user"));
-        }
-        self.propose(Command::AddAccountUsers {
-            account: request.account,
-            users: request.users,
-            by: who.user,
-            now_ms: now_ms(),
+        self.change_accounts(request.caller.clone(), |by| {
+            if request.users.is_empty() {
+                return Err("name at least one user".into());
+            }
+            Ok(Command::AddAccountUsers {
+                account: request.account,
+                users: request.users,
+                by,
+                now_ms: now_ms(),
+            })
         })
-        .await?;
-        Ok(Response::new(self.engine.read(accounts_to_pb)))
+        .await
     }
 
     async fn set_account(
         &self,
         request: Request<pb::SetAccountRequest>,
     ) -> Result<Response<pb::AccountsResponse>, Status> {
-        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
-        let who = caller(request.caller)?;
-        self.require_admin(&who, "manage accounts")?;
-        let change = AccountChange::parse(
-            request.share,
-            request.guarantee_gpus.as_deref(),
-            request.max_gpus.as_deref(),
-            request.qos.as_deref(),
-            request.deadlines.as_deref(),
-        )
-        .map_err(Status::invalid_argument)?;
-        if change.is_empty() {
-            return Err(Status::invalid_argument(
-                "nothing to change: give --share, --guarantee-gpus, --max-gpus, --qos or --deadlines",
-            ));
-        }
-        self.propose(Command::SetAccount {
-            name: request.name,
-            change,
-            by: who.user,
-            now_ms: now_ms(),
+        self.change_accounts(request.caller.clone(), |by| {
+            let change = AccountChange::parse(
+                request.share,
+                request.guarantee_gpus.as_deref(),
+                request.max_gpus.as_deref(),
+                request.qos.as_deref(),
+                request.deadlines.as_deref(),
+            )?;
+            if change.is_empty() {
+                return Err(
+                    "nothing to change: give --share, --guarantee-gpus, --max-gpus, \
+                            --qos or --deadlines"
+                        .into(),
+                );
+            }
+            Ok(Command::SetAccount {
+                name: request.name,
+                change,
+                by,
+                now_ms: now_ms(),
+            })
         })
-        .await?;
-        Ok(Response::new(self.engine.read(accounts_to_pb)))
+        .await
     }
 
     async fn remove_account(
         &self,
         request: Request<pb::RemoveAccountRequest>,
     ) -> Result<Response<pb::AccountsResponse>, Status> {
-        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
-        let who = caller(request.caller)?;
-        self.require_admin(&who, "manage accounts")?;
-        self.propose(Command::RemoveAccount {
-            name: request.name,
-            by: who.user,
-            now_ms: now_ms(),
+        self.change_accounts(request.caller.clone(), |by| {
+            Ok(Command::RemoveAccount {
+                name: request.name,
+                by,
+                now_ms: now_ms(),
+            })
         })
-        .await?;
-        Ok(Response::new(self.engine.read(accounts_to_pb)))
+        .await
     }
 
     async fn remove_account_users(
         &self,
         request: Request<pb::RemoveAccountUsersRequest>,
     ) -> Result<Response<pb::AccountsResponse>, Status> {
-        require_leader(&self.engine, &self.config)?;
         let request = request.into_inner();
-        let who = caller(request.caller)?;
-        self.require_admin(&who, "manage accounts")?;
-        if request.users.is_empty() {
-            return Err(Status::invalid_argument("name at least one user"));
-        }
-        self.propose(Command::RemoveAccountUsers {
-            account: request.account,
-            users: request.users,
-            by: who.user,
-            now_ms: now_ms(),
+        self.change_accounts(request.caller.clone(), |by| {
+            if request.users.is_empty() {
+                return Err("name at least one user".into());
+            }
+            Ok(Command::RemoveAccountUsers {
+                account: request.account,
+                users: request.users,
+                by,
+                now_ms: now_ms(),
+            })
         })
-        .await?;
-        Ok(Response::new(self.engine.read(accounts_to_pb)))
+        .await
     }
 
     async fn remove_replica(

@@ -852,3 +852,39 @@ pub fn grant_high_qos_and_deadlines(server: &str) {
         ],
     );
 }
+
+/// `gantry submit --parsable ARGS` from `cwd`, the command shaped by `with` first (another
+/// user, more environment); returns the job id, panicking with stderr when refused.
+pub fn submit_with(
+    server: &str,
+    cwd: &Path,
+    args: &[&str],
+    with: impl FnOnce(&mut Command) -> &mut Command,
+) -> u64 {
+    let mut command = Command::new(bin("gantry"));
+    command
+        .arg("submit")
+        .arg("--parsable")
+        .args(args)
+        .env("GANTRY_SERVER", server)
+        .current_dir(cwd)
+        .stdin(Stdio::null());
+    let out = with(&mut command).output().expect("run gantry submit");
+    assert!(
+        out.status.success(),
+        "gantry submit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a job id: {text:?}"))
+}
+
+/// Runs the CLI and checks that it is refused (a non-zero exit) saying `expected`.
+pub fn refused(server: &str, args: &[&str], expected: &str) {
+    let out = gantry(server, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(stderr.contains(expected), "{args:?}: {stderr}");
+}

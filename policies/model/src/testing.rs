@@ -1,7 +1,29 @@
 //! Fixtures shared by the tests of every crate (feature `testing`): one place that knows
-//! how to write a plain, valid job.
+//! how to write a plain, valid job, and a node.
 
 use crate::job::{JobSpec, Program};
+use crate::node::{Gpu, NodeInventory};
+
+/// A node of the default pool with `gpus` fake GPUs (one NVLink group, no NUMA), `cpus`
+/// CPUs and `mem_mib` of memory.
+pub fn node_inventory(gpus: u32, cpus: u32, mem_mib: u64) -> NodeInventory {
+    NodeInventory {
+        gpus: (0..gpus)
+            .map(|index| Gpu {
+                index,
+                model: "fake".into(),
+                memory_mib: 1024,
+                nvlink_group: 0,
+                numa_node: None,
+                uuid: String::new(),
+            })
+            .collect(),
+        cpus,
+        mem_mib,
+        pool: "default".into(),
+        labels: vec![],
+    }
+}
 
 /// A valid job of `num_nodes` nodes × `gpus_per_node` GPUs, 1 CPU and 256 MiB each,
 /// running `true` in /tmp.

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gantry_model::{Gpu, JobId, JobSpec, JobState, NodeInventory, Owner};
+use gantry_model::{JobId, JobSpec, JobState, NodeInventory, Owner};
 use gantry_state::accounts::{AccountChange, NewAccount};
 use gantry_state::{Command, ExitReason, Outcome, PartExit, StateMachine};
 use proptest::prelude::*;
@@ -40,22 +40,7 @@ struct Rounds {
 }
 
 fn inventory(gpus: u32) -> NodeInventory {
-    NodeInventory {
-        gpus: (0..gpus)
-            .map(|index| Gpu {
-                index,
-                model: "fake".into(),
-                memory_mib: 1024,
-                nvlink_group: 0,
-                numa_node: None,
-                uuid: String::new(),
-            })
-            .collect(),
-        cpus: 64,
-        mem_mib: 1 << 20,
-        pool: "default".into(),
-        labels: vec![],
-    }
+    gantry_model::testing::node_inventory(gpus, 64, 1 << 20)
 }
 
 impl Rounds {

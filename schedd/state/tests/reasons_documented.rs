@@ -70,36 +70,40 @@ fn every_wait_reason() -> Vec<WaitReason> {
     all
 }
 
-/// What a held job's reason reads, from the state machine itself.
-fn held_reason() -> String {
+/// A state machine with nodes `names` (no GPUs) and a job of `nodes` nodes from ann, id 1.
+fn one_job(names: &[&str], nodes: u32) -> StateMachine {
     let mut sm = StateMachine::default();
+    let mut index = 0;
+    for name in names {
+        let register = Command::RegisterNode {
+            name: (*name).into(),
+            identity: (*name).into(),
+            inventory: gantry_model::testing::node_inventory(0, 4, 4096),
+            running: vec![],
+            finished: vec![],
+            failed_gpus: vec![],
+            now_ms: 1,
+        };
+        index += 1;
+        assert_eq!(sm.apply(index, &register), Outcome::Applied);
+    }
     let submit = Command::Submit {
         owner: Owner {
             user: "ann".into(),
             uid: 1000,
             gid: 1000,
         },
-        spec: Box::new(gantry_model::testing::job_spec(1, 0)),
+        spec: Box::new(gantry_model::testing::job_spec(nodes, 0)),
         key: None,
         now_ms: 1,
     };
-    let register = Command::RegisterNode {
-        name: "n1".into(),
-        identity: "d".into(),
-        inventory: gantry_model::NodeInventory {
-            gpus: vec![],
-            cpus: 4,
-            mem_mib: 4096,
-            pool: "default".into(),
-            labels: vec![],
-        },
-        running: vec![],
-        finished: vec![],
-        failed_gpus: vec![],
-        now_ms: 1,
-    };
-    assert_eq!(sm.apply(1, &register), Outcome::Applied);
-    assert_eq!(sm.apply(2, &submit), Outcome::Submitted(1));
+    assert_eq!(sm.apply(index + 1, &submit), Outcome::Submitted(1));
+    sm
+}
+
+/// What a held job's reason reads, from the state machine itself.
+fn held_reason() -> String {
+    let mut sm = one_job(&["n1"], 1);
     let hold = Command::Control {
         jobs: vec![1],
         action: Control::Hold,
@@ -107,7 +111,7 @@ fn held_reason() -> String {
         admin: false,
         now_ms: 2,
     };
-    assert_eq!(sm.apply(3, &hold), Outcome::Applied);
+    assert_eq!(sm.apply(10, &hold), Outcome::Applied);
     sm.job(1).unwrap().reason.clone()
 }
 
@@ -137,41 +141,12 @@ fn every_reason_a_pending_job_shows_is_in_the_user_guide() {
 /// `exit code 1 (first failing node)`.
 #[test]
 fn the_multi_node_failure_reason_is_as_the_guide_shows_it() {
-    let mut sm = StateMachine::default();
-    let mut index = 0;
+    let mut sm = one_job(&["n1", "n2"], 2);
+    let mut index = 10;
     let mut apply = |sm: &mut StateMachine, c: Command| {
         index += 1;
         sm.apply(index, &c)
     };
-    for name in ["n1", "n2"] {
-        let register = Command::RegisterNode {
-            name: name.into(),
-            identity: name.into(),
-            inventory: gantry_model::NodeInventory {
-                gpus: vec![],
-                cpus: 4,
-                mem_mib: 4096,
-                pool: "default".into(),
-                labels: vec![],
-            },
-            running: vec![],
-            finished: vec![],
-            failed_gpus: vec![],
-            now_ms: 1,
-        };
-        assert_eq!(apply(&mut sm, register), Outcome::Applied);
-    }
-    let submit = Command::Submit {
-        owner: Owner {
-            user: "ann".into(),
-            uid: 1000,
-            gid: 1000,
-        },
-        spec: Box::new(gantry_model::testing::job_spec(2, 0)),
-        key: None,
-        now_ms: 1,
-    };
-    assert_eq!(apply(&mut sm, submit), Outcome::Submitted(1));
     let parts = ["n1", "n2"]
         .map(|node| gantry_policies::PartPlan {
             node: node.into(),

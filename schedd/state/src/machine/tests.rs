@@ -1,6 +1,6 @@
 //! Given state + command ⇒ outcome + new state.
 
-use gantry_model::{Condition, Dependency, Gpu, JobSpec, JobState, NodeInventory, Owner};
+use gantry_model::{Condition, Dependency, JobSpec, JobState, NodeInventory, Owner};
 use gantry_policies::PartPlan;
 use proptest::prelude::*;
 
@@ -21,22 +21,7 @@ fn spec(nodes: u32, gpus: u32) -> JobSpec {
 }
 
 fn inventory(gpus: u32) -> NodeInventory {
-    NodeInventory {
-        gpus: (0..gpus)
-            .map(|index| Gpu {
-                index,
-                model: "fake".into(),
-                memory_mib: 1024,
-                nvlink_group: 0,
-                numa_node: None,
-                uuid: String::new(),
-            })
-            .collect(),
-        cpus: 8,
-        mem_mib: 4096,
-        pool: "default".into(),
-        labels: vec![],
-    }
+    gantry_model::testing::node_inventory(gpus, 8, 4096)
 }
 
 /// Applies commands at consecutive indices, like the log does.
