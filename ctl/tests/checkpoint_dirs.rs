@@ -71,7 +71,11 @@ fn a_job_run_as_its_user_owns_its_checkpoint_dir_which_goes_after_the_job() {
     let root = c.node.data_dir.join("checkpoints");
     // A job that runs on, then one that ends at once.
     let long = submit_as_nobody(url, &c.work, &args("long"));
-    let long_dir = root.join(long.to_string());
+    // `<root>/<cluster>/<job>`: the cluster's folder is the only one.
+    let cluster = wait_for("the cluster's checkpoint folder", || {
+        fs::read_dir(&root).ok()?.flatten().next().map(|e| e.path())
+    });
+    let long_dir = cluster.join(long.to_string());
     wait_for("the long job's checkpoint", || {
         long_dir.join("state").exists().then_some(())
     });
@@ -79,13 +83,15 @@ fn a_job_run_as_its_user_owns_its_checkpoint_dir_which_goes_after_the_job() {
     let done = wait_state(url, short, "COMPLETED");
     let out = fs::read_to_string(c.work.join(format!("gantry-{short}.out"))).unwrap();
     assert_eq!(out, format!("{NOBODY} 700\n"), "{done}");
-    // Users may pass through the root, not list it.
-    let mode = fs::metadata(&root).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o711, "checkpoint root mode {mode:o}");
+    // Users may pass through the root and the cluster's folder, not list them.
+    for dir in [&root, &cluster] {
+        let mode = fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o711, "{} mode {mode:o}", dir.display());
+    }
     let meta = fs::metadata(&long_dir).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
     // Ended and kept 0 s: the next sweep removes it; the running job's stays.
-    let short_dir = root.join(short.to_string());
+    let short_dir = cluster.join(short.to_string());
     wait_for("the ended job's checkpoint dir to go", || {
         (!short_dir.exists()).then_some(())
     });

@@ -18,7 +18,11 @@ fn gpus_of(url: &str, name: &str) -> Option<u64> {
 #[test]
 fn a_second_node_daemon_cannot_take_a_name_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let schedd = Schedd::start(&dir.path().join("schedd"), &[]);
+    // A short heartbeat timeout: a node is replaced only once it is declared lost.
+    let schedd = Schedd::start(
+        &dir.path().join("schedd"),
+        &["--heartbeat-timeout", "6s", "--heartbeat-interval", "500ms"],
+    );
     let url = schedd.url.clone();
     let gpus = |n: &'static str| ["--gpus", n, "--cpus", "8", "--mem", "8G"];
     let first = Noded::start(&url, "gpu01", &dir.path().join("a"), &gpus("4"));
@@ -52,7 +56,7 @@ fn a_second_node_daemon_cannot_take_a_name_in_use() {
         "{stderr}"
     );
     drop(first);
-    wait_for("gpu01's session to end", || {
+    wait_for("gpu01 to be declared lost", || {
         let out = gantry(&url, &["nodes", "replace", "gpu01"]);
         out.status.success().then_some(())
     });

@@ -570,6 +570,7 @@ mod tests {
             checkpoint: None,
             job_token: String::new(),
             append_output: false,
+            cluster: "test".into(),
         }
     }
 

@@ -178,8 +178,10 @@ pub(crate) struct Node<E: Executor> {
     failed_gpus: BTreeMap<u32, String>,
     /// This daemon's identity (see [`crate::identity`]).
     pub(crate) identity: String,
-    /// The checkpoint root to sweep (none: no sweeping), and how often.
+    /// The checkpoint root to sweep (none: no sweeping), and how often; the cluster whose
+    /// dirs this daemon sweeps, as the leader named it (none before the first registration).
     pub(crate) checkpoints: Option<CheckpointRoot>,
+    pub(crate) cluster: Option<String>,
     pub(crate) sweep_every: Duration,
 }
 
@@ -206,6 +208,7 @@ impl<E: Executor> Node<E> {
             failed_gpus: BTreeMap::new(),
             identity: String::new(),
             checkpoints: None,
+            cluster: None,
             sweep_every: Duration::from_millis(config.checkpoint_sweep_every_ms.max(1)),
         }
     }
@@ -224,10 +227,11 @@ impl<E: Executor> Node<E> {
     /// The question of a checkpoint sweep: which of the dirs found (of jobs not running
     /// here) may go. `None` when there is nothing to ask.
     pub(crate) fn checkpoint_sweep(&self) -> Option<pb::NodeMessage> {
+        let cluster = self.cluster.as_deref()?;
         let candidates = self
             .checkpoints
             .as_ref()?
-            .sweep_candidates(&self.live_job_ids());
+            .sweep_candidates(cluster, &self.live_job_ids());
         (!candidates.is_empty()).then(|| {
             message(pb::node_message::Msg::CheckpointSweep(
                 pb::CheckpointSweep {
@@ -239,8 +243,8 @@ impl<E: Executor> Node<E> {
 
     /// The leader's answer to a sweep: these jobs ended `checkpoint.keep` ago.
     pub(crate) fn on_checkpoints_ended(&self, ended: &[u64]) {
-        if let Some(checkpoints) = &self.checkpoints {
-            checkpoints.remove(ended, &self.live_job_ids());
+        if let (Some(checkpoints), Some(cluster)) = (&self.checkpoints, &self.cluster) {
+            checkpoints.remove(cluster, ended, &self.live_job_ids());
         }
     }
 

@@ -245,6 +245,9 @@ pub(crate) async fn run_session<E: Executor>(
                     if ack.node != node.name() {
                         warn!(server = %url, "the scheduler registered this node as {:?}, not {:?}", ack.node, node.name());
                     }
+                    if !ack.cluster.is_empty() {
+                        node.cluster = Some(ack.cluster.clone());
+                    }
                     registered = true;
                 }
                 Ok(Some(pb::SchedulerMessage { msg: Some(pb::scheduler_message::Msg::Assignments(assignments)) })) => {

@@ -83,6 +83,7 @@ impl Session {
             heartbeat_interval_ms,
             term,
             heartbeat_timeout_ms: 0,
+            cluster: "test".into(),
         }));
     }
 
@@ -244,6 +245,7 @@ fn launch(work: &Path, job_id: u64, argv: &[&str]) -> pb::Launch {
         checkpoint: None,
         job_token: String::new(),
         append_output: false,
+        cluster: "test".into(),
     }
 }
 

@@ -72,6 +72,7 @@ fn launch(work: &Path, argv: &[&str]) -> pb::Launch {
         checkpoint: None,
         job_token: String::new(),
         append_output: false,
+        cluster: "test".into(),
     }
 }
 

@@ -237,7 +237,8 @@ impl Pass {
                 None => true,
             }
         };
-        // A claimant keeps the place the jobs stopped for it free, while it holds.
+        // A claimant keeps the place the jobs stopped for it free, while it holds (and its
+        // account's caps allow).
         let kept = match (&take_back, &job.claimant) {
             (TakeBack::From(reclaimer), Some(claim)) if kind == SchedulingProfile::Gantry => {
                 let ask = Ask {
@@ -249,9 +250,11 @@ impl Pass {
                 reclaimer.kept(&ask, &claim.place)
             }
             _ => None,
-        };
+        }
+        .filter(|_| within_limits(now, &job.shapes[0]));
         let keeps = kept.is_some();
         let mut options: Vec<Candidate> = Vec::new();
+        let mut waits_at_kept = None;
         match kept {
             Some(Kept::Free(picks)) => options.push(Candidate {
                 shape: 0,
@@ -260,16 +263,11 @@ impl Pass {
                 picks,
                 reclaim: None,
             }),
-            Some(Kept::Stopping(plan)) => options.push(Candidate {
-                shape: 0,
-                start: now,
-                end: job.shapes[0].end_if_started(now),
-                picks: plan.picks.clone(),
-                reclaim: Some(plan),
-            }),
+            Some(Kept::Stopping(plan)) => waits_at_kept = Some(plan),
             None => {}
         }
-        for &(index, shape) in possible.iter().filter(|_| !keeps) {
+        let kept_free = !options.is_empty();
+        for &(index, shape) in possible.iter().filter(|_| !kept_free) {
             if !within_limits(now, shape) {
                 continue;
             }
@@ -294,6 +292,19 @@ impl Pass {
                 }),
                 None => cannot_start.record(shape, end),
             }
+        }
+        // A claimant that can start now elsewhere does; otherwise it waits at its place while
+        // what holds it stops (a stop that never ends holds it up, but no one else).
+        if options.is_empty()
+            && let Some(plan) = waits_at_kept
+        {
+            options.push(Candidate {
+                shape: 0,
+                start: now,
+                end: job.shapes[0].end_if_started(now),
+                picks: plan.picks.clone(),
+                reclaim: Some(plan),
+            });
         }
         // Below its account's guarantee, or with a QoS that preempts others', the main
         // request can also start now on GPUs taken back: one more candidate, chosen if it

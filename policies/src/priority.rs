@@ -97,15 +97,17 @@ impl Ranker {
     }
 }
 
-/// The key of `job` with `priority`; `covered`: within its account's guarantee.
+/// The key of `job` with `priority`; `covered`: within its account's guarantee; `claim`:
+/// when jobs were stopped for it, if the place they free still holds (see [`Tier`]).
 pub(crate) fn rank_key(
     job: &PendingJob,
     priority: &Priority,
     covered: bool,
+    claim: Option<u64>,
     profile: SchedulingProfile,
 ) -> RankKey {
-    let tier = match (profile, &job.claimant, covered, job.moved) {
-        (SchedulingProfile::Gantry, Some(claim), _, _) => Tier::Claimant { since: claim.since },
+    let tier = match (profile, claim, covered, job.moved) {
+        (SchedulingProfile::Gantry, Some(since), _, _) => Tier::Claimant { since },
         (SchedulingProfile::Gantry, None, true, _) => Tier::Guaranteed,
         (SchedulingProfile::Gantry, None, false, true) => Tier::Moved,
         _ => Tier::Rest,
@@ -135,7 +137,20 @@ pub(crate) fn rank(
                 .shapes
                 .first()
                 .is_some_and(|shape| guaranteed(&job.account, shape));
-            let key = rank_key(job, &priority, covered, view.config.profile);
+            // A claim on a place that lost a node (down, drained) gives no precedence: the
+            // job is placed afresh, in its own tier.
+            let claim = job
+                .claimant
+                .as_ref()
+                .filter(|c| {
+                    c.place.iter().all(|part| {
+                        view.nodes
+                            .iter()
+                            .any(|n| n.name == part.node && n.schedulable)
+                    })
+                })
+                .map(|c| c.since);
+            let key = rank_key(job, &priority, covered, claim, view.config.profile);
             (i, priority, key)
         })
         .collect();

@@ -23,8 +23,6 @@ pub struct SchedulerApi {
     pub engine: Engine,
     pub config: Arc<SchedConfig>,
     pub explanations: Explanations,
-    /// Which node daemons are connected (a node is not replaced under a live one).
-    pub liveness: Arc<crate::liveness::Liveness>,
 }
 
 fn caller(c: Option<pb::Caller>) -> Result<Owner, Status> {
@@ -139,7 +137,10 @@ fn rejection_status(r: Rejection) -> Status {
         | Rejection::NotInReservation { .. } => Status::permission_denied(message),
         Rejection::UnknownReservation(_) => Status::not_found(message),
         Rejection::MaintenanceWindow(_) => Status::permission_denied(message),
-        Rejection::AccountInUse { .. } => Status::failed_precondition(message),
+        Rejection::AccountInUse { .. } | Rejection::AccountNamed { .. } | Rejection::NodeUp(_) => {
+            Status::failed_precondition(message)
+        }
+        Rejection::BadCluster(_) => Status::invalid_argument(message),
         Rejection::ReservationExists(_) | Rejection::NodeInUse { .. } => {
             Status::already_exists(message)
         }
@@ -824,15 +825,6 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let who = caller(request.caller)?;
         self.require_admin(&who, "replace nodes")?;
         let name = request.node;
-        if self.engine.read(|s| s.node(&name).is_none()) {
-            return Err(rejection_status(Rejection::UnknownNode(name)));
-        }
-        if let Some(from) = self.liveness.open_session(&name) {
-            return Err(Status::failed_precondition(format!(
-                "node {name} is connected (its node daemon connects from {from}): stop that \
-                 daemon first, then replace the node"
-            )));
-        }
         self.propose(Command::ReplaceNode {
             name: name.clone(),
             by: who.user.clone(),

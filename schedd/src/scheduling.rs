@@ -63,6 +63,22 @@ pub async fn run(engine: Engine, explanations: Explanations, topology: Arc<Topol
         }
         let step_started = tokio::time::Instant::now();
         applied.borrow_and_update();
+        if engine.read(|s| s.cluster().is_empty()) {
+            // A new cluster's first leader names it: 128 random bits, drawn here so that
+            // apply stays deterministic.
+            match engine
+                .propose(Command::NameCluster { name: run_token() })
+                .await
+            {
+                Ok(_) => {}
+                Err(EngineError::Stopped) => return,
+                Err(e) => {
+                    debug!(error = %e, "the cluster is not named yet");
+                    tokio::time::sleep(MIN_PASS_INTERVAL * 20).await;
+                }
+            }
+            continue;
+        }
         let now = now_ms();
         let step = engine.read(|s| match &planned {
             Some(p) if p.changed_at == s.changed_at() && p.made.elapsed() < IDLE_PASS => {
@@ -171,8 +187,8 @@ enum Proposed {
     Stopped,
 }
 
-/// A fresh secret for one run of a job: 128 bits from the OS, as hex. Drawn by the leader
-/// before proposing, so applying the command stays deterministic.
+/// A fresh secret for one run of a job (or a new cluster's name): 128 bits from the OS, as
+/// hex. Drawn by the leader before proposing, so applying the command stays deterministic.
 fn run_token() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];

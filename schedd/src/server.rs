@@ -117,7 +117,6 @@ impl Scheduler {
             engine: engine.clone(),
             config: config.clone(),
             explanations,
-            liveness: liveness.clone(),
         };
         let sessions = NodeSessions {
             engine: engine.clone(),

@@ -83,6 +83,12 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             }
         };
         let name = register.name.clone();
+        let cluster = self.engine.read(|s| s.cluster().to_string());
+        if cluster.is_empty() {
+            return Err(Status::unavailable(
+                "the scheduler is naming this new cluster; retry",
+            ));
+        }
         self.admit_daemon(&name, &register.identity, &peer)?;
         let inventory = NodeInventory {
             gpus: register.gpus.iter().map(convert::gpu_from_pb).collect(),
@@ -140,6 +146,7 @@ impl pb::node_session_server::NodeSession for NodeSessions {
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
             term,
             heartbeat_timeout_ms: self.config.heartbeat_timeout_ms,
+            cluster,
         };
         let hello = pb::SchedulerMessage {
             msg: Some(pb::scheduler_message::Msg::Registered(registered)),
@@ -263,7 +270,7 @@ fn desired(
         let cancel = job.stopping();
         keys.push((job.id, job.attempt, cancel));
         let launch = (!launched.contains(&(job.id, job.attempt)))
-            .then(|| launch(job, node))
+            .then(|| launch(job, node, state.cluster()))
             .flatten();
         // Stopped to be requeued, and not cancelled meanwhile: warn it to checkpoint.
         let warning = job.requeue_warning();
@@ -280,7 +287,7 @@ fn desired(
     (keys, pb::Assignments { jobs })
 }
 
-fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
+fn launch(job: &Job, node: &str, cluster: &str) -> Option<pb::Launch> {
     let rank = job.parts.iter().position(|p| p.node == node)?;
     let part = &job.parts[rank];
     // Per node, like Slurm's filename patterns: %n is the node's rank, %N its name.
@@ -313,6 +320,7 @@ fn launch(job: &Job, node: &str) -> Option<pb::Launch> {
         checkpoint: job.spec.checkpoint.as_ref().map(convert::checkpoint_to_pb),
         job_token: job.token.clone(),
         append_output: job.spec.appends_output(job.attempt, job.parts.len()),
+        cluster: cluster.to_string(),
     })
 }
 

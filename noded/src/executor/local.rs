@@ -227,12 +227,14 @@ impl Executor for LocalExecutor {
         let record = match launch.checkpoint.as_ref() {
             Some(checkpoint) => {
                 let checkpoints = &self.config.checkpoints;
-                let path = match checkpoints.job_dir(key.job_id, record.uid, record.gid) {
+                let made = checkpoints.job_dir(&launch.cluster, key.job_id, record.uid, record.gid);
+                let path = match made {
                     Ok(path) => path,
                     Err(e) => {
                         let message = format!(
-                            "cannot prepare the checkpoint dir {}/{}: {e}",
+                            "cannot prepare the checkpoint dir {}/{}/{}: {e}",
                             checkpoints.path().display(),
+                            launch.cluster,
                             key.job_id
                         );
                         return Self::failed(&dir, key, message);

@@ -436,11 +436,19 @@ impl Accounts {
         let qos = on_path(&|a| a.qos.is_some())
             .and_then(|a| a.qos.clone())
             .unwrap_or_else(|| {
-                let ceiling = config.qos_priority(DEFAULT_QOS).unwrap_or(0);
+                // No higher, and preempting no more, than the default level.
+                let default = config.qos.get(DEFAULT_QOS);
+                let ceiling = default.map_or(0, |d| d.priority);
+                let may_preempt = |level: &gantry_policies::QosLevel| {
+                    level
+                        .preempts
+                        .iter()
+                        .all(|p| default.is_some_and(|d| d.preempts.contains(p)))
+                };
                 config
                     .qos
                     .iter()
-                    .filter(|(_, level)| level.priority <= ceiling)
+                    .filter(|(_, level)| level.priority <= ceiling && may_preempt(level))
                     .map(|(name, _)| name.clone())
                     .collect()
             });

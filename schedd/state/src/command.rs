@@ -74,8 +74,12 @@ pub enum Command {
         failed_gpus: Vec<(u32, String)>,
         now_ms: u64,
     },
+    /// The first leader names the cluster (a random name drawn outside apply); ignored once
+    /// it has one.
+    NameCluster { name: String },
     /// An admin lets another machine take node `name` over (`gantry nodes replace`): the next
-    /// node daemon to register under the name claims it, whatever its identity.
+    /// node daemon to register under the name claims it, whatever its identity. Refused while
+    /// the node is up.
     ReplaceNode {
         name: String,
         by: String,
@@ -287,6 +291,7 @@ impl PartExit {
                     | ExitReason::Preempted
                     | ExitReason::Cancelled
                     | ExitReason::Timeout
+                    | ExitReason::NodeShutdown
             )
     }
 
@@ -408,6 +413,15 @@ pub enum Rejection {
     },
     #[error("account {account} has jobs that have not ended: {jobs}")]
     AccountInUse { account: String, jobs: String },
+    #[error("account {account} is named by {by}: change those first")]
+    AccountNamed { account: String, by: String },
+    #[error(
+        "node {0} is up: its node daemon is connected, or has not been declared lost yet; stop \
+         that daemon and wait for the heartbeat timeout, then replace the node"
+    )]
+    NodeUp(String),
+    #[error("cluster name {0:?} must be 1 to 64 letters or digits")]
+    BadCluster(String),
     #[error(transparent)]
     BadConfig(#[from] ConfigError),
     #[error(transparent)]

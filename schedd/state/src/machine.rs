@@ -49,6 +49,9 @@ pub struct StateMachine {
     pub(crate) preemptions: Preemptions,
     /// Advance reservations, by name; ended ones go when the next is created.
     pub(crate) reservations: BTreeMap<String, Reservation>,
+    /// The cluster's name, drawn by its first leader (`Command::NameCluster`): what this
+    /// cluster's job ids are unique within (checkpoint dirs are `<root>/<cluster>/<job>`).
+    cluster: String,
 }
 
 impl Default for StateMachine {
@@ -69,6 +72,7 @@ impl Default for StateMachine {
             dependents: BTreeMap::new(),
             preemptions: Preemptions::default(),
             reservations: BTreeMap::new(),
+            cluster: String::new(),
         }
     }
 }
@@ -78,6 +82,11 @@ impl Default for StateMachine {
 pub struct SnapshotError(#[from] postcard::Error);
 
 impl StateMachine {
+    /// The cluster's name; empty until its first leader has named it.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.applied_index
     }
@@ -264,12 +273,30 @@ impl StateMachine {
                 self.register_node(&registration, *now_ms)
             }
             Command::ReplaceNode { name, .. } => match self.nodes.get_mut(name) {
+                // Not under a daemon that may still be there: only once it is down.
+                Some(node) if node.up => Outcome::Rejected(Rejection::NodeUp(name.clone())),
                 Some(node) => {
                     node.identity.clear();
                     Outcome::Applied
                 }
                 None => Outcome::Rejected(Rejection::UnknownNode(name.clone())),
             },
+            Command::NameCluster { name } => {
+                if !self.cluster.is_empty() {
+                    return Outcome::Ignored(format!(
+                        "the cluster is named {} already",
+                        self.cluster
+                    ));
+                }
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    return Outcome::Rejected(Rejection::BadCluster(name.clone()));
+                }
+                self.cluster = name.clone();
+                Outcome::Applied
+            }
             Command::GpuFailed {
                 node,
                 gpu,
@@ -370,6 +397,26 @@ impl StateMachine {
                 }
             }
             Command::RemoveAccount { name, .. } => {
+                // Re-created under the same name, it would get these rights back silently.
+                let references: Vec<String> = self
+                    .reservations
+                    .values()
+                    .filter(|r| r.accounts.contains(name))
+                    .map(|r| format!("reservation {}", r.name))
+                    .chain(
+                        self.config
+                            .pools
+                            .iter()
+                            .filter(|(_, limits)| limits.accounts.contains(name))
+                            .map(|(pool, _)| format!("pool {pool}")),
+                    )
+                    .collect();
+                if !references.is_empty() {
+                    return Outcome::Rejected(Rejection::AccountNamed {
+                        account: name.clone(),
+                        by: references.join(", "),
+                    });
+                }
                 let live: Vec<String> = self
                     .pending
                     .iter()

