@@ -82,7 +82,8 @@ pub(crate) fn place(
                     shape.per_node.gpus,
                 )
             });
-            (g, *i)
+            // Ties to the fullest node (best fit), then the first.
+            (g, count, *i)
         });
     }
     let levels = fitting
@@ -124,7 +125,7 @@ fn least_fragmenting(
 ) -> Option<Picks> {
     let wanted = shape.per_node.gpus;
     let mut growth: BTreeMap<usize, i128> = BTreeMap::new();
-    let (best, _) = nodes
+    let (best, _, _) = nodes
         .iter()
         .zip(free)
         .enumerate()
@@ -137,9 +138,11 @@ fn least_fragmenting(
             let g = *growth
                 .entry(count)
                 .or_insert_with(|| demand.growth(u32::try_from(count).unwrap_or(u32::MAX), wanted));
-            (i, g)
+            (i, g, count)
         })
-        .min_by_key(|(i, g)| (*g, *i))?;
+        // Ties to the fullest node (best fit): what fragments alike now leaves the larger
+        // holes whole for the jobs that come next.
+        .min_by_key(|(i, g, count)| (*g, *count, *i))?;
     let gpus = pick_gpus(&nodes[best], shape, &free[best].gpus, Pick::Start(demand))?;
     Some(vec![(best, gpus)])
 }
