@@ -35,6 +35,7 @@ pub struct Settings {
 pub struct JobRecord {
     pub id: JobId,
     pub account: String,
+    pub qos: String,
     pub gpus: u64,
     pub submit_ms: u64,
     pub first_start_ms: u64,
@@ -445,6 +446,7 @@ impl Engine<'_> {
         self.records.push(JobRecord {
             id,
             account: job.trace.account.clone(),
+            qos: job.trace.qos.clone(),
             gpus: u64::from(job.trace.num_nodes) * u64::from(job.trace.gpus_per_node),
             submit_ms: job.trace.submit_ms,
             first_start_ms: job.first_start_ms.unwrap_or(at),

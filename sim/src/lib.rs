@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod engine;
 pub mod metrics;
 pub mod plots;
+pub mod suite;
 pub mod trace;
 
 use std::path::Path;

@@ -8,7 +8,8 @@ use gantry_model::units::parse_duration_ms;
 use gantry_policies::{PolicyConfig, SchedulingProfile};
 use gantry_sim::cluster::Cluster;
 use gantry_sim::engine::Settings;
-use gantry_sim::trace::{self, Additions, Format, ReadOptions};
+use gantry_sim::suite;
+use gantry_sim::trace::{self, Additions, Format, ReadOptions, generated};
 use gantry_sim::{metrics, run_profile, write_outputs};
 
 #[derive(Parser)]
@@ -39,6 +40,32 @@ enum Command {
         /// Comma-separated profiles
         #[arg(long, default_value = "gantry,slurm-like,fifo", value_delimiter = ',')]
         profiles: Vec<String>,
+    },
+    /// The scoreboard: the fixed matrix of workloads under every profile, and the targets
+    /// the gantry profile must meet against slurm-like (docs/simulation.md)
+    Suite {
+        /// Where suite.md and suite.json go
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The generated workloads only, smaller (a few minutes on CI's machine)
+        #[arg(long)]
+        quick: bool,
+        /// Where the public traces are (philly/, sia-pollux-workloads/)
+        #[arg(long, default_value = "../shared/traces", value_name = "DIR")]
+        traces: PathBuf,
+        /// Exit 1 when a target is missed
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write a generated workload as Gantry CSV (docs/simulation.md)
+    Generate {
+        #[arg(long, value_enum)]
+        kind: generated::Kind,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The smaller variant `suite --quick` uses
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -107,6 +134,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (common, profiles) = match cli.command {
         Command::Run { common, profile } => (common, vec![profile]),
         Command::Compare { common, profiles } => (common, profiles),
+        Command::Suite {
+            out,
+            quick,
+            traces,
+            check,
+        } => return run_suite(out, quick, &traces, check),
+        Command::Generate { kind, seed, quick } => {
+            let params = generated::Params::of(kind, quick);
+            print!(
+                "{}",
+                trace::to_gantry_csv(&generated::generate(&params, seed))
+            );
+            eprintln!("cluster: {}", params.cluster());
+            return Ok(());
+        }
     };
     let profiles = profiles
         .iter()
@@ -208,6 +250,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     print!("{}", metrics::table(&rows));
     if let Some(dir) = &common.out {
         write_outputs(dir, &runs)?;
+    }
+    Ok(())
+}
+
+fn run_suite(
+    out: Option<PathBuf>,
+    quick: bool,
+    traces: &std::path::Path,
+    check: bool,
+) -> anyhow::Result<()> {
+    let workloads = suite::matrix(traces, quick)
+        .with_context(|| format!("the suite's workloads (traces in {})", traces.display()))?;
+    let board = suite::run(&workloads, |row| {
+        eprintln!(
+            "{} {}: jct_avg {:.0} s, wait {:.0} s",
+            row.workload, row.metrics.profile, row.metrics.jct_avg_s, row.metrics.delay_avg_s
+        );
+    });
+    print!("{}", suite::markdown(&board));
+    if let Some(dir) = &out {
+        suite::write(dir, &board)?;
+    }
+    let missed = board.missed();
+    if check && !missed.is_empty() {
+        bail!(
+            "{} target(s) missed: {}",
+            missed.len(),
+            missed
+                .iter()
+                .map(|c| format!("{}: {}", c.workload, c.target))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
     }
     Ok(())
 }

@@ -16,8 +16,14 @@ pub struct Metrics {
     pub jct_p50_s: f64,
     pub jct_p95_s: f64,
     pub jct_p99_s: f64,
+    /// Until the first start.
     pub wait_avg_s: f64,
     pub wait_p99_s: f64,
+    /// JCT minus run time (its work alone): every moment the job was not doing new work —
+    /// queued, or redoing what a preemption threw away. What a scheduler can remove.
+    pub delay_avg_s: f64,
+    /// Per QoS level, the mean delay of its jobs.
+    pub delay_by_qos: BTreeMap<String, f64>,
     pub makespan_s: f64,
     pub gpu_util_mean: f64,
     /// min(1, GPU time the trace asks for / (capacity × makespan)).
@@ -30,6 +36,8 @@ pub struct Metrics {
     pub timeouts: usize,
     pub preemptions: u64,
     pub gpu_hours_lost: f64,
+    /// GPU-hours lost to preemption as a share of the GPU-hours used.
+    pub redone_share: f64,
     pub passes: u64,
 }
 
@@ -60,6 +68,16 @@ pub fn measure(run: &Run, profile: &str) -> Metrics {
             0.0
         }
     };
+    let delay = |j: &&crate::engine::JobRecord| {
+        (j.end_ms - j.submit_ms).saturating_sub(j.duration_ms) as f64 / S
+    };
+    let mut by_qos: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for j in jobs {
+        let entry = by_qos.entry(j.qos.clone()).or_default();
+        entry.0 += delay(&j);
+        entry.1 += 1;
+    }
+    let lost_gpu_ms: f64 = jobs.iter().map(|j| j.lost_gpu_ms as f64).sum();
     let with_deadline: Vec<bool> = jobs
         .iter()
         .filter_map(|j| j.deadline_ms.map(|d| j.end_ms <= d))
@@ -74,6 +92,11 @@ pub fn measure(run: &Run, profile: &str) -> Metrics {
         jct_p99_s: percentile(&jct, 99.0),
         wait_avg_s: mean(&wait),
         wait_p99_s: percentile(&wait, 99.0),
+        delay_avg_s: mean(&jobs.iter().map(|j| delay(&j)).collect::<Vec<_>>()),
+        delay_by_qos: by_qos
+            .into_iter()
+            .map(|(qos, (sum, n))| (qos, sum / n as f64))
+            .collect(),
         makespan_s: makespan_ms as f64 / S,
         gpu_util_mean: ratio(used),
         gpu_util_bound: ratio(asked).min(1.0),
@@ -85,7 +108,8 @@ pub fn measure(run: &Run, profile: &str) -> Metrics {
         }),
         timeouts: jobs.iter().filter(|j| j.timed_out).count(),
         preemptions: jobs.iter().map(|j| u64::from(j.preemptions)).sum(),
-        gpu_hours_lost: jobs.iter().map(|j| j.lost_gpu_ms as f64).sum::<f64>() / 3_600_000.0,
+        gpu_hours_lost: lost_gpu_ms / 3_600_000.0,
+        redone_share: if used > 0.0 { lost_gpu_ms / used } else { 0.0 },
         passes: run.passes,
     }
 }

@@ -126,6 +126,32 @@ pub(super) fn seconds_ms(text: &str) -> Option<u64> {
     Some((s * 1000.0).round() as u64)
 }
 
+/// `jobs` in this format, every column present: what `parse` reads back.
+pub fn write(jobs: &[TraceJob]) -> String {
+    let seconds = |ms: u64| format!("{}", ms as f64 / 1000.0);
+    let optional = |ms: Option<u64>| ms.map_or_else(String::new, seconds);
+    let mut out = COLUMNS.join(",") + "\n";
+    for j in jobs {
+        let row = [
+            j.id.to_string(),
+            seconds(j.submit_ms),
+            j.user.clone(),
+            j.account.clone(),
+            j.num_nodes.to_string(),
+            j.gpus_per_node.to_string(),
+            j.gpu_model.clone().unwrap_or_default(),
+            seconds(j.duration_ms),
+            optional(j.time_limit_ms),
+            optional(j.deadline_ms),
+            j.qos.clone(),
+            optional(j.checkpoint_interval_ms),
+        ];
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 mod alibaba;
 mod gantry;
+pub mod generated;
 mod philly;
 mod pollux;
 pub mod throughput;
@@ -65,6 +66,11 @@ pub enum Format {
     /// The Pollux (OSDI'21) and Sia (SOSP'23) benchmark workloads, timed by the
     /// applications' throughput profiles.
     Pollux,
+}
+
+/// `jobs` as Gantry CSV (`--format gantry`), as `gantry-sim generate` writes them.
+pub fn to_gantry_csv(jobs: &[TraceJob]) -> String {
+    gantry::write(jobs)
 }
 
 /// How a read went: the jobs, and the rows skipped with why.
