@@ -129,7 +129,7 @@ pub async fn queue(args: QueueArgs, scheduler: &mut Scheduler) -> anyhow::Result
     Ok(())
 }
 
-pub const EXPLAIN_HEADER: [&str; 14] = [
+pub const EXPLAIN_HEADER: [&str; 15] = [
     "RANK",
     "JOBID",
     "USER",
@@ -142,6 +142,7 @@ pub const EXPLAIN_HEADER: [&str; 14] = [
     "DEADL",
     "SIZE",
     "SHORT",
+    "PRMPT",
     "EST_START",
     "REASON",
 ];
@@ -158,8 +159,16 @@ pub fn explain_table(jobs: &[pb::Job]) -> String {
                     (
                         e.rank.to_string(),
                         e.priority.to_string(),
-                        [f.age, f.fair_share, f.qos, f.deadline, f.size, f.short]
-                            .map(|v| v.to_string()),
+                        [
+                            f.age,
+                            f.fair_share,
+                            f.qos,
+                            f.deadline,
+                            f.size,
+                            f.short,
+                            f.preempted,
+                        ]
+                        .map(|v| v.to_string()),
                         e.estimated_start.clone().unwrap_or_else(|| "-".into()),
                     )
                 }
@@ -796,6 +805,7 @@ mod tests {
                 deadline: 0,
                 size: 250,
                 short: 600,
+                preempted: 1000,
             }),
             rank: 2,
             estimated_start_ms: Some(60_000),
@@ -804,7 +814,8 @@ mod tests {
         let text = show_text(&pending, UNIX_EPOCH);
         assert!(
             text.contains(
-                "priority: 2750 (age 0, fair_share 1000, qos 1000, deadline 0, size 250, short 600)\n\
+                "priority: 2750 (age 0, fair_share 1000, qos 1000, deadline 0, size 250, short 600, \
+                 preempted 1000)\n\
                  rank: 2\nestimated_start: 1970-01-01T00:01:00.000Z\n"
             ),
             "{text}"
@@ -813,9 +824,9 @@ mod tests {
         assert!(!show_text(&unranked, UNIX_EPOCH).contains("rank:"));
         assert_eq!(
             explain_table(&[pending, unranked]),
-            "RANK  JOBID  USER   ACCOUNT  QOS   PRIORITY  AGE  FAIR  QOSF  DEADL  SIZE  SHORT  EST_START                 REASON\n\
-             2     4      alice  default  high  2750      0    1000  1000  0      250   600    1970-01-01T00:01:00.000Z  Priority: waiting behind job 3\n\
-             -     5      alice  default        -         -    -     -     -      -     -      -                         -\n"
+            "RANK  JOBID  USER   ACCOUNT  QOS   PRIORITY  AGE  FAIR  QOSF  DEADL  SIZE  SHORT  PRMPT  EST_START                 REASON\n\
+             2     4      alice  default  high  2750      0    1000  1000  0      250   600    1000   1970-01-01T00:01:00.000Z  Priority: waiting behind job 3\n\
+             -     5      alice  default        -         -    -     -     -      -     -      -      -                         -\n"
         );
     }
 

@@ -117,6 +117,7 @@ pub struct FactorsRow {
     pub deadline: u32,
     pub size: u32,
     pub short: u32,
+    pub preempted: u32,
 }
 
 impl ExplanationRow {
@@ -135,17 +136,19 @@ impl ExplanationRow {
                 deadline: f.deadline,
                 size: f.size,
                 short: f.short,
+                preempted: f.preempted,
             },
             estimated_start: job.estimated_start_ms.and_then(timestamp),
         })
     }
 
-    /// `2750 (age 120, fair_share 1000, qos 500, deadline 0, size 250, short 0)`.
+    /// `2750 (age 120, fair_share 1000, qos 500, deadline 0, size 250, short 0,
+    /// preempted 0)`.
     pub fn priority_text(&self) -> String {
         let f = &self.factors;
         format!(
-            "{} (age {}, fair_share {}, qos {}, deadline {}, size {}, short {})",
-            self.priority, f.age, f.fair_share, f.qos, f.deadline, f.size, f.short
+            "{} (age {}, fair_share {}, qos {}, deadline {}, size {}, short {}, preempted {})",
+            self.priority, f.age, f.fair_share, f.qos, f.deadline, f.size, f.short, f.preempted
         )
     }
 }

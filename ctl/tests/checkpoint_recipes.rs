@@ -10,8 +10,8 @@ use std::path::Path;
 
 use gantry_testkit::scripts::{lines, script, wait_lines};
 use gantry_testkit::{
-    OneNode, bin, gantry, gantry_ok, grant_high_qos_and_deadlines, job, submit, submit_with,
-    wait_state,
+    OneNode, bin, gantry, gantry_ok, grant_high_qos_and_deadlines, job, preempt_at_once, submit,
+    submit_with, wait_state,
 };
 
 /// The first fenced block of `lang` after the line of the user guide that contains `marker`.
@@ -142,10 +142,7 @@ fn the_guides_python_recipe_chains_its_runs_at_the_time_limit() {
 #[test]
 fn the_guides_shell_recipe_resumes_after_a_preemption() {
     let c = OneNode::start(&["--gpus", "1", "--cpus", "4", "--mem", "4G"]);
-    gantry_ok(
-        c.url(),
-        &["admin", "config", "set", "preempt.min_runtime", "0s"],
-    );
+    preempt_at_once(c.url());
     grant_high_qos_and_deadlines(c.url());
     yours(&c.work);
     let job_script = script(&c.work, "train.sh", &recipe(SHELL_RECIPE, "bash"));

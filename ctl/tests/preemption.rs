@@ -13,8 +13,8 @@ use gantry_testkit::scripts::{
     count_script, counter, first_run_hangs, lines, script, until_exists, wait_lines,
 };
 use gantry_testkit::{
-    OneNode, Site, bin, gantry, gantry_ok, grant_high_qos_and_deadlines, job, nodes, submit,
-    wait_nodes_up, wait_state,
+    OneNode, Site, bin, gantry, gantry_ok, grant_high_qos_and_deadlines, job, nodes,
+    preempt_at_once, submit, wait_nodes_up, wait_state,
 };
 use serde_json::Value;
 
@@ -37,10 +37,7 @@ fn lost_since(from: &Value, run: &Value) -> u64 {
 fn a_preempted_job_checkpoints_is_requeued_and_resumes_where_it_stopped() {
     let c = OneNode::start(&["--gpus", "1", "--cpus", "4", "--mem", "4G"]);
     let (url, work, wd) = (c.url(), &c.work, c.wd());
-    gantry_ok(
-        url,
-        &["admin", "config", "set", "preempt.min_runtime", "0s"],
-    );
+    preempt_at_once(url);
     grant_high_qos_and_deadlines(url);
     let script = script(work, "count.sh", &counter(work));
 
@@ -152,10 +149,7 @@ fn a_job_that_ignores_its_checkpoint_signal_is_stopped_after_its_lead_and_requeu
         "1s",
     ]);
     let (url, work, wd) = (c.url(), &c.work, c.wd());
-    gantry_ok(
-        url,
-        &["admin", "config", "set", "preempt.min_runtime", "0s"],
-    );
+    preempt_at_once(url);
     grant_high_qos_and_deadlines(url);
     let runs = work.join("runs");
     // Ignores SIGUSR1 and SIGTERM: only SIGKILL ends it.

@@ -13,7 +13,7 @@ pub const FACTOR_MAX: u32 = 1000;
 pub const MAX_WEIGHT: u32 = 1_000_000;
 /// Beyond this many reservations a pass costs more than it plans.
 pub const MAX_RESERVATION_DEPTH: u32 = 1000;
-/// The most `defrag.per_hour` and `requeue.max` take.
+/// The most `defrag.per_hour`, `requeue.max`, `preempt.budget` and `preempt.qos_gain` take.
 const MAX_COUNT: u32 = 1000;
 /// The QoS a job gets when it names none; it always exists.
 pub const DEFAULT_QOS: &str = "normal";
@@ -27,8 +27,25 @@ pub struct Weights {
     pub qos: u32,
     pub deadline: u32,
     pub size: u32,
-    /// Shorter jobs first: by the GPU time they ask for (0, the default: off).
+    /// Shorter jobs first: by the GPU time they ask for.
     pub short: u32,
+    /// Jobs preempted before rank ahead of their peers when they come back.
+    pub preempted: u32,
+}
+
+impl Weights {
+    /// What the baselines weigh, whatever the settings: Slurm's usual multifactor setup
+    /// (age, fair share, QoS, size; nothing for shortness), so that `slurm-like` stays the
+    /// same yardstick while the `gantry` profile's weights are tuned.
+    pub const BASELINE: Weights = Weights {
+        age: 1000,
+        fair_share: 2000,
+        qos: 2000,
+        deadline: 4000,
+        size: 500,
+        short: 0,
+        preempted: 0,
+    };
 }
 
 /// A QoS level: its priority factor, and which levels' jobs its jobs may preempt.
@@ -91,6 +108,9 @@ pub struct PolicyConfig {
     /// The GPU time (GPUs × time limit, in GPU-milliseconds) at and above which a job's
     /// `short` factor is 0.
     pub short_max_gpu_ms: u64,
+    /// A job that has waited this long goes ahead of every job ranked by priority, earliest
+    /// submitted first (`priority.starve_after`); `None`: never.
+    pub starve_after_ms: Option<u64>,
     /// How many blocked jobs get a reserved start per pass.
     pub reservation_depth: u32,
     pub qos: BTreeMap<String, QosLevel>,
@@ -134,6 +154,15 @@ pub struct Preemption {
     /// Defragmentation: how many running jobs of one account may be moved (checkpointed,
     /// requeued and placed elsewhere) per hour so that a blocked gang can start; 0: never.
     pub defrag_per_hour: u32,
+    /// How many times one job may be preempted for a QoS, a deadline or defragmentation
+    /// (a guarantee takes back regardless). Each preemption also doubles the time the job
+    /// runs before it may be stopped again (`min_runtime` × 2^preemptions).
+    pub budget: u32,
+    /// How much more a waiting job's GPU-time counts against the work a preemption throws
+    /// away per 1000 of QoS priority it has above the victim's: a stop pays when the job's
+    /// GPUs × how much sooner it starts × (1 + qos_gain × Δpriority / 1000) exceeds the
+    /// victims' GPU-time since their last checkpoints plus restart costs.
+    pub qos_gain: u32,
 }
 
 /// Which running jobs a preemption stops first.
@@ -173,22 +202,28 @@ impl Default for PolicyConfig {
         };
         PolicyConfig {
             profile: SchedulingProfile::Gantry,
+            // Chosen by the scoreboard (docs/simulation.md) on the tuning seeds: short jobs
+            // first lowers the mean wait most; QoS and deadlines must still weigh against it.
             weights: Weights {
                 age: 1000,
-                fair_share: 2000,
-                qos: 2000,
+                fair_share: 200,
+                qos: 4000,
                 deadline: 4000,
-                size: 500,
-                short: 0,
+                size: 0,
+                short: 8000,
+                preempted: 1000,
             },
             half_life_ms: 7 * DAY_MS,
             age_max_ms: 7 * DAY_MS,
             deadline_horizon_ms: DAY_MS,
             short_max_gpu_ms: 1000 * HOUR_MS,
+            starve_after_ms: Some(3 * DAY_MS),
             reservation_depth: 8,
             qos: BTreeMap::from([
                 ("low".to_string(), level(0, &[])),
-                (DEFAULT_QOS.to_string(), level(500, &["low"])),
+                // Preempting `low` for `normal` throws away more than it gains on every
+                // workload of the scoreboard: `low` is the lowest priority, not a scavenger.
+                (DEFAULT_QOS.to_string(), level(500, &[])),
                 ("high".to_string(), level(1000, &["low", "normal"])),
             ]),
             default_pool: DEFAULT_POOL.to_string(),
@@ -198,6 +233,10 @@ impl Default for PolicyConfig {
                 restart_cost_ms: MINUTE_MS,
                 victims: VictimOrder::CheckpointAware,
                 defrag_per_hour: 0,
+                budget: 3,
+                // Any weight above 0 raised the mean wait on the scoreboard: a minute of a
+                // `high` job counts as much as anyone's, and `high` still goes first.
+                qos_gain: 0,
             },
             max_requeues: 5,
             pools: BTreeMap::new(),
@@ -216,7 +255,7 @@ pub enum ConfigError {
 }
 
 /// The settings `config set` takes, besides `qos.NAME.priority` and `qos.NAME.preempts`.
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 25] = [
     "profile",
     "weight.age",
     "weight.fair_share",
@@ -224,16 +263,20 @@ const KEYS: [&str; 21] = [
     "weight.deadline",
     "weight.size",
     "weight.short",
+    "weight.preempted",
     "fair_share.half_life",
     "priority.age_max",
     "deadline.horizon",
     "priority.short_max",
+    "priority.starve_after",
     "backfill.depth",
     "pool.default",
     "preempt.min_runtime",
     "preempt.grace",
     "preempt.restart_cost",
     "preempt.victims",
+    "preempt.budget",
+    "preempt.qos_gain",
     "defrag.per_hour",
     "requeue.max",
     "gpu_failure.drain",
@@ -252,6 +295,7 @@ impl PolicyConfig {
             ("weight.deadline", w.deadline.to_string()),
             ("weight.size", w.size.to_string()),
             ("weight.short", w.short.to_string()),
+            ("weight.preempted", w.preempted.to_string()),
             (
                 "fair_share.half_life",
                 format_duration_ms(self.half_life_ms),
@@ -264,6 +308,11 @@ impl PolicyConfig {
             (
                 "priority.short_max",
                 format_duration_ms(self.short_max_gpu_ms),
+            ),
+            (
+                "priority.starve_after",
+                self.starve_after_ms
+                    .map_or_else(|| "none".to_string(), format_duration_ms),
             ),
             ("backfill.depth", self.reservation_depth.to_string()),
             ("pool.default", self.default_pool.clone()),
@@ -283,6 +332,8 @@ impl PolicyConfig {
                 "preempt.victims",
                 self.preemption.victims.as_str().to_string(),
             ),
+            ("preempt.budget", self.preemption.budget.to_string()),
+            ("preempt.qos_gain", self.preemption.qos_gain.to_string()),
             (
                 "defrag.per_hour",
                 self.preemption.defrag_per_hour.to_string(),
@@ -351,6 +402,16 @@ impl PolicyConfig {
                 ))
             })
         };
+        let duration_or_none = || -> Result<Option<u64>, ConfigError> {
+            match value {
+                "none" => Ok(None),
+                _ => parse_duration_ms(value).map(Some).map_err(|_| {
+                    bad(format!(
+                        "expected a duration such as 7d or 0s, or none (got {value:?})"
+                    ))
+                }),
+            }
+        };
         let count = |max: u32| -> Result<u32, ConfigError> {
             value
                 .parse::<u32>()
@@ -366,19 +427,13 @@ impl PolicyConfig {
                     .parse()
                     .map_err(|_| bad(format!("true or false (got {value:?})")))?;
             }
-            "checkpoint.keep" => {
-                self.checkpoint_keep_ms = match value {
-                    "none" => None,
-                    _ => Some(parse_duration_ms(value).map_err(|_| {
-                        bad(format!(
-                            "expected a duration such as 7d or 0s, or none (got {value:?})"
-                        ))
-                    })?),
-                };
-            }
+            "checkpoint.keep" => self.checkpoint_keep_ms = duration_or_none()?,
+            "priority.starve_after" => self.starve_after_ms = duration_or_none()?,
             "preempt.min_runtime" => self.preemption.min_runtime_ms = any_duration()?,
             "preempt.grace" => self.preemption.grace_ms = any_duration()?,
             "preempt.restart_cost" => self.preemption.restart_cost_ms = any_duration()?,
+            "preempt.budget" => self.preemption.budget = count(MAX_COUNT)?,
+            "preempt.qos_gain" => self.preemption.qos_gain = count(MAX_COUNT)?,
             "preempt.victims" => {
                 self.preemption.victims = VictimOrder::ALL
                     .into_iter()
@@ -406,6 +461,7 @@ impl PolicyConfig {
             "weight.deadline" => self.weights.deadline = weight()?,
             "weight.size" => self.weights.size = weight()?,
             "weight.short" => self.weights.short = weight()?,
+            "weight.preempted" => self.weights.preempted = weight()?,
             "fair_share.half_life" => self.half_life_ms = duration()?,
             "priority.age_max" => self.age_max_ms = duration()?,
             "deadline.horizon" => self.deadline_horizon_ms = duration()?,

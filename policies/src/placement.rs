@@ -341,6 +341,7 @@ mod tests {
             checkpointed_ms: None,
             movable: None,
             deadline_ms: None,
+            preemptions: 0,
         }
     }
 
@@ -485,7 +486,7 @@ mod tests {
     fn a_short_job_backfills_before_a_reservation_and_a_long_one_waits() {
         let mut n = node("a", 8);
         let running = holding(&mut n, 10, &[0, 1, 2, 3, 4, 5], Some(100_000));
-        let view = ClusterView {
+        let mut view = ClusterView {
             now_ms: 0,
             nodes: vec![n],
             running: vec![running],
@@ -497,6 +498,8 @@ mod tests {
             ],
             ..Default::default()
         };
+        // In submission order: job 2 goes ahead of job 1 by backfill, not by being shorter.
+        view.config.set("weight.short", "0").unwrap();
         let d = schedule(&view);
         let started: Vec<u64> = d.starts.iter().map(|s| s.job).collect();
         assert_eq!(started, [2], "{d:?}");
@@ -552,11 +555,16 @@ mod tests {
     }
 
     /// A big gang arrives into a steady stream of small jobs that would always fill any GPU
-    /// freed. Every job runs exactly its time limit. The gang starts no later than the last
-    /// time limit of the jobs running when it arrived, and nothing ever overcommits a GPU.
+    /// freed, each shorter than it: by priority it would wait for ever. Every job runs
+    /// exactly its time limit. Once it has waited `priority.starve_after` only the jobs
+    /// submitted before it go first, so it starts by the time those and the jobs running
+    /// then are done; and nothing ever overcommits a GPU.
     #[test]
     fn a_big_job_starts_in_bounded_time_under_a_stream_of_small_ones() {
-        const LIMIT: u64 = 10_000;
+        // Jobs asking more than a GPU-minute, so the big one is the longer by GPU time.
+        const STEP: u64 = 10_000;
+        const LIMIT: u64 = 10 * STEP;
+        const STARVE: u64 = 30 * STEP;
         let mut now = 0;
         let mut next_id = 1;
         let mut queue: Vec<PendingJob> = Vec::new();
@@ -564,29 +572,38 @@ mod tests {
         let big_id = 1_000_000;
         let mut big_started = None;
         let mut bound = None;
-        while big_started.is_none() && now < 1_000_000 {
+        while big_started.is_none() && now < 1_000 * STEP {
             running.retain(|(_, end, _)| *end > now);
             // Four new 1-GPU jobs every step, with staggered limits.
             for k in 0..4 {
-                queue.push(limited(next_id, 1, LIMIT + k * 1_000));
+                let mut small = limited(next_id, 1, LIMIT + k * STEP);
+                small.submit_ms = now;
+                queue.push(small);
                 next_id += 1;
             }
-            if now == 20_000 {
-                queue.insert(0, limited(big_id, 4, LIMIT));
-                bound = running.iter().map(|(_, end, _)| *end).max();
+            if now == 20 * STEP {
+                let mut big = limited(big_id, 4, LIMIT);
+                big.submit_ms = now;
+                // The jobs ahead of it once it starves, four at a time, each at most
+                // LIMIT + 3 steps; then the jobs running at that moment end.
+                let older = queue.len() as u64;
+                let longest = LIMIT + 3 * STEP;
+                bound = Some(now + STARVE + older.div_ceil(4) * longest + longest);
+                queue.push(big);
             }
             let mut n = node("a", 4);
             let held: Vec<RunningJob> = running
                 .iter()
                 .map(|(id, end, gpus)| holding(&mut n, *id, gpus, Some(*end)))
                 .collect();
-            let view = ClusterView {
+            let mut view = ClusterView {
                 now_ms: now,
                 nodes: vec![n],
                 running: held,
                 pending: queue.clone(),
                 ..Default::default()
             };
+            view.config.set("priority.starve_after", "300s").unwrap();
             for start in schedule(&view).starts {
                 let job = queue.iter().position(|j| j.id == start.job).unwrap();
                 let job = queue.remove(job);
@@ -599,7 +616,7 @@ mod tests {
                     big_started = Some(now);
                 }
             }
-            now += 1_000;
+            now += STEP;
         }
         let (started, bound) = (
             big_started.expect("the big job never started"),

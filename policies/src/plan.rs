@@ -155,7 +155,13 @@ impl Plan {
             return Err(NeedsPass::Guarantee(job.id));
         }
         let priority = full.ranker.priority(&job, &self.view, &full.pass.tree);
-        let key = rank_key(&job, &priority, false, None, kind);
+        let key = rank_key(
+            &job,
+            &priority,
+            false,
+            None,
+            (&self.view.config, self.view.now_ms),
+        );
         if let Some(holding) = full.holds_back
             && key < holding
         {

@@ -1,5 +1,6 @@
-//! Multifactor priority: age, fair share, QoS, deadline urgency and size, each a factor from
-//! 0 to 1000, weighted by the scheduler config. The queue is served in priority order; every
+//! Multifactor priority: age, fair share, QoS, deadline urgency, size, shortness and whether
+//! the job was preempted before, each a factor from 0 to 1000, weighted by the scheduler
+//! config. The queue is served in priority order; every
 //! factor is shown to users (`gantry show`, `gantry queue --explain`).
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use gantry_model::{JobId, Resources, Shape};
 use serde::Serialize;
 
 use crate::accounts::Tree;
-use crate::config::{FACTOR_MAX, PolicyConfig, SchedulingProfile};
+use crate::config::{FACTOR_MAX, PolicyConfig, SchedulingProfile, Weights};
 use crate::placement::total_gpus;
 use crate::reclaim::within_guarantee;
 use crate::view::{ClusterView, PendingJob};
@@ -22,6 +23,8 @@ pub struct Factors {
     pub deadline: u32,
     pub size: u32,
     pub short: u32,
+    /// 1000 when a run of the job was preempted: it comes back ahead of its peers.
+    pub preempted: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -33,8 +36,9 @@ pub struct Priority {
 
 /// Where a job stands in the queue; lower keys are served first: jobs for which running
 /// jobs were stopped, then jobs within their account's guarantee, then jobs moved to
-/// defragment, then the rest (the [`Tier`]); within a tier highest priority, then earliest
-/// submitted, then lowest id.
+/// defragment, then jobs that have waited `priority.starve_after`, then the rest (the
+/// [`Tier`]); within a tier highest priority (earliest submitted among the starving), then
+/// earliest submitted, then lowest id.
 pub(crate) type RankKey = (Tier, std::cmp::Reverse<u64>, u64, JobId);
 
 /// The first part of a [`RankKey`].
@@ -51,6 +55,11 @@ pub(crate) enum Tier {
     /// Moved to defragment, not restarted yet: it is placed before the jobs queued behind it
     /// could take the room kept for it while it stopped (but never before a guarantee's).
     Moved,
+    /// It has waited `priority.starve_after`: it goes before every job ranked by priority,
+    /// earliest submitted first. Jobs become starving in the order they were submitted, so
+    /// no job ever gets ahead of a starving one again, and the start reserved for it holds:
+    /// however short the jobs that keep arriving, nothing waits for ever.
+    Starving,
     Rest,
 }
 
@@ -83,37 +92,48 @@ impl Ranker {
             deadline: urgency(job, now, config),
             size: job.shapes.first().map_or(0, |s| size(s, &self.capacity)),
             short: job.shapes.first().map_or(0, |s| shortness(s, config)),
+            preempted: if job.preemptions > 0 { FACTOR_MAX } else { 0 },
         };
-        let w = &config.weights;
+        let w = match config.profile {
+            SchedulingProfile::Gantry => &config.weights,
+            _ => &Weights::BASELINE,
+        };
         let weighted = |weight: u32, factor: u32| u64::from(weight) * u64::from(factor);
         let total = (weighted(w.age, factors.age)
             + weighted(w.fair_share, factors.fair_share)
             + weighted(w.qos, factors.qos)
             + weighted(w.deadline, factors.deadline)
             + weighted(w.size, factors.size)
-            + weighted(w.short, factors.short))
+            + weighted(w.short, factors.short)
+            + weighted(w.preempted, factors.preempted))
             / u64::from(FACTOR_MAX);
         Priority { total, factors }
     }
 }
 
-/// The key of `job` with `priority`; `covered`: within its account's guarantee; `claim`:
-/// when jobs were stopped for it, if the place they free still holds (see [`Tier`]).
+/// The key of `job` with `priority`, judged at `now`; `covered`: within its account's
+/// guarantee; `claim`: when jobs were stopped for it, if the place they free still holds
+/// (see [`Tier`]).
 pub(crate) fn rank_key(
     job: &PendingJob,
     priority: &Priority,
     covered: bool,
     claim: Option<u64>,
-    profile: SchedulingProfile,
+    (config, now): (&PolicyConfig, u64),
 ) -> RankKey {
-    let tier = match (profile, claim, covered, job.moved) {
-        (SchedulingProfile::Gantry, Some(since), _, _) => Tier::Claimant { since },
-        (SchedulingProfile::Gantry, None, true, _) => Tier::Guaranteed,
-        (SchedulingProfile::Gantry, None, false, true) => Tier::Moved,
+    let profile = config.profile;
+    let starving = config
+        .starve_after_ms
+        .is_some_and(|after| now.saturating_sub(job.submit_ms) >= after);
+    let tier = match (profile, claim, covered, job.moved, starving) {
+        (SchedulingProfile::Gantry, Some(since), _, _, _) => Tier::Claimant { since },
+        (SchedulingProfile::Gantry, None, true, _, _) => Tier::Guaranteed,
+        (SchedulingProfile::Gantry, None, false, true, _) => Tier::Moved,
+        (SchedulingProfile::Gantry, None, false, false, true) => Tier::Starving,
         _ => Tier::Rest,
     };
-    let priority = match profile {
-        SchedulingProfile::Fifo => 0,
+    let priority = match (profile, tier) {
+        (SchedulingProfile::Fifo, _) | (_, Tier::Starving) => 0,
         _ => priority.total,
     };
     (tier, std::cmp::Reverse(priority), job.submit_ms, job.id)
@@ -150,7 +170,7 @@ pub(crate) fn rank(
                     })
                 })
                 .map(|c| c.since);
-            let key = rank_key(job, &priority, covered, claim, view.config.profile);
+            let key = rank_key(job, &priority, covered, claim, (&view.config, view.now_ms));
             (i, priority, key)
         })
         .collect();
@@ -382,15 +402,52 @@ mod tests {
                 // 16 GPU-hours: 1 − ln(960) / ln(60,000) of the way from 1 GPU-minute to 1,000
                 // GPU-hours.
                 short: 376,
+                preempted: 0,
             }
         );
-        // Past its slack: deadline at its maximum. Defaults: 1000·0.5 + 2000 + 2000 + 4000 +
-        // 500·0.5, and `short` weighs nothing unless an admin sets it.
-        assert_eq!(p.total, 500 + 2000 + 2000 + 4000 + 250);
+        // Past its slack: deadline at its maximum. Defaults: age 1000·0.5, fair share
+        // 200·1, QoS 4000·1, deadline 4000·1, size 0, short 8000·0.376, preempted 1000·0.
+        assert_eq!(p.total, 500 + 200 + 4000 + 4000 + 3008);
+        // Preempted before: it comes back 1000 ahead of its peers.
+        let mut v = v;
+        v.pending[0].preemptions = 2;
+        let p = rank_all(&v)[0].1;
+        assert_eq!(p.factors.preempted, 1000);
+        assert_eq!(p.total, 500 + 200 + 4000 + 4000 + 3008 + 1000);
+        // The baselines weigh as Slurm's usual setup, whatever the settings: 1000·0.5 +
+        // 2000 + 2000 + 4000 + 500·0.5, nothing for shortness or a preemption.
+        v.config.profile = SchedulingProfile::SlurmLike;
+        assert_eq!(rank_all(&v)[0].1.total, 500 + 2000 + 2000 + 4000 + 250);
         let mut j = job(1, 8, Some(2));
         j.deadline_ms = Some(14 * HOUR);
         let v = view(0, vec![j]);
         assert_eq!(rank_all(&v)[0].1.factors.deadline, 500, "12 h of slack");
+    }
+
+    #[test]
+    fn a_job_that_has_waited_starve_after_goes_first_earliest_submitted_first() {
+        const DAY: u64 = 24 * HOUR;
+        // Job 1: long and big, waiting 4 days; job 3: short and high, waiting 3.5 days;
+        // job 2: short and high, just submitted.
+        let mut long = job(1, 8, Some(100));
+        long.submit_ms = 0;
+        let mut fresh = job(2, 1, Some(1));
+        fresh.submit_ms = 4 * DAY;
+        fresh.qos = "high".into();
+        let mut older = job(3, 1, Some(1));
+        older.submit_ms = DAY / 2;
+        older.qos = "high".into();
+        let v = view(4 * DAY, vec![long, fresh, older]);
+        // Both past the default 3 days, by submission; then by priority.
+        assert_eq!(order(&v), [1, 3, 2]);
+        let mut v = v;
+        v.config.set("priority.starve_after", "none").unwrap();
+        assert_eq!(order(&v), [3, 2, 1]);
+        v.config.set("priority.starve_after", "soon").unwrap_err();
+        v.config.set("priority.starve_after", "84h").unwrap();
+        assert_eq!(order(&v), [1, 3, 2], "3.5 days is 84 hours");
+        v.config.set("priority.starve_after", "97h").unwrap();
+        assert_eq!(order(&v), [3, 2, 1], "job 1 has waited 96 hours");
     }
 
     #[test]
@@ -408,11 +465,12 @@ mod tests {
         let mut tiny = job(9, 1, None);
         tiny.shapes[0].time_limit_ms = Some(30_000);
         assert_eq!(rank_all(&view(0, vec![tiny]))[0].1.factors.short, 1000);
-        // Off by default: submit order. With a weight, the shortest first.
+        // The shortest first by default; without the weight, submit order.
         let jobs = || vec![job(1, 8, Some(10)), job(2, 1, None), job(3, 1, Some(1))];
-        assert_eq!(order(&view(0, jobs())), [1, 2, 3]);
+        assert_eq!(order(&view(0, jobs())), [3, 1, 2]);
         let mut v = view(0, jobs());
-        v.config.set("weight.size", "0").unwrap();
+        v.config.set("weight.short", "0").unwrap();
+        assert_eq!(order(&v), [1, 2, 3]);
         v.config.set("weight.short", "1000").unwrap();
         assert_eq!(order(&v), [3, 1, 2]);
         v.config.set("priority.short_max", "10h").unwrap();
@@ -512,6 +570,7 @@ mod tests {
             checkpointed_ms: None,
             movable: None,
             deadline_ms: None,
+            preemptions: 0,
             parts: vec![crate::Held {
                 node: "n".into(),
                 res: Resources {

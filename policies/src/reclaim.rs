@@ -17,6 +17,13 @@
 //! Victims are chosen so the least work is lost (`preempt.victims`): by default the jobs with
 //! the fewest GPU-seconds since their last checkpoint, plus their restart cost, per GPU freed;
 //! then any victim the job turns out not to need is spared.
+//!
+//! Whatever the reason, a stop must pay: the waiting job's GPUs × how much sooner it starts
+//! than at its earliest later start (by the running jobs' time limits), weighted up by the
+//! QoS priority it has above each victim's (`preempt.qos_gain`), must exceed the work the
+//! victims throw away. And no job is stopped again and again: each preemption doubles the
+//! time a job runs before it may be stopped again, and after `preempt.budget` of them only a
+//! guarantee may take it back.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +88,12 @@ fn lost_per_gpu(job: &RunningJob, now: u64, rules: &Preemption) -> u64 {
         .max(job.start_ms);
     now.saturating_sub(since)
         .saturating_add(rules.restart_cost_ms)
+}
+
+/// How long `job` runs before it may be stopped again: `min_runtime`, doubled for each of its
+/// earlier preemptions.
+fn backoff(min_runtime_ms: u64, job: &RunningJob) -> u64 {
+    min_runtime_ms.saturating_mul(1u64 << job.preemptions.min(32))
 }
 
 /// Puts the jobs a preemption should stop first first: the least work lost per GPU freed,
@@ -311,12 +324,13 @@ impl<'v> Reclaimer<'v> {
             // Only from lenders above their own guarantees, at every level: never take a
             // guarantee to pay one.
             let may_take = |held: &Held, _: &[&RunningJob], victim: &RunningJob| {
-                lenders(tree, owed, &victim.account).is_some_and(|lenders| {
-                    let gpus = running_gpus(victim);
-                    lenders
-                        .iter()
-                        .all(|a| held.of(a) >= u64::from(tree.guarantee(a)) + gpus)
-                })
+                self.reclaimable(victim)
+                    && lenders(tree, owed, &victim.account).is_some_and(|lenders| {
+                        let gpus = running_gpus(victim);
+                        lenders
+                            .iter()
+                            .all(|a| held.of(a) >= u64::from(tree.guarantee(a)) + gpus)
+                    })
             };
             let claim = Claim::Guarantee(owed.into());
             return self.take(ask, claim, MAX_VICTIMS, may_take);
@@ -340,15 +354,71 @@ impl<'v> Reclaimer<'v> {
         self.take(ask, Claim::Deadline, MAX_VICTIMS, may_take)
     }
 
-    /// Whether `victim` may be stopped at all: it has run its minimum runtime and would not
-    /// end by itself before the stop would.
+    /// Whether `victim` may be stopped for a QoS, a deadline or defragmentation: it has not
+    /// spent its preemption budget, has run its minimum runtime (doubled for each earlier
+    /// preemption) and would not end by itself before the stop would.
     fn stoppable(&self, victim: &RunningJob) -> bool {
         let rules = &self.view.config.preemption;
         let now = self.view.now_ms;
-        now.saturating_sub(victim.start_ms) >= rules.min_runtime_ms
+        victim.preemptions < rules.budget
+            && now.saturating_sub(victim.start_ms) >= backoff(rules.min_runtime_ms, victim)
             && victim
                 .ends_at_ms
                 .is_none_or(|end| end > now.saturating_add(rules.grace_ms))
+    }
+
+    /// Whether a guarantee may take `victim` back: whatever its budget, once it has run the
+    /// backoff of its earlier preemptions (none before the first).
+    fn reclaimable(&self, victim: &RunningJob) -> bool {
+        let rules = &self.view.config.preemption;
+        victim.preemptions == 0
+            || self.view.now_ms.saturating_sub(victim.start_ms)
+                >= backoff(rules.min_runtime_ms, victim)
+    }
+
+    /// Whether stopping `victims` for `ask` (a `claim`) pays: the job's GPUs × how much
+    /// sooner it starts now than at its earliest later start (`sooner`), weighted by its QoS
+    /// priority above each victim's, against what each victim loses: its GPUs × the work it
+    /// throws away, and, stopped for a QoS, × `sooner` again, for it goes back to the queue
+    /// and waits about as long as the job would have. (A borrower stopped for a guarantee
+    /// knew it borrowed; a job stopped for a deadline yields to a date; a moved job starts
+    /// again at once.) A job no later start is known for (what it waits for has no time
+    /// limit) always gains.
+    fn pays(&self, ask: &Ask, claim: &Claim, victims: &[&RunningJob]) -> bool {
+        if victims.is_empty() {
+            return true;
+        }
+        let view = self.view;
+        let rules = &view.config.preemption;
+        let now = view.now_ms;
+        let later =
+            earliest_later_start(ask.shape, &view.nodes, &view.topology, ask.profile, |_| {
+                true
+            });
+        let Some((start, _)) = later else {
+            return true;
+        };
+        let sooner = u128::from(start.saturating_sub(now));
+        let requeued = if matches!(claim, Claim::Qos(_) | Claim::Deadline) {
+            sooner
+        } else {
+            0
+        };
+        let level = |qos: &str| u128::from(view.config.qos_priority(qos).unwrap_or(0));
+        let ours = level(&ask.job.qos);
+        // Each victim's loss, divided by the weight of the job's time against its own:
+        // 1 + qos_gain × Δpriority / 1000 (kept whole by scaling both sides by 1000).
+        let lost: u128 = victims
+            .iter()
+            .map(|v| {
+                let per_gpu = u128::from(lost_per_gpu(v, now, rules)) + requeued;
+                let above = ours.saturating_sub(level(&v.qos));
+                let weight = 1000 + u128::from(rules.qos_gain) * above;
+                u128::from(running_gpus(v)) * per_gpu * 1000 * 1000 / weight
+            })
+            .sum();
+        let gain = u128::from(total_gpus(ask.shape)) * sooner;
+        gain * 1000 > lost
     }
 
     fn preempt(&self, ask: &Ask) -> Option<Reclaimed> {
@@ -370,9 +440,7 @@ impl<'v> Reclaimer<'v> {
 
     /// Moves a few checkpointable jobs so that `job` fits, when the GPUs it needs are free
     /// (or being freed) on nodes it may use, only not together: each mover must fit again at
-    /// once elsewhere, on what the job leaves; and only when that pays: the job's GPUs × how
-    /// much sooner it starts than it would by the running jobs' limits must outweigh the
-    /// movers' lost work (a job those limits never let start always gains).
+    /// once elsewhere, on what the job leaves.
     fn defragment(&self, ask: &Ask) -> Option<Reclaimed> {
         let Ask { profile, shape, .. } = *ask;
         let view = self.view;
@@ -435,18 +503,6 @@ impl<'v> Reclaimer<'v> {
             )?;
             kept.extend(shares(mover_shape, &picks));
             plan.moves.push((mover.id, mover_shape.clone(), picks));
-        }
-        let rules = &view.config.preemption;
-        let lost: u64 = movers
-            .iter()
-            .map(|m| running_gpus(m).saturating_mul(lost_per_gpu(m, now, rules)))
-            .sum();
-        let later = earliest_later_start(shape, &view.nodes, &view.topology, profile, |_| true);
-        if let Some((start, _)) = later {
-            let gain = total_gpus(shape).saturating_mul(start.saturating_sub(now));
-            if gain <= lost {
-                return None;
-            }
         }
         Some(plan)
     }
@@ -649,6 +705,9 @@ impl<'v> Reclaimer<'v> {
                 picks = p;
             }
         }
+        if !self.pays(ask, &claim, &chosen) {
+            return None;
+        }
         held.add(tree, &job.account, total_gpus(shape));
         let awaits = self.stopping_under(&picks);
         Some(Reclaimed {
@@ -736,6 +795,7 @@ mod tests {
             checkpointed_ms: None,
             movable: None,
             deadline_ms: None,
+            preemptions: 0,
         }
     }
 
@@ -802,10 +862,12 @@ mod tests {
 
     /// Node a at minute 60: low-QoS jobs 10 (started at minute 0, checkpointed at minute
     /// 55) and 11 (started at minute 30, never checkpointed), 2 GPUs each; job 1 of QoS
-    /// `qos` waits for `gpus`. No guarantees.
+    /// `qos` waits for `gpus`. No guarantees. A minute of a job counts 1 + 2 × (its QoS
+    /// priority − a victim's) / 1000 times the victim's (`high` over `low`: 3).
     fn qos_view(qos: &str, gpus: u32) -> ClusterView {
         let mut v = view(None, None, gpus);
         v.now_ms = 60 * MIN;
+        v.config.set("preempt.qos_gain", "2").unwrap();
         v.pending[0].qos = qos.into();
         v.running = vec![
             RunningJob {
@@ -843,8 +905,11 @@ mod tests {
         // Both when it needs all four GPUs; none for a QoS that preempts nothing.
         assert_eq!(preempted(&qos_view("high", 4)), [10, 11]);
         assert!(preempted(&qos_view("low", 2)).is_empty());
-        // `normal` preempts `low` by default.
-        assert_eq!(preempted(&qos_view("normal", 2)), [10]);
+        // `normal` preempts nothing by default; it may be set to.
+        let mut v = qos_view("normal", 2);
+        assert!(preempted(&v).is_empty());
+        v.config.set("qos.normal.preempts", "low").unwrap();
+        assert_eq!(preempted(&v), [10]);
     }
 
     #[test]
@@ -855,9 +920,20 @@ mod tests {
         assert_eq!(preempted(&v), [10]);
         v.config.set("preempt.min_runtime", "2h").unwrap();
         assert!(preempted(&v).is_empty());
-        // Job 10 reaches its time limit within the 2-minute grace: it ends by itself.
+        // Job 10 reaches its time limit within the 2-minute grace: it ends by itself, and
+        // job 1 starts then. Stopping job 11 instead would throw away 30 minutes on 2 GPUs
+        // to start job 1 a minute sooner: it does not pay.
         let mut v = qos_view("high", 2);
         v.running[0].ends_at_ms = Some(61 * MIN);
+        assert!(preempted(&v).is_empty());
+        // Checkpointed 30 s ago, job 11 loses 1.5 minutes a GPU with its restart, and waits
+        // about the minute job 1 gains: 5 GPU-minutes, a third of that (QoS high over low
+        // weighs 3) against job 1's two.
+        v.running[1].checkpointed_ms = Some(59 * MIN + 30_000);
+        assert_eq!(preempted(&v), [11]);
+        // Checkpointed later still, job 10 would be the cheaper victim once the grace no
+        // longer covers its end.
+        v.running[0].checkpointed_ms = Some(59 * MIN + 45_000);
         assert_eq!(preempted(&v), [11]);
         v.config.set("preempt.grace", "30s").unwrap();
         assert_eq!(preempted(&v), [10]);

@@ -61,6 +61,7 @@ pub fn full_cluster(nodes: u32, gpus: u32, pending: u32) -> ClusterView {
                 checkpointed_ms: None,
                 movable: None,
                 deadline_ms: None,
+                preemptions: 0,
             });
         }
         node_views.push(NodeView {

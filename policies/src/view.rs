@@ -106,6 +106,7 @@ impl ClusterView {
                 checkpointed_ms: None,
                 movable: None,
                 deadline_ms: job.deadline_ms,
+                preemptions: job.preemptions,
                 start_ms: self.now_ms,
                 stopping: false,
                 moving_to: None,
@@ -142,6 +143,10 @@ pub struct RunningJob {
     /// When it must have ended (`--deadline`): a job racing its own deadline is not stopped
     /// for another's.
     pub deadline_ms: Option<u64>,
+    /// How many of its earlier runs were preempted: each one doubles the time it runs
+    /// before it may be stopped again, and `preempt.budget` of them spare it for good
+    /// (but from guarantees).
+    pub preemptions: u32,
     /// What it holds on each node it still runs on.
     pub parts: Vec<Held>,
 }
@@ -196,6 +201,9 @@ pub struct PendingJob {
     /// what they free goes to it and not to a job queued behind (which would leave it to stop
     /// more, or the same ones again), and keeps the place it was counted to take.
     pub claimant: Option<Claimant>,
+    /// How many of its runs so far were preempted: a job preempted before ranks ahead of
+    /// its peers (the `preempted` priority factor).
+    pub preemptions: u32,
 }
 
 /// A waiting job's claim on what the jobs stopped for it free.
@@ -222,6 +230,7 @@ impl PendingJob {
             reservation: None,
             moved: false,
             claimant: None,
+            preemptions: 0,
         }
     }
 

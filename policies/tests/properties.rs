@@ -91,6 +91,9 @@ fn node(
         }),
         // Every third job races a deadline of its own: never stopped for another's.
         deadline_ms: id.is_multiple_of(3).then_some(2_000_000),
+        // Preempted 0 to 3 times before: the third spends the default budget, the first
+        // doubles the minimum runtime past what these jobs have run.
+        preemptions: (id % 4) as u32,
     });
     (view, running)
 }
@@ -118,84 +121,91 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
     );
     let caps = prop::collection::vec(prop::option::of(1u32..=16), 3);
     // Defragmentation's budget, and how much of it account "a" has used; the short factor's
-    // weight (off, at the age factor's, above it).
+    // weight (off, at the age factor's, above it); whether every job has waited long enough
+    // to be starving (they have waited 1,000 s at most).
     let settings = (
         0u32..=2,
         0u32..=2,
         prop::sample::select(vec![0u32, 1000, 4000]),
+        prop::sample::select(vec!["3d", "999s"]),
     );
-    (nodes, jobs, caps, settings).prop_map(|(nodes, jobs, caps, (per_hour, used, short))| {
-        let mut view = ClusterView {
-            now_ms: 1_000_000,
-            preempted_last_hour: BTreeMap::from([(ACCOUNTS[0].to_string(), used)]),
-            ..Default::default()
-        };
-        view.config
-            .set("defrag.per_hour", &per_hour.to_string())
-            .unwrap();
-        view.config.set("weight.short", &short.to_string()).unwrap();
-        for (i, (count, busy, limit)) in nodes.into_iter().enumerate() {
-            let (n, running) = node(
-                i,
-                count,
-                busy,
-                limit.map(|l| 1_000_000 + l),
-                10_000 + i as u64,
-            );
-            view.nodes.push(n);
-            view.running.extend(running);
-        }
-        for (i, (num_nodes, gpus, limit, account, alternative, model, pool)) in
-            jobs.into_iter().enumerate()
-        {
-            let pool = pool.map(|p1| if p1 { "p1" } else { "default" }.to_string());
-            let shape =
-                |num_nodes: u32, gpus: u32, model: Option<&str>, limit: Option<u64>| Shape {
-                    num_nodes,
-                    per_node: Resources {
-                        gpus,
-                        cpus: 2,
-                        mem_mib: 8_192,
-                    },
-                    gpu_model: model.map(str::to_string),
-                    time_limit_ms: limit,
-                    pool: pool.clone(),
-                    labels: vec![],
-                };
-            let model = model.map(|h100| if h100 { "h100" } else { "a100" });
-            let mut shapes = vec![shape(num_nodes, gpus, model, limit)];
-            if alternative {
-                shapes.push(shape(1, gpus.div_ceil(2), None, limit.map(|l| l * 2)));
+    (nodes, jobs, caps, settings).prop_map(
+        |(nodes, jobs, caps, (per_hour, used, short, starve))| {
+            let mut view = ClusterView {
+                now_ms: 1_000_000,
+                preempted_last_hour: BTreeMap::from([(ACCOUNTS[0].to_string(), used)]),
+                ..Default::default()
+            };
+            view.config
+                .set("defrag.per_hour", &per_hour.to_string())
+                .unwrap();
+            view.config.set("weight.short", &short.to_string()).unwrap();
+            view.config.set("priority.starve_after", starve).unwrap();
+            for (i, (count, busy, limit)) in nodes.into_iter().enumerate() {
+                let (n, running) = node(
+                    i,
+                    count,
+                    busy,
+                    limit.map(|l| 1_000_000 + l),
+                    10_000 + i as u64,
+                );
+                view.nodes.push(n);
+                view.running.extend(running);
             }
-            let mut job = PendingJob::new(i as u64 + 1, shapes);
-            job.account = ACCOUNTS[account].into();
-            job.submit_ms = i as u64;
-            // Every fourth job has a deadline twice its limit away: it may stop others for it.
-            if i % 4 == 1 {
-                job.deadline_ms = limit.map(|l| view.now_ms + 2 * l);
+            for (i, (num_nodes, gpus, limit, account, alternative, model, pool)) in
+                jobs.into_iter().enumerate()
+            {
+                let pool = pool.map(|p1| if p1 { "p1" } else { "default" }.to_string());
+                let shape =
+                    |num_nodes: u32, gpus: u32, model: Option<&str>, limit: Option<u64>| Shape {
+                        num_nodes,
+                        per_node: Resources {
+                            gpus,
+                            cpus: 2,
+                            mem_mib: 8_192,
+                        },
+                        gpu_model: model.map(str::to_string),
+                        time_limit_ms: limit,
+                        pool: pool.clone(),
+                        labels: vec![],
+                    };
+                let model = model.map(|h100| if h100 { "h100" } else { "a100" });
+                let mut shapes = vec![shape(num_nodes, gpus, model, limit)];
+                if alternative {
+                    shapes.push(shape(1, gpus.div_ceil(2), None, limit.map(|l| l * 2)));
+                }
+                let mut job = PendingJob::new(i as u64 + 1, shapes);
+                job.account = ACCOUNTS[account].into();
+                job.submit_ms = i as u64;
+                // Every fourth job has a deadline twice its limit away: it may stop others for it.
+                if i % 4 == 1 {
+                    job.deadline_ms = limit.map(|l| view.now_ms + 2 * l);
+                }
+                // Every fifth was moved to defragment a moment ago: it ranks right after the jobs
+                // guarantees cover.
+                job.moved = i % 5 == 3;
+                // Every third was preempted before: it ranks ahead of its peers.
+                job.preemptions = u32::from(i % 3 == 2);
+                view.pending.push(job);
             }
-            // Every fifth was moved to defragment a moment ago: it ranks right after the jobs
-            // guarantees cover.
-            job.moved = i % 5 == 3;
-            view.pending.push(job);
-        }
-        view.accounts = std::iter::once(AccountView {
-            name: "root".into(),
-            parent: None,
-            share: 1,
-            guarantee_gpus: None,
-            max_gpus: None,
-        })
-        .chain(ACCOUNTS.iter().zip(caps).map(|(name, cap)| AccountView {
-            name: (*name).into(),
-            parent: Some("root".into()),
-            share: 1,
-            guarantee_gpus: None,
-            max_gpus: cap,
-        }))
-        .collect();
-        view
-    })
+            view.accounts = std::iter::once(AccountView {
+                name: "root".into(),
+                parent: None,
+                share: 1,
+                guarantee_gpus: None,
+                max_gpus: None,
+            })
+            .chain(ACCOUNTS.iter().zip(caps).map(|(name, cap)| AccountView {
+                name: (*name).into(),
+                parent: Some("root".into()),
+                share: 1,
+                guarantee_gpus: None,
+                max_gpus: cap,
+            }))
+            .collect();
+            view
+        },
+    )
 }
 
 fn shape_of(view: &ClusterView, job: u64, shape: u32) -> &Shape {
@@ -257,7 +267,17 @@ proptest! {
         // Defragmentation moves only checkpointable jobs, within each account's budget; a
         // deadline stops only jobs without one.
         let mut moved: BTreeMap<&str, u32> = BTreeMap::new();
+        let rules = &view.config.preemption;
         for Victim { job: victim, reason: why, .. } in &d.preempt {
+            // No guarantees here: every stop is for a QoS, a deadline or a move, and spares
+            // jobs that spent their budget or run within their backoff.
+            let r = view.running.iter().find(|r| r.id == *victim).unwrap();
+            prop_assert!(r.preemptions < rules.budget, "job {} spent its budget", victim);
+            let ran = view.now_ms - r.start_ms;
+            prop_assert!(
+                ran >= rules.min_runtime_ms << r.preemptions,
+                "job {} preempted {} times stopped after {} ms", victim, r.preemptions, ran
+            );
             if why.ends_with("which would miss its deadline") {
                 let r = view.running.iter().find(|r| r.id == *victim).unwrap();
                 prop_assert!(r.deadline_ms.is_none(), "job {} races its own deadline", victim);
@@ -326,6 +346,13 @@ proptest! {
             if a.name == "a" {
                 a.guarantee_gpus = Some(guarantee);
             }
+        }
+        // Borrowers without time limits, never preempted before: every reclaim pays (the
+        // job would otherwise wait for ever) and none is within a backoff. The rules that
+        // spare borrowers have their own scenarios.
+        for r in &mut view.running {
+            r.ends_at_ms = None;
+            r.preemptions = 0;
         }
         let d = schedule(&view);
         let Some((first, _)) = d.ranked.first() else { return Ok(()) };
@@ -451,14 +478,17 @@ proptest! {
     }
 
     /// A whole-cluster job arrives into a stream of 1-GPU jobs of random limits that would
-    /// fill any GPU freed; every job runs exactly its limit. It starts no later than the start
-    /// its first pass promised.
+    /// fill any GPU freed; every job runs exactly its limit. It starts, and once it has
+    /// waited `priority.starve_after` (only jobs submitted before it go first, so the start
+    /// reserved for it holds), no later than the start the first pass after that promised.
     #[test]
     fn a_full_cluster_job_starts_by_its_reserved_time(
         limits in prop::collection::vec(1u64..=20, 8..40),
         nodes in 1usize..=3,
     ) {
-        const STEP: u64 = 1_000;
+        // Jobs of more than a GPU-minute: their lengths order them.
+        const STEP: u64 = 10_000;
+        const STARVE: u64 = 50 * STEP;
         let mut now = 0;
         let mut queue: Vec<PendingJob> = Vec::new();
         let mut running: Vec<(u64, String, u64, Vec<u32>)> = Vec::new();
@@ -474,20 +504,24 @@ proptest! {
             pool: None,
             labels: vec![],
         });
-        while started.is_none() && now < 2_000_000 {
+        while started.is_none() && now < 2_000 * STEP {
             running.retain(|(_, _, end, _)| *end > now);
             for limit in &limits {
                 if queue.len() < 60 {
-                    queue.push(one(next_id, 1, limit * STEP));
+                    let mut small = one(next_id, 1, limit * STEP);
+                    small.submit_ms = now;
+                    queue.push(small);
                     next_id += 1;
                 }
             }
             if now == 10 * STEP {
                 let mut whole = one(big, 4, 5 * STEP);
                 whole.shapes[0].num_nodes = nodes as u32;
+                whole.submit_ms = now;
                 queue.push(whole);
             }
             let mut view = ClusterView { now_ms: now, pending: queue.clone(), ..Default::default() };
+            view.config.set("priority.starve_after", &format!("{}s", STARVE / 1000)).unwrap();
             for i in 0..nodes {
                 let (mut n, _) = node(i, 4, 0, None, 0);
                 for (id, name, end, gpus) in running.iter().filter(|r| r.1 == n.name) {
@@ -506,12 +540,14 @@ proptest! {
                         checkpointed_ms: None,
                         movable: None,
                         deadline_ms: None,
+                        preemptions: 0,
                     });
                 }
                 view.nodes.push(n);
             }
             let d = schedule(&view);
             if promised.is_none()
+                && now >= 10 * STEP + STARVE
                 && let Some((_, WaitReason::Reserved { in_ms })) = d.waiting.iter().find(|(j, _)| *j == big)
             {
                 promised = Some(now + in_ms);
@@ -530,8 +566,8 @@ proptest! {
             now += STEP;
         }
         let started = started.expect("the whole-cluster job never started");
-        // The big job ranks first (size), so its very first pass reserves it, unless it
-        // started at once.
+        // Starving, it ranks behind only the older jobs, so the first pass after that
+        // reserves it, unless it started before.
         if let Some(promised) = promised {
             prop_assert!(started <= promised, "started at {}, promised {}", started, promised);
         }

@@ -105,6 +105,12 @@ struct Running {
     #[serde(default = "normal")]
     qos: String,
     deadline_in: Option<String>,
+    /// How long ago it last checkpointed (never, when absent: stopping it loses its whole
+    /// run).
+    checkpointed_ago: Option<String>,
+    /// How many of its earlier runs were preempted.
+    #[serde(default)]
+    preemptions: u32,
 }
 
 fn default_account() -> String {
@@ -137,6 +143,9 @@ struct Job {
     /// Stopped to be moved for defragmentation, not started since.
     #[serde(default)]
     moved: bool,
+    /// How many of its runs were preempted.
+    #[serde(default)]
+    preemptions: u32,
 }
 
 fn one() -> u32 {
@@ -281,9 +290,10 @@ fn view(s: &Scenario) -> ClusterView {
                 ends_at_ms: r.ends_in.as_deref().map(|t| NOW + ms(t)),
                 parts,
                 qos: r.qos.clone(),
-                checkpointed_ms: None,
+                checkpointed_ms: r.checkpointed_ago.as_deref().map(|t| NOW - ms(t)),
                 movable,
                 deadline_ms: r.deadline_in.as_deref().map(|t| NOW + ms(t)),
+                preemptions: r.preemptions,
             }
         })
         .collect();
@@ -311,6 +321,7 @@ fn view(s: &Scenario) -> ClusterView {
             job.deadline_ms = j.deadline_in.as_deref().map(|t| NOW + ms(t));
             job.reservation = j.reservation.clone();
             job.moved = j.moved;
+            job.preemptions = j.preemptions;
             job.submit_ms = NOW - j.submitted_ago.as_deref().map_or(0, ms) + j.id;
             job
         })

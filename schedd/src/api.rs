@@ -375,6 +375,7 @@ fn job_to_pb(
                 deadline: f.deadline,
                 size: f.size,
                 short: f.short,
+                preempted: f.preempted,
             }
         }),
         rank: explained.map_or(0, |e| e.rank),

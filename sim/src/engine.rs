@@ -266,6 +266,7 @@ impl Engine<'_> {
             submit_ms: job.trace.submit_ms,
             moved: job.moved,
             claimant: job.claimant.clone(),
+            preemptions: job.preemptions,
             ..PendingJob::single(job.trace.id, self.shape(job))
         })
     }
@@ -323,6 +324,7 @@ impl Engine<'_> {
                     .map(|(_, at)| at),
                 movable: job.trace.checkpoint_interval_ms.map(|_| self.shape(job)),
                 deadline_ms: job.trace.deadline_ms,
+                preemptions: job.preemptions,
             })
             .collect();
         ClusterView {

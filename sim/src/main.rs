@@ -48,8 +48,15 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// The generated workloads only, smaller (a few minutes on CI's machine)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tuning")]
         quick: bool,
+        /// The generated workloads on the tuning seeds instead, to try settings on
+        #[arg(long)]
+        tuning: bool,
+        /// A policy setting for the gantry profile, as `gantry admin config set` takes it
+        /// (repeatable): to try it on the tuning seeds. The scoreboard is the defaults'.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
         /// Where the public traces are (philly/, sia-pollux-workloads/)
         #[arg(long, default_value = "../shared/traces", value_name = "DIR")]
         traces: PathBuf,
@@ -137,9 +144,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Suite {
             out,
             quick,
+            tuning,
+            sets,
             traces,
             check,
-        } => return run_suite(out, quick, &traces, check),
+        } => {
+            let matrix = match (quick, tuning) {
+                (_, true) => suite::Matrix::Tuning,
+                (true, false) => suite::Matrix::Quick,
+                (false, false) => suite::Matrix::Report,
+            };
+            return run_suite(out, matrix, &sets, &traces, check);
+        }
         Command::Generate { kind, seed, quick } => {
             let params = generated::Params::of(kind, quick);
             print!(
@@ -215,12 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut config = PolicyConfig::default();
     for setting in &common.settings {
-        let (key, value) = setting
-            .split_once('=')
-            .with_context(|| format!("--set: expected KEY=VALUE (got {setting:?})"))?;
-        config
-            .set(key.trim(), value)
-            .with_context(|| format!("--set {setting}"))?;
+        apply_setting(&mut config, setting)?;
     }
     if let Some((level, _)) = additions
         .qos_mix
@@ -256,13 +267,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn run_suite(
     out: Option<PathBuf>,
-    quick: bool,
+    matrix: suite::Matrix,
+    sets: &[String],
     traces: &std::path::Path,
     check: bool,
 ) -> anyhow::Result<()> {
-    let workloads = suite::matrix(traces, quick)
+    let mut config = PolicyConfig::default();
+    for set in sets {
+        apply_setting(&mut config, set)?;
+    }
+    // Only what `--set` named changes: each workload keeps its own restart cost.
+    let sets = sets.to_vec();
+    let workloads = suite::matrix(traces, matrix)
         .with_context(|| format!("the suite's workloads (traces in {})", traces.display()))?;
-    let board = suite::run(&workloads, |row| {
+    let apply = |c: &mut PolicyConfig| {
+        for set in &sets {
+            // Checked above.
+            let _ = apply_setting(c, set);
+        }
+    };
+    let board = suite::run(&workloads, apply, |row| {
         eprintln!(
             "{} {}: jct_avg {:.0} s, wait {:.0} s",
             row.workload, row.metrics.profile, row.metrics.jct_avg_s, row.metrics.delay_avg_s
@@ -285,4 +309,14 @@ fn run_suite(
         );
     }
     Ok(())
+}
+
+/// One `--set KEY=VALUE`.
+fn apply_setting(config: &mut PolicyConfig, setting: &str) -> anyhow::Result<()> {
+    let (key, value) = setting
+        .split_once('=')
+        .with_context(|| format!("--set: expected KEY=VALUE (got {setting:?})"))?;
+    config
+        .set(key.trim(), value)
+        .with_context(|| format!("--set {setting}"))
 }

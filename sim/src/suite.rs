@@ -17,9 +17,24 @@ use crate::run_profile;
 use crate::trace::generated::{self, Kind, Params};
 use crate::trace::{self, Additions, Format, ReadOptions, TraceJob};
 
-/// The seeds the generated workloads are reported on. Policies were tuned on seeds 1 to 3;
-/// these were never looked at while tuning.
+/// The seeds the generated workloads are reported on. Policies were tuned on
+/// [`TUNING_SEEDS`]; these were never looked at while tuning.
 pub const REPORT_SEEDS: [u64; 2] = [101, 102];
+
+/// The seeds policies are tuned on (`suite --tuning`).
+pub const TUNING_SEEDS: [u64; 3] = [1, 2, 3];
+
+/// Which workloads a suite replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matrix {
+    /// The scoreboard: the real traces, then the generated kinds on the report seeds.
+    Report,
+    /// The generated kinds on the report seed 101 alone, smaller: a few minutes on CI's
+    /// machine.
+    Quick,
+    /// The generated kinds on the tuning seeds, for trying settings (`--set`).
+    Tuning,
+}
 
 /// The profiles every workload is replayed under; `gantry` is judged against `slurm-like`.
 pub const PROFILES: [SchedulingProfile; 3] = [
@@ -124,13 +139,8 @@ fn pollux(traces: &Path) -> anyhow::Result<Vec<Workload>> {
         .collect()
 }
 
-/// The generated kinds on the report seeds.
-fn generated(quick: bool) -> anyhow::Result<Vec<Workload>> {
-    let seeds: &[u64] = if quick {
-        &REPORT_SEEDS[..1]
-    } else {
-        &REPORT_SEEDS
-    };
+/// The generated kinds on `seeds`; `quick`: their smaller variants.
+fn generated(seeds: &[u64], quick: bool) -> anyhow::Result<Vec<Workload>> {
     let mut workloads = Vec::new();
     for kind in Kind::ALL {
         let params = Params::of(kind, quick);
@@ -147,16 +157,18 @@ fn generated(quick: bool) -> anyhow::Result<Vec<Workload>> {
     Ok(workloads)
 }
 
-/// The matrix: the real traces under `traces` (skipped in `quick`, which must run in a
-/// few minutes on CI's machine), then the generated workloads.
-pub fn matrix(traces: &Path, quick: bool) -> anyhow::Result<Vec<Workload>> {
-    let mut all = Vec::new();
-    if !quick {
-        all.extend(philly(traces, 0)?);
-        all.extend(pollux(traces)?);
+/// The workloads of `matrix`; the real traces are read from under `traces`.
+pub fn matrix(traces: &Path, matrix: Matrix) -> anyhow::Result<Vec<Workload>> {
+    match matrix {
+        Matrix::Report => {
+            let mut all = philly(traces, 0)?;
+            all.extend(pollux(traces)?);
+            all.extend(generated(&REPORT_SEEDS, false)?);
+            Ok(all)
+        }
+        Matrix::Quick => generated(&REPORT_SEEDS[..1], true),
+        Matrix::Tuning => generated(&TUNING_SEEDS, false),
     }
-    all.extend(generated(quick)?);
-    Ok(all)
 }
 
 /// One cell of the scoreboard.
@@ -261,19 +273,23 @@ impl Scoreboard {
     }
 }
 
-/// Replays every workload under every profile; `progress` hears of each as it ends.
-pub fn run(workloads: &[Workload], mut progress: impl FnMut(&Row)) -> Scoreboard {
+/// Replays every workload under every profile, the `gantry` profile with `config` on top
+/// of the workload's own settings; `progress` hears of each as it ends.
+pub fn run(
+    workloads: &[Workload],
+    config: impl Fn(&mut PolicyConfig),
+    mut progress: impl FnMut(&Row),
+) -> Scoreboard {
     let mut rows = Vec::new();
     let mut checks = Vec::new();
     for workload in workloads {
         let mut by_profile: BTreeMap<&str, Metrics> = BTreeMap::new();
         for profile in PROFILES {
-            let (_, metrics) = run_profile(
-                &workload.jobs,
-                &workload.cluster,
-                profile,
-                &workload.settings,
-            );
+            let mut settings = workload.settings.clone();
+            if profile == SchedulingProfile::Gantry {
+                config(&mut settings.config);
+            }
+            let (_, metrics) = run_profile(&workload.jobs, &workload.cluster, profile, &settings);
             let row = Row {
                 workload: workload.name.clone(),
                 metrics: metrics.clone(),

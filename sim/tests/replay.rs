@@ -186,6 +186,8 @@ fn checkpoint_aware_preemption_loses_less_than_youngest_first() {
     let run = |victims: &str| {
         let mut settings = settings();
         settings.config.set("preempt.victims", victims).unwrap();
+        // Which victim, not whether: the high job's time outweighs any victim's.
+        settings.config.set("preempt.qos_gain", "1000").unwrap();
         let (run, m) = run_profile(&trace, &cluster, SchedulingProfile::Gantry, &settings);
         let ends: BTreeMap<u64, (u64, u32)> = run
             .jobs

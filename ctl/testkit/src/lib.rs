@@ -853,6 +853,15 @@ pub fn grant_high_qos_and_deadlines(server: &str) {
     );
 }
 
+/// Makes a higher QoS preempt at once, whatever it costs: no minimum runtime, and a
+/// minute of it outweighs any victim's (`preempt.qos_gain`). For tests of what a
+/// preemption does, not of when it pays.
+pub fn preempt_at_once(server: &str) {
+    for (key, value) in [("preempt.min_runtime", "0s"), ("preempt.qos_gain", "1000")] {
+        gantry_ok(server, &["admin", "config", "set", key, value]);
+    }
+}
+
 /// `gantry submit --parsable ARGS` from `cwd`, the command shaped by `with` first (another
 /// user, more environment); returns the job id, panicking with stderr when refused.
 pub fn submit_with(

@@ -164,6 +164,13 @@ impl Job {
         self.last_checkpoint_ms.filter(|at| *at >= start)
     }
 
+    /// How many of its ended runs were preempted (for another job or by hand).
+    pub fn preemptions(&self) -> u32 {
+        let preempted = RequeueCause::Preempted.outcome();
+        let runs = self.attempts.iter().filter(|a| a.outcome == preempted);
+        u32::try_from(runs.count()).unwrap_or(u32::MAX)
+    }
+
     pub fn part_on(&self, node: &str) -> Option<&Part> {
         self.parts.iter().find(|p| p.node == node)
     }

@@ -46,6 +46,7 @@ impl StateMachine {
                     .as_ref()
                     .and_then(|_| j.spec.shape(j.shape)),
                 deadline_ms: j.spec.deadline_ms,
+                preemptions: j.preemptions(),
             })
             .collect();
         ClusterView {
@@ -88,6 +89,7 @@ impl StateMachine {
                 reservation: j.spec.reservation.clone(),
                 moved: j.moved_to.is_some(),
                 claimant: j.claim.clone(),
+                preemptions: j.preemptions(),
                 deadline_ms: j.spec.deadline_ms,
                 waiting_on: j
                     .spec
